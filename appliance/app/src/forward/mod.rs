@@ -1,0 +1,274 @@
+//! Store-and-forward: one durable queue per destination (the spool's records are the durable
+//! part, [`queue::DestQueue`] the in-memory schedule), N workers per destination, each holding
+//! one association or HTTP client. Results are recorded in the spool before the queue forgets
+//! an object; transient failures back off with jitter, permanent refusals go to quarantine.
+
+pub mod dimse;
+pub mod queue;
+pub mod stow;
+
+use crate::metrics::{DestinationMetrics, Metrics};
+use medgate_spool::{ObjectRecord, Spool};
+use queue::{Backoff, DestQueue, Effect, Next, Outcome};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Idle associations are released after this long.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(15);
+
+/// A sender: one association or HTTP client towards a destination.
+#[derive(Debug)]
+pub enum Sender {
+    /// C-STORE SCU.
+    Dimse(dimse::DimseSender),
+    /// STOW-RS client.
+    Stow(stow::StowSender),
+}
+
+impl Sender {
+    async fn send(&mut self, rec: &ObjectRecord, path: &std::path::Path) -> Outcome {
+        match self {
+            Sender::Dimse(s) => s.send(rec, path).await,
+            Sender::Stow(s) => s.send(rec, path).await,
+        }
+    }
+
+    async fn idle(&mut self) {
+        if let Sender::Dimse(s) = self {
+            s.release().await;
+        }
+    }
+}
+
+/// One destination at run time.
+#[derive(Debug)]
+pub struct Destination {
+    /// Its name.
+    pub name: String,
+    /// "dimse" or "stow".
+    pub kind: &'static str,
+    queue: Mutex<DestQueue>,
+    notify: Notify,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Destination {
+    /// A destination with its queue loaded with the spool's pending objects.
+    pub fn new(
+        name: String,
+        kind: &'static str,
+        backoff: Backoff,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, medgate_spool::SpoolError> {
+        let mut q = DestQueue::new(backoff);
+        for id in spool.pending_for(&name)? {
+            q.push(id);
+        }
+        let quarantined = spool
+            .quarantined()?
+            .iter()
+            .filter(|e| e.destination == name)
+            .count() as u64;
+        let d = Destination {
+            name,
+            kind,
+            queue: Mutex::new(q),
+            notify: Notify::new(),
+            spool,
+            metrics,
+        };
+        d.m().quarantined.store(quarantined, Ordering::Relaxed);
+        Ok(d)
+    }
+
+    fn m(&self) -> &DestinationMetrics {
+        // Metrics are created for every configured destination.
+        static EMPTY: std::sync::OnceLock<DestinationMetrics> = std::sync::OnceLock::new();
+        self.metrics
+            .destinations
+            .get(&self.name)
+            .unwrap_or_else(|| EMPTY.get_or_init(DestinationMetrics::default))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DestQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an object and wakes a worker.
+    pub fn push(&self, id: u64) {
+        self.lock().push(id);
+        self.notify.notify_one();
+    }
+
+    /// Depth, age of the oldest object (s), backing off?, last error.
+    pub fn snapshot(&self) -> (usize, u64, bool, Option<String>) {
+        let q = self.lock();
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let age = q
+            .oldest()
+            .map(|id| now_us.saturating_sub(id) / 1_000_000)
+            .unwrap_or(0);
+        (
+            q.depth(),
+            age,
+            q.is_down(Instant::now()),
+            q.last_error.clone(),
+        )
+    }
+
+    /// Refreshes the gauges.
+    pub fn refresh_gauges(&self) {
+        let (depth, age, down, _) = self.snapshot();
+        let m = self.m();
+        m.queue_depth.store(depth as u64, Ordering::Relaxed);
+        m.oldest_age_secs.store(age, Ordering::Relaxed);
+        m.up.store(u64::from(!down), Ordering::Relaxed);
+    }
+
+    /// Adjusts the quarantine gauge after a retry.
+    pub fn unquarantined(&self, n: u64) {
+        let g = &self.m().quarantined;
+        let cur = g.load(Ordering::Relaxed);
+        g.store(cur.saturating_sub(n), Ordering::Relaxed);
+    }
+
+    /// One worker: takes objects and sends them until shutdown.
+    pub async fn worker(self: Arc<Self>, mut sender: Sender, shutdown: CancellationToken) {
+        loop {
+            let next = self.lock().next(Instant::now());
+            match next {
+                Next::Take(id) => {
+                    let outcome = self.attempt(&mut sender, id).await;
+                    self.apply(id, outcome).await;
+                }
+                Next::WaitUntil(t) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(t.into()) => {},
+                        () = self.notify.notified() => {},
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+                Next::Empty => {
+                    tokio::select! {
+                        () = self.notify.notified() => {},
+                        () = tokio::time::sleep(IDLE_RELEASE) => sender.idle().await,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        sender.idle().await;
+    }
+
+    async fn attempt(&self, sender: &mut Sender, id: u64) -> Option<(Outcome, u64, Duration)> {
+        let rec = match self.spool.get(id) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(id, error = %e, "cannot read the spool index; will retry");
+                return Some((
+                    Outcome::DestinationDown(format!("spool index: {e}")),
+                    0,
+                    Duration::ZERO,
+                ));
+            }
+        };
+        if !rec.pending.contains(&self.name) || rec.quarantined.contains_key(&self.name) {
+            return None;
+        }
+        let started = Instant::now();
+        let path = self.spool.object_path(id);
+        let outcome = sender.send(&rec, &path).await;
+        Some((outcome, rec.size, started.elapsed()))
+    }
+
+    async fn apply(&self, id: u64, result: Option<(Outcome, u64, Duration)>) {
+        let Some((outcome, size, elapsed)) = result else {
+            self.lock().forget(id);
+            return;
+        };
+        let effect = self
+            .lock()
+            .on_result(id, &outcome, Instant::now(), fastrand::f64());
+        let m = self.m();
+        match (&effect, &outcome) {
+            (Effect::Confirm, Outcome::Confirmed(warning)) => {
+                if let Some(w) = warning {
+                    tracing::warn!(destination = %self.name, id, warning = %w, "destination stored the object with a warning");
+                }
+                m.forwarded.fetch_add(1, Ordering::Relaxed);
+                m.forwarded_bytes.fetch_add(size, Ordering::Relaxed);
+                m.latency.observe(elapsed);
+                let spool = self.spool.clone();
+                let name = self.name.clone();
+                let failed =
+                    match tokio::task::spawn_blocking(move || spool.confirm(id, &name)).await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                if let Some(e) = failed {
+                    tracing::error!(destination = %self.name, id, error = %e, "could not record a confirmation; the object will be sent again after a restart");
+                }
+            }
+            (Effect::Quarantine(reason), _) => {
+                tracing::warn!(destination = %self.name, id, reason = %reason, "object quarantined: the destination refused it; retry with `medgate-appliance quarantine retry`");
+                m.quarantined_total.fetch_add(1, Ordering::Relaxed);
+                m.quarantined.fetch_add(1, Ordering::Relaxed);
+                let spool = self.spool.clone();
+                let name = self.name.clone();
+                let reason = reason.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = spool.quarantine(id, &name, &reason) {
+                        tracing::error!(id, error = %e, "could not record the quarantine");
+                    }
+                })
+                .await;
+            }
+            (_, Outcome::DestinationDown(reason)) => {
+                m.transient_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(destination = %self.name, reason = %reason, "destination unavailable; backing off");
+            }
+            (_, Outcome::RetryObject(reason)) => {
+                m.transient_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(destination = %self.name, id, reason = %reason, "transient failure; the object will be retried");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every destination; new objects are announced here.
+#[derive(Debug, Default)]
+pub struct ForwardHub {
+    /// The destinations, in configuration order.
+    pub destinations: Vec<Arc<Destination>>,
+}
+
+impl ForwardHub {
+    /// Queues a new object for every destination.
+    pub fn enqueue(&self, id: u64) {
+        for d in &self.destinations {
+            d.push(id);
+        }
+    }
+
+    /// Queues an object again for one destination (after a quarantine retry).
+    pub fn requeue(&self, id: u64, destination: &str) {
+        if let Some(d) = self.destinations.iter().find(|d| d.name == destination) {
+            d.push(id);
+            d.unquarantined(1);
+        }
+    }
+}

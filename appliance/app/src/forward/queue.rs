@@ -1,0 +1,314 @@
+//! The per-destination queue as a pure state machine: which object to send next, when, and what
+//! a result does to the object and to the destination. Time and randomness are inputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// After this many object-level retries an object is quarantined.
+pub const MAX_OBJECT_ATTEMPTS: u32 = 8;
+
+/// What happened to one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The destination confirmed it (success, or success with a warning given).
+    Confirmed(Option<String>),
+    /// This object failed for a transient reason (e.g. A7xx from the archive): retry it later.
+    RetryObject(String),
+    /// The destination is unreachable or refused the association: back off the destination.
+    DestinationDown(String),
+    /// The destination refused this object for good: quarantine it.
+    Refused(String),
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Ceiling.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay after `n` consecutive failures (n >= 1), with `jitter` in [0, 1): between half
+    /// and all of min(max, initial * 2^(n-1)).
+    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << (n.saturating_sub(1)).min(20));
+        let base = exp.min(self.max);
+        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// What a worker should do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send this object.
+    Take(u64),
+    /// Nothing to do before this instant.
+    WaitUntil(Instant),
+    /// Nothing queued.
+    Empty,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    not_before: Option<Instant>,
+    attempts: u32,
+}
+
+/// One destination's queue.
+#[derive(Debug)]
+pub struct DestQueue {
+    queued: BTreeMap<u64, Entry>,
+    in_flight: BTreeMap<u64, Entry>,
+    backoff: Backoff,
+    down_until: Option<Instant>,
+    down_count: u32,
+    /// The last failure, for the status.
+    pub last_error: Option<String>,
+}
+
+/// What the caller must do after a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Record the confirmation in the spool.
+    Confirm,
+    /// Quarantine with this reason.
+    Quarantine(String),
+    /// Nothing to record: it stays queued.
+    Requeued,
+}
+
+impl DestQueue {
+    /// An empty queue.
+    pub fn new(backoff: Backoff) -> Self {
+        DestQueue {
+            queued: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            backoff,
+            down_until: None,
+            down_count: 0,
+            last_error: None,
+        }
+    }
+
+    /// Queues an object (no-op if already queued or in flight).
+    pub fn push(&mut self, id: u64) {
+        if !self.in_flight.contains_key(&id) {
+            self.queued.entry(id).or_default();
+        }
+    }
+
+    /// Picks the next object, oldest first.
+    pub fn next(&mut self, now: Instant) -> Next {
+        if let Some(t) = self.down_until {
+            if t > now {
+                return if self.queued.is_empty() {
+                    Next::Empty
+                } else {
+                    Next::WaitUntil(t)
+                };
+            }
+        }
+        let mut earliest: Option<Instant> = None;
+        let mut pick = None;
+        for (id, e) in &self.queued {
+            match e.not_before {
+                Some(t) if t > now => earliest = Some(earliest.map_or(t, |x: Instant| x.min(t))),
+                _ => {
+                    pick = Some(*id);
+                    break;
+                }
+            }
+        }
+        match pick {
+            Some(id) => {
+                let e = self.queued.remove(&id).unwrap_or_default();
+                self.in_flight.insert(id, e);
+                Next::Take(id)
+            }
+            None => earliest.map_or(Next::Empty, Next::WaitUntil),
+        }
+    }
+
+    /// Applies the result of sending `id`.
+    pub fn on_result(&mut self, id: u64, outcome: &Outcome, now: Instant, jitter: f64) -> Effect {
+        let mut entry = self.in_flight.remove(&id).unwrap_or_default();
+        match outcome {
+            Outcome::Confirmed(_) => {
+                self.down_count = 0;
+                self.down_until = None;
+                Effect::Confirm
+            }
+            Outcome::Refused(reason) => {
+                self.down_count = 0;
+                self.down_until = None;
+                self.last_error = Some(reason.clone());
+                Effect::Quarantine(reason.clone())
+            }
+            Outcome::RetryObject(reason) => {
+                self.down_count = 0;
+                self.down_until = None;
+                entry.attempts += 1;
+                self.last_error = Some(reason.clone());
+                if entry.attempts >= MAX_OBJECT_ATTEMPTS {
+                    return Effect::Quarantine(format!(
+                        "gave up after {} attempts: {reason}",
+                        entry.attempts
+                    ));
+                }
+                entry.not_before = Some(now + self.backoff.delay(entry.attempts, jitter));
+                self.queued.insert(id, entry);
+                Effect::Requeued
+            }
+            Outcome::DestinationDown(reason) => {
+                self.down_count += 1;
+                let until = now + self.backoff.delay(self.down_count, jitter);
+                // Several workers fail together when the archive goes down: keep the latest wait.
+                self.down_until = Some(self.down_until.map_or(until, |t| t.max(until)));
+                self.last_error = Some(reason.clone());
+                self.queued.insert(id, entry);
+                Effect::Requeued
+            }
+        }
+    }
+
+    /// Forgets an object (it left the spool, or needs no sending any more).
+    pub fn forget(&mut self, id: u64) {
+        self.queued.remove(&id);
+        self.in_flight.remove(&id);
+    }
+
+    /// Objects waiting or in flight.
+    pub fn depth(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
+    }
+
+    /// The oldest waiting or in-flight id.
+    pub fn oldest(&self) -> Option<u64> {
+        let a = self.queued.keys().next().copied();
+        let b = self.in_flight.keys().next().copied();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the destination is backing off.
+    pub fn is_down(&self, now: Instant) -> bool {
+        self.down_until.is_some_and(|t| t > now)
+    }
+
+    /// Ids queued (for tests and status).
+    pub fn queued_ids(&self) -> BTreeSet<u64> {
+        self.queued.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q() -> DestQueue {
+        DestQueue::new(Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        })
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(b.delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(b.delay(3, 1.0), Duration::from_secs(4));
+        assert_eq!(b.delay(3, 0.0), Duration::from_secs(2));
+        assert_eq!(b.delay(30, 1.0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn oldest_first_and_no_duplicates() {
+        let mut q = q();
+        let now = Instant::now();
+        q.push(3);
+        q.push(1);
+        q.push(1);
+        assert_eq!(q.next(now), Next::Take(1));
+        q.push(1); // in flight: ignored
+        assert_eq!(q.next(now), Next::Take(3));
+        assert_eq!(q.next(now), Next::Empty);
+        assert_eq!(q.depth(), 2);
+        assert_eq!(
+            q.on_result(1, &Outcome::Confirmed(None), now, 0.5),
+            Effect::Confirm
+        );
+        assert_eq!(q.depth(), 1);
+    }
+
+    #[test]
+    fn destination_down_pauses_everything_then_resumes() {
+        let mut q = q();
+        let now = Instant::now();
+        q.push(1);
+        q.push(2);
+        assert_eq!(q.next(now), Next::Take(1));
+        assert_eq!(
+            q.on_result(1, &Outcome::DestinationDown("refused".into()), now, 1.0),
+            Effect::Requeued
+        );
+        assert!(q.is_down(now));
+        assert_eq!(q.next(now), Next::WaitUntil(now + Duration::from_secs(1)));
+        let later = now + Duration::from_secs(1);
+        assert_eq!(q.next(later), Next::Take(1));
+        assert_eq!(
+            q.on_result(1, &Outcome::DestinationDown("refused".into()), later, 1.0),
+            Effect::Requeued
+        );
+        assert_eq!(
+            q.next(later),
+            Next::WaitUntil(later + Duration::from_secs(2))
+        );
+        let later = later + Duration::from_secs(2);
+        assert_eq!(q.next(later), Next::Take(1));
+        assert_eq!(
+            q.on_result(1, &Outcome::Confirmed(None), later, 1.0),
+            Effect::Confirm
+        );
+        assert!(!q.is_down(later));
+        assert_eq!(q.next(later), Next::Take(2));
+    }
+
+    #[test]
+    fn object_retries_then_quarantine() {
+        let mut q = q();
+        let mut now = Instant::now();
+        q.push(7);
+        q.push(8);
+        assert_eq!(q.next(now), Next::Take(7));
+        assert_eq!(
+            q.on_result(7, &Outcome::RetryObject("A700".into()), now, 1.0),
+            Effect::Requeued
+        );
+        // 7 waits; 8 goes first.
+        assert_eq!(q.next(now), Next::Take(8));
+        assert_eq!(q.next(now), Next::WaitUntil(now + Duration::from_secs(1)));
+        let mut effect = Effect::Requeued;
+        for _ in 1..MAX_OBJECT_ATTEMPTS {
+            now += Duration::from_secs(120);
+            assert_eq!(q.next(now), Next::Take(7));
+            effect = q.on_result(7, &Outcome::RetryObject("A700".into()), now, 1.0);
+        }
+        assert!(
+            matches!(effect, Effect::Quarantine(ref r) if r.starts_with("gave up after 8 attempts"))
+        );
+        assert_eq!(
+            q.on_result(8, &Outcome::Refused("C000".into()), now, 0.0),
+            Effect::Quarantine("C000".into())
+        );
+        assert_eq!(q.depth(), 0);
+    }
+}

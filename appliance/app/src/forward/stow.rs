@@ -1,0 +1,205 @@
+//! The DICOMweb STOW-RS forwarder (PS3.18 10.5): one POST per object to `{url}/studies`, the
+//! Part 10 file streamed as the single part of a multipart/related body, never held in memory.
+
+use super::queue::Outcome;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use medgate_spool::ObjectRecord;
+use std::path::Path;
+use std::time::Duration;
+
+/// A STOW-RS sender.
+#[derive(Debug, Clone)]
+pub struct StowSender {
+    client: reqwest::Client,
+    url: String,
+    auth: Auth,
+}
+
+/// How to authenticate.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// Nothing.
+    #[default]
+    None,
+    /// HTTP basic.
+    Basic(String, String),
+    /// Bearer token.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::None => "None",
+            Auth::Basic(..) => "Basic(..)",
+            Auth::Bearer(_) => "Bearer(..)",
+        })
+    }
+}
+
+impl StowSender {
+    /// A sender for `url` (the DICOMweb base URL).
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        auth: Auth,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(super::IDLE_RELEASE)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(StowSender {
+            client,
+            url: url.trim_end_matches('/').to_string(),
+            auth,
+        })
+    }
+
+    /// Sends one object.
+    pub async fn send(&self, rec: &ObjectRecord, path: &Path) -> Outcome {
+        let file = match tokio::fs::File::open(path).await {
+            Ok(f) => f,
+            Err(e) => {
+                return Outcome::Refused(format!("spool file {} unreadable: {e}", path.display()));
+            }
+        };
+        let boundary = format!("medgate-{:016x}-{:08x}", rec.id, fastrand::u32(..));
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) })
+            .chain(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            ))
+            .chain(futures_util::stream::once(async move { Ok(tail) }));
+        let mut req = self
+            .client
+            .post(format!("{}/studies", self.url))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+            )
+            .header(reqwest::header::ACCEPT, "application/dicom+json")
+            .body(reqwest::Body::wrap_stream(body));
+        req = match &self.auth {
+            Auth::None => req,
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+        };
+        let rsp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::DestinationDown(format!("STOW-RS request failed: {e}")),
+        };
+        let code = rsp.status().as_u16();
+        let text = rsp.text().await.unwrap_or_default();
+        classify(code, &text, &rec.sop_instance_uid)
+    }
+}
+
+/// Turns a STOW-RS answer into an outcome for one instance.
+pub fn classify(code: u16, body: &str, sop_instance: &str) -> Outcome {
+    let snippet: String = body.chars().take(200).collect();
+    let failure = failed_reason(body, sop_instance);
+    match code {
+        200 | 202 => match failure {
+            Some(reason) if reason & 0xFF00 == 0xA700 => {
+                Outcome::RetryObject(format!("archive answered failure reason {reason:04X}"))
+            }
+            Some(reason) => Outcome::Refused(format!(
+                "archive refused the instance (failure reason {reason:04X})"
+            )),
+            None if code == 202 => {
+                Outcome::Confirmed(Some("HTTP 202: stored with warnings".into()))
+            }
+            None => Outcome::Confirmed(None),
+        },
+        409 => match failure {
+            Some(reason) if reason & 0xFF00 == 0xA700 => {
+                Outcome::RetryObject(format!("archive answered failure reason {reason:04X}"))
+            }
+            Some(reason) => Outcome::Refused(format!(
+                "archive refused the instance (HTTP 409, failure reason {reason:04X})"
+            )),
+            None => Outcome::Refused(format!(
+                "archive refused the instance (HTTP 409): {snippet}"
+            )),
+        },
+        400 | 413 | 415 | 422 => Outcome::Refused(format!(
+            "archive refused the instance (HTTP {code}): {snippet}"
+        )),
+        401 | 403 => Outcome::DestinationDown(format!(
+            "archive refused our credentials (HTTP {code}); check username/password_file or bearer_token_file"
+        )),
+        404 | 405 => Outcome::DestinationDown(format!(
+            "no STOW-RS service at this URL (HTTP {code}); check the destination url"
+        )),
+        _ => Outcome::DestinationDown(format!("archive answered HTTP {code}: {snippet}")),
+    }
+}
+
+/// The FailureReason (0008,1197) of `sop_instance` in a FailedSOPSequence (0008,1198), if any.
+fn failed_reason(body: &str, sop_instance: &str) -> Option<u16> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let obj = match &v {
+        serde_json::Value::Array(a) => a.first()?,
+        o => o,
+    };
+    let items = obj.get("00081198")?.get("Value")?.as_array()?;
+    for item in items {
+        let uid = item
+            .get("00081155")
+            .and_then(|e| e.get("Value"))
+            .and_then(|v| v.get(0))
+            .and_then(|v| v.as_str());
+        if uid.is_none_or(|u| u == sop_instance) {
+            let reason = item
+                .get("00081197")
+                .and_then(|e| e.get("Value"))
+                .and_then(|v| v.get(0))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0x0110);
+            return Some(reason as u16);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_and_failures() {
+        let ok = r#"{"00081199":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.3"]}}]}}"#;
+        assert_eq!(classify(200, ok, "1.2.3"), Outcome::Confirmed(None));
+        let failed = r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.3"]},"00081197":{"vr":"US","Value":[49152]}}]}}"#;
+        assert!(
+            matches!(classify(200, failed, "1.2.3"), Outcome::Refused(r) if r.contains("C000"))
+        );
+        assert_eq!(classify(200, failed, "9.9.9"), Outcome::Confirmed(None));
+        let busy = r#"{"00081198":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":["1.2.3"]},"00081197":{"vr":"US","Value":[42752]}}]}}"#;
+        assert!(matches!(
+            classify(409, busy, "1.2.3"),
+            Outcome::RetryObject(_)
+        ));
+        assert!(matches!(
+            classify(503, "", "1.2.3"),
+            Outcome::DestinationDown(_)
+        ));
+        assert!(
+            matches!(classify(401, "", "1.2.3"), Outcome::DestinationDown(r) if r.contains("credentials"))
+        );
+        assert!(matches!(
+            classify(415, "nope", "1.2.3"),
+            Outcome::Refused(_)
+        ));
+    }
+}

@@ -1,0 +1,21 @@
+//! The Medgate appliance: a DICOM edge that receives objects from modalities, keeps every one
+//! durably in its spool and forwards it to the regional archive.
+//!
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`listener`]: the association acceptor (C-ECHO, C-STORE into the spool).
+//! - [`scu`]: the association requestor (C-ECHO, C-STORE from a file).
+//! - [`forward`]: per-destination queues and workers (C-STORE, STOW-RS).
+//! - [`conn`]: PDU reading and writing over TCP or TLS.
+//! - [`tls`]: rustls configurations from PEM files.
+//! - [`metrics`], [`status`]: Prometheus metrics and the local HTTP endpoint.
+//! - [`app`]: wiring and lifecycle.
+
+pub mod app;
+pub mod config;
+pub mod conn;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod scu;
+pub mod status;
+pub mod tls;

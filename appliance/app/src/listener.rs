@@ -1,0 +1,773 @@
+//! The DICOM listener: accepts associations from modalities, answers C-ECHO, and receives
+//! C-STORE by streaming data fragments straight into a spool temp file. "Success" is sent only
+//! after the file is fsync'd, renamed, its directory fsync'd and the object indexed.
+//!
+//! One task per association. Memory per association is bounded by the max PDU length we
+//! advertise (one receive buffer) plus the file writer's buffer, whatever the object's size.
+
+use crate::config::Network;
+use crate::conn::{BoxStream, ConnError, Incoming, PduConn, abort_reason};
+use crate::forward::ForwardHub;
+use crate::metrics::Metrics;
+use medgate_dicom::command::{self, CommandSet, field, status, tags};
+use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision, Knock};
+use medgate_dicom::part10::{self, FileMeta};
+use medgate_dicom::pdata::{FrameLimits, encode_command_pdus};
+use medgate_dicom::pdu::Pdu;
+use medgate_dicom::{scan, uids};
+use medgate_spool::{Admission, ObjectRecord, Spool, TempObject};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How many bytes of each dataset are kept in memory for the header scan.
+const SCAN_HEAD: usize = 64 * 1024;
+
+/// Everything an association task needs.
+#[derive(Debug)]
+pub struct ListenerContext {
+    /// Negotiation policy.
+    pub policy: AcceptorPolicy,
+    /// Allowed source networks (empty: any).
+    pub networks: Vec<Network>,
+    /// The spool.
+    pub spool: Arc<Spool>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where new objects are announced.
+    pub forward: Arc<ForwardHub>,
+    /// Incoming PDU limits.
+    pub limits: FrameLimits,
+    /// ARTIM timeout (s).
+    pub artim_secs: u64,
+    /// Idle timeout (s).
+    pub idle_secs: u64,
+    /// Association slots.
+    pub slots: Arc<Semaphore>,
+    /// False after a spool write failed for another reason than a full disk, until one succeeds.
+    pub spool_ok: AtomicBool,
+}
+
+/// Accepts connections until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let kind = if tls.is_some() { "dicom-tls" } else { "dicom" };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => break,
+        };
+        let (sock, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(error = %e, listener = kind, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = handle_connection(sock, peer, ctx, tls) => {},
+                () = shutdown.cancelled() => {},
+            }
+        });
+    }
+}
+
+async fn handle_connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let stream: BoxStream = match tls {
+        Some(acceptor) => {
+            let hs = tokio::time::timeout(
+                std::time::Duration::from_secs(ctx.artim_secs),
+                acceptor.accept(sock),
+            )
+            .await;
+            match hs {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %peer, error = %e, "DICOM TLS handshake failed");
+                    ctx.metrics
+                        .associations_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %peer, "DICOM TLS handshake timed out (ARTIM)");
+                    return;
+                }
+            }
+        }
+        None => Box::new(sock),
+    };
+    let mut conn = PduConn::new(stream, ctx.limits);
+
+    // ARTIM: the A-ASSOCIATE-RQ must come in time.
+    let rq = match conn.read(ctx.artim_secs).await {
+        Ok(Incoming::Other(Pdu::AssociationRQ(rq))) => rq,
+        Ok(_) => {
+            tracing::warn!(peer = %peer, "first PDU is not an A-ASSOCIATE-RQ; aborting");
+            conn.abort(abort_reason::UNEXPECTED_PDU).await;
+            return;
+        }
+        Err(e) => {
+            tracing::info!(peer = %peer, error = %e, "connection ended before an association was requested");
+            if matches!(e, ConnError::Framing(_)) {
+                conn.abort(abort_reason::UNRECOGNIZED_PDU).await;
+            }
+            return;
+        }
+    };
+
+    let address = peer.ip().to_string();
+    let record = |knock: &Knock| {
+        if let Err(e) = ctx.spool.record_knock(knock, &address) {
+            tracing::warn!(error = %e, "could not record the calling AE");
+        }
+    };
+    let (decision, mut knock) = negotiate::decide(&ctx.policy, &rq);
+
+    if !ctx.networks.is_empty() && !ctx.networks.iter().any(|n| n.contains(peer.ip())) {
+        knock.rejection = Some(format!(
+            "source address {address} is not in listener.allowed_networks"
+        ));
+        record(&knock);
+        tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, "association rejected: source address not allowed");
+        ctx.metrics
+            .associations_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = conn
+            .send(&Pdu::AssociationRJ(negotiate::reject_address()))
+            .await;
+        conn.close().await;
+        return;
+    }
+
+    let (ac, contexts, peer_max_pdu) = match decision {
+        Decision::Accept {
+            ac,
+            contexts,
+            peer_max_pdu,
+        } => (ac, contexts, peer_max_pdu),
+        Decision::Reject(rj) => {
+            record(&knock);
+            tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, called_ae = %knock.called_ae, reason = knock.rejection.as_deref().unwrap_or(""), "association rejected");
+            ctx.metrics
+                .associations_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = conn.send(&Pdu::AssociationRJ(rj)).await;
+            conn.close().await;
+            return;
+        }
+    };
+
+    let Ok(_slot) = ctx.slots.clone().try_acquire_owned() else {
+        knock.rejection = Some("too many associations (listener.max_associations)".into());
+        record(&knock);
+        tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, "association rejected: association limit reached");
+        ctx.metrics
+            .associations_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = conn
+            .send(&Pdu::AssociationRJ(negotiate::reject_busy()))
+            .await;
+        conn.close().await;
+        return;
+    };
+    record(&knock);
+    if conn.send(&Pdu::AssociationAC(ac)).await.is_err() {
+        return;
+    }
+    ctx.metrics
+        .associations_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .associations_active
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(peer = %peer, calling_ae = %knock.calling_ae, contexts = contexts.len(), "association accepted");
+
+    let mut assoc = Association {
+        ctx: &ctx,
+        calling_ae: knock.calling_ae.clone(),
+        called_ae: knock.called_ae.clone(),
+        contexts,
+        peer_max_pdu,
+        receiving: None,
+        command: Vec::new(),
+        stored: 0,
+    };
+    let outcome = assoc.run(&mut conn).await;
+    if let Some(r) = assoc.receiving.take() {
+        if let Sink::File { temp, .. } = r.sink {
+            ctx.spool.discard(temp);
+        }
+    }
+    ctx.metrics
+        .associations_active
+        .fetch_sub(1, Ordering::Relaxed);
+    match outcome {
+        End::Released => {
+            tracing::info!(peer = %peer, calling_ae = %knock.calling_ae, stored = assoc.stored, "association released")
+        }
+        End::Aborted(why) => {
+            ctx.metrics
+                .associations_aborted
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, stored = assoc.stored, reason = %why, "association aborted; any object in progress was discarded (never acknowledged)");
+        }
+    }
+}
+
+enum Sink {
+    File {
+        temp: TempObject,
+        file: tokio::fs::File,
+        written: u64,
+        dataset_len: u64,
+        head: Vec<u8>,
+    },
+    /// Data are read and dropped; this response goes out after the last fragment.
+    Drain(CommandSet),
+}
+
+struct Receiving {
+    message_id: u16,
+    context_id: u8,
+    sop_class: String,
+    sop_instance: String,
+    transfer_syntax: String,
+    started: Instant,
+    sink: Sink,
+}
+
+enum End {
+    Released,
+    Aborted(String),
+}
+
+/// What the PDV loop decided, done after the PDU buffer is released.
+enum Action {
+    Send(Vec<u8>),
+    Abort(u8, String),
+}
+
+struct Association<'a> {
+    ctx: &'a ListenerContext,
+    calling_ae: String,
+    called_ae: String,
+    contexts: Vec<AcceptedContext>,
+    peer_max_pdu: u32,
+    receiving: Option<Receiving>,
+    command: Vec<u8>,
+    stored: u64,
+}
+
+impl Association<'_> {
+    async fn run(&mut self, conn: &mut PduConn) -> End {
+        loop {
+            let mut actions = Vec::new();
+            match conn.read(self.ctx.idle_secs).await {
+                Ok(Incoming::PData(pdvs)) => {
+                    for pdv in pdvs {
+                        if let Err((reason, why)) = self
+                            .on_pdv(
+                                pdv.context_id,
+                                pdv.is_command,
+                                pdv.is_last,
+                                pdv.data,
+                                &mut actions,
+                            )
+                            .await
+                        {
+                            actions.push(Action::Abort(reason, why));
+                            break;
+                        }
+                    }
+                }
+                Ok(Incoming::Other(Pdu::ReleaseRQ)) => {
+                    let _ = conn.send(&Pdu::ReleaseRP).await;
+                    conn.close().await;
+                    return End::Released;
+                }
+                Ok(Incoming::Other(Pdu::AbortRQ { .. })) => {
+                    conn.close().await;
+                    return End::Aborted("A-ABORT from the peer".into());
+                }
+                Ok(Incoming::Other(other)) => {
+                    conn.abort(abort_reason::UNEXPECTED_PDU).await;
+                    return End::Aborted(format!("unexpected PDU {}", other.short_description()));
+                }
+                Err(ConnError::Timeout(s)) => {
+                    conn.abort(abort_reason::NOT_SPECIFIED).await;
+                    return End::Aborted(format!("idle for {s} s"));
+                }
+                Err(ConnError::Framing(e)) => {
+                    conn.abort(abort_reason::INVALID_PARAMETER).await;
+                    return End::Aborted(e.to_string());
+                }
+                Err(e) => return End::Aborted(e.to_string()),
+            }
+            for action in actions {
+                match action {
+                    Action::Send(bytes) => {
+                        if let Err(e) = conn.send_raw(&bytes).await {
+                            return End::Aborted(e.to_string());
+                        }
+                    }
+                    Action::Abort(reason, why) => {
+                        conn.abort(reason).await;
+                        return End::Aborted(why);
+                    }
+                }
+            }
+        }
+    }
+
+    fn response(&self, context_id: u8, cmd: &CommandSet) -> Action {
+        Action::Send(encode_command_pdus(
+            context_id,
+            &cmd.encode(),
+            self.peer_max_pdu,
+        ))
+    }
+
+    async fn on_pdv(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        is_last: bool,
+        data: &[u8],
+        actions: &mut Vec<Action>,
+    ) -> Result<(), (u8, String)> {
+        if !self.contexts.iter().any(|c| c.id == context_id) {
+            return Err((
+                abort_reason::INVALID_PARAMETER,
+                format!("data on presentation context {context_id}, which was not accepted"),
+            ));
+        }
+        if is_command {
+            if self.receiving.is_some() {
+                return Err((
+                    abort_reason::UNEXPECTED_PDU,
+                    "a command arrived while a data set was still expected".into(),
+                ));
+            }
+            if self.command.len() + data.len() > command::MAX_COMMAND_LEN {
+                return Err((
+                    abort_reason::INVALID_PARAMETER,
+                    "command set larger than 64 KiB".into(),
+                ));
+            }
+            self.command.extend_from_slice(data);
+            if is_last {
+                let bytes = std::mem::take(&mut self.command);
+                let cmd = CommandSet::decode(&bytes).map_err(|e| {
+                    (
+                        abort_reason::INVALID_PARAMETER,
+                        format!("undecodable command: {e}"),
+                    )
+                })?;
+                self.on_command(context_id, cmd, actions).await;
+            }
+            return Ok(());
+        }
+        let Some(r) = self.receiving.as_mut() else {
+            return Err((
+                abort_reason::UNEXPECTED_PDU,
+                "a data set fragment arrived without a command".into(),
+            ));
+        };
+        if r.context_id != context_id {
+            return Err((
+                abort_reason::INVALID_PARAMETER,
+                "data set fragment on another presentation context than its command".into(),
+            ));
+        }
+        if let Sink::File {
+            file,
+            written,
+            dataset_len,
+            head,
+            ..
+        } = &mut r.sink
+        {
+            if head.len() < SCAN_HEAD {
+                let take = (SCAN_HEAD - head.len()).min(data.len());
+                head.extend_from_slice(&data[..take]);
+            }
+            match file.write_all(data).await {
+                Ok(()) => {
+                    *written += data.len() as u64;
+                    *dataset_len += data.len() as u64;
+                }
+                Err(e) => {
+                    let full = matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+                    );
+                    tracing::error!(error = %e, disk_full = full, "writing to the spool failed");
+                    if !full {
+                        self.ctx.spool_ok.store(false, Ordering::Relaxed);
+                    }
+                    let rsp = command::store_rsp(
+                        r.message_id,
+                        &r.sop_class,
+                        &r.sop_instance,
+                        status::OUT_OF_RESOURCES,
+                        Some("spool write failed; retry later"),
+                    );
+                    if let Sink::File { temp, .. } =
+                        std::mem::replace(&mut r.sink, Sink::Drain(rsp))
+                    {
+                        self.ctx.spool.discard(temp);
+                    }
+                }
+            }
+        }
+        if is_last {
+            if let Some(r) = self.receiving.take() {
+                let (rsp, ctx_id) = self.finish(r).await;
+                actions.push(self.response(ctx_id, &rsp));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_command(&mut self, context_id: u8, cmd: CommandSet, actions: &mut Vec<Action>) {
+        let message_id = cmd.message_id().unwrap_or(0);
+        match cmd.command_field() {
+            field::C_ECHO_RQ => {
+                self.ctx.metrics.echoes.fetch_add(1, Ordering::Relaxed);
+                actions.push(
+                    self.response(context_id, &command::echo_rsp(message_id, status::SUCCESS)),
+                );
+            }
+            field::C_STORE_RQ => {
+                let Some(r) = self.start_store(context_id, &cmd).await else {
+                    // No data set follows: answer at once.
+                    let rsp = command::store_rsp(
+                        message_id,
+                        "",
+                        "",
+                        status::CANNOT_UNDERSTAND,
+                        Some("C-STORE-RQ without a data set"),
+                    );
+                    actions.push(self.response(context_id, &rsp));
+                    return;
+                };
+                self.receiving = Some(r);
+            }
+            field::C_CANCEL_RQ => {}
+            other => {
+                tracing::info!(command_field = format!("0x{other:04X}"), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
+                let rsp = command::unsupported_rsp(&cmd);
+                if cmd.has_dataset() {
+                    self.receiving = Some(Receiving {
+                        message_id,
+                        context_id,
+                        sop_class: String::new(),
+                        sop_instance: String::new(),
+                        transfer_syntax: String::new(),
+                        started: Instant::now(),
+                        sink: Sink::Drain(rsp),
+                    });
+                } else {
+                    actions.push(self.response(context_id, &rsp));
+                }
+            }
+        }
+    }
+
+    async fn start_store(&mut self, context_id: u8, cmd: &CommandSet) -> Option<Receiving> {
+        if !cmd.has_dataset() {
+            return None;
+        }
+        let message_id = cmd.message_id().unwrap_or(0);
+        let sop_class = cmd.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
+        let sop_instance = cmd
+            .string(tags::AFFECTED_SOP_INSTANCE_UID)
+            .unwrap_or_default();
+        let pc = self.contexts.iter().find(|c| c.id == context_id)?;
+        let transfer_syntax = pc.transfer_syntax.clone();
+        let drain = |code: u16, comment: String| Receiving {
+            message_id,
+            context_id,
+            sop_class: sop_class.clone(),
+            sop_instance: sop_instance.clone(),
+            transfer_syntax: transfer_syntax.clone(),
+            started: Instant::now(),
+            sink: Sink::Drain(command::store_rsp(
+                message_id,
+                &sop_class,
+                &sop_instance,
+                code,
+                Some(&comment),
+            )),
+        };
+        if medgate_dicom::validate_uid(&sop_instance).is_err()
+            || medgate_dicom::validate_uid(&sop_class).is_err()
+        {
+            return Some(drain(
+                status::CANNOT_UNDERSTAND,
+                "Affected SOP Class/Instance UID missing or invalid".into(),
+            ));
+        }
+        if sop_class != pc.abstract_syntax {
+            return Some(drain(
+                status::DATASET_MISMATCH,
+                format!(
+                    "SOP class {sop_class} sent on a presentation context for {}",
+                    pc.abstract_syntax
+                ),
+            ));
+        }
+        if let Admission::Full(pct) = self.ctx.spool.admission() {
+            tracing::warn!(used_percent = pct, calling_ae = %self.calling_ae, "spool above its high watermark: refusing with A700");
+            return Some(drain(
+                status::OUT_OF_RESOURCES,
+                format!("spool {pct:.1}% full; retry later"),
+            ));
+        }
+        let temp = self.ctx.spool.begin();
+        let meta = part10::encode_meta(&FileMeta {
+            sop_class_uid: sop_class.clone(),
+            sop_instance_uid: sop_instance.clone(),
+            transfer_syntax: transfer_syntax.clone(),
+            source_ae: Some(self.calling_ae.clone()),
+        });
+        let opened = async {
+            let mut f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp.path)
+                .await?;
+            f.write_all(&meta).await?;
+            Ok::<_, std::io::Error>(f)
+        }
+        .await;
+        match opened {
+            Ok(file) => Some(Receiving {
+                message_id,
+                context_id,
+                sop_class,
+                sop_instance,
+                transfer_syntax,
+                started: Instant::now(),
+                sink: Sink::File {
+                    temp,
+                    file,
+                    written: meta.len() as u64,
+                    dataset_len: 0,
+                    head: Vec::new(),
+                },
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, path = %temp.path.display(), "cannot create a spool file");
+                self.ctx.spool.discard(temp);
+                Some(drain(
+                    status::OUT_OF_RESOURCES,
+                    "cannot create a spool file; retry later".into(),
+                ))
+            }
+        }
+    }
+
+    /// The last fragment arrived: make it durable (or not) and say so.
+    async fn finish(&mut self, r: Receiving) -> (CommandSet, u8) {
+        let Receiving {
+            message_id,
+            context_id,
+            sop_class,
+            sop_instance,
+            transfer_syntax,
+            started,
+            sink,
+        } = r;
+        let (temp, mut file, written, dataset_len, head) = match sink {
+            Sink::Drain(rsp) => {
+                if let Some(code) = rsp.status() {
+                    self.ctx.metrics.store_failed(code);
+                }
+                return (rsp, context_id);
+            }
+            Sink::File {
+                temp,
+                file,
+                written,
+                dataset_len,
+                head,
+            } => (temp, file, written, dataset_len, head),
+        };
+        let fail = |code: u16, comment: &str| {
+            command::store_rsp(message_id, &sop_class, &sop_instance, code, Some(comment))
+        };
+
+        // Is it a data set at all, and the one the command announced?
+        let whole = dataset_len as usize <= SCAN_HEAD;
+        let summary = match scan::scan(&head, uids::dataset_encoding(&transfer_syntax), whole) {
+            Ok(s) => s,
+            Err(e) => {
+                drop(file);
+                self.ctx.spool.discard(temp);
+                self.ctx.metrics.store_failed(status::CANNOT_UNDERSTAND);
+                tracing::warn!(calling_ae = %self.calling_ae, error = %e, "refused a malformed data set");
+                return (
+                    fail(
+                        status::CANNOT_UNDERSTAND,
+                        &format!("cannot parse data set: {e}"),
+                    ),
+                    context_id,
+                );
+            }
+        };
+        let mismatch = if summary
+            .sop_instance_uid
+            .as_deref()
+            .is_some_and(|u| u != sop_instance)
+        {
+            Some((
+                status::CANNOT_UNDERSTAND,
+                "SOP Instance UID in the data set differs from the command",
+            ))
+        } else if summary
+            .sop_class_uid
+            .as_deref()
+            .is_some_and(|u| u != sop_class)
+        {
+            Some((
+                status::DATASET_MISMATCH,
+                "SOP Class UID in the data set differs from the command",
+            ))
+        } else if summary.complete && summary.sop_instance_uid.is_none() {
+            Some((
+                status::CANNOT_UNDERSTAND,
+                "data set has no SOP Instance UID",
+            ))
+        } else {
+            None
+        };
+        if let Some((code, why)) = mismatch {
+            drop(file);
+            self.ctx.spool.discard(temp);
+            self.ctx.metrics.store_failed(code);
+            tracing::warn!(calling_ae = %self.calling_ae, reason = why, "refused a data set");
+            return (fail(code, why), context_id);
+        }
+
+        // Durable: fsync the file, then rename + directory fsync + index in the spool.
+        let sync_started = Instant::now();
+        let synced = async {
+            file.flush().await?;
+            file.sync_all().await
+        }
+        .await;
+        drop(file);
+        if let Err(e) = synced {
+            tracing::error!(error = %e, "fsync of a spool file failed; refusing the object");
+            self.ctx.spool.discard(temp);
+            self.ctx.spool_ok.store(false, Ordering::Relaxed);
+            self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
+            return (
+                fail(
+                    status::OUT_OF_RESOURCES,
+                    "could not store durably; retry later",
+                ),
+                context_id,
+            );
+        }
+        let record = ObjectRecord {
+            id: 0,
+            sop_class_uid: sop_class.clone(),
+            sop_instance_uid: sop_instance.clone(),
+            transfer_syntax,
+            calling_ae: self.calling_ae.clone(),
+            called_ae: self.called_ae.clone(),
+            size: written,
+            received_at_ms: 0,
+            summary,
+            pending: Default::default(),
+            confirmed: Default::default(),
+            quarantined: Default::default(),
+        };
+        let spool = self.ctx.spool.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            let path = temp.path.clone();
+            spool.commit(temp, record).map_err(|e| (e, path))
+        })
+        .await;
+        match committed {
+            Ok(Ok(rec)) => {
+                self.ctx
+                    .metrics
+                    .fsync_latency
+                    .observe(sync_started.elapsed());
+                self.ctx
+                    .metrics
+                    .objects_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.ctx
+                    .metrics
+                    .bytes_received
+                    .fetch_add(rec.size, Ordering::Relaxed);
+                self.ctx.spool_ok.store(true, Ordering::Relaxed);
+                self.stored += 1;
+                tracing::debug!(id = rec.id, size = rec.size, calling_ae = %self.calling_ae, elapsed_ms = started.elapsed().as_millis() as u64, "object stored");
+                self.ctx.forward.enqueue(rec.id);
+                (
+                    command::store_rsp(
+                        message_id,
+                        &sop_class,
+                        &sop_instance,
+                        status::SUCCESS,
+                        None,
+                    ),
+                    context_id,
+                )
+            }
+            Ok(Err((e, path))) => {
+                tracing::error!(error = %e, "committing to the spool failed; refusing the object");
+                let _ = std::fs::remove_file(path);
+                if !e.is_disk_full() {
+                    self.ctx.spool_ok.store(false, Ordering::Relaxed);
+                }
+                self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
+                (
+                    fail(
+                        status::OUT_OF_RESOURCES,
+                        "could not store durably; retry later",
+                    ),
+                    context_id,
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool commit task failed");
+                self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
+                (
+                    fail(
+                        status::OUT_OF_RESOURCES,
+                        "could not store durably; retry later",
+                    ),
+                    context_id,
+                )
+            }
+        }
+    }
+}

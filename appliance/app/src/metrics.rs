@@ -1,0 +1,411 @@
+//! Counters, gauges and histograms of the appliance, rendered in the Prometheus text format.
+//! Lock-free on the hot path (atomics); per-destination and per-status series live in small maps.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A histogram with fixed buckets (seconds).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Buckets for fsync and forward latencies.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Histogram {
+    /// A histogram over `bounds`.
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if s <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The q-quantile estimated from the buckets (upper bound of the bucket), in seconds.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count.load(Ordering::Relaxed);
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil() as u64;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if c.load(Ordering::Relaxed) >= rank {
+                return Some(*b);
+            }
+        }
+        self.bounds.last().copied()
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// Per-destination figures.
+#[derive(Debug)]
+pub struct DestinationMetrics {
+    /// Objects confirmed by the destination.
+    pub forwarded: AtomicU64,
+    /// Bytes confirmed.
+    pub forwarded_bytes: AtomicU64,
+    /// Transient failures (retried).
+    pub transient_failures: AtomicU64,
+    /// Permanent refusals (quarantined).
+    pub quarantined_total: AtomicU64,
+    /// Objects waiting (gauge).
+    pub queue_depth: AtomicU64,
+    /// Age of the oldest waiting object in seconds (gauge).
+    pub oldest_age_secs: AtomicU64,
+    /// Objects in quarantine now (gauge).
+    pub quarantined: AtomicU64,
+    /// 1 when the destination answers, 0 while it is backing off.
+    pub up: AtomicU64,
+    /// Time from taking an object to its confirmation.
+    pub latency: Histogram,
+}
+
+impl Default for DestinationMetrics {
+    fn default() -> Self {
+        DestinationMetrics {
+            forwarded: AtomicU64::new(0),
+            forwarded_bytes: AtomicU64::new(0),
+            transient_failures: AtomicU64::new(0),
+            quarantined_total: AtomicU64::new(0),
+            queue_depth: AtomicU64::new(0),
+            oldest_age_secs: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            up: AtomicU64::new(1),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+/// Every metric of the appliance.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Associations accepted.
+    pub associations_accepted: AtomicU64,
+    /// Associations rejected (policy, busy, address).
+    pub associations_rejected: AtomicU64,
+    /// Associations aborted (by us or the peer) or broken.
+    pub associations_aborted: AtomicU64,
+    /// Associations open now.
+    pub associations_active: AtomicU64,
+    /// Objects stored durably.
+    pub objects_received: AtomicU64,
+    /// Bytes stored durably (Part 10 file sizes).
+    pub bytes_received: AtomicU64,
+    /// C-ECHO requests answered.
+    pub echoes: AtomicU64,
+    /// C-STORE failures sent, by status code.
+    pub store_failures: Mutex<BTreeMap<u16, u64>>,
+    /// Objects deleted by the retention policy.
+    pub objects_evicted: AtomicU64,
+    /// Time to make one object durable (file fsync, rename, directory fsync, index).
+    pub fsync_latency: Histogram,
+    /// Spool figures (gauges), refreshed by the housekeeping task.
+    pub spool_bytes: AtomicU64,
+    /// Objects in the spool.
+    pub spool_objects: AtomicU64,
+    /// Free bytes on the spool's filesystem.
+    pub disk_free_bytes: AtomicU64,
+    /// Spool use in hundredths of a percent.
+    pub spool_used_centipercent: AtomicU64,
+    /// Per destination, in configuration order.
+    pub destinations: BTreeMap<String, DestinationMetrics>,
+}
+
+impl Metrics {
+    /// Metrics for these destinations.
+    pub fn new(destinations: &[String]) -> Self {
+        Metrics {
+            associations_accepted: AtomicU64::new(0),
+            associations_rejected: AtomicU64::new(0),
+            associations_aborted: AtomicU64::new(0),
+            associations_active: AtomicU64::new(0),
+            objects_received: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            echoes: AtomicU64::new(0),
+            store_failures: Mutex::new(BTreeMap::new()),
+            objects_evicted: AtomicU64::new(0),
+            fsync_latency: Histogram::new(LATENCY_BUCKETS),
+            spool_bytes: AtomicU64::new(0),
+            spool_objects: AtomicU64::new(0),
+            disk_free_bytes: AtomicU64::new(0),
+            spool_used_centipercent: AtomicU64::new(0),
+            destinations: destinations
+                .iter()
+                .map(|d| (d.clone(), DestinationMetrics::default()))
+                .collect(),
+        }
+    }
+
+    /// Counts a failure status sent to a modality.
+    pub fn store_failed(&self, status: u16) {
+        let mut m = self
+            .store_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(status).or_insert(0) += 1;
+    }
+
+    /// The Prometheus exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(8192);
+        let g = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        g(
+            &mut o,
+            "medgate_associations_accepted_total",
+            "counter",
+            "DICOM associations accepted.",
+            ld(&self.associations_accepted),
+        );
+        g(
+            &mut o,
+            "medgate_associations_rejected_total",
+            "counter",
+            "DICOM associations rejected (policy, limit, address).",
+            ld(&self.associations_rejected),
+        );
+        g(
+            &mut o,
+            "medgate_associations_aborted_total",
+            "counter",
+            "DICOM associations aborted or broken.",
+            ld(&self.associations_aborted),
+        );
+        g(
+            &mut o,
+            "medgate_associations_active",
+            "gauge",
+            "DICOM associations open now.",
+            ld(&self.associations_active),
+        );
+        g(
+            &mut o,
+            "medgate_objects_received_total",
+            "counter",
+            "Objects stored durably and acknowledged.",
+            ld(&self.objects_received),
+        );
+        g(
+            &mut o,
+            "medgate_bytes_received_total",
+            "counter",
+            "Bytes stored durably and acknowledged.",
+            ld(&self.bytes_received),
+        );
+        g(
+            &mut o,
+            "medgate_echoes_total",
+            "counter",
+            "C-ECHO requests answered.",
+            ld(&self.echoes),
+        );
+        g(
+            &mut o,
+            "medgate_objects_evicted_total",
+            "counter",
+            "Confirmed objects deleted by the retention policy.",
+            ld(&self.objects_evicted),
+        );
+        g(
+            &mut o,
+            "medgate_spool_bytes",
+            "gauge",
+            "Bytes of objects in the spool.",
+            ld(&self.spool_bytes),
+        );
+        g(
+            &mut o,
+            "medgate_spool_objects",
+            "gauge",
+            "Objects in the spool.",
+            ld(&self.spool_objects),
+        );
+        g(
+            &mut o,
+            "medgate_disk_free_bytes",
+            "gauge",
+            "Free bytes on the spool filesystem.",
+            ld(&self.disk_free_bytes),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP medgate_spool_used_percent Spool use against its watermarks.\n# TYPE medgate_spool_used_percent gauge\nmedgate_spool_used_percent {}",
+            ld(&self.spool_used_centipercent) as f64 / 100.0
+        );
+        let _ = writeln!(
+            o,
+            "# HELP medgate_store_failures_total C-STORE failure statuses sent to modalities.\n# TYPE medgate_store_failures_total counter"
+        );
+        for (status, n) in self
+            .store_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                o,
+                "medgate_store_failures_total{{status=\"{status:04X}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP medgate_fsync_seconds Time to make one received object durable.\n# TYPE medgate_fsync_seconds histogram"
+        );
+        self.fsync_latency
+            .render(&mut o, "medgate_fsync_seconds", "");
+        type Field = fn(&DestinationMetrics) -> &AtomicU64;
+        let series: [(&str, &str, &str, Field); 8] = [
+            (
+                "medgate_forwarded_objects_total",
+                "counter",
+                "Objects confirmed by the destination.",
+                |d| &d.forwarded,
+            ),
+            (
+                "medgate_forwarded_bytes_total",
+                "counter",
+                "Bytes confirmed by the destination.",
+                |d| &d.forwarded_bytes,
+            ),
+            (
+                "medgate_forward_transient_failures_total",
+                "counter",
+                "Transient forwarding failures (retried).",
+                |d| &d.transient_failures,
+            ),
+            (
+                "medgate_forward_quarantined_total",
+                "counter",
+                "Objects the destination refused permanently.",
+                |d| &d.quarantined_total,
+            ),
+            (
+                "medgate_queue_depth",
+                "gauge",
+                "Objects waiting for the destination.",
+                |d| &d.queue_depth,
+            ),
+            (
+                "medgate_queue_oldest_age_seconds",
+                "gauge",
+                "Age of the oldest object waiting for the destination.",
+                |d| &d.oldest_age_secs,
+            ),
+            (
+                "medgate_quarantine_objects",
+                "gauge",
+                "Objects in quarantine for the destination.",
+                |d| &d.quarantined,
+            ),
+            (
+                "medgate_destination_up",
+                "gauge",
+                "1 when the destination answered its last attempt.",
+                |d| &d.up,
+            ),
+        ];
+        for (name, kind, help, f) in series {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (dest, m) in &self.destinations {
+                let _ = writeln!(
+                    o,
+                    "{name}{{destination=\"{dest}\"}} {}",
+                    f(m).load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP medgate_forward_seconds Time from taking an object to its confirmation.\n# TYPE medgate_forward_seconds histogram"
+        );
+        for (dest, m) in &self.destinations {
+            m.latency.render(
+                &mut o,
+                "medgate_forward_seconds",
+                &format!("destination=\"{dest}\""),
+            );
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new(&["archive".to_string()]);
+        m.objects_received.fetch_add(3, Ordering::Relaxed);
+        m.store_failed(0xA700);
+        m.fsync_latency.observe(Duration::from_micros(1500));
+        let text = m.render();
+        assert!(text.contains("medgate_objects_received_total 3"));
+        assert!(text.contains("medgate_store_failures_total{status=\"A700\"} 1"));
+        assert!(text.contains("medgate_fsync_seconds_bucket{le=\"0.002\"} 1"));
+        assert!(text.contains("medgate_fsync_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("medgate_queue_depth{destination=\"archive\"} 0"));
+        assert!(text.contains("medgate_forward_seconds_count{destination=\"archive\"} 0"));
+    }
+
+    #[test]
+    fn quantiles() {
+        let h = Histogram::new(LATENCY_BUCKETS);
+        assert_eq!(h.quantile(0.5), None);
+        for ms in [1, 1, 1, 40] {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(h.quantile(0.5), Some(0.001));
+        assert_eq!(h.quantile(0.99), Some(0.05));
+    }
+}

@@ -1,0 +1,343 @@
+//! The association requestor (SCU): connects to a DICOM peer (plain or TLS), negotiates, and
+//! sends C-ECHO and C-STORE, streaming the data set from a spool file in PDU-sized chunks.
+//! Used by the DIMSE forwarder and by the simulated modalities of the demo.
+
+use crate::conn::{BoxStream, ConnError, Incoming, PduConn};
+use medgate_dicom::command::{self, CommandSet, field, tags};
+use medgate_dicom::negotiate::{self, AcceptedContext};
+use medgate_dicom::pdata::{
+    FrameLimits, PDU_HEADER_LEN, PDV_HEADER_LEN, encode_command_pdus, pdata_header,
+};
+use medgate_dicom::pdu::{AssociationRJResult, Pdu};
+use medgate_dicom::{part10, uids};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// Our max PDU length as a requestor.
+pub const SCU_MAX_PDU: u32 = 262_144;
+/// Largest P-DATA PDU we send, whatever the peer allows.
+const SEND_PDU_CAP: u32 = 1 << 20;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ScuOptions {
+    /// host:port.
+    pub address: String,
+    /// Our AE title.
+    pub calling_ae: String,
+    /// The peer's AE title.
+    pub called_ae: String,
+    /// Connect and response timeout.
+    pub timeout: Duration,
+    /// TLS client configuration and the name to verify.
+    pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
+}
+
+/// Errors of an SCU association.
+#[derive(Debug, thiserror::Error)]
+pub enum ScuError {
+    /// TCP connect failed or timed out.
+    #[error("cannot connect to {address}: {reason}")]
+    Connect {
+        /// Where.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// TLS handshake failed.
+    #[error("DICOM TLS handshake with {address} failed: {reason}")]
+    Tls {
+        /// Where.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer rejected the association.
+    #[error("association rejected by the peer ({}): {reason}", if *.permanent { "permanent" } else { "transient" })]
+    Rejected {
+        /// Permanent or transient.
+        permanent: bool,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The peer aborted.
+    #[error("association aborted by the peer")]
+    Aborted,
+    /// Something else went wrong on the connection.
+    #[error("{0}")]
+    Conn(#[from] ConnError),
+    /// The peer answered nonsense.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// No accepted presentation context for this object.
+    #[error("the peer accepted no presentation context for {sop_class} in {transfer_syntax}")]
+    NoContext {
+        /// SOP class.
+        sop_class: String,
+        /// Transfer syntax.
+        transfer_syntax: String,
+    },
+    /// The local file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    File {
+        /// Which file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer to a C-STORE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreResponse {
+    /// DIMSE status.
+    pub status: u16,
+    /// Error Comment, if any.
+    pub comment: Option<String>,
+}
+
+/// An established association as requestor.
+#[derive(Debug)]
+pub struct ScuAssociation {
+    conn: PduConn,
+    contexts: Vec<AcceptedContext>,
+    peer_max_pdu: u32,
+    next_message_id: u16,
+    timeout_secs: u64,
+    buf: Vec<u8>,
+}
+
+impl ScuAssociation {
+    /// Connects and negotiates one presentation context per (abstract syntax, transfer syntaxes).
+    pub async fn connect(
+        opts: &ScuOptions,
+        proposals: &[(String, Vec<String>)],
+    ) -> Result<Self, ScuError> {
+        let timeout_secs = opts.timeout.as_secs().max(1);
+        let tcp = tokio::time::timeout(opts.timeout, tokio::net::TcpStream::connect(&opts.address))
+            .await
+            .map_err(|_| ScuError::Connect {
+                address: opts.address.clone(),
+                reason: format!("no answer within {timeout_secs} s"),
+            })?
+            .map_err(|e| ScuError::Connect {
+                address: opts.address.clone(),
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let stream: BoxStream = match &opts.tls {
+            Some((cfg, name)) => {
+                let server_name =
+                    rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                        ScuError::Tls {
+                            address: opts.address.clone(),
+                            reason: format!("invalid server name {name:?}: {e}"),
+                        }
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(cfg.clone());
+                let tls = tokio::time::timeout(opts.timeout, connector.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| ScuError::Tls {
+                        address: opts.address.clone(),
+                        reason: "handshake timed out".into(),
+                    })?
+                    .map_err(|e| ScuError::Tls {
+                        address: opts.address.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Box::new(tls)
+            }
+            None => Box::new(tcp),
+        };
+        let limits = FrameLimits {
+            max_pdata: SCU_MAX_PDU,
+            max_associate: 256 * 1024,
+        };
+        let mut conn = PduConn::new(stream, limits);
+        let contexts: Vec<(u8, String, Vec<String>)> = proposals
+            .iter()
+            .take(128)
+            .enumerate()
+            .map(|(i, (a, ts))| ((i * 2 + 1) as u8, a.clone(), ts.clone()))
+            .collect();
+        let rq =
+            negotiate::association_rq(&opts.calling_ae, &opts.called_ae, &contexts, SCU_MAX_PDU);
+        conn.send(&Pdu::AssociationRQ(rq.clone())).await?;
+        match conn.read(timeout_secs).await? {
+            Incoming::Other(Pdu::AssociationAC(ac)) => {
+                let (contexts, peer_max_pdu) = negotiate::accepted_by_peer(&rq, &ac);
+                Ok(ScuAssociation {
+                    conn,
+                    contexts,
+                    peer_max_pdu,
+                    next_message_id: 1,
+                    timeout_secs,
+                    buf: Vec::new(),
+                })
+            }
+            Incoming::Other(Pdu::AssociationRJ(rj)) => Err(ScuError::Rejected {
+                permanent: rj.result == AssociationRJResult::Permanent,
+                reason: rj.source.to_string(),
+            }),
+            Incoming::Other(Pdu::AbortRQ { .. }) => Err(ScuError::Aborted),
+            _ => Err(ScuError::Protocol(
+                "unexpected answer to A-ASSOCIATE-RQ".into(),
+            )),
+        }
+    }
+
+    /// The accepted contexts.
+    pub fn contexts(&self) -> &[AcceptedContext] {
+        &self.contexts
+    }
+
+    /// The context for this SOP class and transfer syntax, if accepted.
+    pub fn context_for(&self, sop_class: &str, transfer_syntax: &str) -> Option<u8> {
+        self.contexts
+            .iter()
+            .find(|c| c.abstract_syntax == sop_class && c.transfer_syntax == transfer_syntax)
+            .map(|c| c.id)
+    }
+
+    fn message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Sends a C-ECHO and returns its status.
+    pub async fn echo(&mut self) -> Result<u16, ScuError> {
+        let ctx = self
+            .contexts
+            .iter()
+            .find(|c| c.abstract_syntax == uids::VERIFICATION)
+            .map(|c| c.id)
+            .ok_or_else(|| ScuError::NoContext {
+                sop_class: uids::VERIFICATION.into(),
+                transfer_syntax: uids::IMPLICIT_VR_LE.into(),
+            })?;
+        let id = self.message_id();
+        let bytes = encode_command_pdus(ctx, &command::echo_rq(id).encode(), self.peer_max_pdu);
+        self.conn.send_raw(&bytes).await?;
+        let rsp = self.read_response(field::C_ECHO_RSP, id).await?;
+        Ok(rsp.status().unwrap_or(0xFFFF))
+    }
+
+    /// Sends a Part 10 file's data set by C-STORE, as it is (its own transfer syntax).
+    pub async fn store_file(&mut self, path: &Path) -> Result<StoreResponse, ScuError> {
+        let file_err = |e: &dyn std::fmt::Display| ScuError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| file_err(&e))?;
+        let size = file.metadata().await.map_err(|e| file_err(&e))?.len();
+        let mut head = vec![0u8; (size as usize).min(64 * 1024)];
+        file.read_exact(&mut head).await.map_err(|e| file_err(&e))?;
+        let (meta, offset) = part10::parse_meta(&head).map_err(|e| file_err(&e))?;
+        let ctx = self
+            .context_for(&meta.sop_class_uid, &meta.transfer_syntax)
+            .ok_or_else(|| ScuError::NoContext {
+                sop_class: meta.sop_class_uid.clone(),
+                transfer_syntax: meta.transfer_syntax.clone(),
+            })?;
+        file.seek(std::io::SeekFrom::Start(offset as u64))
+            .await
+            .map_err(|e| file_err(&e))?;
+        let id = self.message_id();
+        let rq = command::store_rq(id, &meta.sop_class_uid, &meta.sop_instance_uid);
+        let bytes = encode_command_pdus(ctx, &rq.encode(), self.peer_max_pdu);
+        self.conn.send_raw(&bytes).await?;
+
+        let max_pdu = if self.peer_max_pdu == 0 {
+            SEND_PDU_CAP
+        } else {
+            self.peer_max_pdu.min(SEND_PDU_CAP)
+        };
+        let chunk = (max_pdu as usize - PDV_HEADER_LEN).max(1);
+        let mut remaining = size.saturating_sub(offset as u64);
+        if remaining == 0 {
+            return Err(file_err(&"empty data set"));
+        }
+        let header_len = PDU_HEADER_LEN + PDV_HEADER_LEN;
+        self.buf.resize(header_len + chunk, 0);
+        while remaining > 0 {
+            let n = (remaining as usize).min(chunk);
+            let last = remaining as usize == n;
+            file.read_exact(&mut self.buf[header_len..header_len + n])
+                .await
+                .map_err(|e| file_err(&e))?;
+            self.buf[..header_len].copy_from_slice(&pdata_header(ctx, false, last, n));
+            self.conn.send_raw(&self.buf[..header_len + n]).await?;
+            remaining -= n as u64;
+        }
+        let rsp = self.read_response(field::C_STORE_RSP, id).await?;
+        Ok(StoreResponse {
+            status: rsp.status().unwrap_or(0xFFFF),
+            comment: rsp.string(tags::ERROR_COMMENT).filter(|c| !c.is_empty()),
+        })
+    }
+
+    async fn read_response(
+        &mut self,
+        expected: u16,
+        message_id: u16,
+    ) -> Result<CommandSet, ScuError> {
+        let mut cmd = Vec::new();
+        loop {
+            match self.conn.read(self.timeout_secs).await? {
+                Incoming::PData(pdvs) => {
+                    let mut done = false;
+                    for pdv in pdvs {
+                        if !pdv.is_command {
+                            return Err(ScuError::Protocol(
+                                "unexpected data set in a response".into(),
+                            ));
+                        }
+                        cmd.extend_from_slice(pdv.data);
+                        if cmd.len() > command::MAX_COMMAND_LEN {
+                            return Err(ScuError::Protocol("response command too large".into()));
+                        }
+                        done = pdv.is_last;
+                    }
+                    if done {
+                        let rsp = CommandSet::decode(&cmd)
+                            .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        if rsp.command_field() != expected
+                            || rsp.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO) != Some(message_id)
+                        {
+                            return Err(ScuError::Protocol(format!(
+                                "expected response 0x{expected:04X} to message {message_id}, got 0x{:04X}",
+                                rsp.command_field()
+                            )));
+                        }
+                        return Ok(rsp);
+                    }
+                }
+                Incoming::Other(Pdu::AbortRQ { .. }) => return Err(ScuError::Aborted),
+                Incoming::Other(other) => {
+                    return Err(ScuError::Protocol(format!(
+                        "unexpected {}",
+                        other.short_description()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Releases the association politely.
+    pub async fn release(mut self) {
+        if self.conn.send(&Pdu::ReleaseRQ).await.is_ok() {
+            let _ = self.conn.read(self.timeout_secs.min(10)).await;
+        }
+        self.conn.close().await;
+    }
+
+    /// Aborts the association.
+    pub async fn abort(mut self) {
+        self.conn.abort(0).await;
+    }
+}

@@ -1,0 +1,207 @@
+//! The local HTTP endpoint: `/healthz`, `/metrics`, and the JSON API the `status`, `peers` and
+//! `quarantine` sub-commands use. Bound to loopback by default; it shows AE titles, counts and
+//! UIDs of SOP classes, never patient data.
+
+use crate::app::App;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// `/api/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Appliance name.
+    pub name: String,
+    /// Software version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Healthy?
+    pub healthy: bool,
+    /// Why not.
+    pub health_problem: Option<String>,
+    /// Our AE title.
+    pub ae_title: String,
+    /// Plain DICOM address.
+    pub bind: String,
+    /// DICOM TLS address.
+    pub tls_bind: Option<String>,
+    /// Associations open now.
+    pub associations_active: u64,
+    /// Objects received since start.
+    pub objects_received: u64,
+    /// Bytes received since start.
+    pub bytes_received: u64,
+    /// Objects in the spool.
+    pub spool_objects: u64,
+    /// Bytes in the spool.
+    pub spool_bytes: u64,
+    /// Spool use (percent).
+    pub spool_used_percent: f64,
+    /// High watermark (percent).
+    pub high_watermark_percent: f64,
+    /// Free bytes on the spool filesystem.
+    pub disk_free_bytes: u64,
+    /// Per destination.
+    pub destinations: Vec<DestinationStatus>,
+    /// What start-up reconciliation found.
+    pub startup: serde_json::Value,
+}
+
+/// One destination in `/api/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    /// Name.
+    pub name: String,
+    /// dimse or stow.
+    pub kind: String,
+    /// Objects waiting.
+    pub queue_depth: u64,
+    /// Age of the oldest waiting object (s).
+    pub oldest_age_secs: u64,
+    /// Confirmed since start.
+    pub forwarded: u64,
+    /// In quarantine now.
+    pub quarantined: u64,
+    /// Answering?
+    pub up: bool,
+    /// Last failure.
+    pub last_error: Option<String>,
+}
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/status", get(status))
+        .route("/api/peers", get(peers))
+        .route("/api/quarantine", get(quarantine))
+        .route("/api/quarantine/retry", post(retry))
+        .with_state(app)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    match app.health() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// Builds the status report.
+pub fn report(app: &App) -> StatusReport {
+    let u = app.spool.usage();
+    let m = &app.metrics;
+    let health = app.health();
+    StatusReport {
+        name: app.cfg.appliance.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: app.started.elapsed().as_secs(),
+        healthy: health.is_ok(),
+        health_problem: health.err(),
+        ae_title: app.cfg.listener.ae_title.clone(),
+        bind: app.cfg.listener.bind.to_string(),
+        tls_bind: app.cfg.listener.tls_bind.map(|a| a.to_string()),
+        associations_active: m.associations_active.load(Ordering::Relaxed),
+        objects_received: m.objects_received.load(Ordering::Relaxed),
+        bytes_received: m.bytes_received.load(Ordering::Relaxed),
+        spool_objects: u.objects,
+        spool_bytes: u.spool_bytes,
+        spool_used_percent: u.used_percent,
+        high_watermark_percent: app.cfg.spool.high_watermark_percent,
+        disk_free_bytes: u.fs_free_bytes,
+        destinations: app
+            .hub
+            .destinations
+            .iter()
+            .map(|d| {
+                let (depth, age, down, last_error) = d.snapshot();
+                let dm = m.destinations.get(&d.name);
+                DestinationStatus {
+                    name: d.name.clone(),
+                    kind: d.kind.to_string(),
+                    queue_depth: depth as u64,
+                    oldest_age_secs: age,
+                    forwarded: dm.map_or(0, |x| x.forwarded.load(Ordering::Relaxed)),
+                    quarantined: dm.map_or(0, |x| x.quarantined.load(Ordering::Relaxed)),
+                    up: !down,
+                    last_error,
+                }
+            })
+            .collect(),
+        startup: serde_json::to_value(&app.reconcile).unwrap_or_default(),
+    }
+}
+
+async fn status(State(app): State<Arc<App>>) -> Json<StatusReport> {
+    Json(report(&app))
+}
+
+async fn peers(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let spool = app.spool.clone();
+    match tokio::task::spawn_blocking(move || spool.peers()).await {
+        Ok(Ok(p)) => Json(p).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn quarantine(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let spool = app.spool.clone();
+    match tokio::task::spawn_blocking(move || spool.quarantined()).await {
+        Ok(Ok(q)) => Json(q).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Query of `POST /api/quarantine/retry`.
+#[derive(Debug, Deserialize)]
+pub struct RetryQuery {
+    /// One object, or all.
+    pub id: Option<u64>,
+    /// One destination, or all.
+    pub destination: Option<String>,
+}
+
+/// Answer of `POST /api/quarantine/retry`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RetryResult {
+    /// (object, destination) pairs queued again.
+    pub requeued: usize,
+}
+
+async fn retry(State(app): State<Arc<App>>, Query(q): Query<RetryQuery>) -> impl IntoResponse {
+    let spool = app.spool.clone();
+    let dest = q.destination.clone();
+    match tokio::task::spawn_blocking(move || spool.release_quarantine(q.id, dest.as_deref())).await
+    {
+        Ok(Ok(pairs)) => {
+            for (id, d) in &pairs {
+                app.hub.requeue(*id, d);
+            }
+            tracing::info!(requeued = pairs.len(), id = ?q.id, destination = ?q.destination, "quarantine retried by an operator");
+            Json(RetryResult {
+                requeued: pairs.len(),
+            })
+            .into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

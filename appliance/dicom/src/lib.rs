@@ -1,0 +1,92 @@
+//! Sans-IO DICOM for Medgate: everything the appliance needs of the DICOM network protocol that
+//! does not touch a socket or a file.
+//!
+//! - [`uids`]: the standard storage SOP classes and transfer syntaxes we negotiate.
+//! - [`pdata`]: framing of PDUs on the wire and of P-DATA-TF value items (zero-copy).
+//! - [`command`]: DIMSE command sets (implicit VR little endian), statuses and builders.
+//! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
+//! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
+//! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
+//!
+//! The PDU codec itself (A-ASSOCIATE-RQ/AC/RJ, release, abort) is dicom-ul's `pdu` module;
+//! P-DATA is framed here so that data values can be streamed to disk without copies.
+
+pub mod command;
+pub mod negotiate;
+pub mod part10;
+pub mod pdata;
+pub mod scan;
+pub mod uids;
+
+pub use dicom_ul::pdu;
+
+/// Our implementation class UID (PS3.7 D.3.3.2), sent in associations and Part 10 headers.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.80028107136915767763361938286996206362";
+/// Our implementation version name (at most 16 characters).
+pub const IMPLEMENTATION_VERSION_NAME: &str = "MEDGATE_01";
+
+/// Checks an application entity title: 1 to 16 characters of the default repertoire, without
+/// backslash or control characters, not only spaces.
+pub fn validate_ae_title(ae: &str) -> Result<(), String> {
+    let trimmed = ae.trim();
+    if trimmed.is_empty() {
+        return Err("an AE title must not be empty or only spaces".into());
+    }
+    if ae.len() > 16 {
+        return Err(format!("AE title {ae:?} is longer than 16 characters"));
+    }
+    if ae
+        .chars()
+        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
+    {
+        return Err(format!(
+            "AE title {ae:?} may only hold printable ASCII characters without backslash"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a UID: 1 to 64 characters, digits and dots, no empty component, no leading zero in a
+/// component.
+pub fn validate_uid(uid: &str) -> Result<(), String> {
+    if uid.is_empty() || uid.len() > 64 {
+        return Err(format!("UID {uid:?} must have 1 to 64 characters"));
+    }
+    for part in uid.split('.') {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("UID {uid:?} must be dot-separated numbers"));
+        }
+        if part.len() > 1 && part.starts_with('0') {
+            return Err(format!("UID {uid:?} has a component with a leading zero"));
+        }
+    }
+    Ok(())
+}
+
+/// Trims the padding a UID may carry on the wire (trailing NUL or space).
+pub fn trim_uid(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ae_titles() {
+        assert!(validate_ae_title("MEDGATE").is_ok());
+        assert!(validate_ae_title("   ").is_err());
+        assert!(validate_ae_title("A_VERY_LONG_AE_TITLE").is_err());
+        assert!(validate_ae_title("BAD\\AE").is_err());
+    }
+
+    #[test]
+    fn uids() {
+        assert!(validate_uid("1.2.840.10008.1.1").is_ok());
+        assert!(validate_uid(IMPLEMENTATION_CLASS_UID).is_ok());
+        assert!(validate_uid("1.2.03").is_err());
+        assert!(validate_uid("1..2").is_err());
+        assert!(validate_uid("1.2.a").is_err());
+        assert_eq!(trim_uid("1.2.3\0"), "1.2.3");
+    }
+}

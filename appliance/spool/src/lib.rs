@@ -1,0 +1,69 @@
+//! The appliance's durable spool.
+//!
+//! **The files are the truth.** Every received object is one Part 10 file under
+//! `<data_dir>/spool/objects/`, written to `spool/tmp/` first, fsync'd, renamed into place and its
+//! directory fsync'd (concurrent renames share one directory fsync: group commit) before the
+//! modality hears "success". sled (`<data_dir>/index/`) holds the per-object records: which
+//! destinations still have to confirm it, quarantine reasons, and the peers that knocked. sled
+//! is not power-loss durable, so it is treated as a cache of the truth: at start-up
+//! [`Spool::open`] reconciles it with the files, rebuilds it when it does not open, removes
+//! orphan temp files and never deletes a file it cannot account for.
+//!
+//! Invariants:
+//! - a file in `objects/` whose record is missing is re-indexed and sent again to every
+//!   destination (at-least-once; the archive deduplicates by SOP Instance UID);
+//! - a record whose file is missing is dropped (the file was released before sled flushed);
+//! - a file is deleted only when its record says every destination confirmed it.
+
+mod dirsync;
+mod record;
+mod store;
+mod usage;
+
+pub use record::{ObjectRecord, PeerRecord, QuarantineEntry};
+pub use store::{Admission, ReconcileReport, Spool, SpoolConfig, TempObject};
+pub use usage::Usage;
+
+/// Errors of the spool. Each says what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// On which path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The index failed.
+    #[error(
+        "spool index (sled) failed: {0}; the spool files are intact, restart to rebuild the index"
+    )]
+    Index(#[from] sled::Error),
+    /// A record could not be (de)serialised.
+    #[error("spool index record is corrupt: {0}")]
+    Record(#[from] serde_json::Error),
+    /// An object id that is not in the spool.
+    #[error("object {0} is not in the spool")]
+    UnknownObject(u64),
+}
+
+impl SpoolError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        SpoolError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether this error means the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) || source.raw_os_error() == Some(nix::libc::EDQUOT))
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = SpoolError> = std::result::Result<T, E>;

@@ -1,0 +1,194 @@
+//! The spool's promises, on a real filesystem.
+
+use medgate_dicom::part10::{FileMeta, encode_meta};
+use medgate_spool::{Admission, ObjectRecord, Spool, SpoolConfig};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+fn cfg(dir: &Path) -> SpoolConfig {
+    SpoolConfig {
+        data_dir: dir.to_path_buf(),
+        destinations: vec!["archive".into(), "web".into()],
+        high_watermark_percent: 99.9,
+        low_watermark_percent: 99.0,
+        max_bytes: 0,
+        retention: Duration::from_secs(3600),
+    }
+}
+
+fn dataset(instance: &str) -> Vec<u8> {
+    let mut d = Vec::new();
+    let mut el = |g: u16, e: u16, vr: &[u8; 2], v: &[u8]| {
+        d.extend_from_slice(&g.to_le_bytes());
+        d.extend_from_slice(&e.to_le_bytes());
+        d.extend_from_slice(vr);
+        d.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        d.extend_from_slice(v);
+    };
+    el(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\0");
+    let mut inst = instance.as_bytes().to_vec();
+    if inst.len() % 2 == 1 {
+        inst.push(0);
+    }
+    el(0x0008, 0x0018, b"UI", &inst);
+    el(0x0008, 0x0060, b"CS", b"OT");
+    d
+}
+
+fn store(spool: &Spool, instance: &str) -> ObjectRecord {
+    let temp = spool.begin();
+    let meta = FileMeta {
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
+        sop_instance_uid: instance.into(),
+        transfer_syntax: "1.2.840.10008.1.2.1".into(),
+        source_ae: Some("MODALITY".into()),
+    };
+    let mut bytes = encode_meta(&meta);
+    bytes.extend_from_slice(&dataset(instance));
+    let mut f = std::fs::File::create(&temp.path).expect("create");
+    f.write_all(&bytes).expect("write");
+    f.sync_all().expect("fsync");
+    let rec = ObjectRecord {
+        id: 0,
+        sop_class_uid: meta.sop_class_uid,
+        sop_instance_uid: meta.sop_instance_uid,
+        transfer_syntax: meta.transfer_syntax,
+        calling_ae: "MODALITY".into(),
+        called_ae: "MEDGATE".into(),
+        size: bytes.len() as u64,
+        received_at_ms: 0,
+        summary: Default::default(),
+        pending: Default::default(),
+        confirmed: Default::default(),
+        quarantined: Default::default(),
+    };
+    spool.commit(temp, rec).expect("commit")
+}
+
+#[test]
+fn commit_confirm_and_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, report) = Spool::open(cfg(dir.path())).expect("open");
+    assert_eq!(report.objects, 0);
+    let a = store(&spool, "1.2.3.1");
+    let b = store(&spool, "1.2.3.2");
+    assert!(b.id > a.id);
+    assert!(spool.object_path(a.id).exists());
+    assert_eq!(
+        spool.pending_for("archive").expect("pending"),
+        vec![a.id, b.id]
+    );
+    assert!(!spool.confirm(a.id, "archive").expect("confirm"));
+    assert!(spool.confirm(a.id, "web").expect("confirm"));
+    // Released but within retention and below the watermark: kept.
+    assert_eq!(spool.evict().expect("evict"), 0);
+    assert!(spool.object_path(a.id).exists());
+    assert_eq!(spool.usage().objects, 2);
+}
+
+#[test]
+fn unconfirmed_objects_are_never_evicted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = cfg(dir.path());
+    c.retention = Duration::ZERO;
+    c.max_bytes = 1; // always above every watermark
+    c.high_watermark_percent = 50.0;
+    c.low_watermark_percent = 10.0;
+    let (spool, _) = Spool::open(c).expect("open");
+    let a = store(&spool, "1.2.3.1");
+    let b = store(&spool, "1.2.3.2");
+    assert!(matches!(spool.admission(), Admission::Full(_)));
+    spool.confirm(a.id, "archive").expect("confirm");
+    spool.confirm(a.id, "web").expect("confirm");
+    spool.confirm(b.id, "archive").expect("confirm");
+    assert_eq!(spool.evict().expect("evict"), 1);
+    assert!(!spool.object_path(a.id).exists());
+    assert!(
+        spool.object_path(b.id).exists(),
+        "b is not confirmed by web"
+    );
+    assert_eq!(spool.usage().objects, 1);
+}
+
+#[test]
+fn reopen_keeps_state_and_removes_temp_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = {
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        let a = store(&spool, "1.2.3.1");
+        let b = store(&spool, "1.2.3.2");
+        spool.confirm(a.id, "archive").expect("confirm");
+        spool
+            .quarantine(b.id, "web", "0122 SOP class not supported")
+            .expect("quarantine");
+        // An object whose bytes were still arriving when the power went.
+        let t = spool.begin();
+        std::fs::write(&t.path, b"partial").expect("write");
+        spool.flush().expect("flush");
+        (a, b)
+    };
+    let (spool, report) = Spool::open(cfg(dir.path())).expect("reopen");
+    assert_eq!(report.objects, 2);
+    assert_eq!(report.removed_temp_files, 1);
+    assert_eq!(report.reindexed, 0);
+    assert_eq!(spool.pending_for("archive").expect("p"), vec![b.id]);
+    assert_eq!(spool.pending_for("web").expect("p"), vec![a.id]);
+    let q = spool.quarantined().expect("q");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].reason, "0122 SOP class not supported");
+    assert_eq!(
+        spool.release_quarantine(None, None).expect("retry"),
+        vec![(b.id, "web".to_string())]
+    );
+    assert_eq!(spool.pending_for("web").expect("p"), vec![a.id, b.id]);
+    // New ids stay above the old ones.
+    assert!(store(&spool, "1.2.3.3").id > b.id);
+}
+
+#[test]
+fn lost_index_is_rebuilt_from_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<u64> = {
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        let ids = (0..5)
+            .map(|i| store(&spool, &format!("1.2.3.{i}")).id)
+            .collect();
+        spool.flush().expect("flush");
+        ids
+    };
+    // Corrupt the index beyond repair.
+    let index = dir.path().join("index");
+    std::fs::remove_dir_all(&index).expect("rm index");
+    std::fs::write(&index, b"not a directory").expect("garbage");
+    let (spool, report) = Spool::open(cfg(dir.path())).expect("reopen");
+    assert!(report.index_rebuilt);
+    assert_eq!(report.reindexed, 5);
+    assert_eq!(spool.pending_for("archive").expect("p"), ids);
+    let rec = spool.get(ids[2]).expect("get").expect("record");
+    assert_eq!(rec.sop_instance_uid, "1.2.3.2");
+    assert_eq!(rec.calling_ae, "MODALITY");
+    assert_eq!(rec.summary.modality.as_deref(), Some("OT"));
+}
+
+#[test]
+fn damaged_files_are_moved_aside_not_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = {
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        let a = store(&spool, "1.2.3.1");
+        spool.flush().expect("flush");
+        std::fs::write(spool.object_path(a.id), b"garbage").expect("damage");
+        a.id
+    };
+    std::fs::remove_dir_all(dir.path().join("index")).expect("rm index");
+    let (spool, report) = Spool::open(cfg(dir.path())).expect("reopen");
+    assert_eq!(report.damaged_files, 1);
+    assert!(!spool.object_path(id).exists());
+    assert!(
+        dir.path()
+            .join("spool/damaged")
+            .join(format!("{id:016x}.dcm"))
+            .exists()
+    );
+}
