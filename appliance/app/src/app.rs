@@ -49,6 +49,12 @@ pub enum AppError {
         /// Cause.
         source: tls::TlsError,
     },
+    /// The box is not fit to run.
+    #[error(transparent)]
+    Board(#[from] crate::board::BoardError),
+    /// An internal task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A destination could not be set up.
     #[error("destination {name}: {reason}")]
     Destination {
@@ -80,6 +86,8 @@ pub struct App {
     pub listeners_up: AtomicUsize,
     /// Listeners configured.
     pub listeners_expected: usize,
+    /// The last hardware inventory and its alarms (none without a hardware profile).
+    pub inventory: std::sync::Mutex<Option<(medgate_hardware::Inventory, Vec<String>)>>,
 }
 
 impl App {
@@ -217,17 +225,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         max_bytes: cfg.spool.max_bytes,
         retention: Duration::from_secs(cfg.spool.retention_hours * 3600),
     };
+    let board = crate::board::Board::prepare(&cfg.hardware)?;
     let dir = cfg.appliance.data_dir.display().to_string();
     let opened = tokio::task::spawn_blocking(move || Spool::open(spool_cfg))
         .await
-        .map_err(|e| AppError::Spool {
-            dir: dir.clone(),
-            source: medgate_spool::SpoolError::Io {
-                op: "open",
-                path: dir.clone().into(),
-                source: std::io::Error::other(e.to_string()),
-            },
-        })?;
+        .map_err(|e| AppError::Internal(e.to_string()))?;
     let (spool, reconcile) = opened.map_err(|source| AppError::Spool { dir, source })?;
     tracing::info!(
         objects = reconcile.objects,
@@ -333,6 +335,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         reconcile,
         started: Instant::now(),
         listeners_up: AtomicUsize::new(0),
+        inventory: std::sync::Mutex::new(None),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -368,6 +371,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
             }
         });
     }
+
+    let profile = board.profile_name().map(str::to_string);
+    let watchdogs = board.arm()?;
+    tracing::info!(profile = ?profile, "watchdogs armed; ready");
+    tasks.spawn(board.supervise(watchdogs, app.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing in-flight work");

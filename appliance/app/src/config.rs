@@ -26,6 +26,28 @@ pub struct Config {
     /// Local status endpoint.
     #[serde(default)]
     pub status: StatusSection,
+    /// The box: hardware profile, watchdog, LEDs.
+    #[serde(default)]
+    pub hardware: HardwareSection,
+}
+
+/// `[hardware]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HardwareSection {
+    /// A built-in profile name or the path of a profile TOML; none on a plain server.
+    pub profile: Option<String>,
+    /// Where /sys and /dev are (tests use a fake tree).
+    pub sysfs_root: PathBuf,
+}
+
+impl Default for HardwareSection {
+    fn default() -> Self {
+        HardwareSection {
+            profile: None,
+            sysfs_root: PathBuf::from("/"),
+        }
+    }
 }
 
 /// `[appliance]`
@@ -487,6 +509,18 @@ impl Config {
                 "forward.max_backoff_secs",
                 "must not be below forward.initial_backoff_ms".into(),
             );
+        }
+        if let Some(profile) = &self.hardware.profile {
+            let is_path = profile.contains('/') || profile.ends_with(".toml");
+            if !is_path && !medgate_hardware::profile::builtin_names().contains(&profile.as_str()) {
+                bad(
+                    "hardware.profile",
+                    format!(
+                        "{profile:?} is neither a built-in profile ({}) nor a path to a profile file",
+                        medgate_hardware::profile::builtin_names().join(", ")
+                    ),
+                );
+            }
         }
         if self.destinations.is_empty() {
             bad(

@@ -8,9 +8,11 @@
 //! - [`conn`]: PDU reading and writing over TCP or TLS.
 //! - [`tls`]: rustls configurations from PEM files.
 //! - [`metrics`], [`status`]: Prometheus metrics and the local HTTP endpoint.
+//! - [`board`]: the box: hardware profile, watchdogs, LEDs, inventory.
 //! - [`app`]: wiring and lifecycle.
 
 pub mod app;
+pub mod board;
 pub mod config;
 pub mod conn;
 pub mod forward;

@@ -51,6 +51,9 @@ pub struct StatusReport {
     pub destinations: Vec<DestinationStatus>,
     /// What start-up reconciliation found.
     pub startup: serde_json::Value,
+    /// Hardware inventory and alarms (absent without a hardware profile).
+    #[serde(default)]
+    pub hardware: Option<serde_json::Value>,
 }
 
 /// One destination in `/api/status`.
@@ -145,6 +148,12 @@ pub fn report(app: &App) -> StatusReport {
             })
             .collect(),
         startup: serde_json::to_value(&app.reconcile).unwrap_or_default(),
+        hardware: app
+            .inventory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(inv, alarms)| serde_json::json!({ "inventory": inv, "alarms": alarms })),
     }
 }
 
