@@ -1,0 +1,964 @@
+//! End-to-end tests of the appliance's promises against real peers: DCMTK storescu as the
+//! modality, DCMTK storescp and Orthanc as the archive. Each test starts its own appliance
+//! process (the real `medgate-appliance` binary) with its own ports and spool.
+
+use anyhow::{Context, Result, bail};
+use medgate_dicom::command::{self, field};
+use medgate_dicom::negotiate;
+use medgate_dicom::pdata::{self, encode_command_pdus, pdata_header};
+use medgate_dicom::pdu::Pdu;
+use medgate_e2e::{
+    Orthanc, OrthancOptions, Peer, StoreStatus, Storescp, StorescpOptions, Storescu, echoscu,
+    free_port, wait_listening, workspace_bin,
+};
+use medgate_sim::studies::{CtOptions, GeneratedFile, Patient, Study, big_object};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A `medgate-appliance run` process with its configuration, ports and spool.
+struct Appliance {
+    peer: Option<Peer>,
+    dir: PathBuf,
+    config: PathBuf,
+    port: u16,
+    status_port: u16,
+    ae: String,
+    starts: u32,
+}
+
+impl Appliance {
+    /// Writes a configuration (with `extra` TOML appended: destinations and overrides) and starts it.
+    async fn start(dir: &Path, extra: &str) -> Result<Appliance> {
+        Appliance::start_with(dir, "", extra).await
+    }
+
+    async fn start_with(dir: &Path, listener_extra: &str, extra: &str) -> Result<Appliance> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port();
+        let status_port = free_port();
+        let ae = "MEDGATE".to_string();
+        let config = dir.join("appliance.toml");
+        let text = format!(
+            "[appliance]\nname = \"e2e\"\ndata_dir = \"{data}\"\n\n[listener]\nae_title = \"{ae}\"\nbind = \"127.0.0.1:{port}\"\nartim_timeout_secs = 5\nidle_timeout_secs = 20\n{listener_extra}\n[status]\nbind = \"127.0.0.1:{status_port}\"\n\n[forward]\ninitial_backoff_ms = 200\nmax_backoff_secs = 2\n\n{spool}{extra}\n",
+            data = dir.join("data").display(),
+            // Tests must not depend on how full the machine's disk is: only the spool's own cap counts.
+            spool = if extra.contains("[spool]") {
+                ""
+            } else {
+                "[spool]\nhigh_watermark_percent = 99.9\nlow_watermark_percent = 99.5\n\n"
+            },
+        );
+        std::fs::write(&config, text)?;
+        let mut a = Appliance {
+            peer: None,
+            dir: dir.to_path_buf(),
+            config,
+            port,
+            status_port,
+            ae,
+            starts: 0,
+        };
+        a.restart().await?;
+        Ok(a)
+    }
+
+    async fn restart(&mut self) -> Result<()> {
+        self.starts += 1;
+        let mut cmd = Command::new(workspace_bin("medgate-appliance")?);
+        cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.env("RUST_LOG", "info");
+        let log = self.dir.join(format!("appliance-{}.log", self.starts));
+        let mut peer = Peer::spawn("medgate-appliance", cmd, &log)?;
+        let status_port = self.status_port;
+        wait_listening(status_port, Duration::from_secs(30), || peer.check_alive()).await?;
+        wait_listening(self.port, Duration::from_secs(30), || peer.check_alive()).await?;
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    fn kill9(&mut self) -> Result<()> {
+        if let Some(mut p) = self.peer.take() {
+            p.kill()?;
+        }
+        Ok(())
+    }
+
+    fn pid(&self) -> u32 {
+        self.peer.as_ref().map(Peer::pid).unwrap_or(0)
+    }
+
+    fn log_tail(&self) -> String {
+        self.peer
+            .as_ref()
+            .map(|p| p.log_tail(40))
+            .unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.status_port);
+        Ok(medgate_e2e::http_client()
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    async fn status(&self) -> Result<serde_json::Value> {
+        self.get("/api/status").await
+    }
+
+    /// Waits until every destination's queue is empty.
+    async fn wait_drained(&self, timeout: Duration) -> Result<serde_json::Value> {
+        let started = Instant::now();
+        loop {
+            let s = self.status().await?;
+            let waiting: u64 = s["destinations"]
+                .as_array()
+                .map(|ds| {
+                    ds.iter()
+                        .map(|d| d["queue_depth"].as_u64().unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0);
+            if waiting == 0 {
+                return Ok(s);
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "destinations not drained after {timeout:?}: {s}\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// storescu proposing RLE Lossless besides the uncompressed syntaxes (`-xr`).
+    fn storescu(&self) -> Storescu {
+        Storescu::new(self.port, &self.ae).args(["-xr"])
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(workspace_bin("medgate-appliance")?)
+            .args(args)
+            .arg("--url")
+            .arg(format!("http://127.0.0.1:{}", self.status_port))
+            .output()?)
+    }
+}
+
+/// The appliance's spool files by SOP Instance UID.
+fn spool_files(data_dir: &Path) -> Result<std::collections::HashMap<String, PathBuf>> {
+    let mut out = std::collections::HashMap::new();
+    for shard in std::fs::read_dir(data_dir.join("spool/objects"))? {
+        for entry in std::fs::read_dir(shard?.path())? {
+            let path = entry?.path();
+            let mut head = vec![0u8; 4096];
+            let n = std::fs::File::open(&path)?.read(&mut head)?;
+            let (meta, _) = medgate_dicom::part10::parse_meta(&head[..n])?;
+            out.insert(meta.sop_instance_uid, path);
+        }
+    }
+    Ok(out)
+}
+
+fn dimse_destination(name: &str, port: u16, ae: &str) -> String {
+    format!(
+        "[[destination]]\nname = \"{name}\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{port}\"\ncalled_ae_title = \"{ae}\"\nparallel = 2\ntimeout_secs = 10\n"
+    )
+}
+
+fn ct_files(dir: &Path, seed: u64, slices: u32) -> Result<Vec<GeneratedFile>> {
+    let mut study = Study::new(Patient::synthetic(seed), format!("ACC{seed:05}"), seed);
+    Ok(study.ct_series(
+        dir,
+        &CtOptions {
+            slices,
+            ..CtOptions::default()
+        },
+    )?)
+}
+
+fn paths(files: &[GeneratedFile]) -> Vec<PathBuf> {
+    files.iter().map(|f| f.path.clone()).collect()
+}
+
+fn tempdir(name: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("medgate-e2e-{name}-"))
+        .tempdir()?)
+}
+
+/// The SOP Instance UIDs storescu saw acknowledged with Success.
+fn acknowledged(report: &medgate_e2e::StorescuReport, files: &[GeneratedFile]) -> Vec<String> {
+    report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == StoreStatus::Success)
+        .filter_map(|o| {
+            files.iter().find(|f| {
+                o.file.ends_with(f.path.file_name().unwrap_or_default()) || f.path == o.file
+            })
+        })
+        .map(|f| f.sop_instance_uid.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_and_store_reach_storescp_byte_identical() -> Result<()> {
+    let t = tempdir("identical")?;
+    let archive_port = free_port();
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let echo = echoscu(appliance.port, &appliance.ae, "ECHOSCU").await?;
+    assert!(echo.success, "C-ECHO failed: {echo:?}");
+
+    let mut study = Study::new(Patient::synthetic(7), "ACC7", 7);
+    let mut files = study.one_of_each(&t.path().join("studies"))?;
+    files.extend(ct_files(&t.path().join("ct"), 8, 12)?);
+    let report = appliance.storescu().send(&paths(&files)).await?;
+    report.expect_all_success(files.len())?;
+
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    // What the appliance received (its spool) and what the archive got are the same bytes;
+    // both hold the data set the modality's file holds (storescu itself may re-encode
+    // sequence lengths on the wire, so the file is compared element by element).
+    let spooled = spool_files(&appliance.dir.join("data"))?;
+    for f in &files {
+        let got = archive
+            .file_for(&f.sop_instance_uid)
+            .with_context(|| format!("{} did not reach the archive", f.sop_instance_uid))?;
+        let kept = spooled
+            .get(&f.sop_instance_uid)
+            .with_context(|| format!("{} not in the spool", f.sop_instance_uid))?;
+        assert!(
+            medgate_e2e::dataset_bytes_identical(kept, &got)?,
+            "{} ({}) was altered on its way through the appliance",
+            f.path.display(),
+            f.transfer_syntax_uid
+        );
+        medgate_e2e::assert_dataset_equal(&f.path, &got)?;
+    }
+    let s = appliance.status().await?;
+    assert_eq!(s["objects_received"], files.len());
+    assert_eq!(s["destinations"][0]["forwarded"], files.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_down_then_back_everything_arrives() -> Result<()> {
+    let t = tempdir("down")?;
+    let archive_port = free_port(); // nothing listens yet: the archive is down
+    let appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let files = ct_files(&t.path().join("ct"), 11, 20)?;
+    let report = appliance.storescu().send(&paths(&files)).await?;
+    report.expect_all_success(files.len())?;
+
+    // Capture does not wait on forwarding; the queue holds everything and says why.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let s = appliance.status().await?;
+    assert_eq!(s["destinations"][0]["queue_depth"], files.len(), "{s}");
+    assert_eq!(s["destinations"][0]["up"], false, "{s}");
+    assert!(
+        s["destinations"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot connect"),
+        "{s}"
+    );
+    let metrics = medgate_e2e::http_client()
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            appliance.status_port
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!(
+            "medgate_queue_depth{{destination=\"archive\"}} {}",
+            files.len()
+        )) || metrics.contains("medgate_queue_depth"),
+        "{metrics}"
+    );
+
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    let got = archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    assert_eq!(got.len(), files.len());
+    for f in &files {
+        assert!(
+            archive.file_for(&f.sop_instance_uid).is_some(),
+            "{} missing",
+            f.sop_instance_uid
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
+    let t = tempdir("kill9")?;
+    let archive_port = free_port();
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let mut appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let files = ct_files(&t.path().join("ct"), 21, 60)?;
+    let mut acked: std::collections::BTreeSet<String> = Default::default();
+    let mut remaining: Vec<GeneratedFile> = files.clone();
+    let mut rounds = 0;
+    while !remaining.is_empty() {
+        rounds += 1;
+        assert!(rounds < 20, "did not converge");
+        let scu = appliance.storescu();
+        let batch = paths(&remaining);
+        let send = tokio::spawn(async move { scu.send(&batch).await });
+        if rounds <= 4 {
+            // Kill during ingest (and forwarding, which runs at the same time).
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(50..400))).await;
+            appliance.kill9()?;
+        }
+        let report = send.await??;
+        let ok = acknowledged(&report, &remaining);
+        acked.extend(ok.iter().cloned());
+        // A real modality resends what was not acknowledged.
+        remaining.retain(|f| !ok.contains(&f.sop_instance_uid));
+        if rounds <= 4 {
+            appliance.restart().await?;
+            let tmp = t.path().join("appliance/data/spool/tmp");
+            let orphans = std::fs::read_dir(&tmp)?.count();
+            assert_eq!(orphans, 0, "temp files left after restart");
+        }
+    }
+    assert_eq!(acked.len(), files.len());
+    appliance.wait_drained(Duration::from_secs(90)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    for f in &files {
+        let got = archive
+            .file_for(&f.sop_instance_uid)
+            .with_context(|| format!("acknowledged {} lost", f.sop_instance_uid))?;
+        medgate_e2e::assert_dataset_equal(&f.path, &got)?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_past_watermark_refuses_then_resumes() -> Result<()> {
+    let t = tempdir("full")?;
+    let archive_port = free_port();
+    // A 4 MB spool: about seven 0.53 MB slices fit under the 90% watermark.
+    let extra = format!(
+        "[spool]\nmax_bytes = 4000000\nhigh_watermark_percent = 95\nlow_watermark_percent = 40\nretention_hours = 0\n\n{}",
+        dimse_destination("archive", archive_port, "ARCHIVE")
+    );
+    let appliance = Appliance::start(&t.path().join("appliance"), &extra).await?;
+    let files = ct_files(&t.path().join("ct"), 31, 12)?;
+    let report = appliance.storescu().send(&paths(&files)).await?;
+    let refused: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(&o.status, StoreStatus::Failure(s) if s.contains("OutOfResources")))
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "expected A700 refusals: {:?}",
+        report.outcomes
+    );
+    let first_round = acknowledged(&report, &files);
+    assert!(first_round.len() >= 5, "{:?}", report.outcomes);
+    assert_eq!(
+        first_round.len() + refused.len(),
+        files.len(),
+        "{:?}",
+        report.outcomes
+    );
+    let s = appliance.status().await?;
+    assert!(
+        s["spool_used_percent"].as_f64().unwrap_or(0.0) >= 95.0 * 0.9,
+        "{s}"
+    );
+
+    // Space returns once the archive confirms and retention releases: ingest resumes.
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    let started = Instant::now();
+    loop {
+        let s = appliance.status().await?;
+        if s["spool_objects"] == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "spool not released: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rest: Vec<GeneratedFile> = files
+        .iter()
+        .filter(|f| !first_round.contains(&f.sop_instance_uid))
+        .cloned()
+        .collect();
+    let report = appliance.storescu().send(&paths(&rest)).await?;
+    report.expect_all_success(rest.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    for f in &files {
+        assert!(
+            archive.file_for(&f.sop_instance_uid).is_some(),
+            "{} missing",
+            f.sop_instance_uid
+        );
+    }
+    Ok(())
+}
+
+/// A raw DICOM client for malformed traffic, built on the sans-IO codec.
+fn raw_associate(port: u16, abstract_syntax: &str, ts: &str) -> Result<(TcpStream, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let rq = negotiate::association_rq(
+        "RAWSCU",
+        "MEDGATE",
+        &[(1, abstract_syntax.to_string(), vec![ts.to_string()])],
+        16384,
+    );
+    s.write_all(&pdata::encode_other(&Pdu::AssociationRQ(rq))?)?;
+    let mut head = [0u8; 6];
+    s.read_exact(&mut head)?;
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    let mut all = head.to_vec();
+    all.extend_from_slice(&body);
+    Ok((s, all))
+}
+
+/// Reads until the peer closes; returns what it sent last (an A-ABORT is `07 00 ...`).
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_other_associations_keep_working() -> Result<()> {
+    let t = tempdir("bad")?;
+    let archive_port = free_port();
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let files = ct_files(&t.path().join("ct"), 41, 30)?;
+    // A well-behaved modality sends the whole time.
+    let scu = appliance.storescu();
+    let batch = paths(&files);
+    let good = tokio::spawn(async move { scu.send(&batch).await });
+    let port = appliance.port;
+    let ct = files[0].sop_class_uid.clone();
+    let ts = files[0].transfer_syntax_uid.clone();
+    let abuse = tokio::task::spawn_blocking(move || -> Result<()> {
+        // 1. Garbage instead of a PDU: aborted and closed.
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: medgate\r\n\r\n")?;
+        let answer = read_until_closed(&mut s);
+        assert!(
+            answer.is_empty() || answer[0] == 0x07,
+            "garbage answered with {answer:?}"
+        );
+
+        // 2. An absurd PDU length: refused at once, nothing allocated.
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(&[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xF0])?;
+        let answer = read_until_closed(&mut s);
+        assert!(answer.is_empty() || answer[0] == 0x07, "{answer:?}");
+
+        // 3. A truncated A-ASSOCIATE-RQ, then silence: closed after the ARTIM timeout (5 s).
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        s.write_all(&[0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01])?;
+        let started = Instant::now();
+        let _ = read_until_closed(&mut s);
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "truncated PDU held the connection {:?}",
+            started.elapsed()
+        );
+
+        // 4. An unknown SOP class: the presentation context is rejected (abstract syntax not supported).
+        let (mut s, ac) = raw_associate(port, "1.2.3.4.5.6.7.8.9", &ts)?;
+        assert_eq!(ac[0], 0x02, "expected A-ASSOCIATE-AC");
+        let header = pdata::PduHeader::parse(
+            &[ac[0], ac[1], ac[2], ac[3], ac[4], ac[5]],
+            &pdata::FrameLimits::default(),
+        )?;
+        match pdata::decode_other(header, &ac[6..])? {
+            Pdu::AssociationAC(ac) => {
+                assert_eq!(ac.presentation_contexts[0].reason.clone() as u8, 3)
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+        // Using the rejected context anyway is a protocol violation: A-ABORT.
+        let cmd = command::store_rq(1, "1.2.3.4.5.6.7.8.9", "1.2.3.4.5.6.7.8.9.1").encode();
+        s.write_all(&encode_command_pdus(1, &cmd, 16384))?;
+        let answer = read_until_closed(&mut s);
+        assert_eq!(answer.first(), Some(&0x07), "{answer:?}");
+
+        // 5. Abort in the middle of an object: nothing of it is kept.
+        let (mut s, ac) = raw_associate(port, &ct, &ts)?;
+        assert_eq!(ac[0], 0x02);
+        let cmd = command::store_rq(1, &ct, "1.2.826.0.1.3680043.99.1").encode();
+        s.write_all(&encode_command_pdus(1, &cmd, 16384))?;
+        let half = vec![0u8; 8000];
+        let mut pdu = pdata_header(1, false, false, half.len()).to_vec();
+        pdu.extend_from_slice(&half);
+        s.write_all(&pdu)?;
+        s.write_all(&[0x07, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00])?;
+        drop(s);
+
+        // 6. A P-DATA item longer than its PDU.
+        let (mut s, _) = raw_associate(port, &ct, &ts)?;
+        s.write_all(&[
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x03, 0x00, 0x00,
+        ])?;
+        let answer = read_until_closed(&mut s);
+        assert_eq!(answer.first(), Some(&0x07), "{answer:?}");
+
+        // 7. A data set that is not DICOM: C-STORE-RSP with a C000 status, association goes on.
+        let (mut s, _) = raw_associate(port, &ct, &ts)?;
+        let cmd = command::store_rq(5, &ct, "1.2.826.0.1.3680043.99.2").encode();
+        s.write_all(&encode_command_pdus(1, &cmd, 16384))?;
+        let junk = b"this is not a DICOM data set at all, not even close........".to_vec();
+        let mut pdu = pdata_header(1, false, true, junk.len()).to_vec();
+        pdu.extend_from_slice(&junk);
+        s.write_all(&pdu)?;
+        let mut head = [0u8; 6];
+        s.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)?;
+        let pdvs = pdata::parse_pdata(&body)?;
+        let rsp = command::CommandSet::decode(pdvs[0].data)?;
+        assert_eq!(rsp.command_field(), field::C_STORE_RSP);
+        assert_eq!(rsp.status(), Some(command::status::CANNOT_UNDERSTAND));
+        s.write_all(&pdata::encode_other(&Pdu::ReleaseRQ)?)?;
+        let answer = read_until_closed(&mut s);
+        assert_eq!(
+            answer.first(),
+            Some(&0x06),
+            "expected A-RELEASE-RP, got {answer:?}"
+        );
+        Ok(())
+    });
+    abuse.await??;
+    let report = good.await??;
+    report.expect_all_success(files.len())?;
+    let echo = echoscu(appliance.port, &appliance.ae, "ECHOSCU").await?;
+    assert!(echo.success);
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    let s = appliance.status().await?;
+    assert_eq!(
+        s["objects_received"],
+        files.len(),
+        "only the good objects are kept: {s}"
+    );
+    assert_eq!(s["healthy"], true);
+    let tmp = t.path().join("appliance/data/spool/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp)?.count(),
+        0,
+        "a partial object was kept"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gigabyte_object_with_bounded_memory() -> Result<()> {
+    let t = tempdir("big")?;
+    let archive_port = free_port();
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let big = big_object(&t.path().join("big.dcm"), 1 << 30)?;
+    let report = appliance.storescu().send(std::slice::from_ref(&big.path)).await?;
+    report.expect_all_success(1)?;
+    appliance.wait_drained(Duration::from_secs(300)).await?;
+    archive.wait_for_files(1, Duration::from_secs(60)).await?;
+    let stats = medgate_e2e::proc_stats(appliance.pid())?;
+    assert!(
+        stats.peak_rss_kib < 64 * 1024,
+        "peak RSS {} KiB for a 1 GiB object",
+        stats.peak_rss_kib
+    );
+    let got = archive
+        .file_for(&big.sop_instance_uid)
+        .context("1 GB object did not arrive")?;
+    let dataset_len = |p: &Path| -> Result<u64> {
+        Ok(std::fs::metadata(p)?.len() - medgate_e2e::dataset_offset(p)?)
+    };
+    assert_eq!(dataset_len(&got)?, dataset_len(&big.path)?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_objects_are_quarantined_visible_and_retryable() -> Result<()> {
+    let t = tempdir("quarantine")?;
+    let archive_port = free_port();
+    // An archive that only takes uncompressed data: an RLE object is refused for good.
+    let strict = StorescpOptions {
+        ae: "ARCHIVE".into(),
+        accept_all_transfer_syntaxes: false,
+        ..StorescpOptions::default()
+    };
+    let mut archive = Storescp::start_with(&t.path().join("archive"), archive_port, strict).await?;
+    let appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let mut study = Study::new(Patient::synthetic(51), "ACC51", 51);
+    let dir = t.path().join("studies");
+    let rle = study.rle_image(&dir, &Default::default())?;
+    let mut files = ct_files(&dir, 52, 2)?;
+    files.push(rle.clone());
+    appliance
+        .storescu()
+        .send(&paths(&files))
+        .await?
+        .expect_all_success(files.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    let s = appliance.status().await?;
+    assert_eq!(s["destinations"][0]["quarantined"], 1, "{s}");
+    let q = appliance.get("/api/quarantine").await?;
+    let reason = q[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("RLE Lossless"), "{q}");
+    let out = appliance.cli(&["quarantine", "list"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RLE Lossless"));
+
+    // The archive is fixed; an operator retries.
+    archive.stop().await?;
+    drop(archive);
+    let mut archive = Storescp::start(&t.path().join("archive2"), archive_port, "ARCHIVE").await?;
+    let out = appliance.cli(&["quarantine", "retry"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 object(s) queued again"));
+    archive.wait_for_files(1, Duration::from_secs(30)).await?;
+    assert!(archive.file_for(&rle.sop_instance_uid).is_some());
+    let s = appliance.wait_drained(Duration::from_secs(30)).await?;
+    assert_eq!(s["destinations"][0]["quarantined"], 0, "{s}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knocking_modalities_are_recorded_for_onboarding() -> Result<()> {
+    let t = tempdir("peers")?;
+    let archive_port = free_port();
+    let _archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start_with(
+        &t.path().join("appliance"),
+        "allowed_calling_ae_titles = [\"CT_ROOM_1\"]\n",
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let files = ct_files(&t.path().join("ct"), 61, 1)?;
+    let refused = appliance
+        .storescu()
+        .calling_ae("US_CART_9")
+        .send(&paths(&files))
+        .await?;
+    assert_eq!(refused.successes(), 0);
+    assert!(
+        refused.log.contains("Association Rejected"),
+        "{}",
+        refused.log
+    );
+    appliance
+        .storescu()
+        .calling_ae("CT_ROOM_1")
+        .send(&paths(&files))
+        .await?
+        .expect_all_success(1)?;
+    let peers = appliance.get("/api/peers").await?;
+    let list = peers.as_array().context("peers")?;
+    let us = list
+        .iter()
+        .find(|p| p["calling_ae"] == "US_CART_9")
+        .context("refused AE not recorded")?;
+    assert_eq!(us["rejected"], 1);
+    assert!(
+        us["last_rejection"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allow-list")
+    );
+    assert_eq!(us["address"], "127.0.0.1");
+    let ct = list
+        .iter()
+        .find(|p| p["calling_ae"] == "CT_ROOM_1")
+        .context("accepted AE not recorded")?;
+    assert_eq!(ct["accepted"], 1);
+    assert_eq!(ct["sop_classes"][&files[0].sop_class_uid], true);
+    let out = appliance.cli(&["peers"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("US_CART_9 from 127.0.0.1"));
+    Ok(())
+}
+
+#[test]
+fn config_check_names_every_problem() -> Result<()> {
+    let t = tempdir("config")?;
+    let bad = t.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[appliance]\nname = \"x\"\ndata_dir = \"relative/path\"\n[listener]\nae_title = \"WAY_TOO_LONG_AE_TITLE\"\nbind = \"0.0.0.0:104\"\n[[destination]]\nname = \"Archive\"\nkind = \"dimse\"\n",
+    )?;
+    let out = Command::new(workspace_bin("medgate-appliance")?)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "appliance.data_dir",
+        "listener.ae_title",
+        "destination[0].name",
+        "destination[0].address",
+        "destination[0].called_ae_title",
+    ] {
+        assert!(err.contains(expected), "missing {expected} in:\n{err}");
+    }
+    let example = Command::new(workspace_bin("medgate-appliance")?)
+        .args(["config", "example"])
+        .output()?;
+    let good = t.path().join("good.toml");
+    std::fs::write(&good, example.stdout)?;
+    let out = Command::new(workspace_bin("medgate-appliance")?)
+        .args(["config", "check"])
+        .arg(&good)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orthanc_receives_by_c_store_and_stow_rs_with_equal_datasets() -> Result<()> {
+    let t = tempdir("orthanc")?;
+    let dimse = Orthanc::start(OrthancOptions::default()).await?;
+    let web = Orthanc::start(OrthancOptions::default()).await?;
+    let extra = format!(
+        "{}\n[[destination]]\nname = \"archive-web\"\nkind = \"stow\"\nurl = \"{}\"\nparallel = 2\n",
+        dimse_destination("archive", dimse.dicom_port(), dimse.aet()),
+        web.dicomweb_url()
+    );
+    let appliance = Appliance::start(&t.path().join("appliance"), &extra).await?;
+    let mut study = Study::new(Patient::synthetic(71), "ACC71", 71);
+    let files = study.one_of_each(&t.path().join("studies"))?;
+    appliance
+        .storescu()
+        .send(&paths(&files))
+        .await?
+        .expect_all_success(files.len())?;
+    let s = appliance.wait_drained(Duration::from_secs(60)).await?;
+    for d in s["destinations"].as_array().context("destinations")? {
+        assert_eq!(d["forwarded"], files.len(), "{s}");
+    }
+    for archive in [&dimse, &web] {
+        assert_eq!(archive.count_instances().await?, files.len());
+        for f in &files {
+            let id = archive
+                .find_instance(&f.sop_instance_uid)
+                .await?
+                .with_context(|| format!("{} not in Orthanc", f.sop_instance_uid))?;
+            let got = t.path().join(format!("{id}.dcm"));
+            archive.save_instance_file(&id, &got).await?;
+            medgate_e2e::assert_dataset_equal(&f.path, &got)?;
+        }
+    }
+    Ok(())
+}
+
+fn openssl(args: &[&str], dir: &Path) -> Result<()> {
+    let out = Command::new("/usr/bin/openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, in `dir`.
+fn make_pki(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Medgate test CA",
+        ],
+        dir,
+    )?;
+    for (name, cn) in [("server", "localhost"), ("client", "medgate-device")] {
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+            dir,
+        )?;
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+            dir,
+        )?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dicom_tls_on_the_listener_and_to_the_archive() -> Result<()> {
+    let t = tempdir("tls")?;
+    let pki = t.path().join("pki");
+    make_pki(&pki)?;
+    let p = |f: &str| pki.join(f).display().to_string();
+    // The archive speaks DICOM TLS and requires our client certificate.
+    let archive_port = free_port();
+    let tls_archive = StorescpOptions {
+        ae: "ARCHIVE".into(),
+        extra_args: vec![
+            "+tls".into(),
+            p("server.key"),
+            p("server.crt"),
+            "+cf".into(),
+            p("ca.crt"),
+        ],
+        ..StorescpOptions::default()
+    };
+    let mut archive =
+        Storescp::start_with(&t.path().join("archive"), archive_port, tls_archive).await?;
+    let tls_port = free_port();
+    let listener_tls = format!(
+        "tls_bind = \"127.0.0.1:{tls_port}\"\n[listener.tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nclient_ca = \"{}\"\n",
+        p("server.crt"),
+        p("server.key"),
+        p("ca.crt")
+    );
+    let destination = format!(
+        "{}[destination.tls]\nca = \"{}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\nserver_name = \"localhost\"\n",
+        dimse_destination("archive", archive_port, "ARCHIVE"),
+        p("ca.crt"),
+        p("client.crt"),
+        p("client.key")
+    );
+    let appliance =
+        Appliance::start_with(&t.path().join("appliance"), &listener_tls, &destination).await?;
+    wait_listening(tls_port, Duration::from_secs(10), || Ok(())).await?;
+    let files = ct_files(&t.path().join("ct"), 81, 5)?;
+    let mut scu = Storescu::new(tls_port, "MEDGATE");
+    scu.extra_args = vec![
+        "+tls".into(),
+        p("client.key"),
+        p("client.crt"),
+        "+cf".into(),
+        p("ca.crt"),
+    ];
+    scu.send(&paths(&files))
+        .await?
+        .expect_all_success(files.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    for f in &files {
+        let got = archive
+            .file_for(&f.sop_instance_uid)
+            .context("not forwarded over TLS")?;
+        medgate_e2e::assert_dataset_equal(&f.path, &got)?;
+    }
+    // Plain DICOM to the TLS port is refused.
+    let plain = Storescu::new(tls_port, "MEDGATE")
+        .send(&paths(&files[..1]))
+        .await?;
+    assert_eq!(plain.successes(), 0);
+    Ok(())
+}
