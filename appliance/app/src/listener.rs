@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -239,7 +238,7 @@ async fn handle_connection(
 enum Sink {
     File {
         temp: TempObject,
-        file: tokio::fs::File,
+        file: std::fs::File,
         written: u64,
         dataset_len: u64,
         head: Vec<u8>,
@@ -413,7 +412,8 @@ impl Association<'_> {
                 let take = (SCAN_HEAD - head.len()).min(data.len());
                 head.extend_from_slice(&data[..take]);
             }
-            match file.write_all(data).await {
+            // Page-cache writes are done in place: no thread hand-off per fragment.
+            match std::io::Write::write_all(file, data) {
                 Ok(()) => {
                     *written += data.len() as u64;
                     *dataset_len += data.len() as u64;
@@ -553,16 +553,11 @@ impl Association<'_> {
             transfer_syntax: transfer_syntax.clone(),
             source_ae: Some(self.calling_ae.clone()),
         });
-        let opened = async {
-            let mut f = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp.path)
-                .await?;
-            f.write_all(&meta).await?;
-            Ok::<_, std::io::Error>(f)
-        }
-        .await;
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp.path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &meta).map(|()| f));
         match opened {
             Ok(file) => Some(Receiving {
                 message_id,
@@ -601,7 +596,7 @@ impl Association<'_> {
             started,
             sink,
         } = r;
-        let (temp, mut file, written, dataset_len, head) = match sink {
+        let (temp, file, written, dataset_len, head) = match sink {
             Sink::Drain(rsp) => {
                 if let Some(code) = rsp.status() {
                     self.ctx.metrics.store_failed(code);
@@ -614,6 +609,7 @@ impl Association<'_> {
                 written,
                 dataset_len,
                 head,
+                ..
             } => (temp, file, written, dataset_len, head),
         };
         let fail = |code: u16, comment: &str| {
@@ -672,27 +668,8 @@ impl Association<'_> {
             return (fail(code, why), context_id);
         }
 
-        // Durable: fsync the file, then rename + directory fsync + index in the spool.
+        // Durable: fsync the file, rename, fsync the directory, index — one blocking hop.
         let sync_started = Instant::now();
-        let synced = async {
-            file.flush().await?;
-            file.sync_all().await
-        }
-        .await;
-        drop(file);
-        if let Err(e) = synced {
-            tracing::error!(error = %e, "fsync of a spool file failed; refusing the object");
-            self.ctx.spool.discard(temp);
-            self.ctx.spool_ok.store(false, Ordering::Relaxed);
-            self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
-            return (
-                fail(
-                    status::OUT_OF_RESOURCES,
-                    "could not store durably; retry later",
-                ),
-                context_id,
-            );
-        }
         let record = ObjectRecord {
             id: 0,
             sop_class_uid: sop_class.clone(),
@@ -710,7 +687,7 @@ impl Association<'_> {
         let spool = self.ctx.spool.clone();
         let committed = tokio::task::spawn_blocking(move || {
             let path = temp.path.clone();
-            spool.commit(temp, record).map_err(|e| (e, path))
+            spool.commit(temp, file, record).map_err(|e| (e, path))
         })
         .await;
         match committed {

@@ -436,9 +436,18 @@ impl Spool {
         Ok(ds)
     }
 
-    /// Makes a fully written and fsync'd temp file durable in the spool and indexes it: rename,
-    /// directory fsync (group commit), record. After this returns the object may be acknowledged.
-    pub fn commit(&self, temp: TempObject, mut rec: ObjectRecord) -> Result<ObjectRecord> {
+    /// Makes a fully written temp file durable in the spool and indexes it: file fsync, rename,
+    /// directory fsync (group commit across callers), record. After this returns the object may
+    /// be acknowledged.
+    pub fn commit(
+        &self,
+        temp: TempObject,
+        file: File,
+        mut rec: ObjectRecord,
+    ) -> Result<ObjectRecord> {
+        file.sync_all()
+            .map_err(|e| SpoolError::io("fsync", &temp.path, e))?;
+        drop(file);
         let final_path = self.object_path(temp.id);
         let dir = final_path
             .parent()

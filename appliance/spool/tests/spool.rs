@@ -48,7 +48,6 @@ fn store(spool: &Spool, instance: &str) -> ObjectRecord {
     bytes.extend_from_slice(&dataset(instance));
     let mut f = std::fs::File::create(&temp.path).expect("create");
     f.write_all(&bytes).expect("write");
-    f.sync_all().expect("fsync");
     let rec = ObjectRecord {
         id: 0,
         sop_class_uid: meta.sop_class_uid,
@@ -63,7 +62,7 @@ fn store(spool: &Spool, instance: &str) -> ObjectRecord {
         confirmed: Default::default(),
         quarantined: Default::default(),
     };
-    spool.commit(temp, rec).expect("commit")
+    spool.commit(temp, f, rec).expect("commit")
 }
 
 #[test]

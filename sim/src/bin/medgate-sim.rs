@@ -96,20 +96,36 @@ fn generate(args: Generate) -> Result<()> {
             slices: args.ct,
             ..CtOptions::default()
         };
-        files.extend(study.ct_series(&staging, &opts).context("generating the CT series")?);
+        files.extend(
+            study
+                .ct_series(&staging, &opts)
+                .context("generating the CT series")?,
+        );
     }
     for _ in 0..args.us {
         let opts = UsOptions {
             frames: args.us_frames,
             ..UsOptions::default()
         };
-        files.push(study.us_multiframe(&staging, &opts).context("generating ultrasound")?);
+        files.push(
+            study
+                .us_multiframe(&staging, &opts)
+                .context("generating ultrasound")?,
+        );
     }
     for _ in 0..args.dx {
-        files.push(study.dx_image(&staging, &DxOptions::default()).context("generating DX")?);
+        files.push(
+            study
+                .dx_image(&staging, &DxOptions::default())
+                .context("generating DX")?,
+        );
     }
     for _ in 0..args.ecg {
-        files.push(study.ecg(&staging, &EcgOptions::default()).context("generating ECG")?);
+        files.push(
+            study
+                .ecg(&staging, &EcgOptions::default())
+                .context("generating ECG")?,
+        );
     }
     for _ in 0..args.rle {
         files.push(
@@ -119,7 +135,11 @@ fn generate(args: Generate) -> Result<()> {
         );
     }
     for _ in 0..args.implicit {
-        files.push(study.implicit_vr_mr(&staging).context("generating implicit VR MR")?);
+        files.push(
+            study
+                .implicit_vr_mr(&staging)
+                .context("generating implicit VR MR")?,
+        );
     }
     if let Some(size) = args.big {
         files.push(
@@ -129,7 +149,9 @@ fn generate(args: Generate) -> Result<()> {
         );
     }
     if files.is_empty() {
-        bail!("nothing to generate: pass --ct N, --us N, --dx N, --ecg N, --rle N, --implicit N or --big BYTES");
+        bail!(
+            "nothing to generate: pass --ct N, --us N, --dx N, --ecg N, --rle N, --implicit N or --big BYTES"
+        );
     }
     let mut total = 0_u64;
     for (i, file) in files.iter().enumerate() {
@@ -138,13 +160,11 @@ fn generate(args: Generate) -> Result<()> {
         } else {
             args.out.clone()
         };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let name = file.path.file_name().context("generated file has a name")?;
         let target = dir.join(name);
-        std::fs::rename(&file.path, &target).with_context(|| {
-            format!("moving {} to {}", file.path.display(), target.display())
-        })?;
+        std::fs::rename(&file.path, &target)
+            .with_context(|| format!("moving {} to {}", file.path.display(), target.display()))?;
         total += file.size_bytes;
     }
     std::fs::remove_dir(&staging).with_context(|| format!("removing {}", staging.display()))?;

@@ -31,7 +31,11 @@ impl Study {
     /// dicom-object, then the Pixel Data element header and the frames are streamed. The file is
     /// at least `size_bytes` long and at most one frame (512 KiB) plus the header longer; the
     /// largest possible object is just under 4 GiB (the 32-bit length of native Pixel Data).
-    pub fn big_object(&mut self, path: &Path, size_bytes: u64) -> Result<GeneratedFile, StudyError> {
+    pub fn big_object(
+        &mut self,
+        path: &Path,
+        size_bytes: u64,
+    ) -> Result<GeneratedFile, StudyError> {
         let frames = size_bytes.div_ceil(FRAME_BYTES).max(1);
         if frames * FRAME_BYTES > MAX_PIXEL_BYTES {
             return Err(StudyError::InvalidOption(format!(
@@ -54,7 +58,12 @@ impl Study {
         );
         put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "DERIVED\\SECONDARY");
         put_str(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
-        put_str(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string());
+        put_str(
+            &mut obj,
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            &frames.to_string(),
+        );
         obj.put(dicom_core::DataElement::new(
             tags::FRAME_INCREMENT_POINTER,
             VR::AT,

@@ -72,9 +72,19 @@ impl Study {
                 "Synthetic CT chest",
                 instance_number,
             );
-            put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL");
+            put_str(
+                &mut obj,
+                tags::IMAGE_TYPE,
+                VR::CS,
+                "ORIGINAL\\PRIMARY\\AXIAL",
+            );
             put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
-            put_str(&mut obj, tags::SLICE_THICKNESS, VR::DS, &ds(opts.slice_thickness_mm));
+            put_str(
+                &mut obj,
+                tags::SLICE_THICKNESS,
+                VR::DS,
+                &ds(opts.slice_thickness_mm),
+            );
             put_str(&mut obj, tags::KVP, VR::DS, "120");
             put_str(&mut obj, tags::CONVOLUTION_KERNEL, VR::SH, "STANDARD");
             put_str(&mut obj, tags::PATIENT_POSITION, VR::CS, "HFS");
@@ -106,7 +116,12 @@ impl Study {
                 VR::DS,
                 &format!("{}\\{}", ds(PIXEL_SPACING_MM), ds(PIXEL_SPACING_MM)),
             );
-            put_str(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, &INTERCEPT.to_string());
+            put_str(
+                &mut obj,
+                tags::RESCALE_INTERCEPT,
+                VR::DS,
+                &INTERCEPT.to_string(),
+            );
             put_str(&mut obj, tags::RESCALE_SLOPE, VR::DS, "1");
             put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, "HU");
             put_str(&mut obj, tags::WINDOW_CENTER, VR::DS, "40");
@@ -114,7 +129,10 @@ impl Study {
             put_private_block(&mut obj, self.rng());
             let pixels = self.ct_slice_pixels(opts, index);
             put_bytes(&mut obj, tags::PIXEL_DATA, VR::OW, u16_le_bytes(&pixels));
-            let path = dir.join(format!("ct-{:03}-{:05}.dcm", series.number, instance_number));
+            let path = dir.join(format!(
+                "ct-{:03}-{:05}.dcm",
+                series.number, instance_number
+            ));
             files.push(write_part10(obj, uids::EXPLICIT_VR_LITTLE_ENDIAN, &path)?);
         }
         Ok(files)
@@ -128,7 +146,10 @@ impl Study {
         let phase = f64::from(index) / f64::from(opts.slices.max(2) - 1);
         let scale = 0.85 + 0.15 * (phase * std::f64::consts::PI).sin();
         let (cx, cy) = (f64::from(cols) / 2.0, f64::from(rows) / 2.0);
-        let (ax, ay) = (f64::from(cols) * 0.42 * scale, f64::from(rows) * 0.32 * scale);
+        let (ax, ay) = (
+            f64::from(cols) * 0.42 * scale,
+            f64::from(rows) * 0.32 * scale,
+        );
         let rng = self.rng();
         let mut out = Vec::with_capacity((rows * cols) as usize);
         for y in 0..rows {

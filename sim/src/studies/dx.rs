@@ -54,14 +54,29 @@ impl Study {
             1,
         );
         put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY");
-        put_str(&mut obj, tags::PRESENTATION_INTENT_TYPE, VR::CS, "FOR PRESENTATION");
+        put_str(
+            &mut obj,
+            tags::PRESENTATION_INTENT_TYPE,
+            VR::CS,
+            "FOR PRESENTATION",
+        );
         put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
         put_str(&mut obj, tags::VIEW_POSITION, VR::CS, "PA");
         put_str(&mut obj, tags::PATIENT_ORIENTATION, VR::CS, "L\\F");
         put_str(&mut obj, tags::KVP, VR::DS, "125");
         put_str(&mut obj, tags::DETECTOR_TYPE, VR::CS, "DIRECT");
-        put_str(&mut obj, tags::IMAGER_PIXEL_SPACING, VR::DS, &format!("{}\\{}", ds(0.139), ds(0.139)));
-        put_str(&mut obj, tags::PIXEL_SPACING, VR::DS, &format!("{}\\{}", ds(0.139), ds(0.139)));
+        put_str(
+            &mut obj,
+            tags::IMAGER_PIXEL_SPACING,
+            VR::DS,
+            &format!("{}\\{}", ds(0.139), ds(0.139)),
+        );
+        put_str(
+            &mut obj,
+            tags::PIXEL_SPACING,
+            VR::DS,
+            &format!("{}\\{}", ds(0.139), ds(0.139)),
+        );
         put_grayscale_pixel_module(&mut obj, opts.rows, opts.columns, 16, opts.bits_stored);
         put_str(&mut obj, tags::PIXEL_INTENSITY_RELATIONSHIP, VR::CS, "LOG");
         obj.put(dicom_core::DataElement::new(
@@ -73,7 +88,12 @@ impl Study {
         put_str(&mut obj, tags::RESCALE_SLOPE, VR::DS, "1");
         put_str(&mut obj, tags::RESCALE_TYPE, VR::LO, "US");
         let max = (1_u32 << opts.bits_stored) - 1;
-        put_str(&mut obj, tags::WINDOW_CENTER, VR::DS, &(max / 2).to_string());
+        put_str(
+            &mut obj,
+            tags::WINDOW_CENTER,
+            VR::DS,
+            &(max / 2).to_string(),
+        );
         put_str(&mut obj, tags::WINDOW_WIDTH, VR::DS, &max.to_string());
         put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
         put_str(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "NO");

@@ -87,15 +87,29 @@ impl Study {
             .and_then(|e| e.to_str().ok())
             .map(|s| s.to_string())
             .unwrap_or_default();
-        put_str(&mut obj, tags::ACQUISITION_DATE_TIME, VR::DT, &format!("{date}{time}"));
+        put_str(
+            &mut obj,
+            tags::ACQUISITION_DATE_TIME,
+            VR::DT,
+            &format!("{date}{time}"),
+        );
         put_seq(&mut obj, tags::ACQUISITION_CONTEXT_SEQUENCE, Vec::new());
 
         let mut group = InMemDicomObject::new_empty();
         put_str(&mut group, tags::MULTIPLEX_GROUP_TIME_OFFSET, VR::DS, "0");
         put_str(&mut group, tags::WAVEFORM_ORIGINALITY, VR::CS, "ORIGINAL");
-        put_us(&mut group, tags::NUMBER_OF_WAVEFORM_CHANNELS, LEADS.len() as u16);
+        put_us(
+            &mut group,
+            tags::NUMBER_OF_WAVEFORM_CHANNELS,
+            LEADS.len() as u16,
+        );
         put_ul(&mut group, tags::NUMBER_OF_WAVEFORM_SAMPLES, samples);
-        put_str(&mut group, tags::SAMPLING_FREQUENCY, VR::DS, &opts.sampling_hz.to_string());
+        put_str(
+            &mut group,
+            tags::SAMPLING_FREQUENCY,
+            VR::DS,
+            &opts.sampling_hz.to_string(),
+        );
         put_str(&mut group, tags::MULTIPLEX_GROUP_LABEL, VR::SH, "RHYTHM");
         let channels = LEADS
             .iter()
@@ -104,7 +118,12 @@ impl Study {
             .collect();
         put_seq(&mut group, tags::CHANNEL_DEFINITION_SEQUENCE, channels);
         put_us(&mut group, tags::WAVEFORM_BITS_ALLOCATED, 16);
-        put_str(&mut group, tags::WAVEFORM_SAMPLE_INTERPRETATION, VR::CS, "SS");
+        put_str(
+            &mut group,
+            tags::WAVEFORM_SAMPLE_INTERPRETATION,
+            VR::CS,
+            "SS",
+        );
         put_bytes(
             &mut group,
             tags::WAVEFORM_DATA,
@@ -155,7 +174,12 @@ fn channel_definition(number: u16, code: &str, meaning: &str) -> InMemDicomObjec
         tags::CHANNEL_SENSITIVITY_UNITS_SEQUENCE,
         vec![code_item("uV", "UCUM", Some("1.4"), "microvolt")],
     );
-    put_str(&mut ch, tags::CHANNEL_SENSITIVITY_CORRECTION_FACTOR, VR::DS, "1");
+    put_str(
+        &mut ch,
+        tags::CHANNEL_SENSITIVITY_CORRECTION_FACTOR,
+        VR::DS,
+        "1",
+    );
     put_str(&mut ch, tags::CHANNEL_BASELINE, VR::DS, "0");
     put_str(&mut ch, tags::CHANNEL_TIME_SKEW, VR::DS, "0");
     put_us(&mut ch, tags::WAVEFORM_BITS_STORED, 16);
@@ -169,11 +193,11 @@ fn channel_definition(number: u16, code: &str, meaning: &str) -> InMemDicomObjec
 fn pqrst_microvolts(t: f64) -> f64 {
     const WAVES: [(f64, f64, f64); 5] = [
         // (centre s, width s, amplitude µV)
-        (0.16, 0.025, 150.0),  // P
+        (0.16, 0.025, 150.0),   // P
         (0.285, 0.010, -120.0), // Q
-        (0.30, 0.012, 1200.0), // R
+        (0.30, 0.012, 1200.0),  // R
         (0.315, 0.012, -250.0), // S
-        (0.52, 0.045, 320.0),  // T
+        (0.52, 0.045, 320.0),   // T
     ];
     WAVES
         .iter()

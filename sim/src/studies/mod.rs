@@ -372,10 +372,12 @@ pub(crate) fn write_part10(
         series_instance_uid: string_of(&obj, tags::SERIES_INSTANCE_UID),
         size_bytes: 0,
     };
-    let file_obj = obj.with_meta(meta_builder(ts)).map_err(|e| StudyError::Encode {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let file_obj = obj
+        .with_meta(meta_builder(ts))
+        .map_err(|e| StudyError::Encode {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     file_obj
         .write_to_file(path)
         .map_err(|e| StudyError::Encode {
@@ -432,11 +434,7 @@ pub(crate) fn put_bytes(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: Vec
 }
 
 pub(crate) fn put_seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
-    obj.put(DataElement::new(
-        tag,
-        VR::SQ,
-        DataSetSequence::from(items),
-    ));
+    obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
 }
 
 /// A code sequence item (Code Value, Coding Scheme Designator, optional Version, Code Meaning).

@@ -29,7 +29,12 @@ impl Study {
             "Synthetic T2 axial (implicit VR)",
             1,
         );
-        put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\M\\NONE");
+        put_str(
+            &mut obj,
+            tags::IMAGE_TYPE,
+            VR::CS,
+            "ORIGINAL\\PRIMARY\\M\\NONE",
+        );
         put_str(&mut obj, tags::SCANNING_SEQUENCE, VR::CS, "SE");
         put_str(&mut obj, tags::SEQUENCE_VARIANT, VR::CS, "NONE");
         put_str(&mut obj, tags::SCAN_OPTIONS, VR::CS, "");
@@ -40,9 +45,24 @@ impl Study {
         put_str(&mut obj, tags::MAGNETIC_FIELD_STRENGTH, VR::DS, "1.5");
         put_str(&mut obj, tags::IMAGED_NUCLEUS, VR::SH, "1H");
         put_str(&mut obj, tags::SLICE_THICKNESS, VR::DS, "5");
-        put_str(&mut obj, tags::IMAGE_POSITION_PATIENT, VR::DS, "-120\\-120\\0");
-        put_str(&mut obj, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0");
-        put_str(&mut obj, tags::FRAME_OF_REFERENCE_UID, VR::UI, &series.frame_of_reference_uid);
+        put_str(
+            &mut obj,
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            "-120\\-120\\0",
+        );
+        put_str(
+            &mut obj,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            "1\\0\\0\\0\\1\\0",
+        );
+        put_str(
+            &mut obj,
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &series.frame_of_reference_uid,
+        );
         put_str(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
         put_str(&mut obj, tags::PIXEL_SPACING, VR::DS, "0.9375\\0.9375");
         put_grayscale_pixel_module(&mut obj, SIZE, SIZE, 16, 12);
@@ -53,7 +73,11 @@ impl Study {
         for y in 0..SIZE {
             for x in 0..SIZE {
                 let r = ((f64::from(x) - c).powi(2) + (f64::from(y) - c).powi(2)).sqrt() / c;
-                let base = if r < 0.8 { 900.0 + 600.0 * (1.0 - r) } else { 20.0 };
+                let base = if r < 0.8 {
+                    900.0 + 600.0 * (1.0 - r)
+                } else {
+                    20.0
+                };
                 pixels.push((base as u16 + rng.u16(..40)).min(4095));
             }
         }

@@ -10,8 +10,7 @@ use dicom_core::value::PixelFragmentSequence;
 use dicom_dictionary_std::{tags, uids};
 
 use super::{
-    GeneratedFile, Study, StudyError, create_dir, put_grayscale_pixel_module, put_str,
-    write_part10,
+    GeneratedFile, Study, StudyError, create_dir, put_grayscale_pixel_module, put_str, write_part10,
 };
 
 /// Shape of the generated RLE image.
@@ -37,7 +36,11 @@ impl Study {
     /// Writes one Secondary Capture image, 8-bit MONOCHROME2, in RLE Lossless
     /// (1.2.840.10008.1.2.5, encapsulated pixel data: an empty basic offset table and one
     /// fragment holding the RLE frame) into `dir` as `rle-<series>-00001.dcm`.
-    pub fn rle_image(&mut self, dir: &Path, opts: &RleOptions) -> Result<GeneratedFile, StudyError> {
+    pub fn rle_image(
+        &mut self,
+        dir: &Path,
+        opts: &RleOptions,
+    ) -> Result<GeneratedFile, StudyError> {
         if opts.rows < 8 || opts.columns < 8 {
             return Err(StudyError::InvalidOption(format!(
                 "RLE image needs at least 8x8 pixels, got {}x{}",
@@ -140,11 +143,7 @@ fn packbits_row(row: &[u8], out: &mut Vec<u8>) {
 
 fn run_length(bytes: &[u8]) -> usize {
     let first = bytes[0];
-    bytes
-        .iter()
-        .take(128)
-        .take_while(|&&b| b == first)
-        .count()
+    bytes.iter().take(128).take_while(|&&b| b == first).count()
 }
 
 #[cfg(test)]

@@ -41,7 +41,10 @@ fn assert_uid(uid: &str) {
 fn check_common(file: &GeneratedFile, study: &Study) -> DefaultDicomObject {
     let obj = open_file(&file.path).expect("generated file parses back with dicom-object");
     let meta = obj.meta();
-    assert_eq!(meta.transfer_syntax().trim_end_matches('\0'), file.transfer_syntax_uid);
+    assert_eq!(
+        meta.transfer_syntax().trim_end_matches('\0'),
+        file.transfer_syntax_uid
+    );
     assert_eq!(
         meta.media_storage_sop_class_uid().trim_end_matches('\0'),
         file.sop_class_uid
@@ -52,9 +55,18 @@ fn check_common(file: &GeneratedFile, study: &Study) -> DefaultDicomObject {
     );
     assert_eq!(text(&obj, tags::SOP_CLASS_UID), file.sop_class_uid);
     assert_eq!(text(&obj, tags::SOP_INSTANCE_UID), file.sop_instance_uid);
-    assert_eq!(text(&obj, tags::STUDY_INSTANCE_UID), study.study_instance_uid());
-    assert_eq!(text(&obj, tags::STUDY_INSTANCE_UID), file.study_instance_uid);
-    assert_eq!(text(&obj, tags::SERIES_INSTANCE_UID), file.series_instance_uid);
+    assert_eq!(
+        text(&obj, tags::STUDY_INSTANCE_UID),
+        study.study_instance_uid()
+    );
+    assert_eq!(
+        text(&obj, tags::STUDY_INSTANCE_UID),
+        file.study_instance_uid
+    );
+    assert_eq!(
+        text(&obj, tags::SERIES_INSTANCE_UID),
+        file.series_instance_uid
+    );
     assert_uid(&file.sop_instance_uid);
     assert_uid(&file.series_instance_uid);
     assert_uid(&file.study_instance_uid);
@@ -97,7 +109,10 @@ fn ct_series_has_consistent_uids_positions_and_half_megabyte_slices() {
         assert_eq!(file.sop_class_uid, uids::CT_IMAGE_STORAGE);
         assert_eq!(file.transfer_syntax_uid, uids::EXPLICIT_VR_LITTLE_ENDIAN);
         assert_eq!(&file.series_instance_uid, series_uid);
-        assert!(sop_uids.insert(file.sop_instance_uid.clone()), "duplicate SOP UID");
+        assert!(
+            sop_uids.insert(file.sop_instance_uid.clone()),
+            "duplicate SOP UID"
+        );
         assert_eq!(text(&obj, tags::MODALITY), "CT");
         assert_eq!(int(&obj, tags::INSTANCE_NUMBER), i as i64 + 1);
         assert_eq!(int(&obj, tags::ROWS), 512);
@@ -109,9 +124,16 @@ fn ct_series_has_consistent_uids_positions_and_half_megabyte_slices() {
             .to_multi_float64()
             .expect("IPP numbers");
         assert_eq!(pos.len(), 3);
-        assert!((pos[2] - (-1.25 * i as f64)).abs() < 1e-6, "z of slice {i}: {pos:?}");
+        assert!(
+            (pos[2] - (-1.25 * i as f64)).abs() < 1e-6,
+            "z of slice {i}: {pos:?}"
+        );
         assert_eq!(
-            obj.element(tags::PIXEL_DATA).expect("pixel data").to_bytes().expect("bytes").len(),
+            obj.element(tags::PIXEL_DATA)
+                .expect("pixel data")
+                .to_bytes()
+                .expect("bytes")
+                .len(),
             512 * 512 * 2
         );
         assert!(
@@ -135,13 +157,20 @@ fn us_multiframe_is_rgb_with_the_requested_frames() {
     };
     let file = study.us_multiframe(dir.path(), &opts).expect("generate US");
     let obj = check_common(&file, &study);
-    assert_eq!(file.sop_class_uid, uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE);
+    assert_eq!(
+        file.sop_class_uid,
+        uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE
+    );
     assert_eq!(text(&obj, tags::MODALITY), "US");
     assert_eq!(text(&obj, tags::PHOTOMETRIC_INTERPRETATION), "RGB");
     assert_eq!(int(&obj, tags::SAMPLES_PER_PIXEL), 3);
     assert_eq!(int(&obj, tags::NUMBER_OF_FRAMES), 3);
     assert_eq!(
-        obj.element(tags::PIXEL_DATA).expect("pixel data").to_bytes().expect("bytes").len(),
+        obj.element(tags::PIXEL_DATA)
+            .expect("pixel data")
+            .to_bytes()
+            .expect("bytes")
+            .len(),
         3 * 48 * 64 * 3
     );
 }
@@ -150,14 +179,30 @@ fn us_multiframe_is_rgb_with_the_requested_frames() {
 fn dx_default_is_a_2048_square_of_about_8_mb() {
     let dir = tempdir();
     let mut study = study(13);
-    let file = study.dx_image(dir.path(), &DxOptions::default()).expect("generate DX");
+    let file = study
+        .dx_image(dir.path(), &DxOptions::default())
+        .expect("generate DX");
     let obj = check_common(&file, &study);
-    assert_eq!(file.sop_class_uid, uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION);
-    assert_eq!(text(&obj, tags::PRESENTATION_INTENT_TYPE), "FOR PRESENTATION");
+    assert_eq!(
+        file.sop_class_uid,
+        uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION
+    );
+    assert_eq!(
+        text(&obj, tags::PRESENTATION_INTENT_TYPE),
+        "FOR PRESENTATION"
+    );
     assert_eq!(int(&obj, tags::ROWS), 2048);
     assert_eq!(int(&obj, tags::BITS_STORED), 14);
-    assert!((8_388_608..8_400_000).contains(&file.size_bytes), "{}", file.size_bytes);
-    let pixels = obj.element(tags::PIXEL_DATA).expect("pixel data").to_bytes().expect("bytes");
+    assert!(
+        (8_388_608..8_400_000).contains(&file.size_bytes),
+        "{}",
+        file.size_bytes
+    );
+    let pixels = obj
+        .element(tags::PIXEL_DATA)
+        .expect("pixel data")
+        .to_bytes()
+        .expect("bytes");
     let max = pixels
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -170,7 +215,9 @@ fn dx_default_is_a_2048_square_of_about_8_mb() {
 fn ecg_has_one_multiplex_group_of_12_channels() {
     let dir = tempdir();
     let mut study = study(14);
-    let file = study.ecg(dir.path(), &EcgOptions::default()).expect("generate ECG");
+    let file = study
+        .ecg(dir.path(), &EcgOptions::default())
+        .expect("generate ECG");
     let obj = check_common(&file, &study);
     assert_eq!(file.sop_class_uid, uids::TWELVE_LEAD_ECG_WAVEFORM_STORAGE);
     assert_eq!(text(&obj, tags::MODALITY), "ECG");
@@ -182,11 +229,19 @@ fn ecg_has_one_multiplex_group_of_12_channels() {
     assert_eq!(groups.len(), 1);
     let group = &groups[0];
     assert_eq!(
-        group.element(tags::NUMBER_OF_WAVEFORM_CHANNELS).expect("channels").to_int::<u16>().expect("int"),
+        group
+            .element(tags::NUMBER_OF_WAVEFORM_CHANNELS)
+            .expect("channels")
+            .to_int::<u16>()
+            .expect("int"),
         12
     );
     assert_eq!(
-        group.element(tags::NUMBER_OF_WAVEFORM_SAMPLES).expect("samples").to_int::<u32>().expect("int"),
+        group
+            .element(tags::NUMBER_OF_WAVEFORM_SAMPLES)
+            .expect("samples")
+            .to_int::<u32>()
+            .expect("int"),
         5000
     );
     let channels = group
@@ -201,10 +256,19 @@ fn ecg_has_one_multiplex_group_of_12_channels() {
         .items()
         .expect("items");
     assert_eq!(
-        first_source[0].element(tags::CODE_VALUE).expect("code").to_str().expect("str").trim(),
+        first_source[0]
+            .element(tags::CODE_VALUE)
+            .expect("code")
+            .to_str()
+            .expect("str")
+            .trim(),
         "5.6.3-9-1"
     );
-    let data = group.element(tags::WAVEFORM_DATA).expect("data").to_bytes().expect("bytes");
+    let data = group
+        .element(tags::WAVEFORM_DATA)
+        .expect("data")
+        .to_bytes()
+        .expect("bytes");
     assert_eq!(data.len(), 12 * 5000 * 2);
     // Lead II carries R peaks of about 1.2 mV.
     let lead2_max = data
@@ -212,14 +276,19 @@ fn ecg_has_one_multiplex_group_of_12_channels() {
         .map(|s| i16::from_le_bytes([s[2], s[3]]))
         .max()
         .expect("samples");
-    assert!((1000..1400).contains(&lead2_max), "lead II peak {lead2_max} µV");
+    assert!(
+        (1000..1400).contains(&lead2_max),
+        "lead II peak {lead2_max} µV"
+    );
 }
 
 #[test]
 fn rle_image_is_encapsulated_and_decodes_to_the_image() {
     let dir = tempdir();
     let mut study = study(15);
-    let file = study.rle_image(dir.path(), &RleOptions::default()).expect("generate RLE");
+    let file = study
+        .rle_image(dir.path(), &RleOptions::default())
+        .expect("generate RLE");
     let obj = check_common(&file, &study);
     assert_eq!(file.transfer_syntax_uid, uids::RLE_LOSSLESS);
     assert_eq!(file.sop_class_uid, uids::SECONDARY_CAPTURE_IMAGE_STORAGE);
@@ -229,7 +298,10 @@ fn rle_image_is_encapsulated_and_decodes_to_the_image() {
     assert_eq!(fragments[0].len() % 2, 0);
     let decoded = rle_decode_frame(&fragments[0]).expect("valid RLE frame");
     assert_eq!(decoded.len(), 512 * 512);
-    assert!(fragments[0].len() < decoded.len() / 2, "RLE should compress a document");
+    assert!(
+        fragments[0].len() < decoded.len() / 2,
+        "RLE should compress a document"
+    );
 }
 
 #[test]
@@ -253,7 +325,11 @@ fn rle_encoder_round_trips_runs_literals_and_edges() {
     for (data, cols) in cases {
         let frame = rle_encode_frame(&data, cols);
         assert_eq!(frame.len() % 2, 0);
-        assert_eq!(rle_decode_frame(&frame).expect("decodes"), data, "columns {cols}");
+        assert_eq!(
+            rle_decode_frame(&frame).expect("decodes"),
+            data,
+            "columns {cols}"
+        );
     }
 }
 
@@ -266,7 +342,10 @@ fn implicit_vr_object_parses_back_with_its_private_block() {
     assert_eq!(file.transfer_syntax_uid, uids::IMPLICIT_VR_LITTLE_ENDIAN);
     assert_eq!(file.sop_class_uid, uids::MR_IMAGE_STORAGE);
     assert_eq!(int(&obj, tags::ROWS), 256);
-    assert!(obj.element(Tag(0x0009, 0x1002)).is_ok(), "private element kept");
+    assert!(
+        obj.element(Tag(0x0009, 0x1002)).is_ok(),
+        "private element kept"
+    );
     // Implicit VR: no "OW"/"UI" VR codes follow the tags in the data set.
     let bytes = fs::read(&file.path).expect("read");
     let pixel_tag = [0xE0, 0x7F, 0x10, 0x00];
@@ -288,7 +367,11 @@ fn big_object_streams_a_consistent_multiframe() {
     let obj = open_file(&path).expect("big object parses back");
     let frames = int(&obj, tags::NUMBER_OF_FRAMES) as usize;
     assert_eq!(frames, 11);
-    let pixels = obj.element(tags::PIXEL_DATA).expect("pixel data").to_bytes().expect("bytes");
+    let pixels = obj
+        .element(tags::PIXEL_DATA)
+        .expect("pixel data")
+        .to_bytes()
+        .expect("bytes");
     assert_eq!(pixels.len(), frames * 512 * 512 * 2);
     assert_eq!(text(&obj, tags::PATIENT_ID), Patient::synthetic(1).id);
     assert_eq!(
@@ -356,11 +439,23 @@ fn invalid_options_are_refused_with_a_clear_message() {
     let dir = tempdir();
     let mut study = study(41);
     let err = study
-        .ct_series(dir.path(), &CtOptions { slices: 0, ..CtOptions::default() })
+        .ct_series(
+            dir.path(),
+            &CtOptions {
+                slices: 0,
+                ..CtOptions::default()
+            },
+        )
         .expect_err("0 slices");
     assert!(err.to_string().contains("at least 1 slice"), "{err}");
     let err = study
-        .ecg(dir.path(), &EcgOptions { sampling_hz: 50, ..EcgOptions::default() })
+        .ecg(
+            dir.path(),
+            &EcgOptions {
+                sampling_hz: 50,
+                ..EcgOptions::default()
+            },
+        )
         .expect_err("50 Hz");
     assert!(err.to_string().contains("200..=1000 Hz"), "{err}");
 }

@@ -64,12 +64,22 @@ impl Study {
             "Synthetic abdominal ultrasound",
             1,
         );
-        put_str(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\ABDOMINAL\\0001");
+        put_str(
+            &mut obj,
+            tags::IMAGE_TYPE,
+            VR::CS,
+            "ORIGINAL\\PRIMARY\\ABDOMINAL\\0001",
+        );
         put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "ABDOMEN");
         put_us(&mut obj, tags::SAMPLES_PER_PIXEL, 3);
         put_str(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
         put_us(&mut obj, tags::PLANAR_CONFIGURATION, 0);
-        put_str(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, &opts.frames.to_string());
+        put_str(
+            &mut obj,
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            &opts.frames.to_string(),
+        );
         obj.put(dicom_core::DataElement::new(
             tags::FRAME_INCREMENT_POINTER,
             VR::AT,

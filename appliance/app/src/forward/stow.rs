@@ -51,7 +51,8 @@ impl StowSender {
             .connect_timeout(timeout)
             .read_timeout(timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(super::IDLE_RELEASE)
+            // Below the keep-alive of common archives (Orthanc closes idle connections after 1 s).
+            .pool_idle_timeout(Duration::from_millis(800))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(StowSender {
@@ -61,14 +62,27 @@ impl StowSender {
         })
     }
 
-    /// Sends one object.
+    /// Sends one object. A request that fails before any answer on a reused connection (the
+    /// archive closed it while idle) is tried once more on a fresh one.
     pub async fn send(&self, rec: &ObjectRecord, path: &Path) -> Outcome {
-        let file = match tokio::fs::File::open(path).await {
-            Ok(f) => f,
-            Err(e) => {
-                return Outcome::Refused(format!("spool file {} unreadable: {e}", path.display()));
+        let mut last = None;
+        for _ in 0..2 {
+            match self.post(rec, path).await {
+                Ok((code, text)) => return classify(code, &text, &rec.sop_instance_uid),
+                Err(SendError::File(reason)) => return Outcome::Refused(reason),
+                Err(SendError::Http(e)) => last = Some(e),
             }
-        };
+        }
+        Outcome::DestinationDown(format!(
+            "STOW-RS request failed: {}",
+            last.unwrap_or_default()
+        ))
+    }
+
+    async fn post(&self, rec: &ObjectRecord, path: &Path) -> Result<(u16, String), SendError> {
+        let file = tokio::fs::File::open(path).await.map_err(|e| {
+            SendError::File(format!("spool file {} unreadable: {e}", path.display()))
+        })?;
         let boundary = format!("medgate-{:016x}-{:08x}", rec.id, fastrand::u32(..));
         let head = Bytes::from(format!(
             "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
@@ -94,20 +108,31 @@ impl StowSender {
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
             Auth::Bearer(t) => req.bearer_auth(t),
         };
-        let rsp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return Outcome::DestinationDown(format!("STOW-RS request failed: {e}")),
-        };
+        let rsp = req
+            .send()
+            .await
+            .map_err(|e| SendError::Http(e.to_string()))?;
         let code = rsp.status().as_u16();
-        let text = rsp.text().await.unwrap_or_default();
-        classify(code, &text, &rec.sop_instance_uid)
+        Ok((code, rsp.text().await.unwrap_or_default()))
     }
+}
+
+enum SendError {
+    File(String),
+    Http(String),
 }
 
 /// Turns a STOW-RS answer into an outcome for one instance.
 pub fn classify(code: u16, body: &str, sop_instance: &str) -> Outcome {
     let snippet: String = body.chars().take(200).collect();
     let failure = failed_reason(body, sop_instance);
+    // Some archives answer 400 for a request of which some parts were stored (Orthanc does):
+    // an instance in the ReferencedSOPSequence and not in the FailedSOPSequence is stored.
+    if failure.is_none() && code < 500 && referenced(body, sop_instance) {
+        return Outcome::Confirmed(
+            (code != 200).then(|| format!("HTTP {code}, instance listed as stored")),
+        );
+    }
     match code {
         200 | 202 => match failure {
             Some(reason) if reason & 0xFF00 == 0xA700 => {
@@ -143,6 +168,32 @@ pub fn classify(code: u16, body: &str, sop_instance: &str) -> Outcome {
         )),
         _ => Outcome::DestinationDown(format!("archive answered HTTP {code}: {snippet}")),
     }
+}
+
+/// Whether `sop_instance` is in the ReferencedSOPSequence (0008,1199).
+fn referenced(body: &str, sop_instance: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let obj = match &v {
+        serde_json::Value::Array(a) => match a.first() {
+            Some(o) => o,
+            None => return false,
+        },
+        o => o,
+    };
+    obj.get("00081199")
+        .and_then(|s| s.get("Value"))
+        .and_then(|v| v.as_array())
+        .is_some_and(|items| {
+            items.iter().any(|item| {
+                item.get("00081155")
+                    .and_then(|e| e.get("Value"))
+                    .and_then(|v| v.get(0))
+                    .and_then(|v| v.as_str())
+                    == Some(sop_instance)
+            })
+        })
 }
 
 /// The FailureReason (0008,1197) of `sop_instance` in a FailedSOPSequence (0008,1198), if any.
