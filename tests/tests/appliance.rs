@@ -615,7 +615,10 @@ async fn one_gigabyte_object_with_bounded_memory() -> Result<()> {
     )
     .await?;
     let big = big_object(&t.path().join("big.dcm"), 1 << 30)?;
-    let report = appliance.storescu().send(std::slice::from_ref(&big.path)).await?;
+    let report = appliance
+        .storescu()
+        .send(std::slice::from_ref(&big.path))
+        .await?;
     report.expect_all_success(1)?;
     appliance.wait_drained(Duration::from_secs(300)).await?;
     archive.wait_for_files(1, Duration::from_secs(60)).await?;
@@ -960,5 +963,51 @@ async fn dicom_tls_on_the_listener_and_to_the_archive() -> Result<()> {
         .send(&paths(&files[..1]))
         .await?;
     assert_eq!(plain.successes(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn association_cap_rejects_transiently_then_admits() -> Result<()> {
+    let t = tempdir("cap")?;
+    let archive_port = free_port();
+    let _archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start_with(
+        &t.path().join("appliance"),
+        "max_associations = 1\n",
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let files = ct_files(&t.path().join("ct"), 91, 1)?;
+    // One association holds the only slot.
+    let port = appliance.port;
+    let (held, ac) = tokio::task::spawn_blocking(move || {
+        raw_associate(port, "1.2.840.10008.1.1", "1.2.840.10008.1.2")
+    })
+    .await??;
+    assert_eq!(ac[0], 0x02);
+    let busy = appliance.storescu().send(&paths(&files)).await?;
+    assert_eq!(busy.successes(), 0);
+    assert!(
+        busy.log.contains("Association Rejected") && busy.log.contains("Transient"),
+        "{}",
+        busy.log
+    );
+    drop(held);
+    // The slot is free again once the peer went away.
+    let started = Instant::now();
+    loop {
+        let r = appliance.storescu().send(&paths(&files)).await?;
+        if r.successes() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "slot not released: {}",
+            r.log
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = appliance.status().await?;
+    assert_eq!(s["objects_received"], 1);
     Ok(())
 }
