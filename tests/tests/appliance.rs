@@ -167,6 +167,21 @@ fn spool_files(data_dir: &Path) -> Result<std::collections::HashMap<String, Path
     Ok(out)
 }
 
+/// A test bench: a temp dir, a storescp archive and an appliance forwarding to it
+/// (`listener_extra` is appended to the `[listener]` table).
+async fn rig(name: &str, listener_extra: &str) -> Result<(tempfile::TempDir, Storescp, Appliance)> {
+    let t = tempdir(name)?;
+    let archive_port = free_port();
+    let archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start_with(
+        &t.path().join("appliance"),
+        listener_extra,
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    Ok((t, archive, appliance))
+}
+
 fn dimse_destination(name: &str, port: u16, ae: &str) -> String {
     format!(
         "[[destination]]\nname = \"{name}\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{port}\"\ncalled_ae_title = \"{ae}\"\nparallel = 2\ntimeout_secs = 10\n"
@@ -211,14 +226,7 @@ fn acknowledged(report: &medgate_e2e::StorescuReport, files: &[GeneratedFile]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_and_store_reach_storescp_byte_identical() -> Result<()> {
-    let t = tempdir("identical")?;
-    let archive_port = free_port();
-    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
-    let appliance = Appliance::start(
-        &t.path().join("appliance"),
-        &dimse_destination("archive", archive_port, "ARCHIVE"),
-    )
-    .await?;
+    let (t, mut archive, appliance) = rig("identical", "").await?;
     let echo = echoscu(appliance.port, &appliance.ae, "ECHOSCU").await?;
     assert!(echo.success, "C-ECHO failed: {echo:?}");
 
@@ -317,14 +325,7 @@ async fn archive_down_then_back_everything_arrives() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
-    let t = tempdir("kill9")?;
-    let archive_port = free_port();
-    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
-    let mut appliance = Appliance::start(
-        &t.path().join("appliance"),
-        &dimse_destination("archive", archive_port, "ARCHIVE"),
-    )
-    .await?;
+    let (t, mut archive, mut appliance) = rig("kill9", "").await?;
     let files = ct_files(&t.path().join("ct"), 21, 60)?;
     let mut acked: std::collections::BTreeSet<String> = Default::default();
     let mut remaining: Vec<GeneratedFile> = files.clone();
@@ -468,14 +469,7 @@ fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_other_associations_keep_working() -> Result<()> {
-    let t = tempdir("bad")?;
-    let archive_port = free_port();
-    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
-    let appliance = Appliance::start(
-        &t.path().join("appliance"),
-        &dimse_destination("archive", archive_port, "ARCHIVE"),
-    )
-    .await?;
+    let (t, mut archive, appliance) = rig("bad", "").await?;
     let files = ct_files(&t.path().join("ct"), 41, 30)?;
     // A well-behaved modality sends the whole time.
     let scu = appliance.storescu();
@@ -606,14 +600,7 @@ async fn bad_input_is_refused_and_other_associations_keep_working() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gigabyte_object_with_bounded_memory() -> Result<()> {
-    let t = tempdir("big")?;
-    let archive_port = free_port();
-    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
-    let appliance = Appliance::start(
-        &t.path().join("appliance"),
-        &dimse_destination("archive", archive_port, "ARCHIVE"),
-    )
-    .await?;
+    let (t, mut archive, appliance) = rig("big", "").await?;
     let big = big_object(&t.path().join("big.dcm"), 1 << 30)?;
     let report = appliance
         .storescu()
@@ -693,15 +680,8 @@ async fn refused_objects_are_quarantined_visible_and_retryable() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knocking_modalities_are_recorded_for_onboarding() -> Result<()> {
-    let t = tempdir("peers")?;
-    let archive_port = free_port();
-    let _archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
-    let appliance = Appliance::start_with(
-        &t.path().join("appliance"),
-        "allowed_calling_ae_titles = [\"CT_ROOM_1\"]\n",
-        &dimse_destination("archive", archive_port, "ARCHIVE"),
-    )
-    .await?;
+    let (t, _archive, appliance) =
+        rig("peers", "allowed_calling_ae_titles = [\"CT_ROOM_1\"]\n").await?;
     let files = ct_files(&t.path().join("ct"), 61, 1)?;
     let refused = appliance
         .storescu()
@@ -968,15 +948,7 @@ async fn dicom_tls_on_the_listener_and_to_the_archive() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn association_cap_rejects_transiently_then_admits() -> Result<()> {
-    let t = tempdir("cap")?;
-    let archive_port = free_port();
-    let _archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
-    let appliance = Appliance::start_with(
-        &t.path().join("appliance"),
-        "max_associations = 1\n",
-        &dimse_destination("archive", archive_port, "ARCHIVE"),
-    )
-    .await?;
+    let (t, _archive, appliance) = rig("cap", "max_associations = 1\n").await?;
     let files = ct_files(&t.path().join("ct"), 91, 1)?;
     // One association holds the only slot.
     let port = appliance.port;
