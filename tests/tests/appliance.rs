@@ -983,3 +983,38 @@ async fn association_cap_rejects_transiently_then_admits() -> Result<()> {
     assert_eq!(s["objects_received"], 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_address_allow_list_rejects_and_records() -> Result<()> {
+    let (t, _archive, appliance) =
+        rig("networks", "allowed_networks = [\"10.20.0.0/16\"]\n").await?;
+    let files = ct_files(&t.path().join("ct"), 95, 1)?;
+    let refused = appliance
+        .storescu()
+        .calling_ae("CT_ROOM_1")
+        .send(&paths(&files))
+        .await?;
+    assert_eq!(refused.successes(), 0);
+    assert!(
+        refused.log.contains("Association Rejected"),
+        "{}",
+        refused.log
+    );
+    let peers = appliance.get("/api/peers").await?;
+    let p = &peers[0];
+    assert_eq!(p["calling_ae"], "CT_ROOM_1");
+    assert_eq!(p["rejected"], 1);
+    assert!(
+        p["last_rejection"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not in listener.allowed_networks"),
+        "{peers}"
+    );
+    // What it offered is recorded, so onboarding can approve it.
+    assert!(
+        p["sop_classes"].get(&files[0].sop_class_uid).is_some(),
+        "{peers}"
+    );
+    Ok(())
+}

@@ -160,6 +160,7 @@ async fn handle_connection(
     let (decision, mut knock) = negotiate::decide(&ctx.policy, &rq);
 
     if !ctx.networks.is_empty() && !ctx.networks.iter().any(|n| n.contains(peer.ip())) {
+        knock.offers.iter_mut().for_each(|o| o.accepted = None);
         knock.rejection = Some(format!(
             "source address {address} is not in listener.allowed_networks"
         ));
@@ -194,6 +195,7 @@ async fn handle_connection(
     };
 
     let Ok(_slot) = ctx.slots.clone().try_acquire_owned() else {
+        knock.offers.iter_mut().for_each(|o| o.accepted = None);
         knock.rejection = Some("too many associations (listener.max_associations)".into());
         record(&knock);
         tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, "association rejected: association limit reached");
