@@ -42,6 +42,18 @@ impl Mosquitto {
         m
     }
 
+    /// Starts mosquitto with a complete configuration file written by someone else (e.g.
+    /// `medgate-fleet broker-config`), listening on `port`.
+    pub fn start_with_conf(conf: &Path, port: u16) -> Mosquitto {
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            conf: conf.to_owned(),
+        };
+        m.restart();
+        m
+    }
+
     /// Stops it like a service manager does (SIGTERM: it saves its persistent sessions).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

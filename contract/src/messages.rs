@@ -1,0 +1,555 @@
+//! The messages, one type per topic kind. Every payload is a JSON object with a `schema` field.
+//!
+//! Unknown fields are ignored (a newer peer may add some); unknown enum values of event and
+//! command types decode to an `Other` variant or are rejected as invalid, as documented per type.
+//! Strings are only the validated values of [`crate::values`]; everything else is numbers, booleans,
+//! IP addresses and enums.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    AeTitle, CommandId, EventId, MacAddress, Modality, Sha256Hex, SopClassUid, Token,
+};
+
+/// The message schema this crate writes. A reader accepts `1..=SCHEMA`.
+pub const SCHEMA: u32 = 1;
+
+/// The `schema` field: the schema version of the message. Decoding refuses 0 and versions newer
+/// than [`SCHEMA`] (a breaking change); additions within a version are new optional fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Schema(u32);
+
+impl Default for Schema {
+    fn default() -> Self {
+        Schema(SCHEMA)
+    }
+}
+
+impl Schema {
+    /// The version number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for Schema {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Self, String> {
+        if (1..=SCHEMA).contains(&v) {
+            Ok(Schema(v))
+        } else {
+            Err(format!(
+                "schema version {v} is not supported (this side reads 1..={SCHEMA}); upgrade it"
+            ))
+        }
+    }
+}
+
+impl From<Schema> for u32 {
+    fn from(s: Schema) -> u32 {
+        s.0
+    }
+}
+
+/// Bytes and objects moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// DICOM objects (instances).
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// A filesystem's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Total bytes.
+    pub total_bytes: u64,
+    /// Free bytes (available to the appliance).
+    pub free_bytes: u64,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// Interface name (`eth0`, `enp3s0`).
+    pub name: Token,
+    /// Hardware address, if any.
+    #[serde(default)]
+    pub mac: Option<MacAddress>,
+    /// Configured addresses.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    /// Link state.
+    #[serde(default)]
+    pub link_up: bool,
+    /// Link speed, if known.
+    #[serde(default)]
+    pub speed_mbps: Option<u32>,
+}
+
+/// Why an association of a calling AE was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Calling AE title not in the allow-list.
+    CallingAeNotAllowed,
+    /// Called AE title is not ours.
+    CalledAeNotRecognized,
+    /// Source address not in the allowed networks.
+    NetworkNotAllowed,
+    /// No presentation context we accept.
+    NoAcceptableContext,
+    /// Too many associations at once.
+    LimitExceeded,
+    /// Any other reason (newer appliance).
+    #[serde(other)]
+    Other,
+}
+
+/// A calling AE the appliance has seen (for modality onboarding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The modality's (calling) AE title.
+    pub calling_ae: AeTitle,
+    /// The AE title it called.
+    pub called_ae: AeTitle,
+    /// Its source address.
+    pub ip: IpAddr,
+    /// SOP classes it proposed.
+    #[serde(default)]
+    pub sop_classes: Vec<SopClassUid>,
+    /// Modality codes seen in its objects.
+    #[serde(default)]
+    pub modalities: Vec<Modality>,
+    /// Whether its last association was accepted.
+    pub accepted: bool,
+    /// Why it was refused, when it was.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
+    /// Associations seen from it.
+    #[serde(default)]
+    pub associations: u64,
+    /// When it was last seen (Unix milliseconds).
+    #[serde(default)]
+    pub last_seen_ms: u64,
+}
+
+/// What an appliance is and has: sent in the birth message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Hardware serial number.
+    pub serial: Token,
+    /// Hardware profile (e.g. `nuc-13-i5`).
+    pub hardware_profile: Token,
+    /// Operating system image version.
+    pub os_version: Token,
+    /// Appliance software version.
+    pub appliance_version: Token,
+    /// The listener's own AE title.
+    #[serde(default)]
+    pub ae_title: Option<AeTitle>,
+    /// Network interfaces.
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    /// The data (spool) filesystem.
+    #[serde(default)]
+    pub disk: Disk,
+    /// Calling AEs seen (accepted or refused).
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+/// Retained on `birth` at every connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Birth {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// When it was sent (Unix milliseconds).
+    pub sent_at_ms: u64,
+    /// Random per process start: tells a restart from a reconnect.
+    pub boot_id: u64,
+    /// The inventory.
+    pub inventory: Inventory,
+    /// Version of the configuration running (0: the local file, never set by the fleet).
+    #[serde(default)]
+    pub config_version: u64,
+    /// Telemetry period.
+    #[serde(default)]
+    pub telemetry_interval_secs: u32,
+}
+
+/// Connection state of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Connected and reporting.
+    Online,
+    /// Disconnected (last will, or clean shutdown).
+    Offline,
+}
+
+/// Retained on `state`: `online` after the birth, `offline` as the last will or at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// When it was produced (for the last will: when the connection was made).
+    pub sent_at_ms: u64,
+    /// The state.
+    pub state: DeviceState,
+    /// The boot it belongs to (see [`Birth::boot_id`]).
+    pub boot_id: u64,
+}
+
+/// Queue state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Objects waiting to be forwarded (all destinations).
+    pub depth: u64,
+    /// Age of the oldest waiting object, seconds.
+    pub oldest_age_secs: u64,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// Error counts by area (cumulative since the appliance started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCounts {
+    /// DICOM receive side (aborted or malformed associations).
+    pub receive: u64,
+    /// Forwarding failures.
+    pub forward: u64,
+    /// Storage (spool, index) failures.
+    pub storage: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+/// What the appliance measures; the appliance fills it, the reporter stamps and sends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetrySnapshot {
+    /// Seconds since the appliance process started.
+    pub uptime_secs: u64,
+    /// Received from modalities (cumulative since start).
+    pub received: Flow,
+    /// Forwarded and confirmed by every destination (cumulative since start).
+    pub forwarded: Flow,
+    /// The forward queue.
+    pub queue: QueueStats,
+    /// Objects in quarantine (now).
+    pub quarantine_objects: u64,
+    /// The data filesystem.
+    pub disk: Disk,
+    /// Associations open now.
+    pub associations_active: u32,
+    /// Receive-to-confirmed forward latency over the last interval.
+    pub forward_latency_ms: Percentiles,
+    /// Errors (cumulative since start).
+    pub errors: ErrorCounts,
+}
+
+/// Periodic telemetry (QoS 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// When it was sent (Unix milliseconds).
+    pub sent_at_ms: u64,
+    /// The boot it belongs to.
+    pub boot_id: u64,
+    /// Sequence number within the boot.
+    pub seq: u64,
+    /// The figures.
+    #[serde(flatten)]
+    pub snapshot: TelemetrySnapshot,
+}
+
+/// Why an object went to quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineReason {
+    /// The archive refused it permanently.
+    RejectedByDestination,
+    /// It is not parseable DICOM.
+    Malformed,
+    /// Forwarding gave up after the retry budget.
+    RetriesExhausted,
+    /// Any other reason (newer appliance).
+    #[serde(other)]
+    Other,
+}
+
+/// Which disk watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Watermark {
+    /// Above it, new objects are refused.
+    High,
+    /// Eviction target.
+    Low,
+}
+
+/// Which way a watermark was crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Crossing {
+    /// Use went above it.
+    Above,
+    /// Use went back below it.
+    Below,
+}
+
+/// What to do with the quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineAction {
+    /// Put objects back in the forward queue.
+    Retry,
+    /// Delete them.
+    Purge,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A study (or the part of it one association carried) was received and spooled.
+    StudyReceived {
+        /// The sending modality.
+        calling_ae: AeTitle,
+        /// The AE title it called.
+        called_ae: AeTitle,
+        /// Modality code, when known.
+        #[serde(default)]
+        modality: Option<Modality>,
+        /// SOP classes of its objects.
+        #[serde(default)]
+        sop_classes: Vec<SopClassUid>,
+        /// Objects and bytes.
+        received: Flow,
+        /// From first object to last, milliseconds.
+        duration_ms: u64,
+    },
+    /// A study was forwarded and confirmed by a destination.
+    StudyForwarded {
+        /// The destination's configured name.
+        destination: Token,
+        /// Modality code, when known.
+        #[serde(default)]
+        modality: Option<Modality>,
+        /// Objects and bytes.
+        forwarded: Flow,
+        /// From receipt to confirmation, milliseconds.
+        latency_ms: u64,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// An object went to quarantine.
+    ObjectQuarantined {
+        /// Why.
+        reason: QuarantineReason,
+        /// Its sender.
+        #[serde(default)]
+        calling_ae: Option<AeTitle>,
+        /// Its SOP class, when known.
+        #[serde(default)]
+        sop_class: Option<SopClassUid>,
+        /// The destination that refused it, if any.
+        #[serde(default)]
+        destination: Option<Token>,
+        /// Its size.
+        bytes: u64,
+    },
+    /// The spool's use crossed a watermark.
+    DiskWatermarkCrossed {
+        /// Which watermark.
+        watermark: Watermark,
+        /// Which way.
+        crossing: Crossing,
+        /// Use now, percent.
+        used_percent: u8,
+    },
+    /// A calling AE was seen for the first time, or its acceptance changed.
+    PeerSeen(Peer),
+    /// The quarantine was retried or purged (audit).
+    QuarantineChanged {
+        /// What was done.
+        action: QuarantineAction,
+        /// Objects affected.
+        objects: u64,
+        /// The command that asked for it.
+        #[serde(default)]
+        command: Option<CommandId>,
+    },
+    /// An event type this side does not know (written by a newer peer). Never written by this crate's users.
+    #[serde(other)]
+    Other,
+}
+
+/// An event (QoS 1, from the outbox, at least once; the fleet deduplicates by `id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// Unique per device.
+    pub id: EventId,
+    /// When it happened (Unix milliseconds).
+    pub at_ms: u64,
+    /// What happened.
+    pub event: EventBody,
+}
+
+/// What a command asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CommandAction {
+    /// Restart the appliance service (after DICOM goes idle).
+    Restart,
+    /// Put quarantined objects back in the forward queue.
+    RetryQuarantine,
+    /// Delete quarantined objects older than the given age (all if absent).
+    PurgeQuarantine {
+        /// Minimum age of the objects to delete, seconds.
+        #[serde(default)]
+        older_than_secs: Option<u64>,
+    },
+    /// Build a diagnostics bundle (logs without patient data, configuration, state).
+    CollectDiagnostics,
+}
+
+/// Fleet → appliance command (QoS 1, not retained).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// Chosen by the fleet; the acknowledgement carries it.
+    pub id: CommandId,
+    /// When the fleet issued it (Unix milliseconds).
+    pub issued_at_ms: u64,
+    /// After this (Unix milliseconds) the appliance answers `expired` instead of executing it.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    /// What to do.
+    pub action: CommandAction,
+}
+
+/// The outcome of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Received; it will run (long commands send this first).
+    Accepted,
+    /// Done.
+    Succeeded,
+    /// Tried and failed (see `code`).
+    Failed,
+    /// Refused without trying (invalid, unsupported).
+    Rejected,
+    /// Arrived after its expiry.
+    Expired,
+}
+
+/// Result figures of a command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// Objects affected (quarantine commands).
+    #[serde(default)]
+    pub objects: Option<u64>,
+    /// Bytes (diagnostics bundle size, bytes purged).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Digest of a produced file (diagnostics bundle).
+    #[serde(default)]
+    pub sha256: Option<Sha256Hex>,
+    /// Name of a produced file (diagnostics bundle).
+    #[serde(default)]
+    pub file: Option<Token>,
+}
+
+/// Appliance → fleet acknowledgement of a command (QoS 1, from the outbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandAck {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// The command.
+    pub id: CommandId,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// Outcome.
+    pub status: CommandStatus,
+    /// A machine error code when not succeeded (e.g. `unsupported`, `io`, `busy`).
+    #[serde(default)]
+    pub code: Option<Token>,
+    /// Figures.
+    #[serde(default)]
+    pub output: CommandOutput,
+}
+
+/// Fleet → appliance, retained: the configuration the fleet wants this appliance to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredConfig {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// Increases with every change (per device).
+    pub version: u64,
+    /// When the fleet set it (Unix milliseconds).
+    pub issued_at_ms: u64,
+    /// The appliance configuration (the TOML file as a JSON object). Configuration only: AE titles,
+    /// addresses, limits; it never holds patient data.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Outcome of applying a desired configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigStatus {
+    /// Running it.
+    Applied,
+    /// Refused by validation; the previous one keeps running.
+    Rejected,
+    /// Applied, but the listener did not come up: the previous one was restored.
+    RolledBack,
+}
+
+/// A validation or apply error, as machine data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigProblem {
+    /// Error code (e.g. `invalid_value`, `listener_down`).
+    pub code: Token,
+    /// The configuration key concerned (e.g. `listener.ae_title`).
+    #[serde(default)]
+    pub field: Option<Token>,
+}
+
+/// Appliance → fleet, retained: the configuration it runs and how the last desired one went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedConfig {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// Version running now (0: the local file).
+    pub running_version: u64,
+    /// The desired version this report answers.
+    pub desired_version: u64,
+    /// How that went.
+    pub status: ConfigStatus,
+    /// Why, when not applied.
+    #[serde(default)]
+    pub problems: Vec<ConfigProblem>,
+}

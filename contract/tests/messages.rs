@@ -1,0 +1,258 @@
+//! Round trips, tolerance to unknown fields, refusal of invalid messages and of patient data.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use medgate_contract::*;
+
+fn inventory() -> Inventory {
+    Inventory {
+        serial: Token::new("SN-0042").expect("valid"),
+        hardware_profile: Token::new("nuc-13").expect("valid"),
+        os_version: Token::new("2026.11.1").expect("valid"),
+        appliance_version: Token::new("0.1.0").expect("valid"),
+        ae_title: Some(AeTitle::new("MEDGATE").expect("valid")),
+        nics: vec![Nic {
+            name: Token::new("eth0").expect("valid"),
+            mac: Some(MacAddress::new("02:00:00:00:00:01").expect("valid")),
+            addresses: vec![IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))],
+            link_up: true,
+            speed_mbps: Some(1000),
+        }],
+        disk: Disk {
+            total_bytes: 1 << 40,
+            free_bytes: 1 << 39,
+        },
+        peers: vec![Peer {
+            calling_ae: AeTitle::new("CT01").expect("valid"),
+            called_ae: AeTitle::new("MEDGATE").expect("valid"),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 50)),
+            sop_classes: vec![SopClassUid::new("1.2.840.10008.5.1.4.1.1.2").expect("valid")],
+            modalities: vec![Modality::new("CT").expect("valid")],
+            accepted: false,
+            refusal: Some(Refusal::CallingAeNotAllowed),
+            associations: 3,
+            last_seen_ms: 1_700_000_000_000,
+        }],
+    }
+}
+
+#[test]
+fn every_message_round_trips() {
+    let birth = Birth {
+        schema: Schema::default(),
+        sent_at_ms: 1,
+        boot_id: 7,
+        inventory: inventory(),
+        config_version: 3,
+        telemetry_interval_secs: 10,
+    };
+    assert_eq!(
+        decode::<Birth>(&encode(&birth).expect("encodes")).expect("decodes"),
+        birth
+    );
+
+    let tel = Telemetry {
+        schema: Schema::default(),
+        sent_at_ms: 2,
+        boot_id: 7,
+        seq: 9,
+        snapshot: TelemetrySnapshot {
+            received: Flow {
+                objects: 10,
+                bytes: 5_000_000,
+            },
+            queue: QueueStats {
+                depth: 4,
+                oldest_age_secs: 12,
+            },
+            ..TelemetrySnapshot::default()
+        },
+    };
+    let json = encode(&tel).expect("encodes");
+    assert!(
+        String::from_utf8_lossy(&json).contains("\"received\":{\"objects\":10"),
+        "flattened snapshot"
+    );
+    assert_eq!(decode::<Telemetry>(&json).expect("decodes"), tel);
+
+    let ev = Event {
+        schema: Schema::default(),
+        id: EventId::new(1, 2),
+        at_ms: 3,
+        event: EventBody::StudyReceived {
+            calling_ae: AeTitle::new("CT01").expect("valid"),
+            called_ae: AeTitle::new("MEDGATE").expect("valid"),
+            modality: Some(Modality::new("CT").expect("valid")),
+            sop_classes: vec![],
+            received: Flow {
+                objects: 500,
+                bytes: 265_000_000,
+            },
+            duration_ms: 4_000,
+        },
+    };
+    assert_eq!(
+        decode::<Event>(&encode(&ev).expect("encodes")).expect("decodes"),
+        ev
+    );
+
+    let cmd = Command {
+        schema: Schema::default(),
+        id: CommandId::new("c-1").expect("valid"),
+        issued_at_ms: 5,
+        expires_at_ms: None,
+        action: CommandAction::PurgeQuarantine {
+            older_than_secs: Some(3600),
+        },
+    };
+    let json = encode(&cmd).expect("encodes");
+    assert!(String::from_utf8_lossy(&json).contains("\"type\":\"purge_quarantine\""));
+    assert_eq!(decode::<Command>(&json).expect("decodes"), cmd);
+
+    let mut config = serde_json::Map::new();
+    config.insert(
+        "listener".into(),
+        serde_json::json!({"ae_title": "MEDGATE"}),
+    );
+    let desired = DesiredConfig {
+        schema: Schema::default(),
+        version: 4,
+        issued_at_ms: 6,
+        config,
+    };
+    assert_eq!(
+        decode::<DesiredConfig>(&encode(&desired).expect("encodes")).expect("decodes"),
+        desired
+    );
+
+    let reported = ReportedConfig {
+        schema: Schema::default(),
+        at_ms: 7,
+        running_version: 3,
+        desired_version: 4,
+        status: ConfigStatus::Rejected,
+        problems: vec![ConfigProblem {
+            code: Token::new("invalid_value").expect("valid"),
+            field: Some(Token::new("listener.ae_title").expect("valid")),
+        }],
+    };
+    assert_eq!(
+        decode::<ReportedConfig>(&encode(&reported).expect("encodes")).expect("decodes"),
+        reported
+    );
+}
+
+#[test]
+fn unknown_fields_and_event_types_are_tolerated() {
+    let state: State = decode(
+        br#"{"schema":1,"sent_at_ms":1,"state":"online","boot_id":2,"added_in_1_1":{"x":1}}"#,
+    )
+    .expect("unknown field ignored");
+    assert_eq!(state.state, DeviceState::Online);
+    let ev: Event = decode(br#"{"schema":1,"id":"0000000000000001-0000000000000002","at_ms":3,"event":{"type":"hologram_received","x":1}}"#)
+        .expect("unknown event type is Other");
+    assert_eq!(ev.event, EventBody::Other);
+}
+
+#[test]
+fn invalid_messages_are_typed_errors() {
+    let cases: &[&[u8]] = &[
+        b"",
+        b"not json",
+        b"[]",
+        br#"{"sent_at_ms":1,"state":"online","boot_id":2}"#, // no schema
+        br#"{"schema":2,"sent_at_ms":1,"state":"online","boot_id":2}"#, // future schema
+        br#"{"schema":0,"sent_at_ms":1,"state":"online","boot_id":2}"#,
+        br#"{"schema":1,"sent_at_ms":-1,"state":"online","boot_id":2}"#,
+        br#"{"schema":1,"sent_at_ms":1,"state":"sleeping","boot_id":2}"#,
+    ];
+    for payload in cases {
+        let err = decode::<State>(payload).expect_err("must be refused");
+        assert!(
+            matches!(err, DecodeError::Invalid { kind: "state", .. }),
+            "{err}"
+        );
+    }
+    let err = decode::<State>(&vec![b' '; MAX_PAYLOAD_BYTES + 1]).expect_err("too large");
+    assert!(matches!(err, DecodeError::TooLarge { .. }));
+    let err = decode::<State>(br#"{"schema":2,"sent_at_ms":1,"state":"online","boot_id":2}"#)
+        .expect_err("future");
+    assert!(
+        err.to_string()
+            .contains("schema version 2 is not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn patient_data_cannot_be_carried() {
+    // A person name where an AE title, a modality, a token or a SOP class goes: refused.
+    let with_name = |field: &str, value: &str| {
+        let mut v = serde_json::to_value(Event {
+            schema: Schema::default(),
+            id: EventId::new(1, 1),
+            at_ms: 1,
+            event: EventBody::StudyReceived {
+                calling_ae: AeTitle::new("CT01").expect("valid"),
+                called_ae: AeTitle::new("MEDGATE").expect("valid"),
+                modality: Some(Modality::new("CT").expect("valid")),
+                sop_classes: vec![SopClassUid::new("1.2.840.10008.5.1.4.1.1.2").expect("valid")],
+                received: Flow::default(),
+                duration_ms: 0,
+            },
+        })
+        .expect("to value");
+        v["event"][field] = serde_json::json!(value);
+        serde_json::to_vec(&v).expect("bytes")
+    };
+    for (field, value) in [
+        ("calling_ae", "DOE^JOHN^^^DR PHD"),
+        ("modality", "DOE^JOHN"),
+        ("modality", "Doe"),
+        ("sop_classes", "12345678"),
+        ("duration_ms", "19700101"),
+    ] {
+        assert!(
+            decode::<Event>(&with_name(field, value)).is_err(),
+            "{field}={value:?} accepted"
+        );
+    }
+    // Free text never fits a token.
+    assert!(Token::new("Patient John Doe").is_err());
+    assert!(Token::new("DOE^JANE").is_err());
+}
+
+#[test]
+fn garbage_never_panics() {
+    // A deterministic xorshift stream of mutated valid payloads and random bytes.
+    let valid = encode(&Birth {
+        schema: Schema::default(),
+        sent_at_ms: 1,
+        boot_id: 7,
+        inventory: inventory(),
+        config_version: 3,
+        telemetry_interval_secs: 10,
+    })
+    .expect("encodes");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut refused = 0;
+    for _ in 0..5_000 {
+        let mut p = valid.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let i = (next() as usize) % p.len();
+            p[i] = next() as u8;
+        }
+        if decode::<Birth>(&p).is_err() {
+            refused += 1;
+        }
+        let _ = decode::<Event>(&p);
+        let _ = decode::<Command>(&p);
+    }
+    assert!(refused > 1_000, "most mutations are refused ({refused})");
+}

@@ -1,0 +1,261 @@
+//! `medgate-fleet-loadgen`: simulates N appliances on the real protocol (one MQTT connection each,
+//! retained birth and state, last will, telemetry at a fixed rate, events) against a fleet's
+//! broker, for a bounded time, on loopback. Read the fleet's `/metrics` for the
+//! publish-to-database latency histogram; this tool reports what it sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use medgate_contract::*;
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+
+/// Simulate appliances against a Medgate fleet (loopback only).
+#[derive(Debug, Parser)]
+#[command(name = "medgate-fleet-loadgen", version)]
+struct Args {
+    /// Broker host:port (the fleet's embedded broker or Mosquitto without TLS).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Number of simulated appliances.
+    #[arg(long, default_value_t = 100)]
+    devices: u32,
+    /// Messages per second per appliance (telemetry; every 10th is an event instead).
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// How long to send, seconds (bounded: at most 3600).
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
+    /// Site id of the simulated appliances.
+    #[arg(long, default_value = "loadgen")]
+    site: String,
+    /// Connections opened per second while ramping up.
+    #[arg(long, default_value_t = 500)]
+    connect_rate: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.secs == 0
+        || args.secs > 3600
+        || args.rate <= 0.0
+        || args.rate > 100.0
+        || args.devices == 0
+    {
+        bail!("--secs 1..=3600, --rate (0, 100], --devices >= 1");
+    }
+    let (host, port) = args.broker.rsplit_once(':').context("--broker host:port")?;
+    if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
+        bail!("--broker must be a loopback address: this tool only loads servers on this machine");
+    }
+    let port: u16 = port.parse().context("--broker port")?;
+    let site = SiteId::new(args.site.as_str())?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.secs);
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let mut tasks = Vec::new();
+    let ramp = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
+    for i in 0..args.devices {
+        let device = DeviceId::new(format!("sim-{i:05}"))?;
+        let topics = DeviceTopics::new(site.clone(), device.clone());
+        let (sent, acked, errors) = (sent.clone(), acked.clone(), errors.clone());
+        let host = host.to_owned();
+        tasks.push(tokio::spawn(async move {
+            simulate(topics, host, port, period, deadline, sent, acked, errors).await;
+        }));
+        tokio::time::sleep(ramp).await;
+    }
+    let started = Instant::now();
+    let mut last = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = sent.load(Ordering::Relaxed);
+        println!(
+            "t={:>4}s sent={s} ({:.0}/s) acked={} errors={}",
+            started.elapsed().as_secs(),
+            (s - last) as f64 / 5.0,
+            acked.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed)
+        );
+        last = s;
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "done: devices={} sent={} acked(QoS1)={} errors={}",
+        args.devices,
+        sent.load(Ordering::Relaxed),
+        acked.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn simulate(
+    topics: DeviceTopics,
+    host: String,
+    port: u16,
+    period: Duration,
+    deadline: Instant,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) {
+    let boot_id = fastrand::u64(..);
+    let mut opts = MqttOptions::new(topics.device.as_str(), host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let will = State {
+        schema: Schema::default(),
+        sent_at_ms: now_ms(),
+        state: DeviceState::Offline,
+        boot_id,
+    };
+    opts.set_last_will(LastWill::new(
+        topics.topic(Kind::State),
+        encode(&will).unwrap_or_default(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let poll_acked = acked.clone();
+    let poll_errors = errors.clone();
+    let poller = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
+                    poll_acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // Disconnecting at the end is not an error.
+                    if Instant::now() < deadline {
+                        poll_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    let inventory = Inventory {
+        serial: Token::new(format!("SIM-{}", topics.device))
+            .unwrap_or_else(|_| Token::new("SIM").expect("valid token")),
+        hardware_profile: Token::new("simulated").expect("valid token"),
+        os_version: Token::new("0").expect("valid token"),
+        appliance_version: Token::new(env!("CARGO_PKG_VERSION")).expect("valid token"),
+        ae_title: None,
+        nics: vec![],
+        disk: Disk::default(),
+        peers: vec![],
+    };
+    let interval_secs = period.as_secs().max(1) as u32;
+    let birth = Birth {
+        schema: Schema::default(),
+        sent_at_ms: now_ms(),
+        boot_id,
+        inventory,
+        config_version: 0,
+        telemetry_interval_secs: interval_secs,
+    };
+    let online = State {
+        schema: Schema::default(),
+        sent_at_ms: now_ms(),
+        state: DeviceState::Online,
+        boot_id,
+    };
+    let _ = client
+        .publish(
+            topics.topic(Kind::Birth),
+            QoS::AtLeastOnce,
+            true,
+            encode(&birth).unwrap_or_default(),
+        )
+        .await;
+    let _ = client
+        .publish(
+            topics.topic(Kind::State),
+            QoS::AtLeastOnce,
+            true,
+            encode(&online).unwrap_or_default(),
+        )
+        .await;
+    let stream = fastrand::u64(1..);
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Spread the devices over the period.
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(
+        0..=period.as_millis() as u64,
+    )))
+    .await;
+    while Instant::now() < deadline {
+        tick.tick().await;
+        seq += 1;
+        let r = if seq % 10 == 0 {
+            let e = Event {
+                schema: Schema::default(),
+                id: EventId::new(stream, seq),
+                at_ms: now_ms(),
+                event: EventBody::StudyForwarded {
+                    destination: Token::new("archive").expect("valid token"),
+                    modality: Modality::new("CT").ok(),
+                    forwarded: Flow {
+                        objects: 500,
+                        bytes: 265_000_000,
+                    },
+                    latency_ms: 900,
+                    attempts: 1,
+                },
+            };
+            client.try_publish(
+                topics.topic(Kind::Event),
+                QoS::AtLeastOnce,
+                false,
+                encode(&e).unwrap_or_default(),
+            )
+        } else {
+            let mut snapshot = TelemetrySnapshot::default();
+            snapshot.received.objects = seq * 10;
+            let t = Telemetry {
+                schema: Schema::default(),
+                sent_at_ms: now_ms(),
+                boot_id,
+                seq,
+                snapshot,
+            };
+            client.try_publish(
+                topics.topic(Kind::Telemetry),
+                QoS::AtMostOnce,
+                false,
+                encode(&t).unwrap_or_default(),
+            )
+        };
+        match r {
+            Ok(()) => sent.fetch_add(1, Ordering::Relaxed),
+            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    let offline = State {
+        schema: Schema::default(),
+        sent_at_ms: now_ms(),
+        state: DeviceState::Offline,
+        boot_id,
+    };
+    let _ = client
+        .publish(
+            topics.topic(Kind::State),
+            QoS::AtLeastOnce,
+            true,
+            encode(&offline).unwrap_or_default(),
+        )
+        .await;
+    let _ = client.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    poller.abort();
+}

@@ -1,0 +1,302 @@
+//! The fleet manager's configuration (`medgate-fleet.toml`). Every key has a default: no file at
+//! all gives the zero-setup fleet (embedded broker, SQLite, HTTP on loopback).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Where the SQLite database, the CA and the admin token live.
+    pub data_dir: PathBuf,
+    /// HTTP API.
+    pub http: HttpSection,
+    /// Database.
+    pub database: DatabaseSection,
+    /// MQTT broker.
+    pub broker: BrokerSection,
+    /// Telemetry storage.
+    pub telemetry: TelemetrySection,
+    /// Online/offline detection.
+    pub devices: DevicesSection,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("medgate-fleet-data"),
+            http: HttpSection::default(),
+            database: DatabaseSection::default(),
+            broker: BrokerSection::default(),
+            telemetry: TelemetrySection::default(),
+            devices: DevicesSection::default(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of the REST API, SSE feed and /metrics.
+    pub bind: SocketAddr,
+    /// File with the admin bearer token; default `{data_dir}/admin-token` (created if missing).
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8800)),
+            admin_token_file: None,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `sqlite://PATH` or `postgres://user@host:port/db`; default: SQLite in `{data_dir}/fleet.db`.
+    pub url: Option<String>,
+    /// Connections in the pool.
+    pub max_connections: Option<u32>,
+}
+
+/// Embedded or external broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// rumqttd inside this process: zero setup, no TLS, no per-topic ACL (loopback and demos).
+    Embedded,
+    /// Mosquitto or any MQTT 3.1.1 broker.
+    External,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// `embedded` (default) or `external`.
+    pub mode: BrokerMode,
+    /// Embedded: where it listens. External: ignored.
+    pub listen: SocketAddr,
+    /// External: `host:port` to connect to.
+    pub address: Option<String>,
+    /// MQTT client id of this fleet replica (each replica needs its own).
+    pub client_id: String,
+    /// Subscribe with `$share/{group}/…` so replicas split the load (the broker must support shared
+    /// subscriptions); without it every replica processes every message, idempotently.
+    pub shared_group: Option<String>,
+    /// TLS to an external broker.
+    pub tls: Option<BrokerTls>,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        Self {
+            mode: BrokerMode::Embedded,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            address: None,
+            client_id: "medgate-fleet".into(),
+            shared_group: None,
+            tls: None,
+        }
+    }
+}
+
+/// `[broker.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    /// CA of the broker's certificate.
+    pub ca: PathBuf,
+    /// The fleet's client certificate (its common name is its broker username).
+    pub certificate: PathBuf,
+    /// Its key.
+    pub private_key: PathBuf,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Raw telemetry older than this is folded into buckets.
+    pub raw_retention_hours: u64,
+    /// Bucket width of the downsampled history.
+    pub bucket_secs: u64,
+    /// Buckets older than this are deleted.
+    pub retention_days: u64,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            raw_retention_hours: 24,
+            bucket_secs: 300,
+            retention_days: 90,
+        }
+    }
+}
+
+/// `[devices]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// A device silent for this many telemetry intervals is marked offline.
+    pub missed_heartbeats: u64,
+    /// Lifetime of enrollment claim tokens, hours.
+    pub claim_token_hours: u64,
+    /// Lifetime of issued device certificates, days.
+    pub certificate_days: u64,
+    /// Base URL devices use to reach this API (printed in claim instructions).
+    pub public_url: Option<String>,
+}
+
+impl Default for DevicesSection {
+    fn default() -> Self {
+        Self {
+            missed_heartbeats: 3,
+            claim_token_hours: 72,
+            certificate_days: 365,
+            public_url: None,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// Reads and validates a file; `None`: the defaults.
+    pub fn load(path: Option<&Path>) -> Result<FleetConfig, String> {
+        let config = match path {
+            None => FleetConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+        };
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// Every problem, one line each.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            p.push(format!(
+                "database.url: {url:?} is neither sqlite://PATH nor postgres://…"
+            ));
+        }
+        if self.broker.mode == BrokerMode::External {
+            match &self.broker.address {
+                None => {
+                    p.push("broker.address: required with mode = \"external\" (host:port)".into())
+                }
+                Some(a)
+                    if a.rsplit_once(':')
+                        .and_then(|(_, port)| port.parse::<u16>().ok())
+                        .is_none() =>
+                {
+                    p.push(format!("broker.address: {a:?} is not host:port"))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.broker.mode == BrokerMode::Embedded && self.broker.tls.is_some() {
+            p.push("broker.tls: the embedded broker has no TLS; use mode = \"external\" (Mosquitto) for TLS".into());
+        }
+        if let Some(tls) = &self.broker.tls {
+            for (k, f) in [
+                ("ca", &tls.ca),
+                ("certificate", &tls.certificate),
+                ("private_key", &tls.private_key),
+            ] {
+                if !f.is_file() {
+                    p.push(format!("broker.tls.{k}: {} does not exist", f.display()));
+                }
+            }
+        }
+        if self.broker.client_id.is_empty() || self.broker.client_id.len() > 23 {
+            p.push("broker.client_id: 1-23 characters (MQTT 3.1.1)".into());
+        }
+        if let Some(g) = &self.broker.shared_group
+            && (g.is_empty() || g.contains(['/', '+', '#']))
+        {
+            p.push("broker.shared_group: a name without '/', '+' or '#'".into());
+        }
+        if self.telemetry.bucket_secs == 0
+            || self.telemetry.raw_retention_hours == 0
+            || self.telemetry.retention_days == 0
+        {
+            p.push(
+                "telemetry: raw_retention_hours, bucket_secs and retention_days must be positive"
+                    .into(),
+            );
+        }
+        if self.devices.missed_heartbeats == 0 {
+            p.push("devices.missed_heartbeats: at least 1".into());
+        }
+        if self.devices.claim_token_hours == 0 || self.devices.certificate_days == 0 {
+            p.push("devices: claim_token_hours and certificate_days must be positive".into());
+        }
+        p
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("fleet.db").display()
+            ),
+        }
+    }
+
+    /// The admin token file in effect.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.http
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin-token"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_typos_are_refused() {
+        assert!(FleetConfig::default().validate().is_empty());
+        assert!(toml::from_str::<FleetConfig>("[http]\nbnid = \"x\"").is_err());
+        let c: FleetConfig = toml::from_str("[broker]\nmode = \"external\"").expect("parses");
+        assert!(c.validate().iter().any(|p| p.starts_with("broker.address")));
+        let c: FleetConfig = toml::from_str("[database]\nurl = \"mysql://x\"").expect("parses");
+        assert!(c.validate().iter().any(|p| p.starts_with("database.url")));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../medgate-fleet.example.toml");
+        let c: FleetConfig = toml::from_str(text).expect("example parses");
+        assert_eq!(c.broker.mode, BrokerMode::External);
+        // Only the TLS files (absent here) are reported.
+        let problems = c.validate();
+        assert!(
+            problems.iter().all(|p| p.starts_with("broker.tls.")),
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! MQTT ingestion: the fleet's client subscribes to every device topic and records each message
+//! in the database, idempotently, then tells the live feed.
+//!
+//! Messages are spread over worker tasks by device (a hash of the topic's device level), so one
+//! device's messages are processed in order while devices proceed in parallel. An invalid message
+//! is dropped with a logged reason and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medgate_contract::{
+    Birth, Command, CommandAck, DesiredConfig, DeviceTopics, Event, Kind, MAX_PAYLOAD_BYTES,
+    ReportedConfig, State, Telemetry, decode, encode, now_ms,
+};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::config::{BrokerMode, FleetConfig};
+use crate::store::{Recorded, StoreError};
+
+const WORKERS: usize = 8;
+
+/// The broker address the fleet connects to.
+pub fn broker_endpoint(config: &FleetConfig) -> (String, u16) {
+    match (config.broker.mode, &config.broker.address) {
+        (BrokerMode::External, Some(a)) => {
+            let (h, p) = a.rsplit_once(':').unwrap_or((a, "8883"));
+            (
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse().unwrap_or(8883),
+            )
+        }
+        _ => {
+            let l = config.broker.listen;
+            let host = if l.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                l.ip().to_string()
+            };
+            (host, l.port())
+        }
+    }
+}
+
+/// Connects the fleet's MQTT client; returns the client (for publishing) after spawning the
+/// polling and worker tasks.
+pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String> {
+    let (host, port) = broker_endpoint(config);
+    let mut opts = MqttOptions::new(config.broker.client_id.clone(), host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024);
+    // A persistent session: a broker with persistence (Mosquitto) keeps our subscriptions and
+    // queues device messages while the fleet restarts.
+    opts.set_clean_session(false);
+    opts.set_inflight(1000);
+    if let Some(tls) = &config.broker.tls {
+        let files = client_tls(tls)?;
+        opts.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(files),
+        ));
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+
+    let mut senders = Vec::with_capacity(WORKERS);
+    for _ in 0..WORKERS {
+        let (tx, rx) = mpsc::channel::<(String, Vec<u8>)>(10_000);
+        senders.push(tx);
+        tokio::spawn(worker(app.clone(), rx));
+    }
+
+    let filters: Vec<String> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.from_device())
+        .map(|k| match &config.broker.shared_group {
+            Some(g) => format!("$share/{g}/{}", k.fleet_filter()),
+            None => k.fleet_filter(),
+        })
+        .collect();
+    let sub_client = client.clone();
+    let app_poll = app.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(200);
+                    app_poll
+                        .metrics
+                        .mqtt_connected
+                        .store(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("fleet connected to the broker");
+                    // rumqttc does not re-subscribe by itself; subscribe from another task (never
+                    // await a request from the polling task).
+                    let c = sub_client.clone();
+                    let f = filters.clone();
+                    let app = app_poll.clone();
+                    tokio::spawn(async move {
+                        let subs = f
+                            .into_iter()
+                            .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                        if let Err(e) = c.subscribe_many(subs).await {
+                            tracing::error!(error = %e, "cannot subscribe to device topics");
+                        }
+                        app.republish_all_desired().await;
+                    });
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    let shard = shard_of(&p.topic);
+                    let msg = (p.topic.clone(), p.payload.to_vec());
+                    if senders[shard].send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    app_poll
+                        .metrics
+                        .mqtt_connected
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(error = %e, delay_ms = backoff.as_millis() as u64, "fleet lost the broker; reconnecting");
+                    tokio::time::sleep(
+                        backoff
+                            + Duration::from_millis(fastrand::u64(
+                                0..=backoff.as_millis() as u64 / 2,
+                            )),
+                    )
+                    .await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    Ok(client)
+}
+
+fn client_tls(tls: &crate::config::BrokerTls) -> Result<Arc<rustls::ClientConfig>, String> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("broker.tls: cannot read {}: {e}", p.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut read(&tls.ca)?.as_slice()) {
+        let c = c.map_err(|e| format!("broker.tls.ca: {e}"))?;
+        roots.add(c).map_err(|e| format!("broker.tls.ca: {e}"))?;
+    }
+    let chain: Result<Vec<_>, _> =
+        rustls_pemfile::certs(&mut read(&tls.certificate)?.as_slice()).collect();
+    let chain = chain.map_err(|e| format!("broker.tls.certificate: {e}"))?;
+    let key = rustls_pemfile::private_key(&mut read(&tls.private_key)?.as_slice())
+        .map_err(|e| format!("broker.tls.private_key: {e}"))?
+        .ok_or("broker.tls.private_key: no key in the file")?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| format!("broker.tls: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+fn shard_of(topic: &str) -> usize {
+    // The device level (4th); FNV-1a.
+    let device = topic.split('/').nth(3).unwrap_or(topic);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in device.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % WORKERS as u64) as usize
+}
+
+/// A decoded device message.
+#[derive(Debug)]
+enum Msg {
+    Birth(Birth),
+    State(State),
+    Telemetry(Telemetry),
+    Event(Event),
+    Ack(CommandAck),
+    Reported(ReportedConfig),
+}
+
+#[derive(Debug)]
+struct Item {
+    topic: String,
+    dev: DeviceTopics,
+    msg: Msg,
+}
+
+/// Messages recorded in one transaction, at most.
+const BATCH: usize = 256;
+
+async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+    while let Some(first) = rx.recv().await {
+        let mut raw = vec![first];
+        while raw.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => raw.push(m),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<Item> = raw
+            .into_iter()
+            .filter_map(|(t, p)| parse(&app, t, &p))
+            .collect();
+        if items.is_empty() {
+            continue;
+        }
+        let now = now_ms() as i64;
+        let results = match record_batch(&app, &items, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                // One bad apple (or a conflict): record them one by one.
+                tracing::debug!(error = %e, n = items.len(), "batch failed; recording one by one");
+                let mut r = Vec::with_capacity(items.len());
+                for item in &items {
+                    r.push(record_one(&app, item, now).await);
+                }
+                r
+            }
+        };
+        for (item, result) in items.iter().zip(results) {
+            after(&app, item, result).await;
+        }
+    }
+}
+
+fn parse(app: &App, topic: String, payload: &[u8]) -> Option<Item> {
+    let (dev, kind) = match DeviceTopics::parse(&topic) {
+        Ok(x) => x,
+        Err(e) => {
+            app.metrics.invalid.inc();
+            tracing::warn!(topic, reason = %e, "dropped a message on an unknown topic");
+            return None;
+        }
+    };
+    // An empty retained payload clears a topic; nothing to record.
+    if payload.is_empty() {
+        return None;
+    }
+    let msg = match kind {
+        Kind::Birth => decode(payload).map(Msg::Birth),
+        Kind::State => decode(payload).map(Msg::State),
+        Kind::Telemetry => decode(payload).map(Msg::Telemetry),
+        Kind::Event => decode(payload).map(Msg::Event),
+        Kind::CmdAck => decode(payload).map(Msg::Ack),
+        Kind::ConfigReported => decode(payload).map(Msg::Reported),
+        Kind::Cmd | Kind::ConfigDesired => return None, // our own messages
+    };
+    match msg {
+        Ok(msg) => Some(Item { topic, dev, msg }),
+        Err(e) => {
+            app.metrics.invalid.inc();
+            tracing::warn!(topic, reason = %e, "dropped an invalid message");
+            None
+        }
+    }
+}
+
+async fn record(
+    store: &crate::store::Store,
+    c: &mut sqlx::AnyConnection,
+    item: &Item,
+    now: i64,
+) -> Result<Recorded, StoreError> {
+    let (site, device) = (&item.dev.site, &item.dev.device);
+    match &item.msg {
+        Msg::Birth(b) => store.record_birth(c, site, device, b, now).await,
+        Msg::State(s) => store.record_state(c, site, device, s.state, now).await,
+        Msg::Telemetry(t) => store.record_telemetry(c, site, device, t, now).await,
+        Msg::Event(e) => store.record_event(c, site, device, e, now).await,
+        Msg::Ack(a) => store.record_ack(c, device, a, now).await,
+        Msg::Reported(r) => store.record_reported(c, site, device, r, now).await,
+    }
+}
+
+async fn record_batch(
+    app: &App,
+    items: &[Item],
+    now: i64,
+) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+    let mut batch = app.store.begin().await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(Ok(record(&app.store, batch.conn(), item, now).await?));
+    }
+    batch.commit().await?;
+    Ok(out)
+}
+
+async fn record_one(app: &App, item: &Item, now: i64) -> Result<Recorded, StoreError> {
+    let mut batch = app.store.begin().await?;
+    let r = record(&app.store, batch.conn(), item, now).await?;
+    batch.commit().await?;
+    Ok(r)
+}
+
+async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
+    let m = &app.metrics;
+    let topic = item.topic.as_str();
+    let device = &item.dev.device;
+    let recorded_at = now_ms() as i64;
+    match result {
+        Ok(Recorded::New) => {
+            m.messages.inc();
+            match &item.msg {
+                Msg::Telemetry(t) => m.observe_latency(recorded_at - t.sent_at_ms as i64),
+                Msg::Event(e) => {
+                    m.observe_latency(recorded_at - e.at_ms as i64);
+                    m.events_new.inc();
+                    app.live(json!({"type": "event", "device": device, "site": item.dev.site, "id": e.id, "at_ms": e.at_ms, "event": e.event}));
+                }
+                Msg::Ack(a) => {
+                    app.live(json!({"type": "command", "device": device, "id": a.id, "status": a.status, "code": a.code}));
+                }
+                Msg::Birth(_) => {
+                    app.live_device(device.as_str()).await;
+                    app.resend_queued_commands(device.as_str()).await;
+                }
+                Msg::State(_) | Msg::Reported(_) => app.live_device(device.as_str()).await,
+            }
+        }
+        Ok(Recorded::Duplicate) => {
+            m.messages.inc();
+            if matches!(item.msg, Msg::Event(_)) {
+                m.events_duplicate.inc();
+            }
+        }
+        Ok(Recorded::Refused(why)) => {
+            m.refused.inc();
+            tracing::warn!(topic, reason = why, "refused a message");
+        }
+        Err(e) => {
+            m.db_errors.inc();
+            tracing::error!(topic, error = %e, "cannot record a message");
+        }
+    }
+}
+
+/// Publishes a command to a device (QoS 1, not retained).
+pub async fn publish_command(
+    client: &AsyncClient,
+    topics: &DeviceTopics,
+    cmd: &Command,
+) -> Result<(), String> {
+    let payload = encode(cmd).map_err(|e| e.to_string())?;
+    client
+        .publish(topics.topic(Kind::Cmd), QoS::AtLeastOnce, false, payload)
+        .await
+        .map_err(|e| format!("MQTT client: {e}"))
+}
+
+/// Publishes a desired configuration (QoS 1, retained).
+pub async fn publish_desired(
+    client: &AsyncClient,
+    topics: &DeviceTopics,
+    d: &DesiredConfig,
+) -> Result<(), String> {
+    let payload = encode(d).map_err(|e| e.to_string())?;
+    client
+        .publish(
+            topics.topic(Kind::ConfigDesired),
+            QoS::AtLeastOnce,
+            true,
+            payload,
+        )
+        .await
+        .map_err(|e| format!("MQTT client: {e}"))
+}

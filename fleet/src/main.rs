@@ -1,0 +1,213 @@
+//! `medgate-fleet`: the Medgate fleet manager.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use medgate_fleet::brokerconf::{self, BrokerFiles, FLEET_USERNAME};
+use medgate_fleet::config::{BrokerMode, FleetConfig};
+
+/// The Medgate fleet manager: knows every appliance of the region, its health and its
+/// configuration, over MQTT.
+///
+/// With no configuration at all, `medgate-fleet serve` runs an embedded MQTT broker on
+/// 127.0.0.1:1883 and SQLite in ./medgate-fleet-data, and prints the URLs it serves. For
+/// production, point it at Mosquitto (see `broker-config`) and PostgreSQL in a TOML file
+/// (see fleet/medgate-fleet.example.toml) and check it with `config check`.
+#[derive(Debug, Parser)]
+#[command(name = "medgate-fleet", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the fleet manager (broker if embedded, database, MQTT ingestion, REST API, live feed).
+    Serve {
+        /// Configuration file; without it every default applies (zero setup).
+        #[arg(long, short, env = "MEDGATE_FLEET_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Configuration file commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+    /// Write a Mosquitto configuration for production: mutual TLS with certificates of the fleet
+    /// CA, the certificate CN as username, per-device ACLs (a device reads and writes only its own
+    /// topics). Also writes the broker's server certificate and the fleet's client certificate.
+    BrokerConfig {
+        /// Fleet configuration (for data_dir, where the CA is).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output directory (mosquitto.conf, acl, certificates).
+        #[arg(long)]
+        out: PathBuf,
+        /// Host names and IP addresses of the broker, for its certificate (repeat the flag).
+        #[arg(long = "hostname", required = true)]
+        hostnames: Vec<String>,
+        /// Listener address.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// Listener port.
+        #[arg(long, default_value_t = 8883)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Validate a configuration file and print the settings in effect.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medgate-fleet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn,sqlx=warn".into()),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Cmd::Serve { config } => serve(config).await,
+        Cmd::Config {
+            command: ConfigCmd::Check { file },
+        } => {
+            let c = FleetConfig::load(Some(&file))
+                .map_err(anyhow::Error::msg)
+                .context("configuration invalid")?;
+            println!("{}: valid", file.display());
+            println!("  database: {}", medgate_fleet::redact(&c.database_url()));
+            match c.broker.mode {
+                BrokerMode::Embedded => println!(
+                    "  broker: embedded on {} (no TLS, no ACL: loopback/lab only)",
+                    c.broker.listen
+                ),
+                BrokerMode::External => {
+                    println!("  broker: {}", c.broker.address.as_deref().unwrap_or("?"))
+                }
+            }
+            println!("  http: {}", c.http.bind);
+            Ok(())
+        }
+        Cmd::BrokerConfig {
+            config,
+            out,
+            hostnames,
+            bind,
+            port,
+        } => broker_config(config, out, hostnames, bind, port),
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let c = FleetConfig::load(config.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("configuration invalid")?;
+    let running = medgate_fleet::serve(c.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let base = format!("http://{}", running.http);
+    println!("medgate-fleet {} running", env!("CARGO_PKG_VERSION"));
+    println!(
+        "  REST API     {base}/api/v1   (Authorization: Bearer $(cat {}))",
+        running.admin_token_file.display()
+    );
+    println!("  OpenAPI      {base}/api/v1/openapi.json");
+    println!("  live feed    {base}/api/v1/live   (server-sent events)");
+    println!("  metrics      {base}/metrics");
+    println!("  enrollment   {base}/api/v1/enroll");
+    let (h, p) = &running.broker;
+    match c.broker.mode {
+        BrokerMode::Embedded => {
+            println!("  MQTT         mqtt://{h}:{p}   (embedded broker: no TLS, no per-device ACL)")
+        }
+        BrokerMode::External => println!("  MQTT         {h}:{p}   (external broker)"),
+    }
+    println!(
+        "  database     {} ({})",
+        medgate_fleet::redact(&c.database_url()),
+        running.app.store.backend
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("stopping");
+    Ok(())
+}
+
+fn broker_config(
+    config: Option<PathBuf>,
+    out: PathBuf,
+    hostnames: Vec<String>,
+    bind: String,
+    port: u16,
+) -> anyhow::Result<()> {
+    let c = FleetConfig::load(config.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("configuration invalid")?;
+    if hostnames.iter().any(|h| h.trim().is_empty()) {
+        bail!("--hostname must not be empty");
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let ca = medgate_fleet::ca::Ca::load_or_create(&c.data_dir.join("ca"))?;
+    let (server, server_key) = ca.issue_with_key("medgate-broker", &hostnames, 825)?;
+    let (fleet, fleet_key) = ca.issue_with_key(FLEET_USERNAME, &[], 825)?;
+    let abs = |name: &str| -> anyhow::Result<String> {
+        let p = out.join(name);
+        Ok(std::path::absolute(&p)
+            .with_context(|| p.display().to_string())?
+            .display()
+            .to_string())
+    };
+    std::fs::write(out.join("ca.crt"), ca.cert_pem())?;
+    std::fs::write(out.join("broker.crt"), &server.certificate_pem)?;
+    medgate_fleet::ca::write_key(&out.join("broker.key"), &server_key)?;
+    std::fs::write(out.join("fleet.crt"), &fleet.certificate_pem)?;
+    medgate_fleet::ca::write_key(&out.join("fleet.key"), &fleet_key)?;
+    std::fs::write(out.join("acl"), brokerconf::acl_file())?;
+    let files = BrokerFiles {
+        ca: abs("ca.crt")?,
+        certificate: abs("broker.crt")?,
+        key: abs("broker.key")?,
+        acl: abs("acl")?,
+        persistence_dir: abs("persistence")?,
+    };
+    std::fs::create_dir_all(out.join("persistence"))?;
+    std::fs::write(
+        out.join("mosquitto.conf"),
+        brokerconf::mosquitto_conf(&bind, port, &files),
+    )?;
+    println!(
+        "wrote {}/mosquitto.conf, acl, ca.crt, broker.crt/.key, fleet.crt/.key",
+        out.display()
+    );
+    println!("run:   mosquitto -c {}", abs("mosquitto.conf")?);
+    println!(
+        "fleet: [broker] mode = \"external\", address = \"{}:{port}\",",
+        hostnames[0]
+    );
+    println!(
+        "       [broker.tls] ca = \"{}\", certificate = \"{}\", private_key = \"{}\"",
+        files.ca,
+        abs("fleet.crt")?,
+        abs("fleet.key")?
+    );
+    Ok(())
+}

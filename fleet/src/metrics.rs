@@ -1,0 +1,169 @@
+//! Prometheus metrics of the fleet (text format, no extra crate).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (ms) of the publish-to-database latency histogram.
+pub const LATENCY_BUCKETS_MS: [i64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 60_000,
+];
+
+/// The fleet's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Device messages recorded (new or duplicate).
+    pub messages: Counter,
+    /// New events stored.
+    pub events_new: Counter,
+    /// Duplicate events ignored (redeliveries, other replicas).
+    pub events_duplicate: Counter,
+    /// Invalid messages dropped.
+    pub invalid: Counter,
+    /// Messages refused (revoked device, wrong site).
+    pub refused: Counter,
+    /// Database errors while recording.
+    pub db_errors: Counter,
+    /// 1 while connected to the broker.
+    pub mqtt_connected: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    latency_sum_ms: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one publish-to-database latency (device clock to fleet clock, ms).
+    pub fn observe_latency(&self, ms: i64) {
+        let ms = ms.max(0);
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_ms.fetch_add(ms as u64, Ordering::Relaxed);
+    }
+
+    /// The upper bound of the bucket holding the given quantile (0..1), in ms; None if empty.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<i64> {
+        let counts: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Some(LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(i64::MAX));
+            }
+        }
+        None
+    }
+
+    /// Prometheus text, with the database gauges given.
+    pub fn render(&self, gauges: &[(String, i64)]) -> String {
+        let mut s = String::new();
+        let counters = [
+            (
+                "medgate_fleet_messages_total",
+                "Device messages recorded",
+                self.messages.get(),
+            ),
+            (
+                "medgate_fleet_events_new_total",
+                "New events stored",
+                self.events_new.get(),
+            ),
+            (
+                "medgate_fleet_events_duplicate_total",
+                "Duplicate events ignored",
+                self.events_duplicate.get(),
+            ),
+            (
+                "medgate_fleet_invalid_messages_total",
+                "Invalid messages dropped",
+                self.invalid.get(),
+            ),
+            (
+                "medgate_fleet_refused_messages_total",
+                "Messages refused (revoked, wrong site)",
+                self.refused.get(),
+            ),
+            (
+                "medgate_fleet_db_errors_total",
+                "Database errors while recording",
+                self.db_errors.get(),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP medgate_fleet_mqtt_connected 1 while connected to the broker\n# TYPE medgate_fleet_mqtt_connected gauge\nmedgate_fleet_mqtt_connected {}",
+            self.mqtt_connected.load(Ordering::Relaxed)
+        );
+        for (name, v) in gauges {
+            let _ = writeln!(
+                s,
+                "# TYPE medgate_fleet_{name} gauge\nmedgate_fleet_{name} {v}"
+            );
+        }
+        let name = "medgate_fleet_ingest_latency_ms";
+        let _ = writeln!(
+            s,
+            "# HELP {name} From the device's send time to recorded in the database\n# TYPE {name} histogram"
+        );
+        let mut cum = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cum += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.latency[LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "{name}_bucket{{le=\"+Inf\"}} {cum}\n{name}_sum {}\n{name}_count {cum}",
+            self.latency_sum_ms.load(Ordering::Relaxed)
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_text() {
+        let m = Metrics::default();
+        assert_eq!(m.latency_quantile_ms(0.99), None);
+        for _ in 0..98 {
+            m.observe_latency(3);
+        }
+        m.observe_latency(400);
+        m.observe_latency(700);
+        assert_eq!(m.latency_quantile_ms(0.5), Some(5));
+        assert_eq!(m.latency_quantile_ms(0.99), Some(500));
+        let text = m.render(&[("devices_online".into(), 2)]);
+        assert!(text.contains("medgate_fleet_ingest_latency_ms_bucket{le=\"+Inf\"} 100"));
+        assert!(text.contains("medgate_fleet_devices_online 2"));
+    }
+}

@@ -1,0 +1,343 @@
+//! Test peers for the fleet: Mosquitto (shared with medgate-report's tests), PostgreSQL started
+//! with initdb/pg_ctl, a fleet in process, a device built on medgate-report.
+#![allow(dead_code, unused_imports)]
+
+#[path = "../../../appliance/report/tests/support/mod.rs"]
+pub mod mqtt;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use medgate_contract::*;
+use medgate_fleet::config::FleetConfig;
+use medgate_report::*;
+use serde_json::Value;
+
+pub use mqtt::{Collector, Mosquitto, Pki, free_port};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL server in a temporary directory, run as the `postgres` user (it refuses root).
+pub struct Postgres {
+    pub port: u16,
+    data: PathBuf,
+}
+
+impl Postgres {
+    pub fn start(dir: &Path) -> Postgres {
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        // postgres must reach its directory: open the path for traversal, own the data dir.
+        let mut p = root.clone();
+        while p.pop() {
+            if p.starts_with("/tmp") && p != Path::new("/tmp") {
+                let _ = Command::new("chmod").arg("a+x").arg(&p).status();
+            }
+        }
+        let status = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&root)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let data = root.join("data");
+        let ok = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/initdb"))
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "medgate",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("initdb (apt-get install postgresql)");
+        assert!(ok.success(), "initdb failed");
+        let port = free_port();
+        let ok = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -h 127.0.0.1 -k {} -c fsync=off",
+                root.display()
+            ))
+            .arg("-l")
+            .arg(root.join("log"))
+            .args(["-w", "start"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("pg_ctl");
+        assert!(
+            ok.success(),
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(root.join("log")).unwrap_or_default()
+        );
+        Postgres { port, data }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://medgate@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The appliance's example configuration as JSON (what the fleet sends as desired config).
+pub fn example_appliance_config() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../appliance/app/medgate-appliance.example.toml");
+    let text = std::fs::read_to_string(&path).expect("example config");
+    let v: toml::Value = toml::from_str(&text).expect("example parses");
+    serde_json::to_value(v).expect("to json")
+}
+
+/// A device: the reporter with a test telemetry source and command handler.
+pub struct TestAppliance {
+    pub received: AtomicU64,
+    pub applied: std::sync::Mutex<Vec<u64>>,
+}
+
+impl TestAppliance {
+    pub fn new() -> Arc<TestAppliance> {
+        Arc::new(TestAppliance {
+            received: AtomicU64::new(0),
+            applied: std::sync::Mutex::new(vec![]),
+        })
+    }
+}
+
+impl TelemetrySource for TestAppliance {
+    fn snapshot(&self) -> TelemetrySnapshot {
+        TelemetrySnapshot {
+            received: Flow {
+                objects: self.received.load(Ordering::Relaxed),
+                bytes: 0,
+            },
+            ..TelemetrySnapshot::default()
+        }
+    }
+    fn inventory(&self) -> Inventory {
+        Inventory {
+            serial: Token::new("SN-1").expect("valid"),
+            hardware_profile: Token::new("test").expect("valid"),
+            os_version: Token::new("1").expect("valid"),
+            appliance_version: Token::new("0.1.0").expect("valid"),
+            ae_title: Some(AeTitle::new("MEDGATE").expect("valid")),
+            nics: vec![],
+            disk: Disk {
+                total_bytes: 100,
+                free_bytes: 50,
+            },
+            peers: vec![Peer {
+                calling_ae: AeTitle::new("CT01").expect("valid"),
+                called_ae: AeTitle::new("MEDGATE").expect("valid"),
+                ip: "127.0.0.1".parse().expect("ip"),
+                sop_classes: vec![SopClassUid::new("1.2.840.10008.5.1.4.1.1.2").expect("valid")],
+                modalities: vec![Modality::new("CT").expect("valid")],
+                accepted: true,
+                refusal: None,
+                associations: 1,
+                last_seen_ms: now_ms(),
+            }],
+        }
+    }
+}
+
+impl CommandHandler for TestAppliance {
+    async fn apply_config(&self, desired: &DesiredConfig) -> ApplyOutcome {
+        self.applied.lock().expect("lock").push(desired.version);
+        ApplyOutcome::Applied
+    }
+    async fn restart(&self) -> CommandResult {
+        Ok(CommandOutput::default())
+    }
+    async fn retry_quarantine(&self) -> CommandResult {
+        Ok(CommandOutput {
+            objects: Some(0),
+            ..CommandOutput::default()
+        })
+    }
+    async fn purge_quarantine(&self, _older_than: Option<Duration>) -> CommandResult {
+        Ok(CommandOutput {
+            objects: Some(4),
+            bytes: Some(4096),
+            ..CommandOutput::default()
+        })
+    }
+    async fn collect_diagnostics(&self) -> CommandResult {
+        Err(CommandFailure::failed("not_implemented"))
+    }
+}
+
+pub fn reporter_config(port: u16, site: &str, device: &str) -> ReporterConfig {
+    let mut c = ReporterConfig::new(
+        format!("127.0.0.1:{port}"),
+        SiteId::new(site).expect("valid"),
+        DeviceId::new(device).expect("valid"),
+    );
+    c.telemetry_interval_secs = 1;
+    c.keep_alive_secs = 5;
+    c.reconnect_min_ms = 100;
+    c.reconnect_max_secs = 2;
+    c
+}
+
+pub fn study(i: u64) -> EventBody {
+    EventBody::StudyReceived {
+        calling_ae: AeTitle::new("CT01").expect("valid"),
+        called_ae: AeTitle::new("MEDGATE").expect("valid"),
+        modality: Some(Modality::new("CT").expect("valid")),
+        sop_classes: vec![SopClassUid::new("1.2.840.10008.5.1.4.1.1.2").expect("valid")],
+        received: Flow {
+            objects: i,
+            bytes: i * 1000,
+        },
+        duration_ms: 5,
+    }
+}
+
+/// A fleet configuration in `dir` with free ports.
+pub fn fleet_config(dir: &Path) -> FleetConfig {
+    // reqwest (test HTTP client) uses rustls without a built-in provider: ring, as everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut c = FleetConfig {
+        data_dir: dir.join("fleet"),
+        ..FleetConfig::default()
+    };
+    c.http.bind = "127.0.0.1:0".parse().expect("addr");
+    c.broker.listen = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    c
+}
+
+/// HTTP client with the admin token.
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(running: &medgate_fleet::Running) -> Api {
+        let token = std::fs::read_to_string(&running.admin_token_file)
+            .expect("token")
+            .trim()
+            .to_owned();
+        Api {
+            base: format!("http://{}", running.http),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `path` until `pred` holds.
+    pub async fn wait(
+        &self,
+        secs: u64,
+        what: &str,
+        path: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (s, v) = self.get(path).await;
+            if s == 200 && pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last {path}: {s} {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Enrolls a device with a claim token and a CSR; returns (certificate PEM, key PEM, CA PEM).
+pub async fn enroll(api: &Api, site: &str, device: &str) -> (String, String, String) {
+    let (s, claim) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/claims",
+            serde_json::json!({"site": site, "device": device}),
+        )
+        .await;
+    assert_eq!(s, 201, "{claim}");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let body = serde_json::json!({"token": claim["token"], "csr_pem": csr});
+    let r = api
+        .http
+        .post(format!("{}/api/v1/enroll", api.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    // A claim token works once.
+    let again = api
+        .http
+        .post(format!("{}/api/v1/enroll", api.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(again.status().as_u16(), 403);
+    (
+        v["certificate_pem"].as_str().expect("cert").to_owned(),
+        key.serialize_pem(),
+        v["ca_pem"].as_str().expect("ca").to_owned(),
+    )
+}
