@@ -69,12 +69,40 @@ pub struct Outbox {
 
 const STREAM_KEY: &[u8] = b"stream";
 
+/// How long to wait for the lock of a database another handle is closing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] while its lock is still held.
+fn open_waiting_for_lock(path: &Path) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Outbox {
     /// Opens (or creates) the outbox in directory `path`. If the database is unreadable it is
     /// renamed to `path.broken-<ms>` and a new one is created (a new stream).
     pub fn open(path: &Path, max_entries: usize) -> Result<Outbox, OutboxError> {
-        let db = match sled::open(path) {
+        let db = match open_waiting_for_lock(path) {
             Ok(db) => db,
+            Err(locked @ sled::Error::Io(_)) if is_lock_held(&locked) => {
+                // Another handle (a reporter still shutting down, or a second process) holds
+                // it: that is not damage, and moving it aside would lose its events.
+                return Err(OutboxError::Db {
+                    path: path.to_owned(),
+                    source: locked,
+                });
+            }
             Err(first) => {
                 let aside = path.with_extension(format!("broken-{}", medgate_contract::now_ms()));
                 tracing::error!(path = %path.display(), error = %first, aside = %aside.display(),

@@ -45,6 +45,11 @@ pub enum SpoolError {
     /// A record could not be (de)serialised.
     #[error("spool index record is corrupt: {0}")]
     Record(#[from] serde_json::Error),
+    /// Another process holds the index.
+    #[error(
+        "the spool index {0} is locked by another process: is another medgate-appliance running with this data_dir? Stop it first"
+    )]
+    Locked(std::path::PathBuf),
     /// An object id that is not in the spool.
     #[error("object {0} is not in the spool")]
     UnknownObject(u64),

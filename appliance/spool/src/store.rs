@@ -115,6 +115,26 @@ fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// How long to wait for the index lock of a process that is still exiting.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Opens the index, waiting up to [`LOCK_WAIT`] while its lock is still held.
+fn open_waiting_for_lock(dir: &Path) -> std::result::Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn fsync_dir(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|d| d.sync_all())
@@ -142,8 +162,12 @@ impl Spool {
 
         let mut report = ReconcileReport::default();
         let index_dir = cfg.data_dir.join("index");
-        let db = match sled::Config::new().path(&index_dir).open() {
+        let db = match open_waiting_for_lock(&index_dir) {
             Ok(db) => db,
+            Err(e) if is_lock_held(&e) => {
+                // Another process uses this spool: never rebuild under its feet.
+                return Err(SpoolError::Locked(index_dir));
+            }
             Err(e) => {
                 let aside = cfg.data_dir.join(format!("index.broken-{}", now_ms()));
                 tracing::error!(error = %e, moved_to = %aside.display(), "spool index does not open; rebuilding it from the spool files");
