@@ -182,6 +182,26 @@ async fn rig(name: &str, listener_extra: &str) -> Result<(tempfile::TempDir, Sto
     Ok((t, archive, appliance))
 }
 
+/// Sends as `calling_ae` and expects the association to be rejected; returns storescu's log.
+async fn rejected(
+    appliance: &Appliance,
+    calling_ae: &str,
+    files: &[GeneratedFile],
+) -> Result<String> {
+    let report = appliance
+        .storescu()
+        .calling_ae(calling_ae)
+        .send(&paths(files))
+        .await?;
+    assert_eq!(report.successes(), 0, "{calling_ae} was not rejected");
+    assert!(
+        report.log.contains("Association Rejected"),
+        "{}",
+        report.log
+    );
+    Ok(report.log)
+}
+
 fn dimse_destination(name: &str, port: u16, ae: &str) -> String {
     format!(
         "[[destination]]\nname = \"{name}\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{port}\"\ncalled_ae_title = \"{ae}\"\nparallel = 2\ntimeout_secs = 10\n"
@@ -683,17 +703,7 @@ async fn knocking_modalities_are_recorded_for_onboarding() -> Result<()> {
     let (t, _archive, appliance) =
         rig("peers", "allowed_calling_ae_titles = [\"CT_ROOM_1\"]\n").await?;
     let files = ct_files(&t.path().join("ct"), 61, 1)?;
-    let refused = appliance
-        .storescu()
-        .calling_ae("US_CART_9")
-        .send(&paths(&files))
-        .await?;
-    assert_eq!(refused.successes(), 0);
-    assert!(
-        refused.log.contains("Association Rejected"),
-        "{}",
-        refused.log
-    );
+    rejected(&appliance, "US_CART_9", &files).await?;
     appliance
         .storescu()
         .calling_ae("CT_ROOM_1")
@@ -957,13 +967,8 @@ async fn association_cap_rejects_transiently_then_admits() -> Result<()> {
     })
     .await??;
     assert_eq!(ac[0], 0x02);
-    let busy = appliance.storescu().send(&paths(&files)).await?;
-    assert_eq!(busy.successes(), 0);
-    assert!(
-        busy.log.contains("Association Rejected") && busy.log.contains("Transient"),
-        "{}",
-        busy.log
-    );
+    let busy = rejected(&appliance, "STORESCU", &files).await?;
+    assert!(busy.contains("Transient"), "{busy}");
     drop(held);
     // The slot is free again once the peer went away.
     let started = Instant::now();
@@ -989,17 +994,7 @@ async fn source_address_allow_list_rejects_and_records() -> Result<()> {
     let (t, _archive, appliance) =
         rig("networks", "allowed_networks = [\"10.20.0.0/16\"]\n").await?;
     let files = ct_files(&t.path().join("ct"), 95, 1)?;
-    let refused = appliance
-        .storescu()
-        .calling_ae("CT_ROOM_1")
-        .send(&paths(&files))
-        .await?;
-    assert_eq!(refused.successes(), 0);
-    assert!(
-        refused.log.contains("Association Rejected"),
-        "{}",
-        refused.log
-    );
+    rejected(&appliance, "CT_ROOM_1", &files).await?;
     let peers = appliance.get("/api/peers").await?;
     let p = &peers[0];
     assert_eq!(p["calling_ae"], "CT_ROOM_1");
