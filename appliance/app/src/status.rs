@@ -161,22 +161,27 @@ async fn status(State(app): State<Arc<App>>) -> Json<StatusReport> {
     Json(report(&app))
 }
 
-async fn peers(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let spool = app.spool.clone();
-    match tokio::task::spawn_blocking(move || spool.peers()).await {
-        Ok(Ok(p)) => Json(p).into_response(),
+/// Runs a blocking spool query and answers its result as JSON (500 with the error otherwise).
+async fn spool_json<T, F>(query: F) -> axum::response::Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce() -> Result<T, medgate_spool::SpoolError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(query).await {
+        Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
+async fn peers(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let spool = app.spool.clone();
+    spool_json(move || spool.peers()).await
+}
+
 async fn quarantine(State(app): State<Arc<App>>) -> impl IntoResponse {
     let spool = app.spool.clone();
-    match tokio::task::spawn_blocking(move || spool.quarantined()).await {
-        Ok(Ok(q)) => Json(q).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    spool_json(move || spool.quarantined()).await
 }
 
 /// Query of `POST /api/quarantine/retry`.
