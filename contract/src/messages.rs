@@ -240,6 +240,30 @@ pub struct ErrorCounts {
     pub other: u64,
 }
 
+/// Objects flagged by the quality checks at ingest, per check (cumulative). The details stay on
+/// the appliance (`medgate-appliance qc list`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QcCounts {
+    /// Patient ID missing or empty.
+    #[serde(default)]
+    pub missing_patient_id: u64,
+    /// Accession Number missing or empty.
+    #[serde(default)]
+    pub missing_accession_number: u64,
+    /// Study Instance UID missing or empty.
+    #[serde(default)]
+    pub missing_study_instance_uid: u64,
+    /// A modality the sending station is not expected to produce.
+    #[serde(default)]
+    pub unexpected_modality: u64,
+    /// The same SOP Instance UID received again with different content.
+    #[serde(default)]
+    pub conflicting_duplicate: u64,
+    /// An object of a study that had seemed complete.
+    #[serde(default)]
+    pub late_arrival: u64,
+}
+
 /// What the appliance measures; the appliance fills it, the reporter stamps and sends it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TelemetrySnapshot {
@@ -261,6 +285,9 @@ pub struct TelemetrySnapshot {
     pub forward_latency_ms: Percentiles,
     /// Errors (cumulative since start).
     pub errors: ErrorCounts,
+    /// Quality-check flags (all zero when the checks are off).
+    #[serde(default)]
+    pub qc: QcCounts,
 }
 
 /// Periodic telemetry (QoS 0).

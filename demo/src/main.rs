@@ -2,7 +2,8 @@
 //! a DR room, an ultrasound cart, an ECG cart) send generated studies to two Medgate appliances,
 //! which store them durably and forward them to the regional archive: Orthanc when it is
 //! installed (C-STORE for one appliance, DICOMweb STOW-RS for the other), otherwise a built-in
-//! archive sink (a Medgate receiver without destinations).
+//! archive sink (a Medgate receiver without destinations). The fleet manager runs too (embedded
+//! MQTT broker, SQLite): the appliances enroll with claim tokens and report to it.
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 const ORTHANC: &str = "/usr/sbin/Orthanc";
 const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
-/// Runs the Medgate demo: simulated modalities → two appliances → the regional archive.
+/// Runs the Medgate demo: simulated modalities → two appliances → the regional archive, and
+/// the fleet manager that the appliances enroll with and report to.
 ///
 /// Everything runs on this machine, on loopback ports chosen at start. With Orthanc installed
 /// (Debian: apt-get install orthanc orthanc-dicomweb) it plays the regional archive; without it
@@ -167,6 +169,7 @@ fn appliance_config(
 [appliance]
 name = "{name}"
 data_dir = "{dir}"
+fleet_enrollment = "{dir}/identity/fleet.toml"
 [listener]
 ae_title = "{ae}"
 bind = "127.0.0.1:{port}"
@@ -182,6 +185,70 @@ bind = "127.0.0.1:{status_port}"
         dir = data_dir.display()
     );
     Config::parse(&text).map_err(|e| anyhow::anyhow!("demo configuration: {e}"))
+}
+
+/// The fleet manager, zero-setup (embedded broker, SQLite), in this process.
+async fn start_fleet(dir: &Path) -> anyhow::Result<(medgate_fleet::Running, String)> {
+    let mut config = medgate_fleet::config::FleetConfig {
+        data_dir: dir.join("fleet"),
+        ..Default::default()
+    };
+    config.http.bind = format!("127.0.0.1:{}", free_port()?).parse()?;
+    config.broker.listen = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let running = medgate_fleet::serve(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("fleet manager: {e}"))?;
+    let token = std::fs::read_to_string(&running.admin_token_file)?
+        .trim()
+        .to_string();
+    Ok((running, token))
+}
+
+/// Claims a device in the fleet and enrolls the appliance with the token, as a technician would.
+async fn enroll(
+    http: &reqwest::Client,
+    fleet: &str,
+    token: &str,
+    device: &str,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let claim: serde_json::Value = http
+        .post(format!("{fleet}/api/v1/claims"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"site": "demo-hospital", "device": device}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let provisioning = medgate_appliance::fleet::enroll::Provisioning {
+        fleet_url: fleet.to_string(),
+        claim_token: claim["token"].as_str().unwrap_or_default().to_string(),
+        broker: None,
+        fleet_ca: None,
+        telemetry_interval_secs: Some(2),
+    };
+    medgate_appliance::fleet::enroll::enroll(&provisioning, &data_dir.join("identity"))
+        .await
+        .with_context(|| format!("enrolling {device}"))?;
+    Ok(())
+}
+
+/// GET `/api/v1{path}` of the fleet with the admin token.
+async fn fleet_get(
+    http: &reqwest::Client,
+    fleet: &str,
+    token: &str,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(http
+        .get(format!("{fleet}/api/v1{path}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 async fn status(http: &reqwest::Client, port: u16) -> anyhow::Result<StatusReport> {
@@ -258,7 +325,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -307,7 +375,17 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("archive:   {}", archive.describe());
 
-    // 2. Two appliances, one per modality room.
+    // 2. The fleet manager (hospital IT's view of every appliance).
+    let (fleet, fleet_token) = start_fleet(&dir).await?;
+    let fleet_url = format!("http://{}", fleet.http);
+    println!(
+        "fleet:     {fleet_url}/api/v1/devices (Authorization: Bearer $(cat {})), live feed {fleet_url}/api/v1/live, MQTT {}:{}",
+        fleet.admin_token_file.display(),
+        fleet.broker.0,
+        fleet.broker.1
+    );
+
+    // 3. Two appliances, one per modality room, enrolled with the fleet.
     let (ct_dest, us_dest) = match &archive {
         Archive::Orthanc {
             dicom_port,
@@ -336,8 +414,10 @@ async fn main() -> anyhow::Result<()> {
     for (name, ae, dest) in rooms {
         let port = free_port()?;
         let status_port = free_port()?;
+        enroll(&http, &fleet_url, &fleet_token, name, &dir.join(name)).await?;
         let cfg = appliance_config(name, ae, &dir.join(name), port, status_port, &dest)?;
-        tokio::spawn(medgate_appliance::app::run(cfg, shutdown.clone()));
+        let sd = shutdown.clone();
+        tokio::spawn(async move { medgate_appliance::fleet::run(cfg, None, sd).await });
         wait_healthy(&http, status_port).await?;
         println!(
             "appliance: {name}: DICOM {ae}@127.0.0.1:{port}, status http://127.0.0.1:{status_port}/api/status, metrics http://127.0.0.1:{status_port}/metrics"
@@ -345,7 +425,7 @@ async fn main() -> anyhow::Result<()> {
         appliances.push((name, ae, port, status_port));
     }
 
-    // 3. Studies, generated for synthetic patients.
+    // 4. Studies, generated for synthetic patients.
     let studies_dir = dir.join("studies");
     let mut ct = Study::new(Patient::synthetic(1), "ACC0001", 1);
     let ct_files = ct.ct_series(
@@ -373,7 +453,7 @@ async fn main() -> anyhow::Result<()> {
         bytes as f64 / 1e6
     );
 
-    // 4. The modalities send, in parallel, as in a real morning.
+    // 5. The modalities send, in parallel, as in a real morning.
     let (a1, a2) = (&appliances[0], &appliances[1]);
     let started = Instant::now();
     let sends = tokio::join!(
@@ -398,7 +478,7 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // 5. Wait for the archive to have everything.
+    // 6. Wait for the archive to have everything.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut in_archive = 0;
     while Instant::now() < deadline {
@@ -421,13 +501,50 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let complete = in_archive as usize >= acknowledged && acknowledged == total;
+    // 7. What the fleet saw (counts and states only: no patient data leaves an appliance).
+    let mut fleet_counts = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        fleet_counts = 0;
+        for (name, ..) in &appliances {
+            let t = fleet_get(
+                &http,
+                &fleet_url,
+                &fleet_token,
+                &format!("/devices/{name}/telemetry"),
+            )
+            .await?;
+            fleet_counts += t["samples"]
+                .as_array()
+                .and_then(|s| s.last())
+                .and_then(|s| s["data"]["received"]["objects"].as_u64())
+                .unwrap_or(0) as usize;
+        }
+        if fleet_counts >= acknowledged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (name, ..) in &appliances {
+        let d = fleet_get(&http, &fleet_url, &fleet_token, &format!("/devices/{name}")).await?;
+        println!(
+            "fleet:     {name}: {} ({}), {} events, AE {}",
+            d["connection"].as_str().unwrap_or("?"),
+            d["status"].as_str().unwrap_or("?"),
+            d["events_received"],
+            d["inventory"]["ae_title"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("fleet:     {fleet_counts} of {acknowledged} received objects reported to the fleet");
+    let complete = in_archive as usize >= acknowledged
+        && acknowledged == total
+        && fleet_counts == acknowledged;
     println!(
         "{}",
         if complete {
-            "RESULT: every image reached the archive"
+            "RESULT: every image reached the archive, and the fleet saw every appliance report it"
         } else {
-            "RESULT: NOT every image reached the archive"
+            "RESULT: NOT every image reached the archive (or the fleet did not see it)"
         }
     );
 
@@ -443,7 +560,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "\nThe demo keeps running: try `medgate-appliance status --url http://127.0.0.1:{}` or send your own files with /usr/bin/storescu -aec CT_ROOM_1 127.0.0.1 {} FILE. Ctrl-C stops it.",
+        "\nThe demo keeps running: try `medgate-appliance status --url http://127.0.0.1:{}`, the fleet at {fleet_url}/api/v1/devices, or send your own files with /usr/bin/storescu -aec CT_ROOM_1 127.0.0.1 {} FILE. Ctrl-C stops it.",
         a1.3, a1.2
     );
     tokio::signal::ctrl_c().await?;

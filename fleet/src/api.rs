@@ -454,9 +454,12 @@ async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiRe
     tracing::info!(device = %device_id, site = %site_id, serial = %issued.serial, "device enrolled");
     app.live_device(device_id.as_str()).await;
     let (host, port) = crate::ingest::broker_endpoint(&app.config);
+    // The embedded broker speaks plain MQTT (lab and demo only); an external one speaks TLS.
+    let broker_tls = app.config.broker.mode == crate::config::BrokerMode::External
+        && app.config.broker.tls.is_some();
     Ok(Json(json!({
         "site": site_id, "device": device_id, "certificate_pem": issued.certificate_pem,
-        "ca_pem": app.ca.cert_pem(), "broker": format!("{host}:{port}"),
+        "ca_pem": app.ca.cert_pem(), "broker": format!("{host}:{port}"), "broker_tls": broker_tls,
     })))
 }
 

@@ -7,165 +7,17 @@ use medgate_dicom::command::{self, field};
 use medgate_dicom::negotiate;
 use medgate_dicom::pdata::{self, encode_command_pdus, pdata_header};
 use medgate_dicom::pdu::Pdu;
+use medgate_e2e::appliance::{ct_files, dimse_destination, paths, spool_files, tempdir};
 use medgate_e2e::{
-    Orthanc, OrthancOptions, Peer, StoreStatus, Storescp, StorescpOptions, Storescu, echoscu,
+    Appliance, Orthanc, OrthancOptions, StoreStatus, Storescp, StorescpOptions, Storescu, echoscu,
     free_port, wait_listening, workspace_bin,
 };
-use medgate_sim::studies::{CtOptions, GeneratedFile, Patient, Study, big_object};
+use medgate_sim::studies::{GeneratedFile, Patient, Study, big_object};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A `medgate-appliance run` process with its configuration, ports and spool.
-struct Appliance {
-    peer: Option<Peer>,
-    dir: PathBuf,
-    config: PathBuf,
-    port: u16,
-    status_port: u16,
-    ae: String,
-    starts: u32,
-}
-
-impl Appliance {
-    /// Writes a configuration (with `extra` TOML appended: destinations and overrides) and starts it.
-    async fn start(dir: &Path, extra: &str) -> Result<Appliance> {
-        Appliance::start_with(dir, "", extra).await
-    }
-
-    async fn start_with(dir: &Path, listener_extra: &str, extra: &str) -> Result<Appliance> {
-        std::fs::create_dir_all(dir)?;
-        let port = free_port();
-        let status_port = free_port();
-        let ae = "MEDGATE".to_string();
-        let config = dir.join("appliance.toml");
-        let text = format!(
-            "[appliance]\nname = \"e2e\"\ndata_dir = \"{data}\"\n\n[listener]\nae_title = \"{ae}\"\nbind = \"127.0.0.1:{port}\"\nartim_timeout_secs = 5\nidle_timeout_secs = 20\n{listener_extra}\n[status]\nbind = \"127.0.0.1:{status_port}\"\n\n[forward]\ninitial_backoff_ms = 200\nmax_backoff_secs = 2\n\n{spool}{extra}\n",
-            data = dir.join("data").display(),
-            // Tests must not depend on how full the machine's disk is: only the spool's own cap counts.
-            spool = if extra.contains("[spool]") {
-                ""
-            } else {
-                "[spool]\nhigh_watermark_percent = 99.9\nlow_watermark_percent = 99.5\n\n"
-            },
-        );
-        std::fs::write(&config, text)?;
-        let mut a = Appliance {
-            peer: None,
-            dir: dir.to_path_buf(),
-            config,
-            port,
-            status_port,
-            ae,
-            starts: 0,
-        };
-        a.restart().await?;
-        Ok(a)
-    }
-
-    async fn restart(&mut self) -> Result<()> {
-        self.starts += 1;
-        let mut cmd = Command::new(workspace_bin("medgate-appliance")?);
-        cmd.arg("run").arg("--config").arg(&self.config);
-        cmd.env("RUST_LOG", "info");
-        let log = self.dir.join(format!("appliance-{}.log", self.starts));
-        let mut peer = Peer::spawn("medgate-appliance", cmd, &log)?;
-        let status_port = self.status_port;
-        wait_listening(status_port, Duration::from_secs(30), || peer.check_alive()).await?;
-        wait_listening(self.port, Duration::from_secs(30), || peer.check_alive()).await?;
-        self.peer = Some(peer);
-        Ok(())
-    }
-
-    fn kill9(&mut self) -> Result<()> {
-        if let Some(mut p) = self.peer.take() {
-            p.kill()?;
-        }
-        Ok(())
-    }
-
-    fn pid(&self) -> u32 {
-        self.peer.as_ref().map(Peer::pid).unwrap_or(0)
-    }
-
-    fn log_tail(&self) -> String {
-        self.peer
-            .as_ref()
-            .map(|p| p.log_tail(40))
-            .unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Result<serde_json::Value> {
-        let url = format!("http://127.0.0.1:{}{path}", self.status_port);
-        Ok(medgate_e2e::http_client()
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
-    }
-
-    async fn status(&self) -> Result<serde_json::Value> {
-        self.get("/api/status").await
-    }
-
-    /// Waits until every destination's queue is empty.
-    async fn wait_drained(&self, timeout: Duration) -> Result<serde_json::Value> {
-        let started = Instant::now();
-        loop {
-            let s = self.status().await?;
-            let waiting: u64 = s["destinations"]
-                .as_array()
-                .map(|ds| {
-                    ds.iter()
-                        .map(|d| d["queue_depth"].as_u64().unwrap_or(0))
-                        .sum()
-                })
-                .unwrap_or(0);
-            if waiting == 0 {
-                return Ok(s);
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "destinations not drained after {timeout:?}: {s}\n{}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// storescu proposing RLE Lossless besides the uncompressed syntaxes (`-xr`).
-    fn storescu(&self) -> Storescu {
-        Storescu::new(self.port, &self.ae).args(["-xr"])
-    }
-
-    fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
-        Ok(Command::new(workspace_bin("medgate-appliance")?)
-            .args(args)
-            .arg("--url")
-            .arg(format!("http://127.0.0.1:{}", self.status_port))
-            .output()?)
-    }
-}
-
-/// The appliance's spool files by SOP Instance UID.
-fn spool_files(data_dir: &Path) -> Result<std::collections::HashMap<String, PathBuf>> {
-    let mut out = std::collections::HashMap::new();
-    for shard in std::fs::read_dir(data_dir.join("spool/objects"))? {
-        for entry in std::fs::read_dir(shard?.path())? {
-            let path = entry?.path();
-            let mut head = vec![0u8; 4096];
-            let n = std::fs::File::open(&path)?.read(&mut head)?;
-            let (meta, _) = medgate_dicom::part10::parse_meta(&head[..n])?;
-            out.insert(meta.sop_instance_uid, path);
-        }
-    }
-    Ok(out)
-}
 
 /// A test bench: a temp dir, a storescp archive and an appliance forwarding to it
 /// (`listener_extra` is appended to the `[listener]` table).
@@ -200,33 +52,6 @@ async fn rejected(
         report.log
     );
     Ok(report.log)
-}
-
-fn dimse_destination(name: &str, port: u16, ae: &str) -> String {
-    format!(
-        "[[destination]]\nname = \"{name}\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{port}\"\ncalled_ae_title = \"{ae}\"\nparallel = 2\ntimeout_secs = 10\n"
-    )
-}
-
-fn ct_files(dir: &Path, seed: u64, slices: u32) -> Result<Vec<GeneratedFile>> {
-    let mut study = Study::new(Patient::synthetic(seed), format!("ACC{seed:05}"), seed);
-    Ok(study.ct_series(
-        dir,
-        &CtOptions {
-            slices,
-            ..CtOptions::default()
-        },
-    )?)
-}
-
-fn paths(files: &[GeneratedFile]) -> Vec<PathBuf> {
-    files.iter().map(|f| f.path.clone()).collect()
-}
-
-fn tempdir(name: &str) -> Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new()
-        .prefix(&format!("medgate-e2e-{name}-"))
-        .tempdir()?)
 }
 
 /// The SOP Instance UIDs storescu saw acknowledged with Success.

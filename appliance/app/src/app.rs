@@ -2,6 +2,7 @@
 //! status endpoint, and stops them in order on SIGTERM or Ctrl-C.
 
 use crate::config::{Config, DestinationKind, DestinationSection, Network, split_host_port};
+use crate::events::Events;
 use crate::forward::queue::Backoff;
 use crate::forward::stow::{Auth, StowSender};
 use crate::forward::{Destination, ForwardHub, Sender, dimse::DimseSender};
@@ -88,6 +89,52 @@ pub struct App {
     pub listeners_expected: usize,
     /// The last hardware inventory and its alarms (none without a hardware profile).
     pub inventory: std::sync::Mutex<Option<(medgate_hardware::Inventory, Vec<String>)>>,
+    /// Events for the fleet.
+    pub events: Arc<Events>,
+    /// The fleet reporter's state (none without a fleet).
+    pub fleet: Arc<crate::fleet::Probe>,
+}
+
+/// What the appliance shares with the one who runs it (the fleet link): its event sink, and
+/// the running [`App`] while it serves.
+#[derive(Debug, Default, Clone)]
+pub struct Hooks {
+    /// Events for the fleet; a no-op until a sink is connected.
+    pub events: Arc<Events>,
+    /// The fleet reporter's state, for the local status.
+    pub fleet: Arc<crate::fleet::Probe>,
+    /// Why the configuration starting now is in force (for the rules audit list):
+    /// "start-up" unless the supervisor says otherwise.
+    pub reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// The running appliance: set once it serves, cleared when it stops.
+    pub current: Arc<std::sync::Mutex<Option<Arc<App>>>>,
+}
+
+impl Hooks {
+    /// The running appliance, if any.
+    pub fn app(&self) -> Option<Arc<App>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records why the next start happens (see [`Hooks::reason`]).
+    pub fn set_reason(&self, why: impl Into<String>) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.into());
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "start-up".into())
+    }
+
+    fn set(&self, app: Option<Arc<App>>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = app;
+    }
 }
 
 impl App {
@@ -104,6 +151,50 @@ impl App {
             return Err("the last spool write failed".into());
         }
         Ok(())
+    }
+}
+
+impl App {
+    /// Takes objects out of quarantine (all, one id, all or one destination) and queues them
+    /// again. Returns how many (object, destination) pairs were queued.
+    pub async fn retry_quarantine(
+        &self,
+        id: Option<u64>,
+        destination: Option<String>,
+    ) -> Result<usize, String> {
+        let spool = self.spool.clone();
+        let pairs = tokio::task::spawn_blocking(move || {
+            spool.release_quarantine(id, destination.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        for (id, d) in &pairs {
+            self.hub.requeue(*id, d);
+        }
+        Ok(pairs.len())
+    }
+
+    /// Gives up on quarantined objects received more than `older_than` ago (all if `None`); see
+    /// [`Spool::purge_quarantine`]. Returns (objects, bytes) deleted.
+    pub async fn purge_quarantine(
+        &self,
+        older_than: Option<Duration>,
+    ) -> Result<(u64, u64), String> {
+        let cutoff =
+            older_than.map(|d| medgate_contract::now_ms().saturating_sub(d.as_millis() as u64));
+        let spool = self.spool.clone();
+        let (done, left) = tokio::task::spawn_blocking(move || {
+            let done = spool.purge_quarantine(cutoff)?;
+            Ok::<_, medgate_spool::SpoolError>((done, spool.quarantined()?))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        for d in &self.hub.destinations {
+            d.set_quarantined(left.iter().filter(|e| e.destination == d.name).count() as u64);
+        }
+        Ok(done)
     }
 }
 
@@ -215,6 +306,15 @@ fn senders(cfg: &Config, d: &DestinationSection) -> Result<Vec<Sender>, AppError
 
 /// Starts everything and runs until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    run_with(cfg, shutdown, Hooks::default()).await
+}
+
+/// [`run`], sharing events and the running appliance through `hooks`.
+pub async fn run_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> Result<(), AppError> {
     install_crypto_provider();
     let names: Vec<String> = cfg.destinations.iter().map(|d| d.name.clone()).collect();
     let spool_cfg = SpoolConfig {
@@ -227,7 +327,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     };
     let board = crate::board::Board::prepare(&cfg.hardware)?;
     let dir = cfg.appliance.data_dir.display().to_string();
-    let opened = tokio::task::spawn_blocking(move || Spool::open(spool_cfg))
+    let rules = Arc::new(
+        crate::rules::RulesRuntime::new(&cfg)
+            .map_err(|e| AppError::Internal(format!("invalid [rules]: {e}")))?,
+    );
+    let router = rules.router();
+    let opened = tokio::task::spawn_blocking(move || Spool::open_with_router(spool_cfg, router))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let (spool, reconcile) = opened.map_err(|source| AppError::Spool { dir, source })?;
@@ -241,6 +346,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         "spool reconciled"
     );
     let spool = Arc::new(spool);
+    if let Err(e) = rules.audit(&hooks.reason()) {
+        tracing::error!(error = %e, "cannot write the rules audit list; the rules are applied anyway");
+    }
     let metrics = Arc::new(Metrics::new(&names));
     let backoff = Backoff {
         initial: Duration::from_millis(cfg.forward.initial_backoff_ms),
@@ -261,6 +369,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
                 backoff,
                 spool.clone(),
                 metrics.clone(),
+                hooks.events.clone(),
             )
             .map_err(|source| AppError::Spool {
                 dir: cfg.appliance.data_dir.display().to_string(),
@@ -280,6 +389,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         .iter()
         .filter_map(|n| Network::parse(n).ok())
         .collect();
+    let workflow = Arc::new(
+        crate::workflow::Workflow::start(&cfg, &spool).map_err(|source| AppError::Spool {
+            dir: cfg.appliance.data_dir.display().to_string(),
+            source,
+        })?,
+    );
     let ctx = Arc::new(ListenerContext {
         policy: AcceptorPolicy {
             ae_title: l.ae_title.clone(),
@@ -288,6 +403,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
             private_sop_classes: l.private_sop_classes.clone(),
             transfer_syntaxes: l.transfer_syntaxes.clone(),
             max_pdu: l.max_pdu_bytes,
+            services: workflow.sop_classes(),
         },
         networks,
         spool: spool.clone(),
@@ -301,6 +417,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         idle_secs: l.idle_timeout_secs,
         slots: Arc::new(tokio::sync::Semaphore::new(l.max_associations)),
         spool_ok: std::sync::atomic::AtomicBool::new(true),
+        rules: rules.clone(),
+        events: hooks.events.clone(),
+        workflow: workflow.clone(),
     });
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -336,6 +455,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         started: Instant::now(),
         listeners_up: AtomicUsize::new(0),
         inventory: std::sync::Mutex::new(None),
+        events: hooks.events.clone(),
+        fleet: hooks.fleet.clone(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -343,6 +464,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
         tasks.spawn(dest.worker(sender, shutdown.clone()));
     }
     tasks.spawn(housekeeping(app.clone(), shutdown.clone()));
+    workflow.spawn(&mut tasks, &shutdown);
     tracing::info!(name = %cfg.appliance.name, ae_title = %l.ae_title, bind = %l.bind, tls_bind = ?l.tls_bind, status = %cfg.status.bind, destinations = ?names, "medgate appliance serving");
     {
         let app = app.clone();
@@ -376,13 +498,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     let watchdogs = board.arm()?;
     tracing::info!(profile = ?profile, "watchdogs armed; ready");
     tasks.spawn(board.supervise(watchdogs, app.clone(), shutdown.clone()));
+    hooks.set(Some(app.clone()));
 
     shutdown.cancelled().await;
+    hooks.set(None);
     tracing::info!("shutting down: finishing in-flight work");
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    app.events.flush_forwarded(Duration::ZERO);
     let s = spool.clone();
     let _ = tokio::task::spawn_blocking(move || s.flush()).await;
     tracing::info!("stopped");
@@ -427,8 +552,11 @@ async fn housekeeping(app: Arc<App>, shutdown: CancellationToken) {
                     "spool back below its high watermark: accepting objects again"
                 );
             }
+            app.events.watermark_crossed(full, u.used_percent);
             was_full = full;
         }
+        // A study is reported forwarded once its objects stop arriving at a destination.
+        app.events.flush_forwarded(Duration::from_secs(10));
         for d in &app.hub.destinations {
             d.refresh_gauges();
         }

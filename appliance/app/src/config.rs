@@ -29,6 +29,23 @@ pub struct Config {
     /// The box: hardware profile, watchdog, LEDs.
     #[serde(default)]
     pub hardware: HardwareSection,
+    /// Coercion and routing rules (docs/rules.md). Absent: objects are stored as received and
+    /// go to every destination.
+    #[serde(default)]
+    pub rules: medgate_rules::RulesConfig,
+    /// Storage Commitment Push Model SCP (off when absent).
+    #[serde(default)]
+    pub commitment: Option<crate::workflow::config::CommitmentSection>,
+    /// Modality Worklist proxy (off when absent).
+    #[serde(default)]
+    pub worklist: Option<crate::workflow::config::WorklistSection>,
+    /// Quality checks at ingest (off when absent).
+    #[serde(default)]
+    pub qc: Option<crate::workflow::config::QcSection>,
+    /// Reporting to the fleet manager over MQTT, written by hand (see also
+    /// `appliance.fleet_enrollment`). Absent: no reporting.
+    #[serde(default)]
+    pub fleet: Option<medgate_report::ReporterConfig>,
 }
 
 /// `[hardware]`
@@ -58,6 +75,10 @@ pub struct ApplianceSection {
     pub name: String,
     /// Spool and index directory.
     pub data_dir: PathBuf,
+    /// The `[fleet]` settings written by `medgate-appliance enroll` (a TOML file holding the
+    /// table's keys). Until the file exists the appliance runs without reporting.
+    #[serde(default)]
+    pub fleet_enrollment: Option<PathBuf>,
 }
 
 /// `[listener]`
@@ -412,6 +433,27 @@ impl Config {
                 format!("{:?} must be an absolute path", self.appliance.data_dir),
             );
         }
+        if let Some(f) = &self.fleet {
+            if self.appliance.fleet_enrollment.is_some() {
+                bad(
+                    "appliance.fleet_enrollment",
+                    "use either [fleet] or fleet_enrollment (the file `medgate-appliance enroll` writes), not both".into(),
+                );
+            }
+            if let Err(e) = f.validate() {
+                let text = e.to_string();
+                let (key, message) = text.split_once(": ").unwrap_or(("fleet", &text));
+                bad(key, message.to_string());
+            }
+        }
+        if let Some(f) = &self.appliance.fleet_enrollment {
+            if !f.is_absolute() {
+                bad(
+                    "appliance.fleet_enrollment",
+                    format!("{f:?} must be an absolute path"),
+                );
+            }
+        }
         let l = &self.listener;
         if let Err(e) = medgate_dicom::validate_ae_title(&l.ae_title) {
             bad("listener.ae_title", e);
@@ -631,6 +673,8 @@ impl Config {
                 }
             }
         }
+        p.extend(crate::workflow::config::validate(self));
+        p.extend(crate::rules::validate(self));
         p
     }
 

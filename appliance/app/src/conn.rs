@@ -42,6 +42,8 @@ pub enum Incoming<'a> {
 pub struct PduConn {
     stream: BoxStream,
     buf: Vec<u8>,
+    /// The first byte of the next PDU, read ahead by [`PduConn::wait_data`].
+    lookahead: Option<u8>,
     /// Limits on incoming PDUs.
     pub limits: FrameLimits,
 }
@@ -60,6 +62,7 @@ impl PduConn {
         PduConn {
             stream,
             buf: Vec::new(),
+            lookahead: None,
             limits,
         }
     }
@@ -67,8 +70,15 @@ impl PduConn {
     /// Reads the next PDU, waiting at most `timeout_secs`.
     pub async fn read(&mut self, timeout_secs: u64) -> Result<Incoming<'_>, ConnError> {
         let mut h = [0u8; PDU_HEADER_LEN];
+        let start = match self.lookahead.take() {
+            Some(b) => {
+                h[0] = b;
+                1
+            }
+            None => 0,
+        };
         let read_header = async {
-            match self.stream.read_exact(&mut h).await {
+            match self.stream.read_exact(&mut h[start..]).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
                 Err(e) => Err(ConnError::Io(e)),
@@ -102,6 +112,26 @@ impl PduConn {
         } else {
             Ok(Incoming::Other(pdata::decode_other(header, body)?))
         }
+    }
+
+    /// Waits, at most `timeout_secs`, until the peer sent something. Cancel-safe: a byte read
+    /// is kept for the next [`PduConn::read`].
+    pub async fn wait_data(&mut self, timeout_secs: u64) -> Result<(), ConnError> {
+        if self.lookahead.is_some() {
+            return Ok(());
+        }
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(timeout_secs),
+            self.stream.read(&mut b),
+        )
+        .await
+        .map_err(|_| ConnError::Timeout(timeout_secs))??;
+        if n == 0 {
+            return Err(ConnError::Closed);
+        }
+        self.lookahead = Some(b[0]);
+        Ok(())
     }
 
     /// Sends a non-data PDU.

@@ -10,14 +10,25 @@
 //! - [`metrics`], [`status`]: Prometheus metrics and the local HTTP endpoint.
 //! - [`board`]: the box: hardware profile, watchdogs, LEDs, inventory.
 //! - [`app`]: wiring and lifecycle.
+//! - [`fleet`]: enrollment, reporting to the fleet manager and its commands (configuration with
+//!   rollback, restart, quarantine, diagnostics); the supervisor `run` uses.
+//! - [`events`]: what capture and forwarding tell the fleet (codes and counts only).
+//! - [`diagnostics`], [`logbuf`]: the diagnostics bundle and the recent log lines it holds.
+//! - [`workflow`]: clinical workflow services: storage commitment (SCP).
 
 pub mod app;
 pub mod board;
 pub mod config;
 pub mod conn;
+pub mod diagnostics;
+pub mod events;
+pub mod fleet;
 pub mod forward;
 pub mod listener;
+pub mod logbuf;
 pub mod metrics;
+pub mod rules;
 pub mod scu;
 pub mod status;
 pub mod tls;
+pub mod workflow;

@@ -9,10 +9,11 @@ use crate::config::Network;
 use crate::conn::{BoxStream, ConnError, Incoming, PduConn, abort_reason};
 use crate::forward::ForwardHub;
 use crate::metrics::Metrics;
+use crate::workflow::session::{Session, Small};
 use medgate_dicom::command::{self, CommandSet, field, status, tags};
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision, Knock};
 use medgate_dicom::part10::{self, FileMeta};
-use medgate_dicom::pdata::{FrameLimits, encode_command_pdus};
+use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
 use medgate_dicom::pdu::Pdu;
 use medgate_dicom::{scan, uids};
 use medgate_spool::{Admission, ObjectRecord, Spool, TempObject};
@@ -65,6 +66,23 @@ pub struct ListenerContext {
     pub slots: Arc<Semaphore>,
     /// False after a spool write failed for another reason than a full disk, until one succeeds.
     pub spool_ok: AtomicBool,
+    /// Coercion and routing rules, applied before an object is committed.
+    pub rules: Arc<crate::rules::RulesRuntime>,
+    /// Events for the fleet (no-op without one).
+    pub events: Arc<crate::events::Events>,
+    /// Workflow services (storage commitment, ...).
+    pub workflow: Arc<crate::workflow::Workflow>,
+}
+
+/// Why the fleet is told a peer was refused (from the A-ASSOCIATE-RJ we sent).
+fn refusal_of(rj: &medgate_dicom::pdu::AssociationRJ) -> medgate_contract::Refusal {
+    use medgate_contract::Refusal;
+    use medgate_dicom::pdu::{AssociationRJServiceUserReason as U, AssociationRJSource as S};
+    match &rj.source {
+        S::ServiceUser(U::CallingAETitleNotRecognized) => Refusal::CallingAeNotAllowed,
+        S::ServiceUser(U::CalledAETitleNotRecognized) => Refusal::CalledAeNotRecognized,
+        _ => Refusal::Other,
+    }
 }
 
 /// Accepts connections until `shutdown` fires.
@@ -152,10 +170,22 @@ async fn handle_connection(
     };
 
     let address = peer.ip().to_string();
-    let record = |knock: &Knock| {
+    let record = |knock: &Knock, refusal: Option<medgate_contract::Refusal>| {
         if let Err(e) = ctx.spool.record_knock(knock, &address) {
             tracing::warn!(error = %e, "could not record the calling AE");
         }
+        let classes: Vec<String> = knock
+            .offers
+            .iter()
+            .map(|o| o.abstract_syntax.clone())
+            .collect();
+        ctx.events.peer_seen(
+            &knock.calling_ae,
+            &knock.called_ae,
+            peer.ip(),
+            &classes,
+            refusal,
+        );
     };
     let (decision, mut knock) = negotiate::decide(&ctx.policy, &rq);
 
@@ -164,7 +194,7 @@ async fn handle_connection(
         knock.rejection = Some(format!(
             "source address {address} is not in listener.allowed_networks"
         ));
-        record(&knock);
+        record(&knock, Some(medgate_contract::Refusal::NetworkNotAllowed));
         tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, "association rejected: source address not allowed");
         ctx.metrics
             .associations_rejected
@@ -183,7 +213,14 @@ async fn handle_connection(
             peer_max_pdu,
         } => (ac, contexts, peer_max_pdu),
         Decision::Reject(rj) => {
-            record(&knock);
+            let refusal = if knock.offers.iter().all(|o| o.accepted.is_none())
+                && knock.rejection.as_deref() == Some("no presentation context acceptable")
+            {
+                medgate_contract::Refusal::NoAcceptableContext
+            } else {
+                refusal_of(&rj)
+            };
+            record(&knock, Some(refusal));
             tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, called_ae = %knock.called_ae, reason = knock.rejection.as_deref().unwrap_or(""), "association rejected");
             ctx.metrics
                 .associations_rejected
@@ -197,7 +234,7 @@ async fn handle_connection(
     let Ok(_slot) = ctx.slots.clone().try_acquire_owned() else {
         knock.offers.iter_mut().for_each(|o| o.accepted = None);
         knock.rejection = Some("too many associations (listener.max_associations)".into());
-        record(&knock);
+        record(&knock, Some(medgate_contract::Refusal::LimitExceeded));
         tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, "association rejected: association limit reached");
         ctx.metrics
             .associations_rejected
@@ -208,7 +245,7 @@ async fn handle_connection(
         conn.close().await;
         return;
     };
-    record(&knock);
+    record(&knock, None);
     if conn.send(&Pdu::AssociationAC(ac)).await.is_err() {
         return;
     }
@@ -220,6 +257,7 @@ async fn handle_connection(
         .fetch_add(1, Ordering::Relaxed);
     tracing::info!(peer = %peer, calling_ae = %knock.calling_ae, contexts = contexts.len(), "association accepted");
 
+    let session = Session::new(ctx.workflow.clone(), &knock.calling_ae, &contexts);
     let mut assoc = Association {
         ctx: &ctx,
         calling_ae: knock.calling_ae.clone(),
@@ -229,8 +267,21 @@ async fn handle_connection(
         receiving: None,
         command: Vec::new(),
         stored: 0,
+        carried: Carried::default(),
+        session,
+        small: None,
     };
     let outcome = assoc.run(&mut conn).await;
+    let c = &assoc.carried;
+    ctx.events.study_received(
+        &assoc.calling_ae,
+        &assoc.called_ae,
+        c.modality.as_deref(),
+        &c.sop_classes,
+        assoc.stored,
+        c.bytes,
+        c.first.map(|t| t.elapsed()).unwrap_or_default(),
+    );
     if let Some(r) = assoc.receiving.take() {
         if let Sink::File { temp, .. } = r.sink {
             ctx.spool.discard(temp);
@@ -296,12 +347,55 @@ struct Association<'a> {
     receiving: Option<Receiving>,
     command: Vec<u8>,
     stored: u64,
+    carried: Carried,
+    /// Workflow services on this association.
+    session: Session,
+    /// A workflow request's data set being received in memory.
+    small: Option<Small>,
+}
+
+/// What an association stored, for its `study_received` event (codes and sizes only).
+#[derive(Default)]
+struct Carried {
+    bytes: u64,
+    sop_classes: std::collections::BTreeSet<String>,
+    modality: Option<String>,
+    first: Option<Instant>,
 }
 
 impl Association<'_> {
     async fn run(&mut self, conn: &mut PduConn) -> End {
         loop {
             let mut actions = Vec::new();
+            // A storage commitment report or a worklist response may be due while the peer
+            // is silent.
+            let between_operations = self.receiving.is_none() && self.small.is_none();
+            match self
+                .session
+                .wait(conn, self.ctx.idle_secs, between_operations)
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some((ctx_id, cmd, data))) => {
+                    let mut bytes = encode_command_pdus(ctx_id, &cmd.encode(), self.peer_max_pdu);
+                    if let Some(d) = data {
+                        bytes.extend_from_slice(&encode_dataset_pdus(
+                            ctx_id,
+                            &d,
+                            self.peer_max_pdu,
+                        ));
+                    }
+                    if let Err(e) = conn.send_raw(&bytes).await {
+                        return End::Aborted(e.to_string());
+                    }
+                    continue;
+                }
+                Err(ConnError::Timeout(s)) => {
+                    conn.abort(abort_reason::NOT_SPECIFIED).await;
+                    return End::Aborted(format!("idle for {s} s"));
+                }
+                Err(e) => return End::Aborted(e.to_string()),
+            }
             match conn.read(self.ctx.idle_secs).await {
                 Ok(Incoming::PData(pdvs)) => {
                     for pdv in pdvs {
@@ -382,7 +476,7 @@ impl Association<'_> {
             ));
         }
         if is_command {
-            if self.receiving.is_some() {
+            if self.receiving.is_some() || self.small.is_some() {
                 return Err((
                     abort_reason::UNEXPECTED_PDU,
                     "a command arrived while a data set was still expected".into(),
@@ -404,6 +498,33 @@ impl Association<'_> {
                     )
                 })?;
                 self.on_command(context_id, cmd, actions).await;
+            }
+            return Ok(());
+        }
+        if let Some(small) = self.small.as_mut() {
+            if small.context_id != context_id {
+                return Err((
+                    abort_reason::INVALID_PARAMETER,
+                    "data set fragment on another presentation context than its command".into(),
+                ));
+            }
+            Session::push(small, data);
+            if is_last {
+                if let Some(small) = self.small.take() {
+                    let (calling, called) = (self.calling_ae.clone(), self.called_ae.clone());
+                    for (ctx_id, cmd, data) in self.session.finish(small, &calling, &called).await {
+                        let mut bytes =
+                            encode_command_pdus(ctx_id, &cmd.encode(), self.peer_max_pdu);
+                        if let Some(d) = data {
+                            bytes.extend_from_slice(&encode_dataset_pdus(
+                                ctx_id,
+                                &d,
+                                self.peer_max_pdu,
+                            ));
+                        }
+                        actions.push(Action::Send(bytes));
+                    }
+                }
             }
             return Ok(());
         }
@@ -500,7 +621,13 @@ impl Association<'_> {
                 };
                 self.receiving = Some(r);
             }
-            field::C_CANCEL_RQ => {}
+            field::C_CANCEL_RQ => self.session.cancel(&cmd),
+            field::N_EVENT_REPORT_RSP if self.session.on_response(&cmd) => {}
+            // A response to nothing we sent: never answer a response.
+            f if f & 0x8000 != 0 => {
+                tracing::info!(command_field = format!("0x{f:04X}"), calling_ae = %self.calling_ae, "unexpected DIMSE response ignored");
+            }
+            _ if self.workflow_request(context_id, &cmd, actions) => {}
             other => {
                 tracing::info!(command_field = format!("0x{other:04X}"), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
                 let rsp = command::unsupported_rsp(&cmd);
@@ -517,6 +644,44 @@ impl Association<'_> {
                 } else {
                     actions.push(self.response(context_id, &rsp));
                 }
+            }
+        }
+    }
+
+    /// Dispatches a request of a workflow service; `false` if it is not one.
+    fn workflow_request(
+        &mut self,
+        context_id: u8,
+        cmd: &CommandSet,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let ts = self
+            .contexts
+            .iter()
+            .find(|c| c.id == context_id)
+            .map(|c| c.transfer_syntax.clone())
+            .unwrap_or_default();
+        match self.session.start(context_id, &ts, cmd) {
+            None => false,
+            Some(Ok(small)) => {
+                self.small = Some(small);
+                true
+            }
+            Some(Err(rsp)) => {
+                if cmd.has_dataset() {
+                    self.receiving = Some(Receiving {
+                        message_id: cmd.message_id().unwrap_or(0),
+                        context_id,
+                        sop_class: String::new(),
+                        sop_instance: String::new(),
+                        transfer_syntax: ts,
+                        started: Instant::now(),
+                        sink: Sink::Drain(rsp),
+                    });
+                } else {
+                    actions.push(self.response(context_id, &rsp));
+                }
+                true
             }
         }
     }
@@ -710,10 +875,10 @@ impl Association<'_> {
             confirmed: Default::default(),
             quarantined: Default::default(),
         };
-        let spool = self.ctx.spool.clone();
+        let (spool, rules) = (self.ctx.spool.clone(), self.ctx.rules.clone());
         let committed = tokio::task::spawn_blocking(move || {
             let path = temp.path.clone();
-            spool.commit(temp, file, record).map_err(|e| (e, path))
+            crate::rules::commit(&rules, &spool, temp, file, record).map_err(|e| (e, path))
         })
         .await;
         match committed {
@@ -732,8 +897,17 @@ impl Association<'_> {
                     .fetch_add(rec.size, Ordering::Relaxed);
                 self.ctx.spool_ok.store(true, Ordering::Relaxed);
                 self.stored += 1;
+                self.ctx.workflow.on_stored(&rec);
+                self.carried.bytes += rec.size;
+                self.carried.first.get_or_insert(started);
+                if self.carried.sop_classes.len() < 32 {
+                    self.carried.sop_classes.insert(rec.sop_class_uid.clone());
+                }
+                if self.carried.modality.is_none() {
+                    self.carried.modality = rec.summary.modality.clone();
+                }
                 tracing::debug!(id = rec.id, size = rec.size, calling_ae = %self.calling_ae, elapsed_ms = started.elapsed().as_millis() as u64, "object stored");
-                self.ctx.forward.enqueue(rec.id);
+                self.ctx.forward.enqueue_routed(&rec);
                 (
                     command::store_rsp(
                         message_id,

@@ -18,6 +18,11 @@ const EXAMPLE: &str = include_str!("../medgate-appliance.example.toml");
 ///   medgate-appliance run --config /etc/medgate/appliance.toml
 ///   medgate-appliance status
 ///
+/// Joining the fleet (once; the appliance image does it at first boot):
+///   medgate-appliance enroll --provisioning /var/lib/medgate/provisioning.toml \
+///       --identity-dir /var/lib/medgate/identity
+///   then set `fleet_enrollment = "/var/lib/medgate/identity/fleet.toml"` under [appliance].
+///
 /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=medgate_appliance=debug) for more detail.
 #[derive(Debug, Parser)]
 #[command(name = "medgate-appliance", version, verbatim_doc_comment)]
@@ -57,6 +62,29 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// Quality checks at ingest ([qc]): list the flagged objects (SOP Instance UID, check, when).
+    Qc {
+        #[command(subcommand)]
+        command: QcCommand,
+    },
+    /// Coercion and routing rules: try them on sample files, show the audit list of changes.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Join the fleet: create the device key, send a certificate request with the one-time claim
+    /// token of the provisioning file, and write the [fleet] settings (`fleet.toml`), the device
+    /// certificate and the fleet's CA into the identity directory. Does nothing if already
+    /// enrolled. Exit codes: 0 enrolled (now or before), 1 refused or misconfigured (a person
+    /// must act), 75 the fleet is unreachable (retry later).
+    Enroll {
+        /// The provisioning file: fleet_url, claim_token, optional broker and fleet_ca.
+        #[arg(long)]
+        provisioning: PathBuf,
+        /// Where the key, the certificates and fleet.toml are kept (mode 0700).
+        #[arg(long, default_value = "/var/lib/medgate/identity")]
+        identity_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +96,51 @@ enum ConfigCommand {
     },
     /// Print a documented example configuration.
     Example,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Show, per file, which rule changes which element from what to what and where the object
+    /// would be routed. Local only: values are shown on this console, nothing is sent anywhere.
+    ///
+    ///   medgate-appliance rules dry-run --config /etc/medgate/appliance.toml --calling-ae CT_A *.dcm
+    #[command(verbatim_doc_comment)]
+    DryRun {
+        /// The configuration whose [rules] are tried (it is validated first).
+        #[arg(long, short, env = "MEDGATE_CONFIG")]
+        config: PathBuf,
+        /// The sender to assume (default: the file's Source AE Title, if it has one).
+        #[arg(long)]
+        calling_ae: Option<String>,
+        /// Also write the coerced files into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Part 10 files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the rule changes recorded at start-up and reload (rules hash, label, counts).
+    Audit {
+        /// The configuration (to find the data directory).
+        #[arg(long, short, env = "MEDGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QcCommand {
+    /// List flagged objects, newest first: time, check, calling AE, modality, spool id, SOP
+    /// Instance UID. Local only; counts per check come first.
+    List {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// At most this many flags.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +257,23 @@ fn print_status(s: &StatusReport) {
         s.high_watermark_percent,
         human_bytes(s.disk_free_bytes)
     );
+    match &s.fleet {
+        None => println!("fleet:       not reporting"),
+        Some(f) => println!(
+            "fleet:       {}; {} message(s) waiting in the outbox{}",
+            if f.connected {
+                "connected"
+            } else {
+                "NOT CONNECTED (capture goes on; messages wait)"
+            },
+            f.outbox,
+            if f.dropped > 0 {
+                format!(", {} dropped (outbox full)", f.dropped)
+            } else {
+                String::new()
+            }
+        ),
+    }
     for d in &s.destinations {
         println!(
             "destination: {} ({}) {}: {} waiting (oldest {} s), {} forwarded, {} quarantined{}",
@@ -200,14 +290,68 @@ fn print_status(s: &StatusReport) {
                 .unwrap_or_default()
         );
     }
+    let w = &s.workflow;
+    if let Some(c) = w.get("commitment") {
+        println!(
+            "commitment:  {} request(s), {} pending, {} awaiting delivery, {} reported ({} with failures), {} delivery error(s)",
+            c["requests"],
+            c["pending"],
+            c["awaiting_delivery"],
+            c["reported_success"].as_u64().unwrap_or(0)
+                + c["reported_failures"].as_u64().unwrap_or(0),
+            c["reported_failures"],
+            c["delivery_errors"]
+        );
+    }
+    if let Some(wl) = w.get("worklist") {
+        println!(
+            "worklist:    RIS {} {}; {} queries ({} from cache), {} cached entries{}",
+            wl["upstream"].as_str().unwrap_or("?"),
+            match wl["upstream_up"].as_bool() {
+                Some(true) => "up",
+                Some(false) => "UNREACHABLE",
+                None => "not asked yet",
+            },
+            wl["queries"],
+            wl["cache_answers"],
+            wl["cache_entries"],
+            if wl["cache_stale"] == true {
+                "; CACHE STALE"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(q) = w.get("qc") {
+        let flags = q["flags"].as_object().cloned().unwrap_or_default();
+        let flagged: Vec<String> = flags
+            .iter()
+            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        println!(
+            "qc:          {} checked, {} flagged ({}); `medgate-appliance qc list`",
+            q["objects_checked"],
+            q["objects_flagged"],
+            if flagged.is_empty() {
+                "none".to_string()
+            } else {
+                flagged.join(" ")
+            }
+        );
+    }
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // The recent lines, for the diagnostics bundle.
+        .with(medgate_appliance::logbuf::Layer)
         .init();
 }
 
@@ -225,14 +369,46 @@ fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Check { file },
         } => match Config::load(&file) {
             Ok(cfg) => {
+                use medgate_appliance::fleet::{self, Settings};
+                let fleet = match fleet::settings(&cfg) {
+                    Ok(Settings::Off) => "no fleet reporting".to_string(),
+                    Ok(Settings::NotEnrolled(p)) => format!(
+                        "fleet: not enrolled yet ({} missing; run `medgate-appliance enroll`)",
+                        p.display()
+                    ),
+                    Ok(Settings::On(f)) => format!(
+                        "reporting to {} as {}/{}{}",
+                        f.broker,
+                        f.site,
+                        f.device,
+                        if f.tls.is_some() {
+                            " over TLS"
+                        } else {
+                            " WITHOUT TLS"
+                        }
+                    ),
+                    Err(e) => {
+                        eprintln!("fleet settings: {e}");
+                        std::process::exit(1);
+                    }
+                };
                 println!(
-                    "{}: OK ({} listening as {} on {}, {} destination(s))",
+                    "{}: OK ({} listening as {} on {}, {} destination(s), {fleet})",
                     file.display(),
                     cfg.appliance.name,
                     cfg.listener.ae_title,
                     cfg.listener.bind,
                     cfg.destinations.len()
                 );
+                if cfg.rules != Default::default() {
+                    println!(
+                        "rules {} ({}): {} coercion rule(s), {} route(s); try them with `medgate-appliance rules dry-run`",
+                        medgate_rules::rules_hash(&cfg.rules),
+                        cfg.rules.version.as_deref().unwrap_or("no version label"),
+                        cfg.rules.coerce.len(),
+                        cfg.rules.route.len()
+                    );
+                }
                 Ok(())
             }
             Err(e) => {
@@ -265,9 +441,43 @@ fn main() -> anyhow::Result<()> {
                     }
                     sd.cancel();
                 });
-                medgate_appliance::app::run(cfg, shutdown).await
+                medgate_appliance::fleet::run(cfg, Some(&config), shutdown).await
             })?;
             Ok(())
+        }
+        Command::Enroll {
+            provisioning,
+            identity_dir,
+        } => {
+            use medgate_appliance::fleet::enroll::{self, Enrolled, Provisioning};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let result = rt.block_on(async {
+                let p = Provisioning::load(&provisioning)?;
+                enroll::enroll(&p, &identity_dir).await
+            });
+            match result {
+                Ok(Enrolled::Now { site, device }) => {
+                    println!(
+                        "enrolled as device {device} of site {site}; settings in {}",
+                        identity_dir.join(enroll::files::SETTINGS).display()
+                    );
+                    Ok(())
+                }
+                Ok(Enrolled::Already) => {
+                    println!(
+                        "already enrolled ({} exists); nothing done",
+                        identity_dir.join(enroll::files::SETTINGS).display()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("enrollment failed: {e}");
+                    // EX_TEMPFAIL: systemd and scripts retry; anything else needs a person.
+                    std::process::exit(if e.is_transient() { 75 } else { 1 });
+                }
+            }
         }
         Command::Status { endpoint, json } => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -308,6 +518,46 @@ fn main() -> anyhow::Result<()> {
                         p.last_rejection.map(|r| format!(" (last rejection: {r})")).unwrap_or_default(),
                         if accepted.is_empty() { "-".into() } else { accepted.join(", ") },
                         if refused.is_empty() { "-".into() } else { refused.join(", ") },
+                    );
+                }
+                Ok(())
+            })
+        }
+        Command::Rules { command } => rules_command(command),
+        Command::Qc {
+            command:
+                QcCommand::List {
+                    endpoint,
+                    limit,
+                    json,
+                },
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let v: serde_json::Value =
+                    get_json(&endpoint.base()?, &format!("/api/qc?limit={limit}")).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    return Ok(());
+                }
+                let counts = v["counts"].as_object().cloned().unwrap_or_default();
+                let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                println!("flags kept: {}", summary.join(" "));
+                let flags = v["flags"].as_array().cloned().unwrap_or_default();
+                if flags.is_empty() {
+                    println!("no flagged objects");
+                }
+                for f in flags {
+                    let secs = f["received_at_ms"].as_u64().unwrap_or(0) / 1000;
+                    println!(
+                        "{secs} {} calling_ae={} modality={} id={} sop_instance_uid={}",
+                        f["check"].as_str().unwrap_or("?"),
+                        f["calling_ae"].as_str().unwrap_or(""),
+                        f["modality"].as_str().unwrap_or("-"),
+                        f["id"],
+                        f["sop_instance_uid"].as_str().unwrap_or(""),
                     );
                 }
                 Ok(())
@@ -357,6 +607,66 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             })
+        }
+    }
+}
+
+fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
+    match command {
+        RulesCommand::DryRun {
+            config,
+            calling_ae,
+            out,
+            files,
+        } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(dir) = &out {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let (report, ok) = medgate_appliance::rules::dry_run(
+                &cfg,
+                &files,
+                calling_ae.as_deref(),
+                out.as_deref(),
+            );
+            print!("{report}");
+            if !ok {
+                bail!("some files could not be read (see above)");
+            }
+            Ok(())
+        }
+        RulesCommand::Audit { config } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let cfg =
+                Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let list = medgate_appliance::rules::audit_list(&cfg.appliance.data_dir).with_context(
+                || {
+                    format!(
+                        "cannot read the rules audit list in {}",
+                        cfg.appliance.data_dir.display()
+                    )
+                },
+            )?;
+            if list.is_empty() {
+                println!(
+                    "no rule changes recorded yet (the appliance records them when it starts)"
+                );
+            }
+            for e in list {
+                println!(
+                    "{} {} {} ({}) coerce_rules={} routes={} previous={}",
+                    e.at_ms,
+                    e.event,
+                    e.hash,
+                    e.version.as_deref().unwrap_or("no label"),
+                    e.coerce_rules,
+                    e.routes,
+                    e.previous_hash.as_deref().unwrap_or("none")
+                );
+            }
+            Ok(())
         }
     }
 }

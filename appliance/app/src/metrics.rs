@@ -144,6 +144,10 @@ pub struct Metrics {
     pub store_failures: Mutex<BTreeMap<u16, u64>>,
     /// Objects deleted by the retention policy.
     pub objects_evicted: AtomicU64,
+    /// Objects confirmed by every destination they were queued for.
+    pub objects_released: AtomicU64,
+    /// Bytes of those objects.
+    pub bytes_released: AtomicU64,
     /// Time to make one object durable (file fsync, rename, directory fsync, index).
     pub fsync_latency: Histogram,
     /// Spool figures (gauges), refreshed by the housekeeping task.
@@ -171,6 +175,8 @@ impl Metrics {
             echoes: AtomicU64::new(0),
             store_failures: Mutex::new(BTreeMap::new()),
             objects_evicted: AtomicU64::new(0),
+            objects_released: AtomicU64::new(0),
+            bytes_released: AtomicU64::new(0),
             fsync_latency: Histogram::new(LATENCY_BUCKETS),
             spool_bytes: AtomicU64::new(0),
             spool_objects: AtomicU64::new(0),
@@ -254,6 +260,20 @@ impl Metrics {
             "counter",
             "Confirmed objects deleted by the retention policy.",
             ld(&self.objects_evicted),
+        );
+        g(
+            &mut o,
+            "medgate_objects_released_total",
+            "counter",
+            "Objects confirmed by every destination they were queued for.",
+            ld(&self.objects_released),
+        );
+        g(
+            &mut o,
+            "medgate_bytes_released_total",
+            "counter",
+            "Bytes of the objects confirmed by every destination.",
+            ld(&self.bytes_released),
         );
         g(
             &mut o,

@@ -54,6 +54,30 @@ pub struct StatusReport {
     /// Hardware inventory and alarms (absent without a hardware profile).
     #[serde(default)]
     pub hardware: Option<serde_json::Value>,
+    /// Coercion and routing rules in use (hash, label, counts; no element values).
+    #[serde(default)]
+    pub rules: crate::rules::RulesStatus,
+    /// Workflow services (storage commitment, ...): counts and states, no patient data.
+    #[serde(default)]
+    pub workflow: serde_json::Value,
+    /// Reporting to the fleet manager (absent without a fleet).
+    #[serde(default)]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The fleet link in `/api/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Sessions since start.
+    pub connects: u64,
+    /// Messages waiting in the outbox.
+    pub outbox: u64,
+    /// Messages the broker acknowledged since start.
+    pub acked: u64,
+    /// Messages dropped because the outbox was full.
+    pub dropped: u64,
 }
 
 /// One destination in `/api/status`.
@@ -85,6 +109,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/status", get(status))
         .route("/api/peers", get(peers))
         .route("/api/quarantine", get(quarantine))
+        .route("/api/qc", get(qc_flags))
         .route("/api/quarantine/retry", post(retry))
         .with_state(app)
 }
@@ -102,7 +127,10 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.metrics.render()
+            + &app.listener.workflow.render_metrics()
+            + &app.listener.rules.render_metrics()
+            + &fleet_metrics(&app),
     )
 }
 
@@ -154,11 +182,63 @@ pub fn report(app: &App) -> StatusReport {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|(inv, alarms)| serde_json::json!({ "inventory": inv, "alarms": alarms })),
+        rules: app.listener.rules.status(),
+        workflow: app.listener.workflow.status(),
+        fleet: app.fleet.status().map(|f| FleetStatus {
+            connected: f.connected,
+            connects: f.connects,
+            outbox: f.outbox_len as u64,
+            acked: f.acked,
+            dropped: f.outbox_dropped,
+        }),
     }
+}
+
+/// The fleet link's gauges (nothing without a fleet).
+fn fleet_metrics(app: &App) -> String {
+    let Some(f) = app.fleet.status() else {
+        return String::new();
+    };
+    format!(
+        "# HELP medgate_fleet_connected 1 while connected to the fleet's MQTT broker.\n# TYPE medgate_fleet_connected gauge\nmedgate_fleet_connected {}\n\
+         # HELP medgate_fleet_outbox_entries Messages for the fleet waiting in the durable outbox.\n# TYPE medgate_fleet_outbox_entries gauge\nmedgate_fleet_outbox_entries {}\n\
+         # HELP medgate_fleet_outbox_dropped_total Messages dropped because the outbox was full.\n# TYPE medgate_fleet_outbox_dropped_total counter\nmedgate_fleet_outbox_dropped_total {}\n",
+        u8::from(f.connected),
+        f.outbox_len,
+        f.outbox_dropped
+    )
 }
 
 async fn status(State(app): State<Arc<App>>) -> Json<StatusReport> {
     Json(report(&app))
+}
+
+/// `/api/qc?limit=N`.
+#[derive(Debug, Deserialize)]
+pub struct QcQuery {
+    /// Most flags listed (newest first); default 1000.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+async fn qc_flags(
+    State(app): State<Arc<App>>,
+    Query(q): Query<QcQuery>,
+) -> axum::response::Response {
+    let Some(service) = app.listener.workflow.qc.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "quality checks are off: add a [qc] section to the configuration (docs/workflow.md)\n",
+        )
+            .into_response();
+    };
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    match tokio::task::spawn_blocking(move || (service.counts(), service.list(limit))).await {
+        Ok((counts, flags)) => {
+            Json(serde_json::json!({ "counts": counts, "flags": flags })).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// Runs a blocking spool query and answers its result as JSON (500 with the error otherwise).
@@ -201,21 +281,11 @@ pub struct RetryResult {
 }
 
 async fn retry(State(app): State<Arc<App>>, Query(q): Query<RetryQuery>) -> impl IntoResponse {
-    let spool = app.spool.clone();
-    let dest = q.destination.clone();
-    match tokio::task::spawn_blocking(move || spool.release_quarantine(q.id, dest.as_deref())).await
-    {
-        Ok(Ok(pairs)) => {
-            for (id, d) in &pairs {
-                app.hub.requeue(*id, d);
-            }
-            tracing::info!(requeued = pairs.len(), id = ?q.id, destination = ?q.destination, "quarantine retried by an operator");
-            Json(RetryResult {
-                requeued: pairs.len(),
-            })
-            .into_response()
+    match app.retry_quarantine(q.id, q.destination.clone()).await {
+        Ok(requeued) => {
+            tracing::info!(requeued, id = ?q.id, destination = ?q.destination, "quarantine retried by an operator");
+            Json(RetryResult { requeued }).into_response()
         }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }

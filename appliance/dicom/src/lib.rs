@@ -7,16 +7,22 @@
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
 //! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
 //! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
+//! - [`dataset`]: decoding and encoding of the small data sets of non-storage DIMSE messages.
+//! - [`commitment`]: Storage Commitment Push Model (PS3.4 Annex J) messages and their data sets.
+//! - [`worklist`]: Modality Worklist C-FIND matching and return keys (PS3.4 Annex K, C.2.2.2).
 //!
 //! The PDU codec itself (A-ASSOCIATE-RQ/AC/RJ, release, abort) is dicom-ul's `pdu` module;
 //! P-DATA is framed here so that data values can be streamed to disk without copies.
 
 pub mod command;
+pub mod commitment;
+pub mod dataset;
 pub mod negotiate;
 pub mod part10;
 pub mod pdata;
 pub mod scan;
 pub mod uids;
+pub mod worklist;
 
 pub use dicom_ul::pdu;
 

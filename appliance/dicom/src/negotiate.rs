@@ -30,6 +30,9 @@ pub struct AcceptorPolicy {
     pub transfer_syntaxes: Vec<String>,
     /// The max PDU length we advertise (and enforce).
     pub max_pdu: u32,
+    /// Non-storage SOP classes served besides Verification (Storage Commitment, Modality
+    /// Worklist), accepted in implicit or explicit VR little endian only.
+    pub services: Vec<String>,
 }
 
 /// A presentation context both sides agreed on.
@@ -227,7 +230,9 @@ fn negotiate_context(
     offer: &Offer,
 ) -> (PresentationContextResultReason, String) {
     let abstract_syntax = offer.abstract_syntax.as_str();
-    let supported = abstract_syntax == uids::VERIFICATION
+    let service = abstract_syntax == uids::VERIFICATION
+        || policy.services.iter().any(|c| c == abstract_syntax);
+    let supported = service
         || uids::is_standard_storage_sop_class(abstract_syntax)
         || policy
             .private_sop_classes
@@ -240,7 +245,7 @@ fn negotiate_context(
         );
     }
     let ts_ok = |ts: &str| {
-        if abstract_syntax == uids::VERIFICATION {
+        if service {
             ts == uids::IMPLICIT_VR_LE || ts == uids::EXPLICIT_VR_LE
         } else if policy.transfer_syntaxes.is_empty() {
             uids::is_standard_transfer_syntax(ts)
@@ -350,6 +355,7 @@ mod tests {
             private_sop_classes: vec!["1.2.3.4.5".into()],
             transfer_syntaxes: vec![],
             max_pdu: 65536,
+            services: vec![uids::STORAGE_COMMITMENT_PUSH.into()],
         }
     }
 
@@ -368,6 +374,35 @@ mod tests {
                 .collect::<Vec<_>>(),
             32768,
         )
+    }
+
+    #[test]
+    fn services_only_when_configured_and_only_uncompressed() {
+        const MWL: &str = "1.2.840.10008.5.1.4.31";
+        let r = rq(
+            "CT1",
+            "MEDGATE",
+            &[
+                (1, uids::STORAGE_COMMITMENT_PUSH, &[uids::IMPLICIT_VR_LE]),
+                (3, MWL, &[uids::EXPLICIT_VR_LE]),
+                (5, uids::STORAGE_COMMITMENT_PUSH, &["1.2.840.10008.1.2.5"]),
+            ],
+        );
+        let (d, _) = decide(&policy(), &r);
+        let Decision::Accept { contexts, .. } = d else {
+            panic!("accepted");
+        };
+        // Commitment is configured (implicit VR accepted, RLE not); the worklist is not.
+        let ids: Vec<u8> = contexts.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![1]);
+        let mut p = policy();
+        p.services.push(MWL.into());
+        let (d, _) = decide(&p, &r);
+        let Decision::Accept { contexts, .. } = d else {
+            panic!("accepted");
+        };
+        let ids: Vec<u8> = contexts.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![1, 3]);
     }
 
     #[test]

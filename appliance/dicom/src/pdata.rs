@@ -241,6 +241,16 @@ pub fn pdata_header(context_id: u8, is_command: bool, is_last: bool, data_len: u
 /// Encodes a whole command set as one or more P-DATA-TF PDUs no longer than `max_pdu`
 /// (the peer's maximum; 0 means unlimited).
 pub fn encode_command_pdus(context_id: u8, command: &[u8], max_pdu: u32) -> Vec<u8> {
+    encode_pdus(context_id, true, command, max_pdu)
+}
+
+/// Encodes a whole in-memory data set (a small one: N-ACTION, N-EVENT-REPORT, C-FIND
+/// identifiers) as one or more P-DATA-TF PDUs no longer than `max_pdu` (0: unlimited).
+pub fn encode_dataset_pdus(context_id: u8, dataset: &[u8], max_pdu: u32) -> Vec<u8> {
+    encode_pdus(context_id, false, dataset, max_pdu)
+}
+
+fn encode_pdus(context_id: u8, is_command: bool, command: &[u8], max_pdu: u32) -> Vec<u8> {
     let max_data = if max_pdu == 0 {
         usize::MAX
     } else {
@@ -250,7 +260,7 @@ pub fn encode_command_pdus(context_id: u8, command: &[u8], max_pdu: u32) -> Vec<
     let mut chunks = command.chunks(max_data).peekable();
     while let Some(chunk) = chunks.next() {
         let last = chunks.peek().is_none();
-        out.extend_from_slice(&pdata_header(context_id, true, last, chunk.len()));
+        out.extend_from_slice(&pdata_header(context_id, is_command, last, chunk.len()));
         out.extend_from_slice(chunk);
     }
     out

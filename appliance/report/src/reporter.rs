@@ -99,6 +99,8 @@ struct Shared {
     topics: DeviceTopics,
     wake: Notify,
     counters: Counters,
+    /// The inventory changed: publish the birth again.
+    rebirth: AtomicBool,
 }
 
 impl Shared {
@@ -166,6 +168,7 @@ impl Reporter {
             topics,
             wake: Notify::new(),
             counters: Counters::default(),
+            rebirth: AtomicBool::new(false),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let worker = Worker {
@@ -190,6 +193,13 @@ impl Reporter {
     /// reachable, at least once, in order. Returns its id. Never waits on the network.
     pub fn event(&self, body: EventBody) -> Result<EventId, OutboxError> {
         self.shared.event(body)
+    }
+
+    /// The inventory changed (e.g. the appliance started with a new configuration): the birth
+    /// message is published again, retained, with the current inventory. Never waits.
+    pub fn refresh_inventory(&self) {
+        self.shared.rebirth.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
     }
 
     /// The device's topics.
@@ -380,20 +390,8 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
         if client.subscribe_many(subs).await.is_err() {
             return lost;
         }
-        let birth = Birth {
-            schema: Schema::default(),
-            sent_at_ms: now_ms(),
-            boot_id: self.boot_id,
-            inventory: self.source.inventory(),
-            config_version: self
-                .shared
-                .outbox
-                .meta_get_u64(META_RUNNING)
-                .ok()
-                .flatten()
-                .unwrap_or(0),
-            telemetry_interval_secs: self.config.telemetry_interval_secs as u32,
-        };
+        self.shared.rebirth.store(false, Ordering::Relaxed);
+        let birth = self.birth();
         let online = State {
             schema: Schema::default(),
             sent_at_ms: now_ms(),
@@ -419,6 +417,17 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.shared.clone();
         loop {
+            if shared.rebirth.swap(false, Ordering::Relaxed) {
+                let birth = encode(&self.birth()).unwrap_or_default();
+                if client
+                    .publish(topics.topic(Kind::Birth), QoS::AtLeastOnce, true, birth)
+                    .await
+                    .is_err()
+                {
+                    return lost;
+                }
+                pending.push_back(None);
+            }
             // Fill the window from the outbox.
             while inflight.len() + pending.iter().filter(|p| p.is_some()).count() < WINDOW {
                 let room = WINDOW - inflight.len() - pending.iter().filter(|p| p.is_some()).count();
@@ -489,6 +498,23 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                     }
                 }
             }
+        }
+    }
+
+    fn birth(&self) -> Birth {
+        Birth {
+            schema: Schema::default(),
+            sent_at_ms: now_ms(),
+            boot_id: self.boot_id,
+            inventory: self.source.inventory(),
+            config_version: self
+                .shared
+                .outbox
+                .meta_get_u64(META_RUNNING)
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+            telemetry_interval_secs: self.config.telemetry_interval_secs as u32,
         }
     }
 

@@ -21,7 +21,7 @@ mod store;
 mod usage;
 
 pub use record::{ObjectRecord, PeerRecord, QuarantineEntry};
-pub use store::{Admission, ReconcileReport, Spool, SpoolConfig, TempObject};
+pub use store::{Admission, ReconcileReport, Router, Spool, SpoolConfig, TempObject};
 pub use usage::Usage;
 
 /// Errors of the spool. Each says what failed and where.

@@ -62,6 +62,23 @@ pub enum Admission {
     Full(f64),
 }
 
+/// Chooses the destinations of an object re-indexed from its file at start-up (the routing
+/// rules); `None`: every destination.
+pub type Router =
+    std::sync::Arc<dyn Fn(&Path, &ObjectRecord) -> Option<BTreeSet<String>> + Send + Sync>;
+
+struct RouterSlot(Option<Router>);
+
+impl std::fmt::Debug for RouterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Router"
+        } else {
+            "NoRouter"
+        })
+    }
+}
+
 /// An object being received: its id and temp path. Commit it or discard it.
 #[derive(Debug)]
 pub struct TempObject {
@@ -95,6 +112,7 @@ pub struct Spool {
     object_count: AtomicU64,
     dir_syncs: Mutex<HashMap<PathBuf, std::sync::Arc<(File, DirSync)>>>,
     mem: Mutex<Memory>,
+    router: RouterSlot,
 }
 
 fn now_ms() -> u64 {
@@ -144,6 +162,15 @@ fn fsync_dir(path: &Path) -> Result<()> {
 impl Spool {
     /// Opens (creating if needed) and reconciles the spool.
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, ReconcileReport)> {
+        Spool::open_with_router(cfg, None)
+    }
+
+    /// Opens and reconciles the spool; files re-indexed at start-up go to the destinations
+    /// `router` chooses (every destination without one).
+    pub fn open_with_router(
+        cfg: SpoolConfig,
+        router: Option<Router>,
+    ) -> Result<(Spool, ReconcileReport)> {
         let spool_dir = cfg.data_dir.join("spool");
         let objects_dir = spool_dir.join("objects");
         let tmp_dir = spool_dir.join("tmp");
@@ -192,6 +219,7 @@ impl Spool {
             object_count: AtomicU64::new(0),
             dir_syncs: Mutex::new(HashMap::new()),
             mem: Mutex::new(Memory::default()),
+            router: RouterSlot(router),
         };
         spool.reconcile(&mut report)?;
         Ok((spool, report))
@@ -323,7 +351,7 @@ impl Spool {
             whole,
         )
         .unwrap_or_default();
-        Ok(ObjectRecord {
+        let mut rec = ObjectRecord {
             id,
             sop_class_uid: meta.sop_class_uid,
             sop_instance_uid: meta.sop_instance_uid,
@@ -336,7 +364,31 @@ impl Spool {
             pending: self.cfg.destinations.iter().cloned().collect(),
             confirmed: Default::default(),
             quarantined: Default::default(),
-        })
+        };
+        if let Some(router) = &self.router.0 {
+            if let Some(to) = router(path, &rec) {
+                rec.pending = self.routed(&to);
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The configured destinations among `to`; every destination if none is (an object is
+    /// never routed nowhere).
+    fn routed(&self, to: &BTreeSet<String>) -> BTreeSet<String> {
+        let set: BTreeSet<String> = self
+            .cfg
+            .destinations
+            .iter()
+            .filter(|d| to.contains(*d))
+            .cloned()
+            .collect();
+        if set.is_empty() {
+            tracing::warn!(routed_to = ?to, "object routed to no configured destination; sending it to every destination");
+            self.cfg.destinations.iter().cloned().collect()
+        } else {
+            set
+        }
     }
 
     fn lock_mem(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -463,11 +515,18 @@ impl Spool {
     /// Makes a fully written temp file durable in the spool and indexes it: file fsync, rename,
     /// directory fsync (group commit across callers), record. After this returns the object may
     /// be acknowledged.
-    pub fn commit(
+    pub fn commit(&self, temp: TempObject, file: File, rec: ObjectRecord) -> Result<ObjectRecord> {
+        self.commit_to(temp, file, rec, None)
+    }
+
+    /// [`Spool::commit`] for an object routed to some destinations only (`None`: every
+    /// destination): it is released once those confirmed it.
+    pub fn commit_to(
         &self,
         temp: TempObject,
         file: File,
         mut rec: ObjectRecord,
+        destinations: Option<&BTreeSet<String>>,
     ) -> Result<ObjectRecord> {
         file.sync_all()
             .map_err(|e| SpoolError::io("fsync", &temp.path, e))?;
@@ -484,7 +543,10 @@ impl Spool {
             .map_err(|e| SpoolError::io("fsync directory", &dir, e))?;
         rec.id = temp.id;
         rec.received_at_ms = temp.id / 1000;
-        rec.pending = self.cfg.destinations.iter().cloned().collect();
+        rec.pending = match destinations {
+            Some(to) => self.routed(to),
+            None => self.cfg.destinations.iter().cloned().collect(),
+        };
         self.put(&rec)?;
         self.spool_bytes.fetch_add(rec.size, Ordering::Relaxed);
         self.object_count.fetch_add(1, Ordering::Relaxed);
@@ -590,26 +652,56 @@ impl Spool {
             if !expired && !above_low {
                 break;
             }
-            let path = self.object_path(id);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(SpoolError::io("remove released object", &path, e)),
-            }
-            self.objects.remove(key(id))?;
-            self.lock_mem().released.remove(&id);
-            self.spool_bytes.fetch_sub(
-                size.min(self.spool_bytes.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
-            self.object_count.fetch_sub(1, Ordering::Relaxed);
-            {
-                // Space changed: do not trust the cached filesystem figures.
-                self.lock_mem().fs = None;
-            }
+            self.delete(id, size)?;
             deleted += 1;
         }
         Ok(deleted)
+    }
+
+    /// Removes an object's file and record. Only for objects no destination still needs.
+    fn delete(&self, id: u64, size: u64) -> Result<()> {
+        let path = self.object_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("remove object", &path, e)),
+        }
+        self.objects.remove(key(id))?;
+        self.lock_mem().released.remove(&id);
+        self.spool_bytes.fetch_sub(
+            size.min(self.spool_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        self.object_count.fetch_sub(1, Ordering::Relaxed);
+        // Space changed: do not trust the cached filesystem figures.
+        self.lock_mem().fs = None;
+        Ok(())
+    }
+
+    /// Gives up on quarantined objects received before `received_before_ms` (all if `None`): the
+    /// refusing destination no longer waits for them, and an object no other destination still
+    /// needs is deleted at once. An operator's decision (audited by the caller); objects that a
+    /// destination did not refuse are never touched. Returns (objects, bytes) deleted.
+    pub fn purge_quarantine(&self, received_before_ms: Option<u64>) -> Result<(u64, u64)> {
+        let (mut objects, mut bytes) = (0, 0);
+        for entry in self.quarantined()? {
+            let Some(mut rec) = self.get(entry.id)? else {
+                continue;
+            };
+            if received_before_ms.is_some_and(|t| rec.received_at_ms >= t) {
+                continue;
+            }
+            rec.quarantined.remove(&entry.destination);
+            rec.pending.remove(&entry.destination);
+            if rec.pending.is_empty() && rec.quarantined.is_empty() {
+                self.delete(rec.id, rec.size)?;
+                objects += 1;
+                bytes += rec.size;
+            } else {
+                self.put(&rec)?;
+            }
+        }
+        Ok((objects, bytes))
     }
 
     /// Records a knock on the listener.
@@ -652,6 +744,36 @@ impl Spool {
         for item in self.peers.iter() {
             let (_, v) = item?;
             out.push(serde_json::from_slice(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// A named tree of the index for the state of other services (storage commitment requests,
+    /// worklist cache, quality flags). Names must not be `objects` or `peers`.
+    pub fn state_tree(&self, name: &str) -> Result<sled::Tree> {
+        debug_assert!(name != "objects" && name != "peers");
+        Ok(self._db.open_tree(format!("state:{name}"))?)
+    }
+
+    /// The records of the objects whose SOP Instance UID is one of `uids` (one scan of the index).
+    pub fn find_by_sop_instance(
+        &self,
+        uids: &std::collections::HashSet<String>,
+    ) -> Result<Vec<ObjectRecord>> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            sop_instance_uid: String,
+        }
+        let mut out = Vec::new();
+        if uids.is_empty() {
+            return Ok(out);
+        }
+        for item in self.objects.iter() {
+            let (_, v) = item?;
+            let head: Head = serde_json::from_slice(&v)?;
+            if uids.contains(&head.sop_instance_uid) {
+                out.push(serde_json::from_slice(&v)?);
+            }
         }
         Ok(out)
     }

@@ -191,3 +191,122 @@ fn damaged_files_are_moved_aside_not_deleted() {
             .exists()
     );
 }
+
+#[test]
+fn purge_quarantine_deletes_only_what_no_destination_still_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+    let a = store(&spool, "1.2.3.1");
+    let b = store(&spool, "1.2.3.2");
+    let c = store(&spool, "1.2.3.3");
+    // a: refused by web, confirmed by archive -> deleted by the purge.
+    spool.confirm(a.id, "archive").expect("confirm");
+    spool.quarantine(a.id, "web", "0122").expect("quarantine");
+    // b: refused by web, archive still pending -> kept, web gives up on it.
+    spool.quarantine(b.id, "web", "0122").expect("quarantine");
+    // c: not quarantined at all -> untouched.
+    let (objects, bytes) = spool.purge_quarantine(None).expect("purge");
+    assert_eq!((objects, bytes), (1, a.size));
+    assert!(!spool.object_path(a.id).exists());
+    assert!(spool.object_path(b.id).exists(), "archive still needs b");
+    assert!(spool.quarantined().expect("q").is_empty());
+    assert_eq!(spool.pending_for("web").expect("p"), vec![c.id]);
+    assert_eq!(spool.pending_for("archive").expect("p"), vec![b.id, c.id]);
+    // Received after the cut-off: kept.
+    spool.quarantine(c.id, "web", "0122").expect("quarantine");
+    assert_eq!(
+        spool
+            .purge_quarantine(Some(c.received_at_ms))
+            .expect("purge"),
+        (0, 0)
+    );
+    assert_eq!(spool.quarantined().expect("q").len(), 1);
+}
+
+#[test]
+fn routed_objects_wait_only_for_their_destinations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+    let temp = spool.begin();
+    let mut bytes = encode_meta(&FileMeta {
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
+        sop_instance_uid: "1.2.3.9".into(),
+        transfer_syntax: "1.2.840.10008.1.2.1".into(),
+        source_ae: None,
+    });
+    bytes.extend_from_slice(&dataset("1.2.3.9"));
+    let mut f = std::fs::File::create(&temp.path).expect("create");
+    f.write_all(&bytes).expect("write");
+    let mut rec = store(&spool, "1.2.3.8");
+    rec.size = bytes.len() as u64;
+    let to: std::collections::BTreeSet<String> = ["web".to_string()].into();
+    let routed = spool.commit_to(temp, f, rec, Some(&to)).expect("commit");
+    assert_eq!(routed.pending, to);
+    assert!(
+        !spool
+            .pending_for("archive")
+            .expect("pending")
+            .contains(&routed.id)
+    );
+    // Released as soon as the one destination it was routed to confirmed it.
+    assert!(spool.confirm(routed.id, "web").expect("confirm"));
+    // A destination that is not configured never swallows an object: it goes everywhere.
+    let temp = spool.begin();
+    let mut f = std::fs::File::create(&temp.path).expect("create");
+    f.write_all(&bytes).expect("write");
+    let nowhere: std::collections::BTreeSet<String> = ["gone".to_string()].into();
+    let rec = spool.get(routed.id).expect("get").expect("record");
+    let everywhere = spool
+        .commit_to(temp, f, rec, Some(&nowhere))
+        .expect("commit");
+    assert_eq!(everywhere.pending.len(), 2);
+}
+
+#[test]
+fn reindexed_files_are_routed_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = {
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        let a = store(&spool, "1.2.3.1");
+        spool.flush().expect("flush");
+        a.id
+    };
+    std::fs::remove_dir_all(dir.path().join("index")).expect("drop the index");
+    let router: medgate_spool::Router = std::sync::Arc::new(|_path, rec| {
+        (rec.summary.modality.as_deref() == Some("OT")).then(|| ["archive".to_string()].into())
+    });
+    let (spool, report) = Spool::open_with_router(cfg(dir.path()), Some(router)).expect("open");
+    assert_eq!(report.reindexed, 1);
+    let rec = spool.get(id).expect("get").expect("record");
+    assert_eq!(rec.pending, ["archive".to_string()].into());
+}
+
+#[test]
+fn lookup_by_sop_instance_and_service_state_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        let a = store(&spool, "1.2.3.1");
+        store(&spool, "1.2.3.2");
+        let wanted = ["1.2.3.1".to_string(), "9.9.9".to_string()].into();
+        let found = spool.find_by_sop_instance(&wanted).expect("scan");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, a.id);
+        assert!(
+            spool
+                .find_by_sop_instance(&Default::default())
+                .expect("empty")
+                .is_empty()
+        );
+        let t = spool.state_tree("commitment").expect("tree");
+        t.insert(b"txn", b"pending").expect("insert");
+        t.flush().expect("flush");
+        spool.flush().expect("flush");
+    }
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("reopen");
+    let t = spool.state_tree("commitment").expect("tree");
+    assert_eq!(
+        t.get(b"txn").expect("get").as_deref(),
+        Some(&b"pending"[..])
+    );
+}

@@ -8,6 +8,7 @@ pub mod queue;
 pub mod stow;
 
 use crate::metrics::{DestinationMetrics, Metrics};
+use medgate_contract::now_ms;
 use medgate_spool::{ObjectRecord, Spool};
 use queue::{Backoff, DestQueue, Effect, Next, Outcome};
 use std::sync::atomic::Ordering;
@@ -54,6 +55,7 @@ pub struct Destination {
     notify: Notify,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
+    events: Arc<crate::events::Events>,
 }
 
 impl Destination {
@@ -64,6 +66,7 @@ impl Destination {
         backoff: Backoff,
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
+        events: Arc<crate::events::Events>,
     ) -> Result<Self, medgate_spool::SpoolError> {
         let mut q = DestQueue::new(backoff);
         for id in spool.pending_for(&name)? {
@@ -81,6 +84,7 @@ impl Destination {
             notify: Notify::new(),
             spool,
             metrics,
+            events,
         };
         d.m().quarantined.store(quarantined, Ordering::Relaxed);
         Ok(d)
@@ -133,6 +137,11 @@ impl Destination {
         m.up.store(u64::from(!down), Ordering::Relaxed);
     }
 
+    /// Sets the quarantine gauge (after a purge).
+    pub fn set_quarantined(&self, n: u64) {
+        self.m().quarantined.store(n, Ordering::Relaxed);
+    }
+
     /// Adjusts the quarantine gauge after a retry.
     pub fn unquarantined(&self, n: u64) {
         let g = &self.m().quarantined;
@@ -171,7 +180,11 @@ impl Destination {
         sender.idle().await;
     }
 
-    async fn attempt(&self, sender: &mut Sender, id: u64) -> Option<(Outcome, u64, Duration)> {
+    async fn attempt(
+        &self,
+        sender: &mut Sender,
+        id: u64,
+    ) -> Option<(Outcome, Option<ObjectRecord>, Duration)> {
         let rec = match self.spool.get(id) {
             Ok(Some(rec)) => rec,
             Ok(None) => return None,
@@ -179,7 +192,7 @@ impl Destination {
                 tracing::error!(id, error = %e, "cannot read the spool index; will retry");
                 return Some((
                     Outcome::DestinationDown(format!("spool index: {e}")),
-                    0,
+                    None,
                     Duration::ZERO,
                 ));
             }
@@ -190,11 +203,11 @@ impl Destination {
         let started = Instant::now();
         let path = self.spool.object_path(id);
         let outcome = sender.send(&rec, &path).await;
-        Some((outcome, rec.size, started.elapsed()))
+        Some((outcome, Some(rec), started.elapsed()))
     }
 
-    async fn apply(&self, id: u64, result: Option<(Outcome, u64, Duration)>) {
-        let Some((outcome, size, elapsed)) = result else {
+    async fn apply(&self, id: u64, result: Option<(Outcome, Option<ObjectRecord>, Duration)>) {
+        let Some((outcome, rec, elapsed)) = result else {
             self.lock().forget(id);
             return;
         };
@@ -202,19 +215,41 @@ impl Destination {
             .lock()
             .on_result(id, &outcome, Instant::now(), fastrand::f64());
         let m = self.m();
+        let size = rec.as_ref().map_or(0, |r| r.size);
         match (&effect, &outcome) {
-            (Effect::Confirm, Outcome::Confirmed(warning)) => {
+            (Effect::Confirm { attempts }, Outcome::Confirmed(warning)) => {
                 if let Some(w) = warning {
                     tracing::warn!(destination = %self.name, id, warning = %w, "destination stored the object with a warning");
                 }
                 m.forwarded.fetch_add(1, Ordering::Relaxed);
                 m.forwarded_bytes.fetch_add(size, Ordering::Relaxed);
                 m.latency.observe(elapsed);
+                if let Some(r) = &rec {
+                    let since_receipt = now_ms().saturating_sub(r.received_at_ms);
+                    self.events.object_forwarded(
+                        &self.name,
+                        r.summary.study_instance_uid.as_deref(),
+                        r.summary.modality.as_deref(),
+                        r.size,
+                        Duration::from_millis(since_receipt),
+                        *attempts,
+                    );
+                }
                 let spool = self.spool.clone();
                 let name = self.name.clone();
                 let failed =
                     match tokio::task::spawn_blocking(move || spool.confirm(id, &name)).await {
-                        Ok(Ok(_)) => None,
+                        Ok(Ok(released)) => {
+                            if released {
+                                self.metrics
+                                    .objects_released
+                                    .fetch_add(1, Ordering::Relaxed);
+                                self.metrics
+                                    .bytes_released
+                                    .fetch_add(size, Ordering::Relaxed);
+                            }
+                            None
+                        }
                         Ok(Err(e)) => Some(e.to_string()),
                         Err(e) => Some(e.to_string()),
                     };
@@ -226,6 +261,20 @@ impl Destination {
                 tracing::warn!(destination = %self.name, id, reason = %reason, "object quarantined: the destination refused it; retry with `medgate-appliance quarantine retry`");
                 m.quarantined_total.fetch_add(1, Ordering::Relaxed);
                 m.quarantined.fetch_add(1, Ordering::Relaxed);
+                if let Some(r) = &rec {
+                    let why = if reason.starts_with("gave up after") {
+                        medgate_contract::QuarantineReason::RetriesExhausted
+                    } else {
+                        medgate_contract::QuarantineReason::RejectedByDestination
+                    };
+                    self.events.object_quarantined(
+                        why,
+                        &r.calling_ae,
+                        &r.sop_class_uid,
+                        &self.name,
+                        r.size,
+                    );
+                }
                 let spool = self.spool.clone();
                 let name = self.name.clone();
                 let reason = reason.clone();
@@ -261,6 +310,15 @@ impl ForwardHub {
     pub fn enqueue(&self, id: u64) {
         for d in &self.destinations {
             d.push(id);
+        }
+    }
+
+    /// Queues a new object for the destinations it was routed to (its pending set).
+    pub fn enqueue_routed(&self, rec: &ObjectRecord) {
+        for d in &self.destinations {
+            if rec.pending.contains(&d.name) {
+                d.push(rec.id);
+            }
         }
     }
 

@@ -55,7 +55,10 @@ pub enum Next {
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     not_before: Option<Instant>,
+    /// Object-level failures (they count toward quarantine).
     attempts: u32,
+    /// Every send, whatever its outcome.
+    sends: u32,
 }
 
 /// One destination's queue.
@@ -74,7 +77,10 @@ pub struct DestQueue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Record the confirmation in the spool.
-    Confirm,
+    Confirm {
+        /// Sends it took, this one included.
+        attempts: u32,
+    },
     /// Quarantine with this reason.
     Quarantine(String),
     /// Nothing to record: it stays queued.
@@ -136,11 +142,14 @@ impl DestQueue {
     /// Applies the result of sending `id`.
     pub fn on_result(&mut self, id: u64, outcome: &Outcome, now: Instant, jitter: f64) -> Effect {
         let mut entry = self.in_flight.remove(&id).unwrap_or_default();
+        entry.sends += 1;
         match outcome {
             Outcome::Confirmed(_) => {
                 self.down_count = 0;
                 self.down_until = None;
-                Effect::Confirm
+                Effect::Confirm {
+                    attempts: entry.sends,
+                }
             }
             Outcome::Refused(reason) => {
                 self.down_count = 0;
@@ -244,7 +253,7 @@ mod tests {
         assert_eq!(q.depth(), 2);
         assert_eq!(
             q.on_result(1, &Outcome::Confirmed(None), now, 0.5),
-            Effect::Confirm
+            Effect::Confirm { attempts: 1 }
         );
         assert_eq!(q.depth(), 1);
     }
@@ -276,7 +285,7 @@ mod tests {
         assert_eq!(q.next(later), Next::Take(1));
         assert_eq!(
             q.on_result(1, &Outcome::Confirmed(None), later, 1.0),
-            Effect::Confirm
+            Effect::Confirm { attempts: 3 }
         );
         assert!(!q.is_down(later));
         assert_eq!(q.next(later), Next::Take(2));

@@ -1,0 +1,321 @@
+//! A message-level association for the small DIMSE exchanges of the workflow services
+//! (N-EVENT-REPORT to a storage commitment requester, C-FIND to the worklist upstream): whole
+//! commands and small data sets in memory, every wait bounded. Both roles: [`MessageAssociation::connect`]
+//! as requestor (with SCP/SCU role selection), [`MessageAssociation::accept`] as acceptor (used
+//! by test peers and tools).
+
+use crate::conn::{BoxStream, Incoming, PduConn};
+use crate::scu::ScuError;
+use medgate_dicom::command::{self, CommandSet};
+use medgate_dicom::dataset::MAX_SMALL_DATASET;
+use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision};
+use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
+use medgate_dicom::pdu::{AssociationRJResult, Pdu, RequestorRoles, UserVariableItem};
+use std::time::Duration;
+
+/// Our max PDU length on these associations.
+const MAX_PDU: u32 = 65_536;
+
+/// One DIMSE message: command and, if announced, its data set.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Presentation context it came on.
+    pub context_id: u8,
+    /// The command set.
+    pub command: CommandSet,
+    /// The data set bytes, if one followed.
+    pub dataset: Option<Vec<u8>>,
+}
+
+/// An established association exchanging whole messages.
+#[derive(Debug)]
+pub struct MessageAssociation {
+    conn: PduConn,
+    /// Accepted presentation contexts.
+    pub contexts: Vec<AcceptedContext>,
+    /// SCP/SCU role selection items of the acceptor's answer (requestor side) or of the
+    /// request (acceptor side).
+    pub roles: Vec<(String, RequestorRoles)>,
+    /// The calling AE title (acceptor side) or the called one (requestor side).
+    pub peer_ae: String,
+    peer_max_pdu: u32,
+    timeout_secs: u64,
+    next_message_id: u16,
+}
+
+fn roles_of(items: &[UserVariableItem]) -> Vec<(String, RequestorRoles)> {
+    items
+        .iter()
+        .filter_map(|uv| match uv {
+            UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) => {
+                Some((medgate_dicom::trim_uid(uid).to_string(), *roles))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl MessageAssociation {
+    /// Connects to `address` and negotiates one context per proposal (implicit and explicit VR
+    /// little endian), with the given role selection items.
+    pub async fn connect(
+        address: &str,
+        calling_ae: &str,
+        called_ae: &str,
+        proposals: &[&str],
+        roles: &[(&str, RequestorRoles)],
+        timeout: Duration,
+    ) -> Result<Self, ScuError> {
+        let timeout_secs = timeout.as_secs().max(1);
+        let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+            .await
+            .map_err(|_| ScuError::Connect {
+                address: address.to_string(),
+                reason: format!("no answer within {timeout_secs} s"),
+            })?
+            .map_err(|e| ScuError::Connect {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let stream: BoxStream = Box::new(tcp);
+        let mut conn = PduConn::new(
+            stream,
+            FrameLimits {
+                max_pdata: MAX_PDU,
+                max_associate: 256 * 1024,
+            },
+        );
+        let contexts: Vec<(u8, String, Vec<String>)> = proposals
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                (
+                    (i * 2 + 1) as u8,
+                    a.to_string(),
+                    vec![
+                        medgate_dicom::uids::EXPLICIT_VR_LE.to_string(),
+                        medgate_dicom::uids::IMPLICIT_VR_LE.to_string(),
+                    ],
+                )
+            })
+            .collect();
+        let mut rq = negotiate::association_rq(calling_ae, called_ae, &contexts, MAX_PDU);
+        for (uid, r) in roles {
+            rq.user_variables
+                .push(UserVariableItem::ScuScpRoleSelectionSubItem(
+                    uid.to_string(),
+                    *r,
+                ));
+        }
+        conn.send(&Pdu::AssociationRQ(rq.clone())).await?;
+        match conn.read(timeout_secs).await? {
+            Incoming::Other(Pdu::AssociationAC(ac)) => {
+                let (contexts, peer_max_pdu) = negotiate::accepted_by_peer(&rq, &ac);
+                Ok(MessageAssociation {
+                    conn,
+                    contexts,
+                    roles: roles_of(&ac.user_variables),
+                    peer_ae: called_ae.to_string(),
+                    peer_max_pdu,
+                    timeout_secs,
+                    next_message_id: 1,
+                })
+            }
+            Incoming::Other(Pdu::AssociationRJ(rj)) => Err(ScuError::Rejected {
+                permanent: rj.result == AssociationRJResult::Permanent,
+                reason: rj.source.to_string(),
+            }),
+            Incoming::Other(Pdu::AbortRQ { .. }) => Err(ScuError::Aborted),
+            _ => Err(ScuError::Protocol(
+                "unexpected answer to A-ASSOCIATE-RQ".into(),
+            )),
+        }
+    }
+
+    /// Accepts an association on `stream` by `policy`; the requestor's role selection items for
+    /// the SOP classes in `grant_roles` are answered as proposed (granted), the others ignored.
+    pub async fn accept(
+        stream: BoxStream,
+        policy: &AcceptorPolicy,
+        grant_roles: &[&str],
+        timeout: Duration,
+    ) -> Result<Self, ScuError> {
+        let timeout_secs = timeout.as_secs().max(1);
+        let mut conn = PduConn::new(
+            stream,
+            FrameLimits {
+                max_pdata: policy.max_pdu,
+                max_associate: 256 * 1024,
+            },
+        );
+        let rq = match conn.read(timeout_secs).await? {
+            Incoming::Other(Pdu::AssociationRQ(rq)) => rq,
+            _ => {
+                return Err(ScuError::Protocol(
+                    "first PDU is not an A-ASSOCIATE-RQ".into(),
+                ));
+            }
+        };
+        let roles = roles_of(&rq.user_variables);
+        match negotiate::decide(policy, &rq) {
+            (
+                Decision::Accept {
+                    mut ac,
+                    contexts,
+                    peer_max_pdu,
+                },
+                knock,
+            ) if !contexts.is_empty() => {
+                for (uid, r) in &roles {
+                    if grant_roles.contains(&uid.as_str()) {
+                        ac.user_variables
+                            .push(UserVariableItem::ScuScpRoleSelectionSubItem(
+                                uid.clone(),
+                                *r,
+                            ));
+                    }
+                }
+                conn.send(&Pdu::AssociationAC(ac)).await?;
+                Ok(MessageAssociation {
+                    conn,
+                    contexts,
+                    roles,
+                    peer_ae: knock.calling_ae,
+                    peer_max_pdu,
+                    timeout_secs,
+                    next_message_id: 1,
+                })
+            }
+            (Decision::Reject(rj), knock) => {
+                let _ = conn.send(&Pdu::AssociationRJ(rj)).await;
+                conn.close().await;
+                Err(ScuError::Protocol(format!(
+                    "association rejected: {}",
+                    knock.rejection.unwrap_or_default()
+                )))
+            }
+            _ => {
+                conn.abort(0).await;
+                Err(ScuError::Protocol(
+                    "no presentation context acceptable".into(),
+                ))
+            }
+        }
+    }
+
+    /// The accepted context for an abstract syntax.
+    pub fn context_for(&self, abstract_syntax: &str) -> Option<&AcceptedContext> {
+        self.contexts
+            .iter()
+            .find(|c| c.abstract_syntax == abstract_syntax)
+    }
+
+    /// A fresh message id.
+    pub fn next_message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Sends a command and its data set, if any.
+    pub async fn send(
+        &mut self,
+        context_id: u8,
+        cmd: &CommandSet,
+        dataset: Option<&[u8]>,
+    ) -> Result<(), ScuError> {
+        let mut bytes = encode_command_pdus(context_id, &cmd.encode(), self.peer_max_pdu);
+        if let Some(ds) = dataset {
+            bytes.extend_from_slice(&encode_dataset_pdus(context_id, ds, self.peer_max_pdu));
+        }
+        self.conn.send_raw(&bytes).await?;
+        Ok(())
+    }
+
+    /// Receives the next whole message; `None` if the peer released the association (answered).
+    pub async fn receive(&mut self) -> Result<Option<Message>, ScuError> {
+        let mut cmd_bytes = Vec::new();
+        let mut command: Option<(u8, CommandSet)> = None;
+        let mut data = Vec::new();
+        loop {
+            match self.conn.read(self.timeout_secs).await? {
+                Incoming::PData(pdvs) => {
+                    for pdv in pdvs {
+                        if pdv.is_command {
+                            if command.is_some() {
+                                return Err(ScuError::Protocol(
+                                    "a command arrived while a data set was expected".into(),
+                                ));
+                            }
+                            cmd_bytes.extend_from_slice(pdv.data);
+                            if cmd_bytes.len() > command::MAX_COMMAND_LEN {
+                                return Err(ScuError::Protocol("command set too large".into()));
+                            }
+                            if pdv.is_last {
+                                let c = CommandSet::decode(&cmd_bytes)
+                                    .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                                if !c.has_dataset() {
+                                    return Ok(Some(Message {
+                                        context_id: pdv.context_id,
+                                        command: c,
+                                        dataset: None,
+                                    }));
+                                }
+                                command = Some((pdv.context_id, c));
+                            }
+                        } else {
+                            let Some((context_id, _)) = &command else {
+                                return Err(ScuError::Protocol(
+                                    "a data set arrived without a command".into(),
+                                ));
+                            };
+                            let context_id = *context_id;
+                            data.extend_from_slice(pdv.data);
+                            if data.len() > MAX_SMALL_DATASET {
+                                return Err(ScuError::Protocol(format!(
+                                    "data set larger than {MAX_SMALL_DATASET} bytes"
+                                )));
+                            }
+                            if pdv.is_last {
+                                let (_, c) = command.take().ok_or_else(|| {
+                                    ScuError::Protocol("data set without a command".into())
+                                })?;
+                                return Ok(Some(Message {
+                                    context_id,
+                                    command: c,
+                                    dataset: Some(std::mem::take(&mut data)),
+                                }));
+                            }
+                        }
+                    }
+                }
+                Incoming::Other(Pdu::ReleaseRQ) => {
+                    let _ = self.conn.send(&Pdu::ReleaseRP).await;
+                    self.conn.close().await;
+                    return Ok(None);
+                }
+                Incoming::Other(Pdu::AbortRQ { .. }) => return Err(ScuError::Aborted),
+                Incoming::Other(other) => {
+                    return Err(ScuError::Protocol(format!(
+                        "unexpected {}",
+                        other.short_description()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Releases the association politely.
+    pub async fn release(mut self) {
+        if self.conn.send(&Pdu::ReleaseRQ).await.is_ok() {
+            let _ = self.conn.read(self.timeout_secs.min(10)).await;
+        }
+        self.conn.close().await;
+    }
+
+    /// Aborts the association.
+    pub async fn abort(mut self) {
+        self.conn.abort(0).await;
+    }
+}

@@ -1,0 +1,238 @@
+//! The fleet manager under test (the real `medgate-fleet serve` binary): zero-setup (embedded
+//! MQTT broker, SQLite), or in its production shape behind a real Mosquitto configured by
+//! `medgate-fleet broker-config` (mutual TLS, certificate name as user, per-device ACL); an MQTT
+//! capture of every message (`mosquitto_sub -t '#'`).
+
+use crate::{Peer, free_port, http_client, require_tool, wait_listening, workspace_bin};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `mosquitto_sub`.
+pub const MOSQUITTO_SUB: &str = "/usr/bin/mosquitto_sub";
+
+/// A Mosquitto broker process with a configuration written by `medgate-fleet broker-config`.
+#[derive(Debug)]
+pub struct Mosquitto {
+    peer: Option<Peer>,
+    conf: PathBuf,
+    log: PathBuf,
+    /// Its TLS port.
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Starts (again) and waits until it listens.
+    pub async fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(require_tool(crate::peer::MOSQUITTO));
+        cmd.arg("-c").arg(&self.conf);
+        let mut peer = Peer::spawn("mosquitto", cmd, &self.log)?;
+        wait_listening(self.port, Duration::from_secs(10), || peer.check_alive()).await?;
+        self.peer = Some(peer);
+        Ok(())
+    }
+
+    /// Stops it (the broker goes away: an outage).
+    pub fn stop(&mut self) {
+        self.peer = None;
+    }
+}
+
+/// A `medgate-fleet serve` process.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The process.
+    pub peer: Peer,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// HTTP port (API, live feed, metrics).
+    pub http_port: u16,
+    /// The embedded broker's port.
+    pub mqtt_port: u16,
+    /// The admin token.
+    pub token: String,
+}
+
+impl Fleet {
+    /// Starts the zero-setup fleet in `dir`.
+    pub async fn start(dir: &Path) -> Result<Fleet> {
+        let mqtt_port = free_port();
+        let broker = format!("[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\n");
+        Fleet::start_with(dir, &broker, mqtt_port, true).await
+    }
+
+    /// Starts the production shape: `broker-config` writes Mosquitto's configuration (mutual TLS
+    /// with the fleet's CA, per-device ACL), Mosquitto starts with it, then the fleet connects
+    /// to it over TLS. Devices enrolled with this fleet connect with their own certificate.
+    pub async fn start_with_mosquitto(dir: &Path) -> Result<(Fleet, Mosquitto)> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port();
+        let data = dir.join("data");
+        let minimal = dir.join("broker-config.toml");
+        std::fs::write(&minimal, format!("data_dir = \"{}\"\n", data.display()))?;
+        let out = dir.join("broker");
+        let status = Command::new(workspace_bin("medgate-fleet")?)
+            .args(["broker-config", "--config"])
+            .arg(&minimal)
+            .arg("--out")
+            .arg(&out)
+            .args(["--hostname", "localhost", "--bind", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("medgate-fleet broker-config failed");
+        }
+        let conf = out.join("mosquitto.conf");
+        let text = std::fs::read_to_string(&conf)?;
+        // Tests run as root: keep mosquitto from switching users (it could not read the tempdir).
+        std::fs::write(
+            &conf,
+            format!("{text}user root\nlog_dest stderr\nlog_type error\nlog_type warning\n"),
+        )?;
+        let mut mosquitto = Mosquitto {
+            peer: None,
+            conf,
+            log: dir.join("mosquitto.log"),
+            port,
+        };
+        mosquitto.start().await?;
+        let broker = format!(
+            "[broker]\nmode = \"external\"\naddress = \"localhost:{port}\"\n[broker.tls]\nca = \"{out}/ca.crt\"\ncertificate = \"{out}/fleet.crt\"\nprivate_key = \"{out}/fleet.key\"\n",
+            out = out.display()
+        );
+        let fleet = Fleet::start_with(dir, &broker, port, false).await?;
+        Ok((fleet, mosquitto))
+    }
+
+    async fn start_with(dir: &Path, broker: &str, mqtt_port: u16, embedded: bool) -> Result<Fleet> {
+        std::fs::create_dir_all(dir)?;
+        let http_port = free_port();
+        let config = dir.join("fleet.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[http]\nbind = \"127.0.0.1:{http_port}\"\n[devices]\nmissed_heartbeats = 5\n{broker}",
+                dir.join("data").display()
+            ),
+        )?;
+        let mut cmd = Command::new(workspace_bin("medgate-fleet")?);
+        cmd.arg("serve").arg("--config").arg(&config);
+        cmd.env("RUST_LOG", "info");
+        let mut peer = Peer::spawn("medgate-fleet", cmd, &dir.join("fleet.log"))?;
+        wait_listening(http_port, Duration::from_secs(30), || peer.check_alive()).await?;
+        if embedded {
+            wait_listening(mqtt_port, Duration::from_secs(30), || peer.check_alive()).await?;
+        }
+        let token = std::fs::read_to_string(dir.join("data/admin-token"))
+            .context("the fleet's admin token")?
+            .trim()
+            .to_string();
+        Ok(Fleet {
+            peer,
+            dir: dir.to_path_buf(),
+            http_port,
+            mqtt_port,
+            token,
+        })
+    }
+
+    /// `http://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// A request with the admin token; returns the status and the JSON body (Null if none).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut rq = http_client()
+            .request(method, format!("{}{path}", self.url()))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let rsp = rq.send().await?;
+        let status = rsp.status().as_u16();
+        let text = rsp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// GET, expecting 200.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let (s, v) = self.send(reqwest::Method::GET, path, None).await?;
+        if s != 200 {
+            bail!("GET {path}: {s} {v}");
+        }
+        Ok(v)
+    }
+
+    /// Polls `path` until `ok` holds.
+    pub async fn wait(
+        &self,
+        what: &str,
+        path: &str,
+        timeout: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let started = Instant::now();
+        loop {
+            let v = self.get(path).await?;
+            if ok(&v) {
+                return Ok(v);
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "{what}: not after {timeout:?}; last {path}: {v}\n{}",
+                    self.peer.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A one-time claim token for `device` of `site`.
+    pub async fn claim(&self, site: &str, device: &str) -> Result<String> {
+        let (s, v) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/claims",
+                Some(serde_json::json!({"site": site, "device": device})),
+            )
+            .await?;
+        if s != 201 {
+            bail!("claim: {s} {v}");
+        }
+        Ok(v["token"].as_str().context("token")?.to_string())
+    }
+}
+
+/// Every MQTT message on the broker, as `mosquitto_sub -v -t '#'` prints them (topic, space,
+/// payload; one per line).
+#[derive(Debug)]
+pub struct MqttCapture {
+    peer: Peer,
+}
+
+impl MqttCapture {
+    /// Subscribes to everything on `127.0.0.1:port`.
+    pub async fn start(port: u16, dir: &Path) -> Result<MqttCapture> {
+        std::fs::create_dir_all(dir)?;
+        let mut cmd = Command::new(require_tool(MOSQUITTO_SUB));
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", "#", "-v", "-q", "1", "-i", "e2e-capture"]);
+        let peer = Peer::spawn("mosquitto_sub", cmd, &dir.join("mqtt-capture.log"))?;
+        // Let the subscription settle before anything is published.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(MqttCapture { peer })
+    }
+
+    /// What was captured so far.
+    pub fn text(&self) -> String {
+        self.peer.log()
+    }
+}

@@ -1,0 +1,486 @@
+//! The appliance and the fleet manager together, both real binaries: enrollment with a claim
+//! token, reporting over the embedded MQTT broker (every message captured by `mosquitto_sub`),
+//! the fleet's counts against the appliance's, desired configuration applied and rolled back,
+//! commands, modality onboarding — and not one byte of patient data on the wire, in the fleet's
+//! API or in the diagnostics bundle.
+
+use anyhow::{Context, Result};
+use medgate_e2e::{Appliance, Fleet, MqttCapture, Storescp, echoscu, free_port};
+use medgate_sim::studies::{GeneratedFile, Patient, Study};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const SITE: &str = "st-olav";
+const DEVICE: &str = "ct-room-1";
+
+fn device(path: &str) -> String {
+    format!("/api/v1/devices/{DEVICE}{path}")
+}
+
+/// Enrolls with the real CLI; returns the settings file.
+async fn enroll(fleet: &Fleet, dir: &Path) -> Result<std::path::PathBuf> {
+    let token = fleet.claim(SITE, DEVICE).await?;
+    let provisioning = dir.join("provisioning.toml");
+    std::fs::write(
+        &provisioning,
+        format!(
+            "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n",
+            fleet.url()
+        ),
+    )?;
+    let identity = dir.join("identity");
+    let run = || -> Result<std::process::Output> {
+        Ok(
+            Command::new(medgate_e2e::workspace_bin("medgate-appliance")?)
+                .arg("enroll")
+                .arg("--provisioning")
+                .arg(&provisioning)
+                .arg("--identity-dir")
+                .arg(&identity)
+                .output()?,
+        )
+    };
+    let out = run()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "enroll: {text}");
+    assert!(
+        text.contains("enrolled as device ct-room-1 of site st-olav"),
+        "{text}"
+    );
+    // Idempotent: a second run (a first boot retried) changes nothing.
+    let out = run()?;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already enrolled"));
+    // The key is the device's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(identity.join("device.key"))?
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "device key mode {mode:o}");
+    assert!(std::fs::read_to_string(identity.join("device.crt"))?.contains("BEGIN CERTIFICATE"));
+    // A used claim token is refused, with a message that says what to do.
+    std::fs::remove_dir_all(&identity)?;
+    let out = run()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ask hospital IT for a new claim token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Enroll again with a fresh token.
+    let token = fleet.claim(SITE, DEVICE).await?;
+    std::fs::write(
+        &provisioning,
+        format!(
+            "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n",
+            fleet.url()
+        ),
+    )?;
+    let out = run()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(identity.join("fleet.toml"))
+}
+
+fn studies(dir: &Path) -> Result<(Vec<Patient>, Vec<String>, Vec<GeneratedFile>)> {
+    let mut patients = Vec::new();
+    let mut accessions = Vec::new();
+    let mut files = Vec::new();
+    for seed in [4711u64, 4712] {
+        let p = Patient::synthetic(seed);
+        let acc = format!("ACCX{seed}");
+        let mut study = Study::new(p.clone(), acc.clone(), seed);
+        files.extend(study.one_of_each(&dir.join(seed.to_string()))?);
+        patients.push(p);
+        accessions.push(acc);
+    }
+    Ok((patients, accessions, files))
+}
+
+/// Every value that identifies a patient or their objects, and must never leave the box except
+/// to the archive.
+fn forbidden(patients: &[Patient], accessions: &[String], files: &[GeneratedFile]) -> Vec<String> {
+    let mut f = Vec::new();
+    for p in patients {
+        f.push(p.name.clone());
+        f.extend(
+            p.name
+                .split('^')
+                .filter(|s| s.len() >= 3)
+                .map(str::to_string),
+        );
+        f.push(p.id.clone());
+        f.push(p.birth_date.clone());
+    }
+    f.extend(accessions.iter().cloned());
+    for file in files {
+        f.push(file.sop_instance_uid.clone());
+        f.push(file.study_instance_uid.clone());
+        f.push(file.series_instance_uid.clone());
+    }
+    f
+}
+
+fn assert_clean(what: &str, text: &str, forbidden: &[String]) {
+    for f in forbidden {
+        assert!(
+            !text.contains(f.as_str()),
+            "{what} contains patient data {f:?}"
+        );
+    }
+}
+
+/// The appliance's whole configuration file as the JSON object the fleet sends.
+fn config_json(appliance: &Appliance) -> Result<Value> {
+    let text = std::fs::read_to_string(&appliance.config)?;
+    let v: toml::Value = toml::from_str(&text)?;
+    Ok(serde_json::to_value(v)?)
+}
+
+/// Waits until the fleet's telemetry and events count what the appliance received and
+/// forwarded; returns the events.
+async fn same_counts(fleet: &Fleet, appliance: &Appliance, timeout: Duration) -> Result<Value> {
+    let s = appliance.status().await?;
+    let n = s["objects_received"].as_u64().context("objects")?;
+    let bytes = s["bytes_received"].as_u64().context("bytes")?;
+    fleet
+        .wait("telemetry counts", &device("/telemetry"), timeout, |v| {
+            v["samples"]
+                .as_array()
+                .and_then(|s| s.last())
+                .is_some_and(|s| {
+                    s["data"]["received"]["objects"] == n
+                        && s["data"]["received"]["bytes"] == bytes
+                        && s["data"]["forwarded"]["objects"] == n
+                })
+        })
+        .await?;
+    fleet
+        .wait("study events", &device("/events?limit=500"), timeout, |v| {
+            let evs = v["events"].as_array().cloned().unwrap_or_default();
+            let sum = |kind: &str, field: &str| -> u64 {
+                evs.iter()
+                    .filter(|e| e["event"]["type"] == kind)
+                    .map(|e| e["event"][field]["objects"].as_u64().unwrap_or(0))
+                    .sum()
+            };
+            sum("study_received", "received") == n && sum("study_forwarded", "forwarded") == n
+        })
+        .await
+}
+
+/// A storescp archive and an appliance forwarding to it, reporting with the enrolled `settings`.
+async fn archive_and_appliance(dir: &Path, settings: &Path) -> Result<(Storescp, Appliance)> {
+    let archive_port = free_port();
+    let archive = Storescp::start(&dir.join("archive"), archive_port, "ARCHIVE").await?;
+    let appliance = Appliance::start_configured(
+        &dir.join("appliance"),
+        &format!("fleet_enrollment = \"{}\"\n", settings.display()),
+        "",
+        &format!(
+            "[[destination]]\nname = \"archive\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{archive_port}\"\ncalled_ae_title = \"ARCHIVE\"\n"
+        ),
+    )
+    .await?;
+    Ok((archive, appliance))
+}
+
+async fn command(fleet: &Fleet, action: Value) -> Result<Value> {
+    let (s, c) = fleet
+        .send(
+            Method::POST,
+            &device("/commands"),
+            Some(json!({ "action": action })),
+        )
+        .await?;
+    assert_eq!(s, 201, "{c}");
+    let path = format!("/api/v1/commands/{}", c["id"].as_str().context("id")?);
+    fleet
+        .wait("command result", &path, Duration::from_secs(30), |c| {
+            c["status"] == "succeeded" || c["status"] == "failed" || c["status"] == "rejected"
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let t = tempfile::Builder::new()
+        .prefix("medgate-e2e-fleet-")
+        .tempdir()?;
+    let fleet = Fleet::start(&t.path().join("fleet")).await?;
+    let capture = MqttCapture::start(fleet.mqtt_port, t.path()).await?;
+
+    // Enrollment, then the appliance runs with the settings it wrote.
+    let settings = enroll(&fleet, t.path()).await?;
+    let (mut archive, mut appliance) = archive_and_appliance(t.path(), &settings).await?;
+    let d = fleet
+        .wait(
+            "online with inventory",
+            &device(""),
+            Duration::from_secs(30),
+            |d| d["connection"] == "online" && d["inventory"]["ae_title"] == "MEDGATE",
+        )
+        .await?;
+    assert_eq!(d["site"], SITE);
+    assert_eq!(d["status"], "approved");
+
+    // Studies with known patients pass through.
+    let (patients, accessions, files) = studies(&t.path().join("studies"))?;
+    let forbidden = forbidden(&patients, &accessions, &files);
+    // The check below is not vacuous: the objects carry exactly these values.
+    let first = String::from_utf8_lossy(&std::fs::read(&files[0].path)?).to_string();
+    for value in [&patients[0].name, &patients[0].id, &accessions[0]] {
+        assert!(first.contains(value.as_str()), "{value} is in the object");
+    }
+    let paths: Vec<_> = files.iter().map(|f| f.path.clone()).collect();
+    let report = appliance
+        .storescu()
+        .calling_ae("CTSCANNER")
+        .send(&paths)
+        .await?;
+    report.expect_all_success(files.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+
+    // The fleet's counts equal the appliance's.
+    let events = same_counts(&fleet, &appliance, Duration::from_secs(30)).await?;
+    assert!(
+        events.to_string().contains("\"modality\":\"CT\""),
+        "{events}"
+    );
+
+    // Onboarding: the modality that knocked is listed; approving it puts it in the allow-list.
+    fleet
+        .wait(
+            "peer seen",
+            &device("/peers"),
+            Duration::from_secs(10),
+            |v| v.to_string().contains("CTSCANNER"),
+        )
+        .await?;
+    let mut cfg = config_json(&appliance)?;
+    let (s, v) = fleet
+        .send(
+            Method::PUT,
+            &device("/config"),
+            Some(json!({ "config": cfg.clone() })),
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    fleet
+        .wait(
+            "config v1 applied",
+            &device("/config"),
+            Duration::from_secs(60),
+            |c| c["drift"] == "in_sync",
+        )
+        .await?;
+    let (s, v) = fleet
+        .send(
+            Method::POST,
+            &device("/peers/approve"),
+            Some(json!({"calling_ae": "CTSCANNER"})),
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    fleet
+        .wait(
+            "allow-list applied",
+            &device("/config"),
+            Duration::from_secs(60),
+            |c| c["drift"] == "in_sync" && c["reported"]["running_version"] == 2,
+        )
+        .await?;
+    let ok = echoscu(appliance.port, "MEDGATE", "CTSCANNER").await?;
+    assert!(ok.success, "approved modality echoes: {}", ok.log);
+    let refused = echoscu(appliance.port, "MEDGATE", "STRANGER").await?;
+    assert!(!refused.success, "an AE not approved is refused now");
+
+    // A configuration that cannot come up (its port is taken) is rolled back by itself.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0")?;
+    cfg["listener"]["bind"] = json!(squatter.local_addr()?.to_string());
+    cfg["listener"]["allowed_calling_ae_titles"] = json!(["CTSCANNER"]);
+    let (s, v) = fleet
+        .send(
+            Method::PUT,
+            &device("/config"),
+            Some(json!({ "config": cfg.clone() })),
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let c = fleet
+        .wait(
+            "rolled back",
+            &device("/config"),
+            Duration::from_secs(90),
+            |c| c["reported"]["desired_version"] == 3,
+        )
+        .await?;
+    assert_eq!(c["reported"]["status"], "rolled_back", "{c}");
+    assert_eq!(c["reported"]["running_version"], 2, "{c}");
+    assert_eq!(c["drift"], "failed");
+    let ok = echoscu(appliance.port, "MEDGATE", "CTSCANNER").await?;
+    assert!(
+        ok.success,
+        "the previous configuration serves again: {}",
+        ok.log
+    );
+    drop(squatter);
+
+    // Commands: diagnostics bundle, quarantine retry (nothing to retry), restart.
+    let c = command(&fleet, json!({"type": "collect_diagnostics"})).await?;
+    assert_eq!(c["status"], "succeeded", "{c}");
+    let file = c["output"]["file"].as_str().context("bundle name")?;
+    let bundle = std::fs::read_to_string(appliance.dir.join("data/diagnostics").join(file))?;
+    assert!(bundle.contains("\"logs\""));
+    assert!(
+        bundle.contains("association accepted"),
+        "the bundle has the log lines"
+    );
+    assert_eq!(c["output"]["bytes"], bundle.len() as u64);
+    assert_clean("the diagnostics bundle", &bundle, &forbidden);
+    let c = command(&fleet, json!({"type": "retry_quarantine"})).await?;
+    assert_eq!(c["status"], "succeeded", "{c}");
+    assert_eq!(c["output"]["objects"], 0);
+    let c = command(&fleet, json!({"type": "restart"})).await?;
+    assert_eq!(c["status"], "succeeded", "{c}");
+    // After the restart it serves (with the configuration the fleet set) and reports on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut echoed = false;
+    for _ in 0..40 {
+        if echoscu(appliance.port, "MEDGATE", "CTSCANNER")
+            .await?
+            .success
+        {
+            echoed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(echoed, "serving after the restart command");
+
+    // A process restart keeps the configuration the fleet set.
+    appliance.kill9()?;
+    appliance.restart().await?;
+    assert!(
+        echoscu(appliance.port, "MEDGATE", "CTSCANNER")
+            .await?
+            .success
+    );
+    assert!(
+        !echoscu(appliance.port, "MEDGATE", "STRANGER")
+            .await?
+            .success
+    );
+
+    // Not one byte of patient data reached MQTT or the fleet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mqtt = capture.text();
+    assert!(
+        mqtt.contains("medgate/v1/st-olav/ct-room-1/telemetry"),
+        "capture works: {}",
+        &mqtt[..mqtt.len().min(500)]
+    );
+    assert!(mqtt.contains("study_received"), "events captured");
+    assert_clean("the MQTT traffic", &mqtt, &forbidden);
+    for path in [
+        "",
+        "/events?limit=500",
+        "/telemetry",
+        "/peers",
+        "/config",
+        "/commands",
+    ] {
+        let v = fleet.get(&device(path)).await?;
+        assert_clean(&format!("GET {}", device(path)), &v.to_string(), &forbidden);
+    }
+    let fleet_log = std::fs::read_to_string(fleet.dir.join("fleet.log"))?;
+    assert_clean("the fleet's log", &fleet_log, &forbidden);
+    // The appliance itself logs no patient data either (at its default level).
+    let log = std::fs::read_to_string(appliance.dir.join("appliance-1.log"))?;
+    assert_clean("the appliance's log", &log, &forbidden);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mosquitto_with_mutual_tls_reports_survive_a_broker_outage() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let t = tempfile::Builder::new()
+        .prefix("medgate-e2e-fleet-tls-")
+        .tempdir()?;
+    let (fleet, mut mosquitto) = Fleet::start_with_mosquitto(&t.path().join("fleet")).await?;
+
+    // Enrolled: its own key and certificate, and TLS to the broker the fleet names.
+    let settings = enroll(&fleet, t.path()).await?;
+    let text = std::fs::read_to_string(&settings)?;
+    assert!(
+        text.contains("[tls]") && text.contains(&format!("localhost:{}", mosquitto.port)),
+        "{text}"
+    );
+    let (mut archive, appliance) = archive_and_appliance(t.path(), &settings).await?;
+    fleet
+        .wait(
+            "online over mTLS",
+            &device(""),
+            Duration::from_secs(30),
+            |d| d["connection"] == "online" && d["inventory"]["ae_title"] == "MEDGATE",
+        )
+        .await?;
+
+    let mut study = Study::new(Patient::synthetic(99), "ACC99".to_string(), 99);
+    let first = study.one_of_each(&t.path().join("s1"))?;
+    let paths: Vec<_> = first.iter().map(|f| f.path.clone()).collect();
+    appliance
+        .storescu()
+        .send(&paths)
+        .await?
+        .expect_all_success(first.len())?;
+    same_counts(&fleet, &appliance, Duration::from_secs(30)).await?;
+
+    // The broker goes away for a minute: capture and forwarding go on, the events wait in the
+    // outbox.
+    mosquitto.stop();
+    let down = std::time::Instant::now();
+    let mut study = Study::new(Patient::synthetic(98), "ACC98".to_string(), 98);
+    let second = study.one_of_each(&t.path().join("s2"))?;
+    let paths: Vec<_> = second.iter().map(|f| f.path.clone()).collect();
+    appliance
+        .storescu()
+        .send(&paths)
+        .await?
+        .expect_all_success(second.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(first.len() + second.len(), Duration::from_secs(30))
+        .await?;
+    fleet
+        .wait(
+            "offline (missed heartbeats)",
+            &device(""),
+            Duration::from_secs(40),
+            |d| d["connection"] == "offline",
+        )
+        .await?;
+
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(down.elapsed())).await;
+
+    // Back: nothing lost, the fleet's counts equal the appliance's again.
+    mosquitto.start().await?;
+    fleet
+        .wait("online again", &device(""), Duration::from_secs(90), |d| {
+            d["connection"] == "online"
+        })
+        .await?;
+    same_counts(&fleet, &appliance, Duration::from_secs(60)).await?;
+    Ok(())
+}
