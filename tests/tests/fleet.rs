@@ -177,7 +177,11 @@ async fn same_counts(fleet: &Fleet, appliance: &Appliance, timeout: Duration) ->
 }
 
 /// A storescp archive and an appliance forwarding to it, reporting with the enrolled `settings`.
-async fn archive_and_appliance(dir: &Path, settings: &Path) -> Result<(Storescp, Appliance)> {
+async fn archive_and_appliance(
+    dir: &Path,
+    settings: &Path,
+    extra: &str,
+) -> Result<(Storescp, Appliance)> {
     let archive_port = free_port();
     let archive = Storescp::start(&dir.join("archive"), archive_port, "ARCHIVE").await?;
     let appliance = Appliance::start_configured(
@@ -185,7 +189,7 @@ async fn archive_and_appliance(dir: &Path, settings: &Path) -> Result<(Storescp,
         &format!("fleet_enrollment = \"{}\"\n", settings.display()),
         "",
         &format!(
-            "[[destination]]\nname = \"archive\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{archive_port}\"\ncalled_ae_title = \"ARCHIVE\"\n"
+            "[[destination]]\nname = \"archive\"\nkind = \"dimse\"\naddress = \"127.0.0.1:{archive_port}\"\ncalled_ae_title = \"ARCHIVE\"\n{extra}"
         ),
     )
     .await?;
@@ -220,7 +224,9 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
 
     // Enrollment, then the appliance runs with the settings it wrote.
     let settings = enroll(&fleet, t.path()).await?;
-    let (mut archive, mut appliance) = archive_and_appliance(t.path(), &settings).await?;
+    // Quality checks on: the CT scanner is expected to send CT only.
+    let qc = "[qc]\n[[qc.station]]\nae_title = \"CTSCANNER\"\nmodalities = [\"CT\"]\n";
+    let (mut archive, mut appliance) = archive_and_appliance(t.path(), &settings, qc).await?;
     let d = fleet
         .wait(
             "online with inventory",
@@ -258,6 +264,27 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
         events.to_string().contains("\"modality\":\"CT\""),
         "{events}"
     );
+    // The quality checks' counts reach the fleet (the flagged objects stay listed locally).
+    let local = appliance
+        .wait_status("QC done", Duration::from_secs(10), |s| {
+            s["workflow"]["qc"]["objects_checked"] == files.len() as u64
+        })
+        .await?;
+    let unexpected = local["workflow"]["qc"]["flags"]["unexpected_modality"].clone();
+    assert!(unexpected.as_u64().is_some_and(|n| n > 0), "{local}");
+    fleet
+        .wait(
+            "QC counts",
+            &device("/telemetry"),
+            Duration::from_secs(10),
+            |v| {
+                v["samples"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .is_some_and(|s| s["data"]["qc"]["unexpected_modality"] == unexpected)
+            },
+        )
+        .await?;
 
     // Onboarding: the modality that knocked is listed; approving it puts it in the allow-list.
     fleet
@@ -268,7 +295,12 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
             |v| v.to_string().contains("CTSCANNER"),
         )
         .await?;
+    // Configuration v1 from the fleet carries coercion rules (configured centrally, audited).
     let mut cfg = config_json(&appliance)?;
+    cfg["rules"] = json!({
+        "version": "fleet-v1",
+        "coerce": [{"name": "issuer st-olav", "set": {"IssuerOfPatientID": "ST-OLAV"}}],
+    });
     let (s, v) = fleet
         .send(
             Method::PUT,
@@ -285,6 +317,11 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
             |c| c["drift"] == "in_sync",
         )
         .await?;
+    let status = appliance.status().await?;
+    assert_eq!(status["rules"]["version"], "fleet-v1", "{status}");
+    let audit = std::fs::read_to_string(appliance.dir.join("data/rules-audit.jsonl"))?;
+    let last: Value = serde_json::from_str(audit.lines().last().context("audit entry")?)?;
+    assert_eq!(last["event"], "fleet configuration v1", "{audit}");
     let (s, v) = fleet
         .send(
             Method::POST,
@@ -427,7 +464,7 @@ async fn over_mosquitto_with_mutual_tls_reports_survive_a_broker_outage() -> Res
         text.contains("[tls]") && text.contains(&format!("localhost:{}", mosquitto.port)),
         "{text}"
     );
-    let (mut archive, appliance) = archive_and_appliance(t.path(), &settings).await?;
+    let (mut archive, appliance) = archive_and_appliance(t.path(), &settings, "").await?;
     fleet
         .wait(
             "online over mTLS",
