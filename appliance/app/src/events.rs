@@ -16,6 +16,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// SOP classes listed per peer or per study in a message: bounded, so that every message stays
+/// far below the contract's payload limit (an association may propose a hundred contexts).
+pub const MAX_SOP_CLASSES: usize = 32;
+
 /// Where events go (the reporter's outbox).
 pub type Sink = Arc<dyn Fn(EventBody) + Send + Sync>;
 
@@ -236,6 +240,7 @@ impl Events {
             sop_classes: sop_classes
                 .iter()
                 .filter_map(|c| SopClassUid::new(c.as_str()).ok())
+                .take(MAX_SOP_CLASSES)
                 .collect(),
             modalities: Vec::new(),
             accepted,

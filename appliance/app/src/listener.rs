@@ -900,7 +900,7 @@ impl Association<'_> {
                 self.ctx.workflow.on_stored(&rec);
                 self.carried.bytes += rec.size;
                 self.carried.first.get_or_insert(started);
-                if self.carried.sop_classes.len() < 32 {
+                if self.carried.sop_classes.len() < crate::events::MAX_SOP_CLASSES {
                     self.carried.sop_classes.insert(rec.sop_class_uid.clone());
                 }
                 if self.carried.modality.is_none() {

@@ -259,22 +259,27 @@ pub async fn enroll(p: &Provisioning, dir: &Path) -> Result<Enrolled, EnrollErro
     write_file(&cert, a.certificate_pem.as_bytes(), 0o644)?;
     write_file(&ca, a.ca_pem.as_bytes(), 0o644)?;
     let broker = p.broker.clone().unwrap_or(a.broker);
-    let mut text = format!(
-        "# Written by `medgate-appliance enroll`: the appliance's [fleet] settings.\n\
-         broker = {broker:?}\nsite = {:?}\ndevice = {:?}\n",
-        a.site, a.device
-    );
+    let mut table = toml::Table::new();
+    table.insert("broker".into(), broker.into());
+    table.insert("site".into(), a.site.clone().into());
+    table.insert("device".into(), a.device.clone().into());
     if let Some(t) = p.telemetry_interval_secs {
-        text.push_str(&format!("telemetry_interval_secs = {t}\n"));
+        table.insert("telemetry_interval_secs".into(), (t as i64).into());
     }
     if a.broker_tls {
-        text.push_str(&format!(
-            "[tls]\nca = {:?}\ncertificate = {:?}\nprivate_key = {:?}\n",
-            ca.display().to_string(),
-            cert.display().to_string(),
-            dir.join(files::KEY).display().to_string()
-        ));
+        let mut tls = toml::Table::new();
+        tls.insert("ca".into(), ca.display().to_string().into());
+        tls.insert("certificate".into(), cert.display().to_string().into());
+        tls.insert(
+            "private_key".into(),
+            dir.join(files::KEY).display().to_string().into(),
+        );
+        table.insert("tls".into(), tls.into());
     }
+    let text = format!(
+        "# Written by `medgate-appliance enroll`: the appliance's [fleet] settings.\n{}",
+        toml::to_string(&table).map_err(|e| EnrollError::Answer(e.to_string()))?
+    );
     // Written last: its presence means "enrolled".
     write_file(&settings, text.as_bytes(), 0o644)?;
     Ok(Enrolled::Now {

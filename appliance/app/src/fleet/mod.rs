@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// Calling AEs listed in the inventory (the birth message); the local list has them all.
+const MAX_PEERS: usize = 64;
 /// How long a new configuration has to make the appliance healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
 /// How long a configuration change or a restart waits for DICOM to go idle.
@@ -323,7 +325,8 @@ impl TelemetrySource for Link {
                     .peers()
                     .unwrap_or_default()
                     .into_iter()
-                    .take(256)
+                    // Bounded, so that the birth stays far below the contract's payload limit.
+                    .take(MAX_PEERS)
                     .filter_map(|p| {
                         Some(medgate_contract::Peer {
                             calling_ae: medgate_contract::AeTitle::new(p.calling_ae.as_str())
@@ -337,6 +340,7 @@ impl TelemetrySource for Link {
                                 .sop_classes
                                 .keys()
                                 .filter_map(|c| medgate_contract::SopClassUid::new(c.as_str()).ok())
+                                .take(crate::events::MAX_SOP_CLASSES)
                                 .collect(),
                             modalities: Vec::new(),
                             accepted: p.last_rejection.is_none() || p.accepted > 0,
@@ -515,10 +519,14 @@ impl Instance {
     }
 }
 
-/// Waits (bounded) until no association is open, so a change never cuts a study in flight.
-async fn idle(hooks: &Hooks) {
+/// Waits (bounded, and not past a shutdown) until no association is open, so a change never
+/// cuts a study in flight.
+async fn idle(hooks: &Hooks, shutdown: &CancellationToken) {
     let deadline = Instant::now() + IDLE_WITHIN;
     while let Some(app) = hooks.app() {
+        if shutdown.is_cancelled() {
+            return;
+        }
         let active = app.metrics.associations_active.load(Ordering::Relaxed);
         if active == 0 {
             return;
@@ -667,7 +675,7 @@ pub async fn run(
             }
             Some(req) = rx.recv() => match req {
                 Request::Apply { cfg, version, desired, reply } => {
-                    idle(&hooks).await;
+                    idle(&hooks, &shutdown).await;
                     tracing::info!(version, "switching to the configuration from the fleet");
                     let _ = instance.stop(&link).await;
                     hooks.set_reason(format!("fleet configuration v{version}"));
@@ -701,7 +709,7 @@ pub async fn run(
                     }
                 }
                 Request::Restart => {
-                    idle(&hooks).await;
+                    idle(&hooks, &shutdown).await;
                     tracing::info!("restarting the appliance (fleet command)");
                     let _ = instance.stop(&link).await;
                     hooks.set_reason("restart (fleet command)");
