@@ -77,10 +77,16 @@ fn is_lock_held(e: &sled::Error) -> bool {
 }
 
 /// Opens the database, waiting up to [`LOCK_WAIT`] while its lock is still held.
+/// sled's page cache for the outbox (small entries; sled's 1 GiB default is more than a
+/// sandboxed service may use).
+fn outbox_config(path: &Path) -> sled::Config {
+    sled::Config::new().path(path).cache_capacity(16 * 1024 * 1024)
+}
+
 fn open_waiting_for_lock(path: &Path) -> Result<sled::Db, sled::Error> {
     let started = std::time::Instant::now();
     loop {
-        match sled::open(path) {
+        match outbox_config(path).open() {
             Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -111,7 +117,7 @@ impl Outbox {
                     path: path.to_owned(),
                     source: sled::Error::Io(e),
                 })?;
-                sled::open(path).map_err(|source| OutboxError::Db {
+                outbox_config(path).open().map_err(|source| OutboxError::Db {
                     path: path.to_owned(),
                     source,
                 })?

@@ -140,11 +140,19 @@ fn is_lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// sled's page cache for the index. The records are small; sled's default (1 GiB) is more than a
+/// sandboxed appliance service may use (sled then clamps it to the cgroup limit and logs an error).
+const INDEX_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn index_config(dir: &Path) -> sled::Config {
+    sled::Config::new().path(dir).cache_capacity(INDEX_CACHE_BYTES)
+}
+
 /// Opens the index, waiting up to [`LOCK_WAIT`] while its lock is still held.
 fn open_waiting_for_lock(dir: &Path) -> std::result::Result<sled::Db, sled::Error> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(dir).open() {
+        match index_config(dir).open() {
             Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -201,7 +209,7 @@ impl Spool {
                 fs::rename(&index_dir, &aside)
                     .map_err(|e| SpoolError::io("move broken index aside", &index_dir, e))?;
                 report.index_rebuilt = true;
-                sled::Config::new().path(&index_dir).open()?
+                index_config(&index_dir).open()?
             }
         };
         let objects = db.open_tree("objects")?;
