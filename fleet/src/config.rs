@@ -45,6 +45,19 @@ pub struct HttpSection {
     pub bind: SocketAddr,
     /// File with the admin bearer token; default `{data_dir}/admin-token` (created if missing).
     pub admin_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (required beyond loopback: enrollment carries claim
+    /// tokens, the console the admin token).
+    pub tls: Option<HttpTls>,
+}
+
+/// `[http.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    /// PEM certificate chain (its names must match the URL the appliances enroll with).
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub private_key: PathBuf,
 }
 
 impl Default for HttpSection {
@@ -52,6 +65,7 @@ impl Default for HttpSection {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8800)),
             admin_token_file: None,
+            tls: None,
         }
     }
 }
@@ -226,6 +240,21 @@ impl FleetConfig {
                     p.push(format!("broker.tls.{k}: {} does not exist", f.display()));
                 }
             }
+        }
+        if let Some(tls) = &self.http.tls {
+            for (k, f) in [
+                ("certificate", &tls.certificate),
+                ("private_key", &tls.private_key),
+            ] {
+                if !f.is_file() {
+                    p.push(format!("http.tls.{k}: {} does not exist", f.display()));
+                }
+            }
+        } else if !self.http.bind.ip().is_loopback() {
+            p.push(format!(
+                "http.bind: {} is reachable from the network without TLS; add [http.tls] (certificate, private_key) — enrollment and the console carry secrets",
+                self.http.bind
+            ));
         }
         if self.broker.client_id.is_empty() || self.broker.client_id.len() > 23 {
             p.push("broker.client_id: 1-23 characters (MQTT 3.1.1)".into());

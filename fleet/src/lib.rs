@@ -15,6 +15,7 @@ pub mod broker;
 pub mod brokerconf;
 pub mod ca;
 pub mod config;
+pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
@@ -34,6 +35,8 @@ pub struct Running {
     pub app: Arc<App>,
     /// Where the HTTP API listens.
     pub http: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub https: bool,
     /// The broker (host, port) the fleet uses.
     pub broker: (String, u16),
     /// The admin token file.
@@ -92,14 +95,31 @@ pub async fn serve(config: FleetConfig) -> Result<Running, String> {
         .map_err(|e| format!("http.bind {}: {e}", config.http.bind))?;
     let http = listener.local_addr().map_err(|e| e.to_string())?;
     let router = api::router(app.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
+    let https = match &config.http.tls {
+        Some(t) => {
+            let tls = https::server_config(&t.certificate, &t.private_key)
+                .map_err(|e| format!("http.tls: {e}"))?;
+            let listener = https::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "HTTPS server stopped");
+                }
+            });
+            true
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            });
+            false
+        }
+    };
     Ok(Running {
         app,
         http,
+        https,
         broker: ingest::broker_endpoint(&config),
         admin_token_file: token_file,
     })

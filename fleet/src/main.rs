@@ -123,7 +123,11 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let running = medgate_fleet::serve(c.clone())
         .await
         .map_err(anyhow::Error::msg)?;
-    let base = format!("http://{}", running.http);
+    let base = format!(
+        "{}://{}",
+        if running.https { "https" } else { "http" },
+        running.http
+    );
     println!("medgate-fleet {} running", env!("CARGO_PKG_VERSION"));
     println!(
         "  REST API     {base}/api/v1   (Authorization: Bearer $(cat {}))",

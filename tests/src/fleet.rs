@@ -53,6 +53,9 @@ pub struct Fleet {
     pub mqtt_port: u16,
     /// The admin token.
     pub token: String,
+    /// The CA of its HTTPS certificate (None: plain HTTP on loopback).
+    pub ca: Option<PathBuf>,
+    client: reqwest::Client,
 }
 
 impl Fleet {
@@ -60,12 +63,13 @@ impl Fleet {
     pub async fn start(dir: &Path) -> Result<Fleet> {
         let mqtt_port = free_port();
         let broker = format!("[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\n");
-        Fleet::start_with(dir, &broker, mqtt_port, true).await
+        Fleet::start_with(dir, &broker, mqtt_port, None).await
     }
 
     /// Starts the production shape: `broker-config` writes Mosquitto's configuration (mutual TLS
     /// with the fleet's CA, per-device ACL), Mosquitto starts with it, then the fleet connects
-    /// to it over TLS. Devices enrolled with this fleet connect with their own certificate.
+    /// to it over TLS and serves its API over HTTPS (`https://localhost:port`, a certificate of
+    /// the fleet's CA). Devices enrolled with this fleet connect with their own certificate.
     pub async fn start_with_mosquitto(dir: &Path) -> Result<(Fleet, Mosquitto)> {
         std::fs::create_dir_all(dir)?;
         let port = free_port();
@@ -99,14 +103,22 @@ impl Fleet {
         };
         mosquitto.start().await?;
         let broker = format!(
-            "[broker]\nmode = \"external\"\naddress = \"localhost:{port}\"\n[broker.tls]\nca = \"{out}/ca.crt\"\ncertificate = \"{out}/fleet.crt\"\nprivate_key = \"{out}/fleet.key\"\n",
+            "[http.tls]\ncertificate = \"{out}/broker.crt\"\nprivate_key = \"{out}/broker.key\"\n[broker]\nmode = \"external\"\naddress = \"localhost:{port}\"\n[broker.tls]\nca = \"{out}/ca.crt\"\ncertificate = \"{out}/fleet.crt\"\nprivate_key = \"{out}/fleet.key\"\n",
             out = out.display()
         );
-        let fleet = Fleet::start_with(dir, &broker, port, false).await?;
+        let fleet = Fleet::start_with(dir, &broker, port, Some(out.join("ca.crt"))).await?;
         Ok((fleet, mosquitto))
     }
 
-    async fn start_with(dir: &Path, broker: &str, mqtt_port: u16, embedded: bool) -> Result<Fleet> {
+    /// `broker`: the `[broker]` (and `[http.tls]`) tables; `ca`: the CA of the HTTPS
+    /// certificate (None: plain HTTP, and the embedded broker listens on `mqtt_port`).
+    async fn start_with(
+        dir: &Path,
+        broker: &str,
+        mqtt_port: u16,
+        ca: Option<PathBuf>,
+    ) -> Result<Fleet> {
+        let embedded = ca.is_none();
         std::fs::create_dir_all(dir)?;
         let http_port = free_port();
         let config = dir.join("fleet.toml");
@@ -129,18 +141,30 @@ impl Fleet {
             .context("the fleet's admin token")?
             .trim()
             .to_string();
+        let client = match &ca {
+            None => http_client(),
+            Some(ca) => reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
         Ok(Fleet {
             peer,
             dir: dir.to_path_buf(),
             http_port,
             mqtt_port,
             token,
+            ca,
+            client,
         })
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}`, or `https://localhost:{port}`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        match self.ca {
+            None => format!("http://127.0.0.1:{}", self.http_port),
+            Some(_) => format!("https://localhost:{}", self.http_port),
+        }
     }
 
     /// A request with the admin token; returns the status and the JSON body (Null if none).
@@ -150,7 +174,8 @@ impl Fleet {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
-        let mut rq = http_client()
+        let mut rq = self
+            .client
             .request(method, format!("{}{path}", self.url()))
             .bearer_auth(&self.token);
         if let Some(b) = body {

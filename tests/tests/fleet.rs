@@ -22,15 +22,22 @@ fn device(path: &str) -> String {
 
 /// Enrolls with the real CLI; returns the settings file.
 async fn enroll(fleet: &Fleet, dir: &Path) -> Result<std::path::PathBuf> {
-    let token = fleet.claim(SITE, DEVICE).await?;
     let provisioning = dir.join("provisioning.toml");
-    std::fs::write(
-        &provisioning,
-        format!(
-            "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n",
-            fleet.url()
-        ),
-    )?;
+    let write_provisioning = |token: &str| {
+        let ca = fleet
+            .ca
+            .as_ref()
+            .map(|ca| format!("fleet_ca = \"{}\"\n", ca.display()))
+            .unwrap_or_default();
+        std::fs::write(
+            &provisioning,
+            format!(
+                "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n{ca}",
+                fleet.url()
+            ),
+        )
+    };
+    write_provisioning(&fleet.claim(SITE, DEVICE).await?)?;
     let identity = dir.join("identity");
     let run = || -> Result<std::process::Output> {
         Ok(
@@ -72,14 +79,7 @@ async fn enroll(fleet: &Fleet, dir: &Path) -> Result<std::path::PathBuf> {
         String::from_utf8_lossy(&out.stderr)
     );
     // Enroll again with a fresh token.
-    let token = fleet.claim(SITE, DEVICE).await?;
-    std::fs::write(
-        &provisioning,
-        format!(
-            "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n",
-            fleet.url()
-        ),
-    )?;
+    write_provisioning(&fleet.claim(SITE, DEVICE).await?)?;
     let out = run()?;
     assert!(
         out.status.success(),

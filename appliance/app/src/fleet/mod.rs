@@ -519,6 +519,24 @@ impl Instance {
     }
 }
 
+/// Waits (at most 15 s) for the first hardware inventory when a hardware profile is configured,
+/// so that the birth message carries it.
+async fn inventory_ready(hooks: &Hooks) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(app) = hooks.app() {
+        let ready = app.cfg.hardware.profile.is_none()
+            || app
+                .inventory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+        if ready || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (bounded, and not past a shutdown) until no association is open, so a change never
 /// cuts a study in flight.
 async fn idle(hooks: &Hooks, shutdown: &CancellationToken) {
@@ -660,6 +678,7 @@ pub async fn run(
         Ok(()) => {}
     }
     // The birth carries the inventory of the running appliance.
+    inventory_ready(&hooks).await;
     reporter.refresh_inventory();
 
     let result = loop {
@@ -688,6 +707,7 @@ pub async fn run(
                             tracing::info!(version, "configuration from the fleet applied: the appliance is healthy with it");
                             current = *cfg;
                             instance = next;
+                            inventory_ready(&hooks).await;
                             reporter.refresh_inventory();
                             let _ = reply.send(Ok(()));
                         }
@@ -717,6 +737,7 @@ pub async fn run(
                     if let Err(why) = instance.healthy(&hooks, HEALTHY_WITHIN).await {
                         tracing::error!(reason = %why, "not healthy after the restart");
                     }
+                    inventory_ready(&hooks).await;
                     reporter.refresh_inventory();
                 }
             }
