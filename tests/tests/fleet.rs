@@ -364,6 +364,7 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
         )
         .await?;
     assert_eq!(c["reported"]["status"], "rolled_back", "{c}");
+    assert_eq!(c["reported"]["problems"][0]["code"], "listener_down", "{c}");
     assert_eq!(c["reported"]["running_version"], 2, "{c}");
     assert_eq!(c["drift"], "failed");
     let ok = echoscu(appliance.port, "MEDGATE", "CTSCANNER").await?;

@@ -506,15 +506,15 @@ impl Instance {
     }
 
     /// Stops it and waits; returns its error if it failed.
-    async fn stop(self, link: &Link) -> Option<String> {
+    async fn stop(self, link: &Link) -> Option<AppError> {
         if let Some(app) = link.hooks.app() {
             link.retire(&app);
         }
         self.cancel.cancel();
         match self.task.await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(AppError::Internal(e.to_string())),
         }
     }
 }
@@ -684,7 +684,7 @@ pub async fn run(
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                break instance.stop(&link).await.map_or(Ok(()), |e| Err(AppError::Internal(e)));
+                break instance.stop(&link).await.map_or(Ok(()), Err);
             }
             finished = &mut instance.task => {
                 break match finished {
@@ -719,10 +719,14 @@ pub async fn run(
                             if let Err(e) = instance.healthy(&hooks, HEALTHY_WITHIN).await {
                                 tracing::error!(reason = %e, "the previous configuration does not come back up either");
                             }
-                            let code = if failed.as_deref().is_some_and(|f| f.contains("cannot listen")) {
-                                "listener_down"
-                            } else {
-                                "unhealthy"
+                            reporter.refresh_inventory();
+                            // Why, as a code the fleet can show (the message stays in the log).
+                            let code = match failed {
+                                Some(AppError::Bind { .. }) => "listener_down",
+                                Some(AppError::Tls { .. }) => "tls_unusable",
+                                Some(AppError::Destination { .. }) => "destination_unusable",
+                                Some(AppError::Spool { .. }) => "spool_unusable",
+                                _ => "unhealthy",
                             };
                             let _ = reply.send(Err(vec![problem(code, None)]));
                         }
