@@ -5,14 +5,16 @@
 //! device's messages are processed in order while devices proceed in parallel. An invalid message
 //! is dropped with a logged reason and counted.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use medgate_contract::{
     Birth, Command, CommandAck, DesiredConfig, DeviceTopics, Event, Kind, MAX_PAYLOAD_BYTES,
     ReportedConfig, State, Telemetry, decode, encode, now_ms,
 };
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, Transport};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -55,6 +57,9 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
     // queues device messages while the fleet restarts.
     opts.set_clean_session(false);
     opts.set_inflight(1000);
+    // A QoS 1 message is acknowledged only once it is committed to the database: the appliance
+    // drops an event from its outbox on PUBACK, so an earlier PUBACK could lose it in a crash.
+    opts.set_manual_acks(true);
     if let Some(tls) = &config.broker.tls {
         let files = client_tls(tls)?;
         opts.set_transport(Transport::tls_with_config(
@@ -63,12 +68,18 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
 
+    // Messages carry their arrival number; the acknowledger sends PUBACKs in arrival order
+    // (MQTT requires it; rumqttd refuses out-of-order acks) once each is stored.
+    let epoch_start = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<(u64, Publish)>();
+    tokio::spawn(acknowledger(client.clone(), done_rx, epoch_start.clone()));
     let mut senders = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
-        let (tx, rx) = mpsc::channel::<(String, Vec<u8>)>(10_000);
+        let (tx, rx) = mpsc::channel::<(u64, Publish)>(10_000);
         senders.push(tx);
-        tokio::spawn(worker(app.clone(), rx));
+        tokio::spawn(worker(app.clone(), done_tx.clone(), rx));
     }
+    let mut arrival: u64 = 0;
 
     let filters: Vec<String> = Kind::ALL
         .into_iter()
@@ -85,6 +96,9 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
         loop {
             match eventloop.poll().await {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    // Acknowledgements of the previous connection's messages are void: the broker
+                    // delivers those again.
+                    epoch_start.store(arrival, std::sync::atomic::Ordering::Release);
                     backoff = Duration::from_millis(200);
                     app_poll
                         .metrics
@@ -108,8 +122,9 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let shard = shard_of(&p.topic);
-                    let msg = (p.topic.clone(), p.payload.to_vec());
-                    if senders[shard].send(msg).await.is_err() {
+                    let n = arrival;
+                    arrival += 1;
+                    if senders[shard].send((n, p)).await.is_err() {
                         break;
                     }
                 }
@@ -193,7 +208,41 @@ struct Item {
 /// Messages recorded in one transaction, at most.
 const BATCH: usize = 256;
 
-async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+/// Sends PUBACKs in arrival order: message `n` is acknowledged once it and every message that
+/// arrived before it (on this connection) are done.
+async fn acknowledger(
+    client: AsyncClient,
+    mut done: mpsc::UnboundedReceiver<(u64, Publish)>,
+    epoch_start: Arc<AtomicU64>,
+) {
+    let mut next: u64 = 0;
+    let mut ready: BTreeMap<u64, Publish> = BTreeMap::new();
+    while let Some((n, p)) = done.recv().await {
+        let start = epoch_start.load(std::sync::atomic::Ordering::Acquire);
+        if next < start {
+            // A new connection: forget what belonged to the old one.
+            next = start;
+            ready = ready.split_off(&start);
+        }
+        if n < start {
+            continue;
+        }
+        ready.insert(n, p);
+        while let Some(p) = ready.remove(&next) {
+            if client.ack(&p).await.is_err() {
+                // The event loop is gone; the broker delivers unacknowledged messages again.
+                return;
+            }
+            next += 1;
+        }
+    }
+}
+
+async fn worker(
+    app: Arc<App>,
+    done: mpsc::UnboundedSender<(u64, Publish)>,
+    mut rx: mpsc::Receiver<(u64, Publish)>,
+) {
     while let Some(first) = rx.recv().await {
         let mut raw = vec![first];
         while raw.len() < BATCH {
@@ -202,11 +251,14 @@ async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
                 Err(_) => break,
             }
         }
+        // Messages that do not parse are dropped (and acknowledged: a redelivery would not make
+        // them valid).
         let items: Vec<Item> = raw
-            .into_iter()
-            .filter_map(|(t, p)| parse(&app, t, &p))
+            .iter()
+            .filter_map(|(_, p)| parse(&app, p.topic.clone(), &p.payload))
             .collect();
         if items.is_empty() {
+            finished(&done, raw);
             continue;
         }
         let now = now_ms() as i64;
@@ -217,13 +269,41 @@ async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
                 tracing::debug!(error = %e, n = items.len(), "batch failed; recording one by one");
                 let mut r = Vec::with_capacity(items.len());
                 for item in &items {
-                    r.push(record_one(&app, item, now).await);
+                    r.push(record_persistently(&app, item, now).await);
                 }
                 r
             }
         };
         for (item, result) in items.iter().zip(results) {
             after(&app, item, result).await;
+        }
+        // Committed (or dropped for good): the broker may forget them.
+        finished(&done, raw);
+    }
+}
+
+fn finished(done: &mpsc::UnboundedSender<(u64, Publish)>, raw: Vec<(u64, Publish)>) {
+    for m in raw {
+        let _ = done.send(m);
+    }
+}
+
+/// [`record_one`], retried while the database fails (an outage or a restart of PostgreSQL):
+/// the message is acknowledged to the broker only once stored, and messages after it wait.
+/// Gives up after about two minutes (logged and counted as an error).
+async fn record_persistently(app: &App, item: &Item, now: i64) -> Result<Recorded, StoreError> {
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match record_one(app, item, now).await {
+            Ok(r) => return Ok(r),
+            Err(e) if attempt >= 10 => return Err(e),
+            Err(e) => {
+                tracing::warn!(topic = %item.topic, attempt, error = %e, "cannot store a device message; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                attempt += 1;
+            }
         }
     }
 }
@@ -277,18 +357,89 @@ async fn record(
     }
 }
 
+/// Records a batch in one transaction. Telemetry and events (nearly all the traffic) are
+/// recorded in bulk, a few multi-row statements per batch ([`Store::record_telemetry_many`],
+/// [`Store::record_events_many`]); they are written before any other message of the same device
+/// in the batch (birth, state, acknowledgement, reported configuration), so each device's order is
+/// kept where it matters.
 async fn record_batch(
     app: &App,
     items: &[Item],
     now: i64,
 ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-    let mut batch = app.store.begin().await?;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        out.push(Ok(record(&app.store, batch.conn(), item, now).await?));
+    let store = &app.store;
+    let mut batch = store.begin().await?;
+    let mut out: Vec<Option<Recorded>> = vec![None; items.len()];
+    // Admitted telemetry and events not yet written (item indices), and their devices.
+    let mut pending: Vec<usize> = Vec::new();
+    let mut pending_devices: HashSet<&str> = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let device = item.dev.device.as_str();
+        if let Msg::Telemetry(_) | Msg::Event(_) = &item.msg {
+            match store
+                .admit_device(batch.conn(), &item.dev.site, &item.dev.device, now)
+                .await?
+            {
+                Some(why) => out[i] = Some(Recorded::Refused(why)),
+                None => {
+                    pending.push(i);
+                    pending_devices.insert(device);
+                }
+            }
+            continue;
+        }
+        if pending_devices.contains(device) {
+            flush(store, batch.conn(), items, &mut pending, &mut out, now).await?;
+            pending_devices.clear();
+        }
+        out[i] = Some(record(store, batch.conn(), item, now).await?);
     }
+    flush(store, batch.conn(), items, &mut pending, &mut out, now).await?;
     batch.commit().await?;
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|r| Ok(r.unwrap_or(Recorded::Duplicate)))
+        .collect())
+}
+
+/// Writes the pending telemetry and events (in bulk) and fills in their outcomes.
+async fn flush(
+    store: &crate::store::Store,
+    c: &mut sqlx::AnyConnection,
+    items: &[Item],
+    pending: &mut Vec<usize>,
+    out: &mut [Option<Recorded>],
+    now: i64,
+) -> Result<(), StoreError> {
+    let (mut tel, mut ev) = (Vec::new(), Vec::new());
+    let (mut tel_rows, mut ev_rows) = (Vec::new(), Vec::new());
+    for &i in pending.iter() {
+        match &items[i].msg {
+            Msg::Telemetry(t) => {
+                tel.push(i);
+                tel_rows.push((&items[i].dev.device, t));
+            }
+            Msg::Event(e) => {
+                ev.push(i);
+                ev_rows.push((&items[i].dev.device, e));
+            }
+            _ => {}
+        }
+    }
+    pending.clear();
+    if !tel_rows.is_empty() {
+        let recorded = store.record_telemetry_many(c, &tel_rows, now).await?;
+        for (i, r) in tel.into_iter().zip(recorded) {
+            out[i] = Some(r);
+        }
+    }
+    if !ev_rows.is_empty() {
+        let recorded = store.record_events_many(c, &ev_rows, now).await?;
+        for (i, r) in ev.into_iter().zip(recorded) {
+            out[i] = Some(r);
+        }
+    }
+    Ok(())
 }
 
 async fn record_one(app: &App, item: &Item, now: i64) -> Result<Recorded, StoreError> {

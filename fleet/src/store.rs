@@ -5,8 +5,8 @@
 //! monotonic command states), so several fleet replicas may process the same message.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use medgate_contract::{
     Birth, CommandAck, CommandStatus, DeviceId, DeviceState, Event, EventBody, Peer,
@@ -83,13 +83,22 @@ pub enum Recorded {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("telemetry age index"),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_telemetry_age.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 fn rows_changed(r: &sqlx::any::AnyQueryResult) -> bool {
@@ -115,7 +124,9 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                        // Checkpoints run in the background (below), not in the writer's
+                        // commit; the automatic one stays as a bound on the WAL (64 MiB).
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384;")
                             .await?;
                     }
                     Ok(())
@@ -124,6 +135,9 @@ impl Store {
             .connect(url)
             .await?;
         migrator().run(&pool).await?;
+        if sqlite {
+            spawn_checkpointer(pool.clone());
+        }
         Ok(Store {
             pool,
             backend: if sqlite { "sqlite" } else { "postgres" },
@@ -417,6 +431,142 @@ impl Store {
         })
     }
 
+    /// Checks that a message from `site/device` may be recorded (registering an unknown device
+    /// as `pending`); `Some(reason)` if refused. For [`Store::record_telemetry_many`].
+    pub async fn admit_device(
+        &self,
+        c: &mut AnyConnection,
+        site: &SiteId,
+        device: &DeviceId,
+        now: i64,
+    ) -> Result<Option<&'static str>> {
+        self.admit(c, site, device, now).await
+    }
+
+    /// Records telemetry samples of admitted devices ([`Store::admit_device`]) in a few
+    /// statements: multi-row inserts (deduplicated by device and send time, as
+    /// [`Store::record_telemetry`]) and one heartbeat update for their devices. Returns, per
+    /// sample in order, `New` or `Duplicate` (a repeat within `rows` is a duplicate).
+    pub async fn record_telemetry_many(
+        &self,
+        c: &mut AnyConnection,
+        rows: &[(&DeviceId, &Telemetry)],
+        now: i64,
+    ) -> Result<Vec<Recorded>> {
+        let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(rows.len());
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (sql, n) = telemetry_insert_sql(rest.len());
+            let mut q = sqlx::query(sql);
+            for (device, t) in &rest[..n] {
+                q = q
+                    .bind(device.as_str())
+                    .bind(t.sent_at_ms as i64)
+                    .bind(serde_json::to_string(&t.snapshot)?);
+            }
+            for r in q.fetch_all(&mut *c).await? {
+                inserted.insert((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?));
+            }
+            rest = &rest[n..];
+        }
+        let mut devices: Vec<&str> = rows.iter().map(|(d, _)| d.as_str()).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        let mut rest = devices.as_slice();
+        while !rest.is_empty() {
+            let (sql, n) = heartbeat_update_sql(rest.len());
+            let mut q = sqlx::query(sql).bind(now);
+            for d in &rest[..n] {
+                q = q.bind(*d);
+            }
+            q.execute(&mut *c).await?;
+            rest = &rest[n..];
+        }
+        Ok(rows
+            .iter()
+            .map(|(d, t)| {
+                if inserted.remove(&(d.as_str().to_owned(), t.sent_at_ms as i64)) {
+                    Recorded::New
+                } else {
+                    Recorded::Duplicate
+                }
+            })
+            .collect())
+    }
+
+    /// Records events of admitted devices ([`Store::admit_device`]) in a few statements, as
+    /// [`Store::record_event`] does one by one: stored once per (device, id) (multi-row insert),
+    /// the device's count of events incremented by its new ones only, peers of `peer_seen`
+    /// events upserted. Returns, per event in order, `New` or `Duplicate`.
+    pub async fn record_events_many(
+        &self,
+        c: &mut AnyConnection,
+        rows: &[(&DeviceId, &Event)],
+        now: i64,
+    ) -> Result<Vec<Recorded>> {
+        let ids: Vec<String> = rows.iter().map(|(_, e)| e.id.to_string()).collect();
+        let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(rows.len());
+        let mut start = 0;
+        while start < rows.len() {
+            let (sql, n) = event_insert_sql(rows.len() - start);
+            let mut q = sqlx::query(sql);
+            for ((device, e), id) in rows[start..start + n].iter().zip(&ids[start..start + n]) {
+                let kind = serde_json::to_value(&e.event)?
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("other")
+                    .to_owned();
+                q = q
+                    .bind(device.as_str())
+                    .bind(id.clone())
+                    .bind(e.at_ms as i64)
+                    .bind(now)
+                    .bind(kind)
+                    .bind(serde_json::to_string(&e.event)?);
+            }
+            for r in q.fetch_all(&mut *c).await? {
+                inserted.insert((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
+            }
+            start += n;
+        }
+        let mut new_per_device: HashMap<&str, i64> = HashMap::new();
+        let results: Vec<Recorded> = rows
+            .iter()
+            .zip(&ids)
+            .map(|((device, _), id)| {
+                if inserted.remove(&(device.as_str().to_owned(), id.clone())) {
+                    *new_per_device.entry(device.as_str()).or_default() += 1;
+                    Recorded::New
+                } else {
+                    Recorded::Duplicate
+                }
+            })
+            .collect();
+        // One statement per distinct number of new events (nearly always 1).
+        let mut by_count: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
+        for (device, n) in new_per_device {
+            by_count.entry(n).or_default().push(device);
+        }
+        for (n, devices) in by_count {
+            let mut rest = devices.as_slice();
+            while !rest.is_empty() {
+                let (sql, k) = events_count_update_sql(rest.len());
+                let mut q = sqlx::query(sql).bind(n);
+                for d in &rest[..k] {
+                    q = q.bind(*d);
+                }
+                q.execute(&mut *c).await?;
+                rest = &rest[k..];
+            }
+        }
+        for ((device, e), r) in rows.iter().zip(&results) {
+            if let (Recorded::New, EventBody::PeerSeen(p)) = (r, &e.event) {
+                self.upsert_peer(c, device, p).await?;
+            }
+        }
+        Ok(results)
+    }
+
     /// Records an event, once per (device, id); counts it on the device.
     pub async fn record_event(
         &self,
@@ -546,14 +696,30 @@ impl Store {
             .iter()
             .filter_map(|r| r.try_get::<String, _>(0).ok())
             .collect();
-        for id in &ids {
-            sqlx::query("UPDATE devices SET connection = 'offline', updated_ms = $1 WHERE id = $2 AND connection = 'online'")
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        if ids.is_empty() {
+            return Ok(ids);
         }
-        Ok(ids)
+        // One transaction, serialised with ingestion on SQLite (no busy waiting on either side);
+        // the condition is checked again: a device heard from since the SELECT stays online.
+        let _w = self.write_guard().await;
+        let mut tx = self.tx().await?;
+        let mut offline = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = sqlx::query(
+                "UPDATE devices SET connection = 'offline', updated_ms = $1 WHERE id = $2 AND connection = 'online' \
+                 AND last_seen_ms + COALESCE(telemetry_interval_secs, 60) * 1000 * $3 < $1",
+            )
+            .bind(now)
+            .bind(&id)
+            .bind(missed as i64)
+            .execute(&mut *tx)
+            .await?;
+            if rows_changed(&r) {
+                offline.push(id);
+            }
+        }
+        tx.commit().await?;
+        Ok(offline)
     }
 
     /// Folds raw telemetry older than `raw_before` into `bucket_secs` buckets (the last sample of
@@ -573,6 +739,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut folded = 0;
+        let _w = self.write_guard().await;
         let mut tx = self.tx().await?;
         let mut last: Option<(String, i64, String)> = None;
         for r in &rows {
@@ -1132,6 +1299,143 @@ impl Store {
     }
 }
 
+/// SQLite: copies the WAL into the database (and fsyncs both) every half second from a pool
+/// connection, outside the writers' lock. A checkpoint in the writer's own commit (SQLite's
+/// automatic one, every 4 MiB of WAL by default) made every writer wait for those fsyncs: on this
+/// project's VM disk that, not the CPU, capped ingestion. PASSIVE never waits for readers or
+/// writers.
+fn spawn_checkpointer(pool: AnyPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !pool.is_closed() {
+            tick.tick().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                if pool.is_closed() {
+                    break;
+                }
+                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+            }
+        }
+    });
+}
+
+/// Rows per multi-row statement: powers of two up to this, so that a handful of statement texts
+/// cover every batch (each is prepared once per connection and cached).
+const MULTI_ROW_MAX: usize = 128;
+
+/// The largest power of two <= min(n, MULTI_ROW_MAX); n >= 1.
+fn multi_row_chunk(n: usize) -> usize {
+    let n = n.clamp(1, MULTI_ROW_MAX);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// Statement texts for 1, 2, 4 … MULTI_ROW_MAX rows, built once.
+fn multi_row_sql(
+    cell: &'static OnceLock<Vec<&'static str>>,
+    build: fn(usize) -> String,
+    n: usize,
+) -> (&'static str, usize) {
+    let texts = cell.get_or_init(|| {
+        let mut v = Vec::new();
+        let mut k = 1;
+        while k <= MULTI_ROW_MAX {
+            // Leaked once per process: a few static statement texts.
+            v.push(&*build(k).leak());
+            k *= 2;
+        }
+        v
+    });
+    let k = multi_row_chunk(n);
+    (texts[k.trailing_zeros() as usize], k)
+}
+
+/// `INSERT … telemetry … VALUES (…), … ON CONFLICT DO NOTHING RETURNING device_id, ts_ms` for
+/// up to `n` rows; returns the text and its row count.
+fn telemetry_insert_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            let values: Vec<String> = (0..k)
+                .map(|i| format!("(${}, ${}, 0, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                .collect();
+            format!(
+                "INSERT INTO telemetry (device_id, ts_ms, bucket_secs, data) VALUES {} \
+                 ON CONFLICT DO NOTHING RETURNING device_id, ts_ms",
+                values.join(", ")
+            )
+        },
+        n,
+    )
+}
+
+/// `UPDATE devices SET last_seen_ms = $1, connection = 'online' WHERE id IN (…)` for up to `n`
+/// devices; returns the text and its device count.
+fn heartbeat_update_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "UPDATE devices SET last_seen_ms = $1, connection = 'online' WHERE id IN ({})",
+                id_params(k)
+            )
+        },
+        n,
+    )
+}
+
+/// `UPDATE devices SET events_received = events_received + $1 WHERE id IN (…)` for up to `n`
+/// devices; returns the text and its device count.
+fn events_count_update_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "UPDATE devices SET events_received = events_received + $1 WHERE id IN ({})",
+                id_params(k)
+            )
+        },
+        n,
+    )
+}
+
+/// `$2, $3, … ${k + 1}`.
+fn id_params(k: usize) -> String {
+    (0..k)
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `INSERT … events … VALUES (…), … ON CONFLICT DO NOTHING RETURNING device_id, event_id` for up
+/// to `n` rows; returns the text and its row count.
+fn event_insert_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            let values: Vec<String> = (0..k)
+                .map(|i| {
+                    let p: Vec<String> = (1..=6).map(|j| format!("${}", 6 * i + j)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            format!(
+                "INSERT INTO events (device_id, event_id, at_ms, received_ms, kind, data) VALUES {} \
+                 ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id",
+                values.join(", ")
+            )
+        },
+        n,
+    )
+}
+
 async fn insert_bucket(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     device: &str,
@@ -1222,6 +1526,165 @@ mod tests {
             seq: at,
             snapshot,
         }
+    }
+
+    #[tokio::test]
+    async fn events_in_bulk_are_stored_once_and_counted() {
+        use medgate_contract::{AeTitle, EventId, Flow, Peer, Token};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let site = SiteId::new("s").expect("id");
+        let (a, b) = (
+            DeviceId::new("a").expect("id"),
+            DeviceId::new("b").expect("id"),
+        );
+        let event = |seq: u64, body: EventBody| Event {
+            schema: Schema::default(),
+            id: EventId::new(7, seq),
+            at_ms: 1000 + seq,
+            event: body,
+        };
+        let forwarded = || EventBody::StudyForwarded {
+            destination: Token::new("archive").expect("token"),
+            modality: None,
+            forwarded: Flow {
+                objects: 1,
+                bytes: 2,
+            },
+            latency_ms: 3,
+            attempts: 1,
+        };
+        let peer = Peer {
+            calling_ae: AeTitle::new("CT01").expect("ae"),
+            called_ae: AeTitle::new("MEDGATE").expect("ae"),
+            ip: "10.0.0.1".parse().expect("ip"),
+            sop_classes: vec![],
+            modalities: vec![],
+            accepted: true,
+            refusal: None,
+            associations: 1,
+            last_seen_ms: 5,
+        };
+        let events: Vec<Event> = (1..=200).map(|i| event(i, forwarded())).collect();
+        let seen = event(500, EventBody::PeerSeen(peer));
+        // a: 200 events (chunks 128, 64, 8) + a peer; b: 3 events, one of them twice.
+        let mut rows: Vec<(&DeviceId, &Event)> = events.iter().map(|e| (&a, e)).collect();
+        rows.push((&a, &seen));
+        rows.extend([
+            (&b, &events[0]),
+            (&b, &events[1]),
+            (&b, &events[0]),
+            (&b, &events[2]),
+        ]);
+        let mut batch = store.begin().await.expect("begin");
+        for d in [&a, &b] {
+            assert_eq!(
+                store
+                    .admit_device(batch.conn(), &site, d, 1)
+                    .await
+                    .expect("admit"),
+                None
+            );
+        }
+        let r = store
+            .record_events_many(batch.conn(), &rows, 9)
+            .await
+            .expect("record");
+        let again = store
+            .record_events_many(batch.conn(), &rows[..3], 9)
+            .await
+            .expect("record");
+        batch.commit().await.expect("commit");
+        let new = r.iter().filter(|x| **x == Recorded::New).count();
+        assert_eq!((new, r[203]), (204, Recorded::Duplicate), "{r:?}");
+        assert!(again.iter().all(|x| *x == Recorded::Duplicate));
+        let count = |d: &'static str| {
+            let store = store.clone();
+            async move {
+                sqlx::query("SELECT events_received FROM devices WHERE id = $1")
+                    .bind(d)
+                    .fetch_one(store.pool())
+                    .await
+                    .expect("row")
+                    .try_get::<i64, _>(0)
+                    .expect("n")
+            }
+        };
+        assert_eq!((count("a").await, count("b").await), (201, 3));
+        assert_eq!(store.peers("a").await.expect("peers").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn telemetry_in_bulk_is_deduplicated_and_beats_the_heart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let site = SiteId::new("s").expect("id");
+        let devs: Vec<DeviceId> = (0..3)
+            .map(|i| DeviceId::new(format!("d{i}")).expect("id"))
+            .collect();
+        let samples: Vec<Telemetry> = (0..300).map(|i| telemetry(1000 + i, i)).collect();
+        // 300 samples (chunks of 128, 128, 32, 8, 4), spread over 3 devices; then four of d0's
+        // again, one of them twice in the same call.
+        let mut rows: Vec<(&DeviceId, &Telemetry)> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (&devs[i % 3], t))
+            .collect();
+        let mut batch = store.begin().await.expect("begin");
+        for d in &devs {
+            assert_eq!(
+                store
+                    .admit_device(batch.conn(), &site, d, 7)
+                    .await
+                    .expect("admit"),
+                None
+            );
+        }
+        let first = store
+            .record_telemetry_many(batch.conn(), &rows, 7)
+            .await
+            .expect("record");
+        assert!(first.iter().all(|r| *r == Recorded::New));
+        rows.retain(|(d, _)| d.as_str() == "d0");
+        rows.truncate(4);
+        rows.push(rows[0]);
+        rows.push((&devs[0], &samples[297]));
+        let second = store
+            .record_telemetry_many(batch.conn(), &rows, 9)
+            .await
+            .expect("record");
+        batch.commit().await.expect("commit");
+        assert_eq!(second.len(), 6);
+        assert!(
+            second.iter().all(|r| *r == Recorded::Duplicate),
+            "{second:?}"
+        );
+        let mut total = 0;
+        for d in &devs {
+            total += store
+                .telemetry(d.as_str(), 0, i64::MAX, 1000)
+                .await
+                .expect("read")
+                .len();
+            let (_, status) = store
+                .device_site_status(d.as_str())
+                .await
+                .expect("read")
+                .expect("known");
+            assert_eq!(status, "pending");
+        }
+        assert_eq!(total, 300);
+        let online: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM devices WHERE connection = 'online' AND last_seen_ms = 9",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+        .try_get(0)
+        .expect("n");
+        assert_eq!(online, 1, "the heartbeat of the second call's device only");
     }
 
     #[tokio::test]

@@ -2,6 +2,10 @@
 //! retained birth and state, last will, telemetry at a fixed rate, events) against a fleet's
 //! broker, for a bounded time, on loopback. Read the fleet's `/metrics` for the
 //! publish-to-database latency histogram; this tool reports what it sent.
+//!
+//! Plain MQTT (the embedded broker) or mutual TLS (Mosquitto written by `medgate-fleet
+//! broker-config`): with `--tls-ca-dir`, every simulated device gets its own client certificate
+//! from the fleet CA (CN = device id, as enrollment issues), so the broker's per-device ACL applies.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +35,14 @@ struct Args {
     /// Site id of the simulated appliances.
     #[arg(long, default_value = "loadgen")]
     site: String,
-    /// Connections opened per second while ramping up.
+    /// Connections opened per second while ramping up (the sending time starts after the ramp).
     #[arg(long, default_value_t = 500)]
     connect_rate: u32,
+    /// Mutual TLS: the fleet's CA directory (`{data_dir}/ca`, with ca.crt and ca.key). Each device
+    /// gets a client certificate from it; the broker's certificate must be one of this CA
+    /// (`medgate-fleet broker-config`) naming the --broker host.
+    #[arg(long)]
+    tls_ca_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -53,22 +62,48 @@ async fn main() -> anyhow::Result<()> {
     }
     let port: u16 = port.parse().context("--broker port")?;
     let site = SiteId::new(args.site.as_str())?;
+    let ca = match &args.tls_ca_dir {
+        Some(dir) => {
+            if !dir.join("ca.key").exists() {
+                bail!(
+                    "--tls-ca-dir {}: no ca.key there (the fleet's {{data_dir}}/ca)",
+                    dir.display()
+                );
+            }
+            Some(Arc::new(
+                medgate_fleet::ca::Ca::load_or_create(dir).context("--tls-ca-dir")?,
+            ))
+        }
+        None => None,
+    };
     let sent = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.secs);
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let mut tasks = Vec::new();
-    let ramp = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
+    let connect_rate = args.connect_rate.max(1);
+    let ramp_secs = f64::from(args.devices) / f64::from(connect_rate);
+    // Every device sends for --secs once all are connected (sending starts as each connects).
+    let deadline = Instant::now() + Duration::from_secs_f64(ramp_secs + args.secs as f64);
+    let ramp_start = Instant::now();
     for i in 0..args.devices {
         let device = DeviceId::new(format!("sim-{i:05}"))?;
         let topics = DeviceTopics::new(site.clone(), device.clone());
         let (sent, acked, errors) = (sent.clone(), acked.clone(), errors.clone());
         let host = host.to_owned();
+        let tls = match &ca {
+            Some(ca) => Some(device_tls(ca, device.as_str())?),
+            None => None,
+        };
         tasks.push(tokio::spawn(async move {
-            simulate(topics, host, port, period, deadline, sent, acked, errors).await;
+            simulate(
+                topics, host, port, tls, period, deadline, sent, acked, errors,
+            )
+            .await;
         }));
-        tokio::time::sleep(ramp).await;
+        // Pace the connections (absolute schedule: certificate issuing time is not added).
+        let next = ramp_start + Duration::from_secs_f64(f64::from(i + 1) / f64::from(connect_rate));
+        tokio::time::sleep_until(next.into()).await;
     }
     let started = Instant::now();
     let mut last = 0;
@@ -88,13 +123,38 @@ async fn main() -> anyhow::Result<()> {
         let _ = t.await;
     }
     println!(
-        "done: devices={} sent={} acked(QoS1)={} errors={}",
+        "done: devices={} sent={} acked(QoS1)={} errors={} secs={:.1}",
         args.devices,
         sent.load(Ordering::Relaxed),
         acked.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed)
+        errors.load(Ordering::Relaxed),
+        ramp_start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A rustls client configuration for one simulated device: a fresh key and certificate from the
+/// fleet CA (CN = device id), trusting that CA for the broker.
+fn device_tls(
+    ca: &medgate_fleet::ca::Ca,
+    device: &str,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let (issued, key_pem) = ca.issue_with_key(device, &[], 1)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.cert_pem().as_bytes()) {
+        roots.add(c?)?;
+    }
+    let chain: Result<Vec<_>, _> =
+        rustls_pemfile::certs(&mut issued.certificate_pem.as_bytes()).collect();
+    let key =
+        rustls_pemfile::private_key(&mut key_pem.as_bytes())?.context("issued key unreadable")?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain?, key)?;
+    Ok(Arc::new(config))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -102,6 +162,7 @@ async fn simulate(
     topics: DeviceTopics,
     host: String,
     port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
     period: Duration,
     deadline: Instant,
     sent: Arc<AtomicU64>,
@@ -111,6 +172,11 @@ async fn simulate(
     let boot_id = fastrand::u64(..);
     let mut opts = MqttOptions::new(topics.device.as_str(), host, port);
     opts.set_keep_alive(Duration::from_secs(30));
+    if let Some(tls) = tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
     let will = State {
         schema: Schema::default(),
         sent_at_ms: now_ms(),
@@ -126,9 +192,13 @@ async fn simulate(
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let poll_acked = acked.clone();
     let poll_errors = errors.clone();
+    let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
     let poller = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    let _ = connected_tx.send(true);
+                }
                 Ok(MqttEvent::Incoming(Packet::PubAck(_))) => {
                     poll_acked.fetch_add(1, Ordering::Relaxed);
                 }
@@ -169,6 +239,14 @@ async fn simulate(
         state: DeviceState::Online,
         boot_id,
     };
+    // Like an appliance: birth, state and samples once connected (a sample's send time is taken
+    // when it is published, not while the connection is being set up).
+    if tokio::time::timeout_at(deadline.into(), connected.wait_for(|c| *c))
+        .await
+        .is_err()
+    {
+        errors.fetch_add(1, Ordering::Relaxed);
+    }
     let _ = client
         .publish(
             topics.topic(Kind::Birth),
