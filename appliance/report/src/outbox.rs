@@ -80,7 +80,9 @@ fn is_lock_held(e: &sled::Error) -> bool {
 /// sled's page cache for the outbox (small entries; sled's 1 GiB default is more than a
 /// sandboxed service may use).
 fn outbox_config(path: &Path) -> sled::Config {
-    sled::Config::new().path(path).cache_capacity(16 * 1024 * 1024)
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(16 * 1024 * 1024)
 }
 
 fn open_waiting_for_lock(path: &Path) -> Result<sled::Db, sled::Error> {
@@ -117,10 +119,12 @@ impl Outbox {
                     path: path.to_owned(),
                     source: sled::Error::Io(e),
                 })?;
-                outbox_config(path).open().map_err(|source| OutboxError::Db {
-                    path: path.to_owned(),
-                    source,
-                })?
+                outbox_config(path)
+                    .open()
+                    .map_err(|source| OutboxError::Db {
+                        path: path.to_owned(),
+                        source,
+                    })?
             }
         };
         let db_err = |source| OutboxError::Db {

@@ -145,7 +145,9 @@ fn is_lock_held(e: &sled::Error) -> bool {
 const INDEX_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 fn index_config(dir: &Path) -> sled::Config {
-    sled::Config::new().path(dir).cache_capacity(INDEX_CACHE_BYTES)
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(INDEX_CACHE_BYTES)
 }
 
 /// Opens the index, waiting up to [`LOCK_WAIT`] while its lock is still held.
