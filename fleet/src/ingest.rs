@@ -5,9 +5,8 @@
 //! device's messages are processed in order while devices proceed in parallel. An invalid message
 //! is dropped with a logged reason and counted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use medgate_contract::{
@@ -57,9 +56,6 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
     // queues device messages while the fleet restarts.
     opts.set_clean_session(false);
     opts.set_inflight(1000);
-    // A QoS 1 message is acknowledged only once it is committed to the database: the appliance
-    // drops an event from its outbox on PUBACK, so an earlier PUBACK could lose it in a crash.
-    opts.set_manual_acks(true);
     if let Some(tls) = &config.broker.tls {
         let files = client_tls(tls)?;
         opts.set_transport(Transport::tls_with_config(
@@ -68,18 +64,12 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
 
-    // Messages carry their arrival number; the acknowledger sends PUBACKs in arrival order
-    // (MQTT requires it; rumqttd refuses out-of-order acks) once each is stored.
-    let epoch_start = Arc::new(AtomicU64::new(0));
-    let (done_tx, done_rx) = mpsc::unbounded_channel::<(u64, Publish)>();
-    tokio::spawn(acknowledger(client.clone(), done_rx, epoch_start.clone()));
     let mut senders = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
-        let (tx, rx) = mpsc::channel::<(u64, Publish)>(10_000);
+        let (tx, rx) = mpsc::channel::<Publish>(10_000);
         senders.push(tx);
-        tokio::spawn(worker(app.clone(), done_tx.clone(), rx));
+        tokio::spawn(worker(app.clone(), rx));
     }
-    let mut arrival: u64 = 0;
 
     let filters: Vec<String> = Kind::ALL
         .into_iter()
@@ -96,9 +86,6 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
         loop {
             match eventloop.poll().await {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                    // Acknowledgements of the previous connection's messages are void: the broker
-                    // delivers those again.
-                    epoch_start.store(arrival, std::sync::atomic::Ordering::Release);
                     backoff = Duration::from_millis(200);
                     app_poll
                         .metrics
@@ -122,9 +109,7 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let shard = shard_of(&p.topic);
-                    let n = arrival;
-                    arrival += 1;
-                    if senders[shard].send((n, p)).await.is_err() {
+                    if senders[shard].send(p).await.is_err() {
                         break;
                     }
                 }
@@ -208,41 +193,7 @@ struct Item {
 /// Messages recorded in one transaction, at most.
 const BATCH: usize = 256;
 
-/// Sends PUBACKs in arrival order: message `n` is acknowledged once it and every message that
-/// arrived before it (on this connection) are done.
-async fn acknowledger(
-    client: AsyncClient,
-    mut done: mpsc::UnboundedReceiver<(u64, Publish)>,
-    epoch_start: Arc<AtomicU64>,
-) {
-    let mut next: u64 = 0;
-    let mut ready: BTreeMap<u64, Publish> = BTreeMap::new();
-    while let Some((n, p)) = done.recv().await {
-        let start = epoch_start.load(std::sync::atomic::Ordering::Acquire);
-        if next < start {
-            // A new connection: forget what belonged to the old one.
-            next = start;
-            ready = ready.split_off(&start);
-        }
-        if n < start {
-            continue;
-        }
-        ready.insert(n, p);
-        while let Some(p) = ready.remove(&next) {
-            if client.ack(&p).await.is_err() {
-                // The event loop is gone; the broker delivers unacknowledged messages again.
-                return;
-            }
-            next += 1;
-        }
-    }
-}
-
-async fn worker(
-    app: Arc<App>,
-    done: mpsc::UnboundedSender<(u64, Publish)>,
-    mut rx: mpsc::Receiver<(u64, Publish)>,
-) {
+async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<Publish>) {
     while let Some(first) = rx.recv().await {
         let mut raw = vec![first];
         while raw.len() < BATCH {
@@ -251,14 +202,11 @@ async fn worker(
                 Err(_) => break,
             }
         }
-        // Messages that do not parse are dropped (and acknowledged: a redelivery would not make
-        // them valid).
         let items: Vec<Item> = raw
             .iter()
-            .filter_map(|(_, p)| parse(&app, p.topic.clone(), &p.payload))
+            .filter_map(|p| parse(&app, p.topic.clone(), &p.payload))
             .collect();
         if items.is_empty() {
-            finished(&done, raw);
             continue;
         }
         let now = now_ms() as i64;
@@ -277,20 +225,11 @@ async fn worker(
         for (item, result) in items.iter().zip(results) {
             after(&app, item, result).await;
         }
-        // Committed (or dropped for good): the broker may forget them.
-        finished(&done, raw);
     }
 }
 
-fn finished(done: &mpsc::UnboundedSender<(u64, Publish)>, raw: Vec<(u64, Publish)>) {
-    for m in raw {
-        let _ = done.send(m);
-    }
-}
-
-/// [`record_one`], retried while the database fails (an outage or a restart of PostgreSQL):
-/// the message is acknowledged to the broker only once stored, and messages after it wait.
-/// Gives up after about two minutes (logged and counted as an error).
+/// [`record_one`], retried while the database fails (an outage or a restart of PostgreSQL);
+/// the device's later messages wait. Gives up after about two minutes (logged and counted).
 async fn record_persistently(app: &App, item: &Item, now: i64) -> Result<Recorded, StoreError> {
     let mut delay = Duration::from_millis(250);
     let mut attempt = 1;
