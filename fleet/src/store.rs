@@ -105,6 +105,15 @@ fn rows_changed(r: &sqlx::any::AnyQueryResult) -> bool {
     r.rows_affected() > 0
 }
 
+/// `New` if the statement changed a row, `Duplicate` if it was already there.
+fn recorded(r: &sqlx::any::AnyQueryResult) -> Recorded {
+    if rows_changed(r) {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    }
+}
+
 impl Store {
     /// Connects and runs the migrations.
     pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Store> {
@@ -392,11 +401,7 @@ impl Store {
                 .execute(&mut *c)
                 .await?;
         }
-        Ok(if rows_changed(&r) {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        Ok(recorded(&r))
     }
 
     /// Records telemetry (deduplicated by device and send time) and the heartbeat.
@@ -424,11 +429,7 @@ impl Store {
             .bind(device.as_str())
             .execute(&mut *c)
             .await?;
-        Ok(if rows_changed(&r) {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        Ok(recorded(&r))
     }
 
     /// Checks that a message from `site/device` may be recorded (registering an unknown device
@@ -638,11 +639,7 @@ impl Store {
         .bind(from.get(1).copied().unwrap_or(from[0]))
         .execute(&mut *c)
         .await?;
-        Ok(if rows_changed(&r) {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        Ok(recorded(&r))
     }
 
     /// Records the reported configuration.

@@ -116,17 +116,7 @@ impl ScuAssociation {
         proposals: &[(String, Vec<String>)],
     ) -> Result<Self, ScuError> {
         let timeout_secs = opts.timeout.as_secs().max(1);
-        let tcp = tokio::time::timeout(opts.timeout, tokio::net::TcpStream::connect(&opts.address))
-            .await
-            .map_err(|_| ScuError::Connect {
-                address: opts.address.clone(),
-                reason: format!("no answer within {timeout_secs} s"),
-            })?
-            .map_err(|e| ScuError::Connect {
-                address: opts.address.clone(),
-                reason: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = tcp_connect(&opts.address, opts.timeout).await?;
         let stream: BoxStream = match &opts.tls {
             Some((cfg, name)) => {
                 let server_name =
@@ -330,14 +320,38 @@ impl ScuAssociation {
 
     /// Releases the association politely.
     pub async fn release(mut self) {
-        if self.conn.send(&Pdu::ReleaseRQ).await.is_ok() {
-            let _ = self.conn.read(self.timeout_secs.min(10)).await;
-        }
-        self.conn.close().await;
+        release(&mut self.conn, self.timeout_secs).await;
     }
 
     /// Aborts the association.
     pub async fn abort(mut self) {
         self.conn.abort(0).await;
     }
+}
+
+/// Opens the TCP connection of an association (TCP_NODELAY set), within `timeout`.
+pub(crate) async fn tcp_connect(
+    address: &str,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, ScuError> {
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| ScuError::Connect {
+            address: address.to_string(),
+            reason: format!("no answer within {} s", timeout.as_secs().max(1)),
+        })?
+        .map_err(|e| ScuError::Connect {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// A-RELEASE-RQ, waits (at most 10 s) for the answer, closes.
+pub(crate) async fn release(conn: &mut PduConn, timeout_secs: u64) {
+    if conn.send(&Pdu::ReleaseRQ).await.is_ok() {
+        let _ = conn.read(timeout_secs.min(10)).await;
+    }
+    conn.close().await;
 }

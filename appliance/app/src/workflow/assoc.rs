@@ -67,18 +67,7 @@ impl MessageAssociation {
         timeout: Duration,
     ) -> Result<Self, ScuError> {
         let timeout_secs = timeout.as_secs().max(1);
-        let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
-            .await
-            .map_err(|_| ScuError::Connect {
-                address: address.to_string(),
-                reason: format!("no answer within {timeout_secs} s"),
-            })?
-            .map_err(|e| ScuError::Connect {
-                address: address.to_string(),
-                reason: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let stream: BoxStream = Box::new(tcp);
+        let stream: BoxStream = Box::new(crate::scu::tcp_connect(address, timeout).await?);
         let mut conn = PduConn::new(
             stream,
             FrameLimits {
@@ -308,10 +297,7 @@ impl MessageAssociation {
 
     /// Releases the association politely.
     pub async fn release(mut self) {
-        if self.conn.send(&Pdu::ReleaseRQ).await.is_ok() {
-            let _ = self.conn.read(self.timeout_secs.min(10)).await;
-        }
-        self.conn.close().await;
+        crate::scu::release(&mut self.conn, self.timeout_secs).await;
     }
 
     /// Aborts the association.
