@@ -124,8 +124,16 @@ async fn archive_down_then_back_everything_arrives() -> Result<()> {
     report.expect_all_success(files.len())?;
 
     // Capture does not wait on forwarding; the queue holds everything and says why.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let s = appliance.status().await?;
+    // The first attempt fails at once; poll rather than guess how long a loaded CI host takes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = appliance.status().await?;
+        if s["destinations"][0]["last_error"].is_string() || tokio::time::Instant::now() > deadline
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(s["destinations"][0]["queue_depth"], files.len(), "{s}");
     assert_eq!(s["destinations"][0]["up"], false, "{s}");
     assert!(
@@ -144,13 +152,12 @@ async fn archive_down_then_back_everything_arrives() -> Result<()> {
         .await?
         .text()
         .await?;
-    assert!(
-        metrics.contains(&format!(
-            "medgate_queue_depth{{destination=\"archive\"}} {}",
-            files.len()
-        )) || metrics.contains("medgate_queue_depth"),
-        "{metrics}"
-    );
+    for line in [
+        format!("medgate_queue_depth{{destination=\"archive\"}} {}", files.len()),
+        "medgate_destination_up{destination=\"archive\"} 0".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+    }
 
     let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
     appliance.wait_drained(Duration::from_secs(60)).await?;

@@ -279,7 +279,7 @@ fn print_status(s: &StatusReport) {
             "destination: {} ({}) {}: {} waiting (oldest {} s), {} forwarded, {} quarantined{}",
             d.name,
             d.kind,
-            if d.up { "up" } else { "BACKING OFF" },
+            if d.up { "up" } else { "DOWN, retrying" },
             d.queue_depth,
             d.oldest_age_secs,
             d.forwarded,

@@ -101,7 +101,7 @@ pub struct DestinationMetrics {
     pub oldest_age_secs: AtomicU64,
     /// Objects in quarantine now (gauge).
     pub quarantined: AtomicU64,
-    /// 1 when the destination answers, 0 while it is backing off.
+    /// 1 when the destination answers, 0 from a failed contact until one succeeds again.
     pub up: AtomicU64,
     /// Time from taking an object to its confirmation.
     pub latency: Histogram,

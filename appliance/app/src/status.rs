@@ -125,6 +125,10 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    // Queue gauges are read at scrape time, not as of the last housekeeping tick.
+    for d in &app.hub.destinations {
+        d.refresh_gauges();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render()

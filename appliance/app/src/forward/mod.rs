@@ -109,7 +109,7 @@ impl Destination {
         self.notify.notify_one();
     }
 
-    /// Depth, age of the oldest object (s), backing off?, last error.
+    /// Depth, age of the oldest object (s), down (last contact failed)?, last error.
     pub fn snapshot(&self) -> (usize, u64, bool, Option<String>) {
         let q = self.lock();
         let now_us = std::time::SystemTime::now()
@@ -123,7 +123,7 @@ impl Destination {
         (
             q.depth(),
             age,
-            q.is_down(Instant::now()),
+            q.is_down(),
             q.last_error.clone(),
         )
     }

@@ -205,9 +205,12 @@ impl DestQueue {
         }
     }
 
-    /// Whether the destination is backing off.
-    pub fn is_down(&self, now: Instant) -> bool {
-        self.down_until.is_some_and(|t| t > now)
+    /// Whether the destination is down: the last contact failed and none has
+    /// succeeded since. It stays down while the backoff waits *and* while the
+    /// next attempt is under way, so a status read between two attempts never
+    /// shows an unreachable archive as up.
+    pub fn is_down(&self) -> bool {
+        self.down_count > 0
     }
 
     /// Ids queued (for tests and status).
@@ -269,10 +272,11 @@ mod tests {
             q.on_result(1, &Outcome::DestinationDown("refused".into()), now, 1.0),
             Effect::Requeued
         );
-        assert!(q.is_down(now));
+        assert!(q.is_down());
         assert_eq!(q.next(now), Next::WaitUntil(now + Duration::from_secs(1)));
         let later = now + Duration::from_secs(1);
         assert_eq!(q.next(later), Next::Take(1));
+        assert!(q.is_down(), "still down while the retry is under way");
         assert_eq!(
             q.on_result(1, &Outcome::DestinationDown("refused".into()), later, 1.0),
             Effect::Requeued
@@ -287,7 +291,7 @@ mod tests {
             q.on_result(1, &Outcome::Confirmed(None), later, 1.0),
             Effect::Confirm { attempts: 3 }
         );
-        assert!(!q.is_down(later));
+        assert!(!q.is_down());
         assert_eq!(q.next(later), Next::Take(2));
     }
 
