@@ -46,6 +46,9 @@ impl Message for Telemetry {
 impl Message for Event {
     const KIND: Kind = Kind::Event;
 }
+impl Message for EventReceipt {
+    const KIND: Kind = Kind::EventReceipt;
+}
 impl Message for Command {
     const KIND: Kind = Kind::Cmd;
 }

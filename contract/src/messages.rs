@@ -441,6 +441,22 @@ pub struct Event {
     pub event: EventBody,
 }
 
+/// Fleet → appliance (QoS 1, not retained): ids of events the fleet has stored, new or already
+/// known. MQTT acknowledges a message hop by hop only (to the broker); this receipt is the end-to-end
+/// one: the appliance keeps each event in its outbox, and sends it again, until a receipt names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventReceipt {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// The events stored (at most [`EventReceipt::MAX_IDS`]).
+    pub ids: Vec<EventId>,
+}
+
+impl EventReceipt {
+    /// Most ids in one receipt (about 40 bytes each: far below [`crate::MAX_PAYLOAD_BYTES`]).
+    pub const MAX_IDS: usize = 1000;
+}
+
 /// What a command asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -21,6 +21,9 @@ pub enum Kind {
     Telemetry,
     /// Appliance → fleet, QoS 1, from the durable outbox, at least once ([`crate::Event`]).
     Event,
+    /// Fleet → appliance, QoS 1: the events the fleet has stored ([`crate::EventReceipt`]); the
+    /// appliance keeps an event in its outbox until its receipt arrives.
+    EventReceipt,
     /// Fleet → appliance, QoS 1 ([`crate::Command`]).
     Cmd,
     /// Appliance → fleet, QoS 1, from the outbox ([`crate::CommandAck`]).
@@ -33,11 +36,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Birth,
         Kind::State,
         Kind::Telemetry,
         Kind::Event,
+        Kind::EventReceipt,
         Kind::Cmd,
         Kind::CmdAck,
         Kind::ConfigDesired,
@@ -51,6 +55,7 @@ impl Kind {
             Kind::State => "state",
             Kind::Telemetry => "telemetry",
             Kind::Event => "event",
+            Kind::EventReceipt => "event-receipt",
             Kind::Cmd => "cmd",
             Kind::CmdAck => "cmd-ack",
             Kind::ConfigDesired => "config/desired",
@@ -60,7 +65,7 @@ impl Kind {
 
     /// True for the kinds the appliance publishes (and the fleet only reads).
     pub fn from_device(self) -> bool {
-        !matches!(self, Kind::Cmd | Kind::ConfigDesired)
+        !matches!(self, Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt)
     }
 
     fn from_suffix(s: &str) -> Option<Kind> {
@@ -89,7 +94,7 @@ pub enum TopicError {
     },
     /// The suffix is not one of [`Kind`]'s.
     #[error(
-        "topic {0:?}: unknown message kind (expected birth, state, telemetry, event, cmd, cmd-ack, config/desired or config/reported)"
+        "topic {0:?}: unknown message kind (expected birth, state, telemetry, event, event-receipt, cmd, cmd-ack, config/desired or config/reported)"
     )]
     UnknownKind(String),
 }

@@ -96,6 +96,17 @@ fn every_message_round_trips() {
         ev
     );
 
+    let receipt = EventReceipt {
+        schema: Schema::default(),
+        ids: vec![ev.id, EventId::new(1, 3)],
+    };
+    let json = encode(&receipt).expect("encodes");
+    assert_eq!(
+        String::from_utf8_lossy(&json),
+        r#"{"schema":1,"ids":["0000000000000001-0000000000000002","0000000000000001-0000000000000003"]}"#
+    );
+    assert_eq!(decode::<EventReceipt>(&json).expect("decodes"), receipt);
+
     let cmd = Command {
         schema: Schema::default(),
         id: CommandId::new("c-1").expect("valid"),
@@ -253,6 +264,7 @@ fn garbage_never_panics() {
         }
         let _ = decode::<Event>(&p);
         let _ = decode::<Command>(&p);
+        let _ = decode::<EventReceipt>(&p);
     }
     assert!(refused > 1_000, "most mutations are refused ({refused})");
 }

@@ -107,6 +107,11 @@ impl App {
         let _ = self.mqtt.set(client);
     }
 
+    /// The MQTT client, once connected.
+    pub(crate) fn mqtt_client(&self) -> Option<&AsyncClient> {
+        self.mqtt.get()
+    }
+
     fn mqtt(&self) -> Result<&AsyncClient, OpError> {
         self.mqtt
             .get()

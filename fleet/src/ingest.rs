@@ -4,14 +4,18 @@
 //! Messages are spread over worker tasks by device (a hash of the topic's device level), so one
 //! device's messages are processed in order while devices proceed in parallel. An invalid message
 //! is dropped with a logged reason and counted.
+//!
+//! Once a batch is committed, each device whose events it held gets one [`EventReceipt`] naming
+//! them (new and duplicate alike): the device keeps an event in its outbox until then, so an event
+//! lost between broker and database (a broker restart, a fleet crash after the PUBACK) is sent again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use medgate_contract::{
-    Birth, Command, CommandAck, DesiredConfig, DeviceTopics, Event, Kind, MAX_PAYLOAD_BYTES,
-    ReportedConfig, State, Telemetry, decode, encode, now_ms,
+    Birth, Command, CommandAck, DesiredConfig, DeviceTopics, Event, EventId, EventReceipt, Kind,
+    MAX_PAYLOAD_BYTES, ReportedConfig, Schema, State, Telemetry, decode, encode, now_ms,
 };
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, Transport};
 use serde_json::json;
@@ -222,8 +226,48 @@ async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<Publish>) {
                 r
             }
         };
+        let mut stored: HashMap<&DeviceTopics, Vec<EventId>> = HashMap::new();
         for (item, result) in items.iter().zip(results) {
+            if let (Msg::Event(e), Ok(Recorded::New | Recorded::Duplicate)) = (&item.msg, &result) {
+                stored.entry(&item.dev).or_default().push(e.id);
+            }
             after(&app, item, result).await;
+        }
+        for (dev, ids) in stored {
+            send_receipts(&app, dev, ids);
+        }
+    }
+}
+
+/// Publishes receipts for stored events (QoS 1, never waiting: when the client's queue is full the
+/// receipt is skipped and counted, and the device sends the events again after its timeout).
+fn send_receipts(app: &App, dev: &DeviceTopics, ids: Vec<EventId>) {
+    let Some(client) = app.mqtt_client() else {
+        return;
+    };
+    for chunk in ids.chunks(EventReceipt::MAX_IDS) {
+        let receipt = EventReceipt {
+            schema: Schema::default(),
+            ids: chunk.to_vec(),
+        };
+        let payload = match encode(&receipt) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(device = %dev.device, error = %e, "cannot encode an event receipt");
+                return;
+            }
+        };
+        match client.try_publish(
+            dev.topic(Kind::EventReceipt),
+            QoS::AtLeastOnce,
+            false,
+            payload,
+        ) {
+            Ok(()) => app.metrics.receipts_sent.inc(),
+            Err(e) => {
+                app.metrics.receipts_skipped.inc();
+                tracing::debug!(device = %dev.device, error = %e, "event receipt skipped");
+            }
         }
     }
 }
@@ -267,7 +311,7 @@ fn parse(app: &App, topic: String, payload: &[u8]) -> Option<Item> {
         Kind::Event => decode(payload).map(Msg::Event),
         Kind::CmdAck => decode(payload).map(Msg::Ack),
         Kind::ConfigReported => decode(payload).map(Msg::Reported),
-        Kind::Cmd | Kind::ConfigDesired => return None, // our own messages
+        Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt => return None, // our own messages
     };
     match msg {
         Ok(msg) => Some(Item { topic, dev, msg }),

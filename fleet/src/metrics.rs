@@ -38,6 +38,10 @@ pub struct Metrics {
     pub refused: Counter,
     /// Database errors while recording.
     pub db_errors: Counter,
+    /// Event receipts published to devices.
+    pub receipts_sent: Counter,
+    /// Event receipts not published (the MQTT client's queue was full; the device sends again).
+    pub receipts_skipped: Counter,
     /// 1 while connected to the broker.
     pub mqtt_connected: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
@@ -111,6 +115,16 @@ impl Metrics {
                 "medgate_fleet_db_errors_total",
                 "Database errors while recording",
                 self.db_errors.get(),
+            ),
+            (
+                "medgate_fleet_event_receipts_total",
+                "Event receipts published to devices",
+                self.receipts_sent.get(),
+            ),
+            (
+                "medgate_fleet_event_receipts_skipped_total",
+                "Event receipts not published because the MQTT client was busy (devices send again)",
+                self.receipts_skipped.get(),
             ),
         ];
         for (name, help, v) in counters {

@@ -316,6 +316,19 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     }
     let (_, d) = api2.get("/api/v1/devices/dev-a").await;
     assert_eq!(d["events_received"], total, "still counted once");
+    // The device's outbox empties only with the fleet's receipts (published by both replicas).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rep_a.status().outbox_len > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events still waiting for a receipt: {:?}",
+            rep_a.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let receipts =
+        running.app.metrics.receipts_sent.get() + running2.app.metrics.receipts_sent.get();
+    assert!(receipts > 0, "receipts published");
 
     rep_a.shutdown(Duration::from_secs(5)).await;
     rep_b.shutdown(Duration::from_secs(5)).await;

@@ -129,14 +129,7 @@ impl Fleet {
                 dir.join("data").display()
             ),
         )?;
-        let mut cmd = Command::new(workspace_bin("medgate-fleet")?);
-        cmd.arg("serve").arg("--config").arg(&config);
-        cmd.env("RUST_LOG", "info");
-        let mut peer = Peer::spawn("medgate-fleet", cmd, &dir.join("fleet.log"))?;
-        wait_listening(http_port, Duration::from_secs(30), || peer.check_alive()).await?;
-        if embedded {
-            wait_listening(mqtt_port, Duration::from_secs(30), || peer.check_alive()).await?;
-        }
+        let peer = Fleet::serve(dir, "fleet.log", http_port, embedded.then_some(mqtt_port)).await?;
         let token = std::fs::read_to_string(dir.join("data/admin-token"))
             .context("the fleet's admin token")?
             .trim()
@@ -157,6 +150,35 @@ impl Fleet {
             ca,
             client,
         })
+    }
+
+    /// Runs `medgate-fleet serve` with `dir/fleet.toml`; returns once it listens on its HTTP port
+    /// (and on the embedded broker's port, if given).
+    async fn serve(dir: &Path, log: &str, http_port: u16, mqtt_port: Option<u16>) -> Result<Peer> {
+        let mut cmd = Command::new(workspace_bin("medgate-fleet")?);
+        cmd.arg("serve").arg("--config").arg(dir.join("fleet.toml"));
+        cmd.env("RUST_LOG", "info");
+        let mut peer = Peer::spawn("medgate-fleet", cmd, &dir.join(log))?;
+        wait_listening(http_port, Duration::from_secs(30), || peer.check_alive()).await?;
+        if let Some(port) = mqtt_port {
+            wait_listening(port, Duration::from_secs(30), || peer.check_alive()).await?;
+        }
+        Ok(peer)
+    }
+
+    /// kill -9 (a crash: with the embedded broker, the broker goes down with it), then the same
+    /// fleet starts again on the same ports and data; its log goes to `fleet-{n}.log`.
+    pub async fn crash_and_restart(&mut self, n: u32) -> Result<()> {
+        self.peer.kill()?;
+        let embedded = self.ca.is_none();
+        self.peer = Fleet::serve(
+            &self.dir,
+            &format!("fleet-{n}.log"),
+            self.http_port,
+            embedded.then_some(self.mqtt_port),
+        )
+        .await?;
+        Ok(())
     }
 
     /// `http://127.0.0.1:{port}`, or `https://localhost:{port}`.

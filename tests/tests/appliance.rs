@@ -153,10 +153,16 @@ async fn archive_down_then_back_everything_arrives() -> Result<()> {
         .text()
         .await?;
     for line in [
-        format!("medgate_queue_depth{{destination=\"archive\"}} {}", files.len()),
+        format!(
+            "medgate_queue_depth{{destination=\"archive\"}} {}",
+            files.len()
+        ),
         "medgate_destination_up{destination=\"archive\"} 0".to_string(),
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
     }
 
     let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;

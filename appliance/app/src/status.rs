@@ -72,10 +72,13 @@ pub struct FleetStatus {
     pub connected: bool,
     /// Sessions since start.
     pub connects: u64,
-    /// Messages waiting in the outbox.
+    /// Messages waiting in the outbox (events until the fleet's receipt).
     pub outbox: u64,
-    /// Messages the broker acknowledged since start.
+    /// Messages confirmed since start (events by the fleet's receipt, others by the broker).
     pub acked: u64,
+    /// Events sent again because the fleet's receipt did not come in time.
+    #[serde(default)]
+    pub resent: u64,
     /// Messages dropped because the outbox was full.
     pub dropped: u64,
 }
@@ -193,6 +196,7 @@ pub fn report(app: &App) -> StatusReport {
             connects: f.connects,
             outbox: f.outbox_len as u64,
             acked: f.acked,
+            resent: f.resent,
             dropped: f.outbox_dropped,
         }),
     }
@@ -206,10 +210,12 @@ fn fleet_metrics(app: &App) -> String {
     format!(
         "# HELP medgate_fleet_connected 1 while connected to the fleet's MQTT broker.\n# TYPE medgate_fleet_connected gauge\nmedgate_fleet_connected {}\n\
          # HELP medgate_fleet_outbox_entries Messages for the fleet waiting in the durable outbox.\n# TYPE medgate_fleet_outbox_entries gauge\nmedgate_fleet_outbox_entries {}\n\
-         # HELP medgate_fleet_outbox_dropped_total Messages dropped because the outbox was full.\n# TYPE medgate_fleet_outbox_dropped_total counter\nmedgate_fleet_outbox_dropped_total {}\n",
+         # HELP medgate_fleet_outbox_dropped_total Messages dropped because the outbox was full.\n# TYPE medgate_fleet_outbox_dropped_total counter\nmedgate_fleet_outbox_dropped_total {}\n\
+         # HELP medgate_fleet_events_resent_total Events published again because the fleet's receipt did not come in time.\n# TYPE medgate_fleet_events_resent_total counter\nmedgate_fleet_events_resent_total {}\n",
         u8::from(f.connected),
         f.outbox_len,
-        f.outbox_dropped
+        f.outbox_dropped,
+        f.resent
     )
 }
 

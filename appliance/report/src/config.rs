@@ -53,6 +53,10 @@ pub struct ReporterConfig {
     /// Messages kept while the broker is unreachable; past it the oldest are dropped (counted).
     #[serde(default = "default_outbox_max")]
     pub outbox_max_entries: usize,
+    /// Seconds to wait for the fleet's receipt of a published event before sending it again;
+    /// doubles (up to 10 minutes) while no receipt comes at all.
+    #[serde(default = "default_receipt_timeout")]
+    pub receipt_timeout_secs: u64,
 }
 
 fn default_telemetry() -> u64 {
@@ -69,6 +73,9 @@ fn default_reconnect_max() -> u64 {
 }
 fn default_outbox_max() -> usize {
     1_000_000
+}
+fn default_receipt_timeout() -> u64 {
+    30
 }
 
 /// TLS files for the broker connection.
@@ -127,6 +134,7 @@ impl ReporterConfig {
             reconnect_min_ms: default_reconnect_min(),
             reconnect_max_secs: default_reconnect_max(),
             outbox_max_entries: default_outbox_max(),
+            receipt_timeout_secs: default_receipt_timeout(),
         }
     }
 
@@ -152,6 +160,9 @@ impl ReporterConfig {
                 "reconnect_min_ms",
                 "must be at least 1 and at most reconnect_max_secs x 1000",
             );
+        }
+        if !(1..=3600).contains(&self.receipt_timeout_secs) {
+            return invalid("receipt_timeout_secs", "must be 1 to 3600 seconds");
         }
         if self.outbox_max_entries < 1000 {
             return invalid("outbox_max_entries", "must be at least 1000");

@@ -2,7 +2,8 @@
 //!
 //! - [`Outbox`]: durable (sled) queue of messages for the fleet: events, command
 //!   acknowledgements, configuration reports. Published at least once, in order, kept across
-//!   broker outages and restarts.
+//!   broker outages and restarts; an event is kept until the fleet's receipt names it.
+//! - [`delivery`]: the session's publishing window and receipt bookkeeping (sans-IO).
 //! - [`Reporter`]: the MQTT client task (rumqttc, rustls with ring, client certificate): birth,
 //!   state and last will, telemetry, outbox replay, commands and desired configuration.
 //! - [`TelemetrySource`] and [`CommandHandler`]: what the appliance implements.
@@ -23,6 +24,7 @@
 //! ```
 
 pub mod config;
+pub mod delivery;
 pub mod handler;
 pub mod outbox;
 pub mod reporter;

@@ -3,7 +3,8 @@
 //! - `append` gives each message the next sequence number of the outbox's stream and stores it;
 //!   it never waits on the network.
 //! - The publisher reads entries in sequence order from a cursor (`after`) and removes each one
-//!   only when the broker's PUBACK for it arrived (`remove`): at least once, in order.
+//!   only when it is confirmed (`remove`): an event by the fleet's receipt, anything else by the
+//!   broker's PUBACK. At least once, in order.
 //! - Entries survive restarts (sled; see DESIGN §3 for its durability limits). If the database
 //!   cannot be opened it is moved aside and a new one with a new stream id is created, so event ids
 //!   never repeat.
@@ -224,12 +225,14 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Removes an entry (after the broker acknowledged it). Removing an absent entry is a no-op.
-    pub fn remove(&self, seq: u64) -> Result<(), OutboxError> {
-        self.entries
+    /// Removes an entry (once confirmed). Returns whether it was there: removing an absent entry
+    /// is a no-op.
+    pub fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
+        let old = self
+            .entries
             .remove(seq.to_be_bytes())
             .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(old.is_some())
     }
 
     /// Entries waiting.

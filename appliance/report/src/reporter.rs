@@ -4,11 +4,12 @@
 //! unacknowledged lives only in rumqttc's memory: the outbox is the only queue. A separate task
 //! drives `EventLoop::poll()` and forwards its events over a channel (publishing from the polling
 //! task would deadlock, DESIGN §3). The session task:
-//! - waits for CONNACK, subscribes to `cmd` and `config/desired` (rumqttc does not re-subscribe),
-//!   publishes the retained birth and `online` state (the last will is the retained `offline`);
-//! - publishes outbox entries in sequence order, at most `WINDOW` unacknowledged at once, and
-//!   removes each from the outbox when its PUBACK arrives (packet ids are matched to entries by the
-//!   order of `Outgoing::Publish` events, which is the order of our publish calls);
+//! - waits for CONNACK, subscribes to `cmd`, `config/desired` and `event-receipt` (rumqttc does not
+//!   re-subscribe), publishes the retained birth and `online` state (the last will is the retained
+//!   `offline`);
+//! - publishes outbox entries in sequence order, a bounded window at once ([`crate::delivery`]);
+//!   an event leaves the outbox when the fleet's receipt names it, any other entry when the
+//!   broker's PUBACK arrives; events without a receipt in time are sent again;
 //! - publishes telemetry (QoS 0) every interval;
 //! - hands commands and desired configurations to the appliance's [`CommandHandler`] on tasks of
 //!   their own and puts their acknowledgements in the outbox.
@@ -16,17 +17,16 @@
 //! When the connection is lost the session ends; the next one starts after a backoff (doubling,
 //! with jitter) and replays the outbox from its oldest entry.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use medgate_contract::{
     Birth, Command, CommandAck, CommandAction, CommandOutput, CommandStatus, ConfigStatus,
-    DesiredConfig, DeviceState, DeviceTopics, Event, EventBody, EventId, Kind, MAX_PAYLOAD_BYTES,
-    Message, QuarantineAction, ReportedConfig, Schema, State, Telemetry, Token, decode, encode,
-    now_ms,
+    DesiredConfig, DeviceState, DeviceTopics, Event, EventBody, EventId, EventReceipt, Kind,
+    MAX_PAYLOAD_BYTES, Message, QuarantineAction, ReportedConfig, Schema, State, Telemetry, Token,
+    decode, encode, now_ms,
 };
 use rumqttc::{
     AsyncClient, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -36,11 +36,10 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, ReporterConfig};
+use crate::delivery::{Delivery, WINDOW};
 use crate::handler::{ApplyOutcome, CommandHandler, TelemetrySource};
 use crate::outbox::{Outbox, OutboxError};
 
-/// Outbox entries published and not yet acknowledged, at most.
-const WINDOW: usize = 32;
 /// Command ids remembered (to ignore redeliveries).
 const COMMANDS_REMEMBERED: usize = 1000;
 const META_RUNNING: &str = "config.running_version";
@@ -67,8 +66,11 @@ pub struct ReporterStatus {
     pub connected: bool,
     /// Sessions established since start.
     pub connects: u64,
-    /// Outbox entries acknowledged by the broker since start.
+    /// Outbox entries confirmed since start: events by the fleet's receipt, other entries by the
+    /// broker's PUBACK.
     pub acked: u64,
+    /// Events sent again because the fleet's receipt did not come in time (since start).
+    pub resent: u64,
     /// Entries waiting in the outbox.
     pub outbox_len: usize,
     /// Entries dropped because the outbox was full (since start).
@@ -82,6 +84,7 @@ struct Counters {
     connected: AtomicBool,
     connects: AtomicU64,
     acked: AtomicU64,
+    resent: AtomicU64,
     invalid: AtomicU64,
 }
 
@@ -214,6 +217,7 @@ impl Reporter {
             connected: c.connected.load(Ordering::Relaxed),
             connects: c.connects.load(Ordering::Relaxed),
             acked: c.acked.load(Ordering::Relaxed),
+            resent: c.resent.load(Ordering::Relaxed),
             outbox_len: self.shared.outbox.len(),
             outbox_dropped: self.shared.outbox.dropped(),
             invalid_dropped: c.invalid.load(Ordering::Relaxed),
@@ -375,10 +379,8 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
         tracing::info!(broker = %self.config.broker, device = %self.config.device, "connected to the broker");
 
         let topics = self.shared.topics.clone();
-        // Tags of our publish calls, in order; `Some(seq)` for outbox entries.
-        let mut pending: VecDeque<Option<u64>> = VecDeque::new();
-        let mut inflight: HashMap<u16, u64> = HashMap::new();
-        let mut cursor: Option<u64> = None;
+        let mut delivery = Delivery::new(Duration::from_secs(self.config.receipt_timeout_secs));
+        let receipt_topic = topics.topic(Kind::EventReceipt);
         let lost = SessionEnd::Lost {
             was_connected: true,
         };
@@ -386,6 +388,7 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
         let subs = [
             rumqttc::SubscribeFilter::new(topics.topic(Kind::Cmd), QoS::AtLeastOnce),
             rumqttc::SubscribeFilter::new(topics.topic(Kind::ConfigDesired), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(receipt_topic.clone(), QoS::AtLeastOnce),
         ];
         if client.subscribe_many(subs).await.is_err() {
             return lost;
@@ -409,7 +412,7 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
             {
                 return lost;
             }
-            pending.push_back(None);
+            delivery.published_other();
         }
 
         let mut tick =
@@ -426,12 +429,11 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                 {
                     return lost;
                 }
-                pending.push_back(None);
+                delivery.published_other();
             }
             // Fill the window from the outbox.
-            while inflight.len() + pending.iter().filter(|p| p.is_some()).count() < WINDOW {
-                let room = WINDOW - inflight.len() - pending.iter().filter(|p| p.is_some()).count();
-                let batch = match shared.outbox.after(cursor, room) {
+            while delivery.room() > 0 {
+                let batch = match shared.outbox.after(delivery.cursor(), delivery.room()) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the outbox");
@@ -442,7 +444,9 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                     break;
                 }
                 for entry in batch {
-                    cursor = Some(entry.seq);
+                    let needs_receipt =
+                        matches!(DeviceTopics::parse(&entry.topic), Ok((_, Kind::Event)));
+                    delivery.published_entry(entry.seq, needs_receipt);
                     if client
                         .publish(entry.topic, QoS::AtLeastOnce, entry.retain, entry.payload)
                         .await
@@ -450,7 +454,6 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                     {
                         return lost;
                     }
-                    pending.push_back(Some(entry.seq));
                 }
             }
 
@@ -465,24 +468,28 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                         tracing::warn!(error = %e, "connection to the broker lost");
                         return lost;
                     }
-                    Some(Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid)))) => {
-                        if let Some(Some(seq)) = pending.pop_front() {
-                            inflight.insert(pkid, seq);
+                    Some(Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid)))) => delivery.on_outgoing_publish(pkid),
+                    Some(Ok(MqttEvent::Incoming(Packet::PubAck(ack)))) => {
+                        if let Some(seq) = delivery.on_puback(ack.pkid, Instant::now()) {
+                            self.confirmed(seq);
                         }
                     }
-                    Some(Ok(MqttEvent::Incoming(Packet::PubAck(ack)))) => {
-                        if let Some(seq) = inflight.remove(&ack.pkid) {
-                            match shared.outbox.remove(seq) {
-                                Ok(()) => { counters.acked.fetch_add(1, Ordering::Relaxed); }
-                                Err(e) => tracing::error!(seq, error = %e, "cannot remove an acknowledged outbox entry"),
-                            }
-                        }
+                    Some(Ok(MqttEvent::Incoming(Packet::Publish(p)))) if p.topic == receipt_topic => {
+                        self.on_receipt(&mut delivery, &p.payload);
                     }
                     Some(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => self.on_message(&p.topic, &p.payload),
                     Some(Ok(_)) => {}
                 },
                 _ = shared.wake.notified() => {}
                 _ = tick.tick() => {
+                    if let Some(n) = delivery.receipt_overdue(Instant::now()) {
+                        counters.resent.fetch_add(n as u64, Ordering::Relaxed);
+                        tracing::warn!(
+                            events = n,
+                            next_wait_secs = delivery.receipt_timeout().as_secs(),
+                            "the fleet has not confirmed published events in time: sending them again"
+                        );
+                    }
                     self.telemetry_seq += 1;
                     let t = Telemetry {
                         schema: Schema::default(),
@@ -493,11 +500,46 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                     };
                     // QoS 0 and never waiting: if the request queue is full, this one is skipped.
                     match client.try_publish(topics.topic(Kind::Telemetry), QoS::AtMostOnce, false, encode(&t).unwrap_or_default()) {
-                        Ok(()) => pending.push_back(None),
+                        Ok(()) => delivery.published_other(),
                         Err(e) => tracing::debug!(error = %e, "telemetry skipped"),
                     }
                 }
             }
+        }
+    }
+
+    /// An outbox entry is confirmed (by the fleet's receipt or the broker's PUBACK): removed.
+    fn confirmed(&self, seq: u64) {
+        match self.shared.outbox.remove(seq) {
+            Ok(true) => {
+                self.shared.counters.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(seq, error = %e, "cannot remove a confirmed outbox entry"),
+        }
+    }
+
+    /// The fleet's receipt: the events it names (of this outbox's stream) leave the outbox.
+    fn on_receipt(&self, delivery: &mut Delivery, payload: &[u8]) {
+        let receipt: EventReceipt = match decode(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.invalid(
+                    &self.shared.topics.topic(Kind::EventReceipt),
+                    &e.to_string(),
+                );
+            }
+        };
+        let stream = self.shared.outbox.stream();
+        let seqs: Vec<u64> = receipt
+            .ids
+            .iter()
+            .filter(|id| id.stream == stream)
+            .map(|id| id.seq)
+            .collect();
+        delivery.on_receipt(&seqs);
+        for seq in seqs {
+            self.confirmed(seq);
         }
     }
 

@@ -100,7 +100,27 @@ fn config(port: u16) -> ReporterConfig {
     c.keep_alive_secs = 5;
     c.reconnect_min_ms = 100;
     c.reconnect_max_secs = 1;
+    c.receipt_timeout_secs = 2;
     c
+}
+
+/// What the fleet does once it stored events: a receipt naming them.
+async fn send_receipt(fleet: &Collector, events: &[Event]) {
+    let (site, device) = ids();
+    let receipt = EventReceipt {
+        schema: Schema::default(),
+        ids: events.iter().map(|e| e.id).collect(),
+    };
+    fleet
+        .client
+        .publish(
+            DeviceTopics::new(site, device).topic(Kind::EventReceipt),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            encode(&receipt).expect("encode"),
+        )
+        .await
+        .expect("publish");
 }
 
 fn received_event(i: u64) -> EventBody {
@@ -186,9 +206,39 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
         .await;
     let (evs, ordered) = events(&fleet);
     assert!(ordered, "events in id order");
+    // The broker has them all, but only the fleet's receipt takes them out of the outbox; without
+    // it they are sent again once the receipt timeout (2 s here) has passed.
+    fleet
+        .wait(10, "events sent again without a receipt", |c| {
+            c.on("/event").len() >= 100
+        })
+        .await;
+    assert_eq!(reporter.status().outbox_len, 50);
+    assert!(reporter.status().resent >= 50);
+    let (again, ordered) = events(&fleet);
+    assert!(ordered && again == evs, "the same events, in order");
+    send_receipt(&fleet, &evs[..20]).await;
+    fleet
+        .wait(10, "20 receipted", |_| reporter.status().outbox_len == 30)
+        .await;
+    send_receipt(&fleet, &evs).await;
     fleet
         .wait(10, "outbox drained", |_| reporter.status().outbox_len == 0)
         .await;
+    let acked = reporter.status().acked;
+    assert!(acked >= 50, "{acked}");
+    // A receipt that is not JSON, or for another stream, changes nothing.
+    let receipt_topic = DeviceTopics::new(ids().0, ids().1).topic(Kind::EventReceipt);
+    fleet
+        .client
+        .publish(
+            &receipt_topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            b"[1,2".to_vec(),
+        )
+        .await
+        .expect("publish");
 
     // Commands: acknowledged (accepted, then the result), audited, redelivery ignored.
     let topics = DeviceTopics::new(ids().0, ids().1);
@@ -378,6 +428,17 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
         !c.on("/birth").is_empty()
     })
     .await;
+
+    // The fleet stored them: receipts empty the outbox.
+    let (all, _) = events(&fleet);
+    for chunk in all.chunks(EventReceipt::MAX_IDS.min(60)) {
+        send_receipt(&fleet, chunk).await;
+    }
+    fleet
+        .wait(10, "outbox drained after the outage", |_| {
+            reporter.status().outbox_len == 0
+        })
+        .await;
 
     // Reporter restart with the broker down: the outbox keeps the events.
     reporter.shutdown(Duration::from_secs(5)).await;

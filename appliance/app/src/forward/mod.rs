@@ -120,12 +120,7 @@ impl Destination {
             .oldest()
             .map(|id| now_us.saturating_sub(id) / 1_000_000)
             .unwrap_or(0);
-        (
-            q.depth(),
-            age,
-            q.is_down(),
-            q.last_error.clone(),
-        )
+        (q.depth(), age, q.is_down(), q.last_error.clone())
     }
 
     /// Refreshes the gauges.
