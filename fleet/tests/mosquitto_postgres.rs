@@ -330,6 +330,23 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         running.app.metrics.receipts_sent.get() + running2.app.metrics.receipts_sent.get();
     assert!(receipts > 0, "receipts published");
 
+    // Telemetry downsampling on PostgreSQL: every raw sample folds into buckets.
+    let store = &running.app.store;
+    let raw_before = now_ms() as i64 + 1;
+    let (folded, _) = store
+        .downsample(raw_before, 60, 0)
+        .await
+        .expect("downsample on PostgreSQL");
+    assert!(folded > 0, "raw samples folded");
+    let rows = store
+        .telemetry("dev-a", 0, raw_before - 1, 10_000)
+        .await
+        .expect("read");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["bucket_secs"] == 60),
+        "{rows:?}"
+    );
+
     rep_a.shutdown(Duration::from_secs(5)).await;
     rep_b.shutdown(Duration::from_secs(5)).await;
 }
