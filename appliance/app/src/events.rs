@@ -237,9 +237,14 @@ impl Events {
             calling_ae: calling,
             called_ae: called,
             ip,
+            // Each class once, although a modality offers it in several presentation contexts
+            // (one per transfer syntax group).
             sop_classes: sop_classes
                 .iter()
-                .filter_map(|c| SopClassUid::new(c.as_str()).ok())
+                .map(String::as_str)
+                .collect::<BTreeSet<&str>>()
+                .into_iter()
+                .filter_map(|c| SopClassUid::new(c).ok())
                 .take(MAX_SOP_CLASSES)
                 .collect(),
             modalities: Vec::new(),
@@ -313,7 +318,11 @@ mod tests {
     fn a_peer_is_announced_once_per_state() {
         let (e, got) = collecting();
         let ip: IpAddr = "10.0.0.7".parse().expect("ip");
-        let classes = vec!["1.2.840.10008.5.1.4.1.1.2".to_string()];
+        // Offered in two presentation contexts: listed once.
+        let classes = vec![
+            "1.2.840.10008.5.1.4.1.1.2".to_string(),
+            "1.2.840.10008.5.1.4.1.1.2".to_string(),
+        ];
         e.peer_seen("CT1", "MEDGATE", ip, &classes, None);
         e.peer_seen("CT1", "MEDGATE", ip, &classes, None);
         e.peer_seen(
@@ -323,7 +332,12 @@ mod tests {
             &classes,
             Some(Refusal::CallingAeNotAllowed),
         );
-        assert_eq!(got.lock().expect("lock").len(), 2);
+        let got = got.lock().expect("lock");
+        assert_eq!(got.len(), 2);
+        let EventBody::PeerSeen(p) = &got[0] else {
+            unreachable!()
+        };
+        assert_eq!(p.sop_classes.len(), 1);
     }
 
     #[test]

@@ -474,9 +474,15 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
     );
     assert!(evs.iter().all(|e| e.id.stream == all[0].id.stream));
     reporter.shutdown(Duration::from_secs(5)).await;
-    // A clean shutdown leaves the retained state at offline.
-    let last_state: State = decode(fleet.on("/state").last().expect("state")).expect("state");
-    assert_eq!(last_state.state, DeviceState::Offline);
+    // A clean shutdown leaves the retained state at offline (it reaches the collector through
+    // the broker a moment after the shutdown returns).
+    fleet
+        .wait(10, "offline state after the shutdown", |c| {
+            c.on("/state")
+                .last()
+                .is_some_and(|p| decode::<State>(p).expect("state").state == DeviceState::Offline)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
