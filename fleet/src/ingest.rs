@@ -87,6 +87,9 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
     let app_poll = app.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
+        // Time the poll loop waited on full worker queues since the last warning.
+        let mut paused = Duration::ZERO;
+        let mut last_pause_log: Option<std::time::Instant> = None;
         loop {
             match eventloop.poll().await {
                 Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
@@ -112,9 +115,29 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
                     });
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    // rumqttc has already acknowledged a QoS 1 message when it is read (devices
+                    // keep events until their receipt). Only a full worker queue (10,000 messages:
+                    // the database far behind) stops the reading: TCP back-pressure on the broker,
+                    // nothing dropped, no unbounded buffer. Logged, as it delays every device.
                     let shard = shard_of(&p.topic);
+                    let p = match senders[shard].try_send(p) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        Err(mpsc::error::TrySendError::Full(p)) => p,
+                    };
+                    let since = std::time::Instant::now();
                     if senders[shard].send(p).await.is_err() {
                         break;
+                    }
+                    paused += since.elapsed();
+                    if last_pause_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(
+                            paused_ms = paused.as_millis() as u64,
+                            worker = shard,
+                            "the database is behind: reading from the broker paused while a worker queue was full"
+                        );
+                        paused = Duration::ZERO;
+                        last_pause_log = Some(std::time::Instant::now());
                     }
                 }
                 Ok(_) => {}
