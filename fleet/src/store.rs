@@ -723,12 +723,12 @@ impl Store {
     /// each bucket: counters are cumulative) and deletes buckets older than `buckets_before`.
     /// Returns (raw rows folded, buckets deleted).
     ///
-    /// Set-based, one bucket window per transaction, oldest first: two statements fold every
-    /// device's samples of the window, so the work grows with the windows, not with the rows
-    /// (5,000 devices at one sample a second are 1.5 million rows per 5-minute window), and
-    /// ingestion, which shares SQLite's write lock, waits at most one window between two. A window
-    /// cut by `raw_before` is folded again with its later samples on the next call (the bucket is
-    /// updated to the later sample).
+    /// Set-based, oldest window first, one transaction per bucket window and group of up to
+    /// 128 devices: two statements fold the group's samples of the window through the primary
+    /// key (device, bucket, time), so the work grows with windows and groups, not with rows, and
+    /// ingestion, which shares SQLite's write lock, waits at most one group's fold (about 4,000
+    /// rows, ~30 ms, at 5,000 devices sending every 10 s). A window cut by `raw_before` is folded
+    /// again with its later samples on the next call (the bucket is updated to the later sample).
     pub async fn downsample(
         &self,
         raw_before: i64,
@@ -750,30 +750,38 @@ impl Store {
             let Some(oldest) = oldest else { break };
             let start = oldest - oldest.rem_euclid(bucket_ms);
             let end = (start + bucket_ms).min(raw_before);
-            let _w = self.write_guard().await;
-            let mut tx = self.tx().await?;
-            sqlx::query(
-                "INSERT INTO telemetry (device_id, ts_ms, bucket_secs, data) \
-                 SELECT t.device_id, $1, $3, t.data FROM telemetry t \
-                 WHERE t.bucket_secs = 0 AND t.ts_ms >= $1 AND t.ts_ms < $2 \
-                 AND t.ts_ms = (SELECT MAX(u.ts_ms) FROM telemetry u \
-                   WHERE u.device_id = t.device_id AND u.bucket_secs = 0 AND u.ts_ms >= $1 AND u.ts_ms < $2) \
-                 ON CONFLICT (device_id, bucket_secs, ts_ms) DO UPDATE SET data = excluded.data",
+            let devices: Vec<String> = sqlx::query(
+                "SELECT DISTINCT device_id FROM telemetry WHERE bucket_secs = 0 AND ts_ms >= $1 AND ts_ms < $2",
             )
             .bind(start)
             .bind(end)
-            .bind(bucket_secs as i64)
-            .execute(&mut *tx)
-            .await?;
-            let r = sqlx::query(
-                "DELETE FROM telemetry WHERE bucket_secs = 0 AND ts_ms >= $1 AND ts_ms < $2",
-            )
-            .bind(start)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            folded += r.rows_affected();
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+            let mut rest = devices.as_slice();
+            while !rest.is_empty() {
+                let (insert, n) = fold_insert_sql(rest.len());
+                let (delete, _) = fold_delete_sql(n);
+                let _w = self.write_guard().await;
+                let mut tx = self.tx().await?;
+                let mut q = sqlx::query(insert)
+                    .bind(start)
+                    .bind(end)
+                    .bind(bucket_secs as i64);
+                for d in &rest[..n] {
+                    q = q.bind(d.as_str());
+                }
+                q.execute(&mut *tx).await?;
+                let mut q = sqlx::query(delete).bind(start).bind(end);
+                for d in &rest[..n] {
+                    q = q.bind(d.as_str());
+                }
+                folded += q.execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                rest = &rest[n..];
+            }
         }
         let _w = self.write_guard().await;
         let r = sqlx::query("DELETE FROM telemetry WHERE bucket_secs > 0 AND ts_ms < $1")
@@ -1363,6 +1371,50 @@ fn multi_row_sql(
     (texts[k.trailing_zeros() as usize], k)
 }
 
+/// `$first, $first+1, …` for `k` parameters.
+fn params(first: usize, k: usize) -> String {
+    (first..first + k)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Downsampling: the last raw sample in `[$1, $2)` of each of up to `n` devices (`$4…`) into the
+/// bucket `$1` of width `$3`; returns the text and its device count.
+fn fold_insert_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "INSERT INTO telemetry (device_id, ts_ms, bucket_secs, data) \
+                 SELECT t.device_id, $1, $3, t.data FROM telemetry t \
+                 WHERE t.device_id IN ({}) AND t.bucket_secs = 0 AND t.ts_ms >= $1 AND t.ts_ms < $2 \
+                 AND t.ts_ms = (SELECT MAX(u.ts_ms) FROM telemetry u \
+                   WHERE u.device_id = t.device_id AND u.bucket_secs = 0 AND u.ts_ms >= $1 AND u.ts_ms < $2) \
+                 ON CONFLICT (device_id, bucket_secs, ts_ms) DO UPDATE SET data = excluded.data",
+                params(4, k)
+            )
+        },
+        n,
+    )
+}
+
+/// Downsampling: deletes the raw samples in `[$1, $2)` of up to `n` devices (`$3…`).
+fn fold_delete_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "DELETE FROM telemetry WHERE device_id IN ({}) AND bucket_secs = 0 AND ts_ms >= $1 AND ts_ms < $2",
+                params(3, k)
+            )
+        },
+        n,
+    )
+}
+
 /// `INSERT … telemetry … VALUES (…), … ON CONFLICT DO NOTHING RETURNING device_id, ts_ms` for
 /// up to `n` rows; returns the text and its row count.
 fn telemetry_insert_sql(n: usize) -> (&'static str, usize) {
@@ -1762,5 +1814,39 @@ mod tests {
             .await
             .expect("expire");
         assert_eq!(deleted, 2);
+    }
+
+    #[tokio::test]
+    async fn downsampling_in_device_groups_covers_every_device() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let site = SiteId::new("s").expect("id");
+        let mut batch = store.begin().await.expect("begin");
+        for d in 0..300 {
+            let dev = DeviceId::new(format!("d{d}")).expect("id");
+            for (at, n) in [(10_000, d), (20_000, d + 100)] {
+                store
+                    .record_telemetry(batch.conn(), &site, &dev, &telemetry(at, n), 1)
+                    .await
+                    .expect("record");
+            }
+        }
+        batch.commit().await.expect("commit");
+        // 300 devices: groups of 128, 128, 32, 8 and 4.
+        let (folded, _) = store
+            .downsample(1_000_000, 300, 0)
+            .await
+            .expect("downsample");
+        assert_eq!(folded, 600);
+        for d in 0..300u64 {
+            let rows = store
+                .telemetry(&format!("d{d}"), 0, i64::MAX, 10)
+                .await
+                .expect("read");
+            assert_eq!(rows.len(), 1, "d{d}: {rows:?}");
+            assert_eq!(rows[0]["bucket_secs"], 300);
+            assert_eq!(rows[0]["data"]["received"]["objects"], d + 100);
+        }
     }
 }
