@@ -198,6 +198,9 @@ async fn set_status(app: Arc<App>, id: String, status: &str) -> ApiResult {
         return Err(not_found("such device"));
     }
     tracing::info!(device = %id, status, "device registry status changed");
+    if let Err(e) = app.write_crl().await {
+        tracing::error!(device = %id, error = %e, "the broker's revocation list was not updated");
+    }
     app.live_device(&id).await;
     get_device(State(app), Path(id)).await
 }

@@ -128,6 +128,34 @@ impl App {
         let _ = self.live_tx.send(v.to_string());
     }
 
+    /// Rewrites the broker's revocation list (`[broker] crl_file`), if configured, from the
+    /// registry: the certificates of revoked and decommissioned devices. Written next to it and
+    /// renamed, so the broker never reads half a file.
+    pub async fn write_crl(&self) -> Result<(), String> {
+        let Some(path) = &self.config.broker.crl_file else {
+            return Ok(());
+        };
+        let revoked = self
+            .store
+            .revoked_serials()
+            .await
+            .map_err(|e| format!("revocation list: {e}"))?;
+        let pem = self
+            .ca
+            .crl_pem(&revoked, now_ms())
+            .map_err(|e| format!("revocation list: {e}"))?;
+        let tmp = path.with_extension("pem.tmp");
+        std::fs::write(&tmp, pem)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("broker.crl_file {}: {e}", path.display()))?;
+        tracing::info!(
+            path = %path.display(),
+            revoked = revoked.len(),
+            "broker revocation list written; restart the broker to apply it"
+        );
+        Ok(())
+    }
+
     /// Sends a device's current record to the live feed.
     pub async fn live_device(&self, id: &str) {
         match self.store.device(id).await {

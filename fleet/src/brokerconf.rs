@@ -43,6 +43,8 @@ pub struct BrokerFiles {
     pub acl: String,
     /// Persistence directory.
     pub persistence_dir: String,
+    /// Certificate revocation list (the fleet rewrites it: `[broker] crl_file`).
+    pub crl: String,
 }
 
 /// Mosquitto's `max_inflight_messages`: QoS 1/2 messages sent to one client and not yet
@@ -75,6 +77,8 @@ pub fn mosquitto_conf(bind: &str, port: u16, files: &BrokerFiles) -> String {
          \n\
          listener {port} {bind}\n\
          cafile {ca}\n\
+         # Revoked device certificates, rewritten by the fleet; read at start: restart after a revocation.\n\
+         crlfile {crl}\n\
          certfile {cert}\n\
          keyfile {key}\n\
          require_certificate true\n\
@@ -86,6 +90,7 @@ pub fn mosquitto_conf(bind: &str, port: u16, files: &BrokerFiles) -> String {
         limit = medgate_contract::MAX_PAYLOAD_BYTES + 1024,
         acl = files.acl,
         ca = files.ca,
+        crl = files.crl,
         cert = files.certificate,
         key = files.key,
     )
@@ -102,6 +107,7 @@ mod tests {
             key: "/b/broker.key".into(),
             acl: "/b/acl".into(),
             persistence_dir: "/b/persistence".into(),
+            crl: "/b/crl.pem".into(),
         }
     }
 
@@ -125,6 +131,7 @@ mod tests {
         assert!(conf.contains("require_certificate true\n"));
         assert!(conf.contains("use_identity_as_username true\n"));
         assert!(conf.contains("acl_file /b/acl\n"));
+        assert!(conf.contains("crlfile /b/crl.pem\n"));
     }
 
     #[test]

@@ -82,6 +82,17 @@ fn serial() -> (SerialNumber, String) {
     (SerialNumber::from_slice(&bytes), hex)
 }
 
+/// The bytes of a serial written by [`serial`] (hex); None if it is not hex.
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn validity(params: &mut CertificateParams, days: u64) {
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(300)).into();
@@ -165,6 +176,36 @@ impl Ca {
         })
     }
 
+    /// A certificate revocation list (PEM) naming the given certificates (serials in hex, as
+    /// issued; when revoked, Unix ms), signed by the CA. `number` must grow with every list.
+    /// Valid for ten years: Mosquitto reads its `crlfile` only at start, and an expired list would
+    /// make it refuse every device.
+    pub fn crl_pem(&self, revoked: &[(String, u64)], number: u64) -> Result<String, CaError> {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let now = SystemTime::now();
+        let revoked_certs = revoked
+            .iter()
+            .filter_map(|(hex, at_ms)| {
+                let bytes = hex_bytes(hex)?;
+                Some(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: (UNIX_EPOCH + Duration::from_millis(*at_ms)).into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: (now - Duration::from_secs(300)).into(),
+            next_update: (now + Duration::from_secs(3650 * 86_400)).into(),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     /// A new key and certificate: `client` (CN, client auth) or server (SANs, server auth).
     pub fn issue_with_key(
         &self,
@@ -232,5 +273,38 @@ mod tests {
         );
         assert_eq!(issued.serial.len(), 32);
         assert!(ca.sign_device_csr("not a csr", "x", 30).is_err());
+    }
+
+    /// OpenSSL (what Mosquitto verifies with) refuses a certificate on the list, and accepts it
+    /// with an empty list.
+    #[test]
+    fn the_revocation_list_revokes_in_openssl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::load_or_create(&dir.path().join("ca")).expect("create");
+        let (issued, _key) = ca.issue_with_key("ct-room-1", &[], 30).expect("issue");
+        let cert = dir.path().join("dev.crt");
+        std::fs::write(&cert, &issued.certificate_pem).expect("write");
+        let verify = |revoked: &[(String, u64)], n: u64| {
+            let crl = dir.path().join(format!("crl-{n}.pem"));
+            std::fs::write(&crl, ca.crl_pem(revoked, n).expect("crl")).expect("write");
+            let out = std::process::Command::new("/usr/bin/openssl")
+                .args(["verify", "-crl_check", "-CAfile"])
+                .arg(ca.cert_path())
+                .arg("-CRLfile")
+                .arg(&crl)
+                .arg(&cert)
+                .output()
+                .expect("/usr/bin/openssl (apt-get install openssl)");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (ok, text) = verify(&[], 1);
+        assert!(ok, "{text}");
+        let (ok, text) = verify(&[(issued.serial.clone(), 1_795_000_000_000)], 2);
+        assert!(!ok && text.contains("revoked"), "{text}");
+        assert!(hex_bytes("0g").is_none() && hex_bytes("abc").is_none());
     }
 }

@@ -107,6 +107,11 @@ pub struct BrokerSection {
     pub shared_group: Option<String>,
     /// TLS to an external broker.
     pub tls: Option<BrokerTls>,
+    /// The broker's certificate revocation list (Mosquitto's `crlfile`, written by
+    /// `broker-config`): the fleet rewrites it at start and whenever a device is revoked,
+    /// decommissioned or approved again. Mosquitto reads it only at start: restart the broker
+    /// after a revocation to cut the device off.
+    pub crl_file: Option<PathBuf>,
 }
 
 impl Default for BrokerSection {
@@ -118,6 +123,7 @@ impl Default for BrokerSection {
             client_id: "medgate-fleet".into(),
             shared_group: None,
             tls: None,
+            crl_file: None,
         }
     }
 }
@@ -256,6 +262,11 @@ impl FleetConfig {
                 self.http.bind
             ));
         }
+        if self.broker.crl_file.is_some() && self.broker.mode == BrokerMode::Embedded {
+            p.push(
+                "broker.crl_file: only for an external broker (mode = \"external\"); the embedded broker has no TLS".into(),
+            );
+        }
         if self.broker.client_id.is_empty() || self.broker.client_id.len() > 23 {
             p.push("broker.client_id: 1-23 characters (MQTT 3.1.1)".into());
         }
@@ -314,6 +325,12 @@ mod tests {
         assert!(c.validate().iter().any(|p| p.starts_with("broker.address")));
         let c: FleetConfig = toml::from_str("[database]\nurl = \"mysql://x\"").expect("parses");
         assert!(c.validate().iter().any(|p| p.starts_with("database.url")));
+        let c: FleetConfig = toml::from_str("[broker]\ncrl_file = \"/x/crl.pem\"").expect("parses");
+        assert!(
+            c.validate()
+                .iter()
+                .any(|p| p.starts_with("broker.crl_file"))
+        );
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub async fn serve(config: FleetConfig) -> Result<Running, String> {
     let client = ingest::start(app.clone(), &config)?;
     app.set_mqtt(client);
     app.spawn_upkeep();
+    app.write_crl().await?;
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
         .map_err(|e| format!("http.bind {}: {e}", config.http.bind))?;

@@ -186,12 +186,27 @@ fn broker_config(
     std::fs::write(out.join("fleet.crt"), &fleet.certificate_pem)?;
     medgate_fleet::ca::write_key(&out.join("fleet.key"), &fleet_key)?;
     std::fs::write(out.join("acl"), brokerconf::acl_file())?;
+    // The revocation list: where the fleet will rewrite it (`[broker] crl_file`), else beside
+    // the rest. Mosquitto needs one at start; it begins empty.
+    let crl = match &c.broker.crl_file {
+        Some(p) => std::path::absolute(p).with_context(|| p.display().to_string())?,
+        None => std::path::absolute(out.join("crl.pem")).context("crl.pem")?,
+    };
+    if let Some(dir) = crl.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Never replaced: it may already name revoked devices.
+    if !crl.exists() {
+        std::fs::write(&crl, ca.crl_pem(&[], 1)?)
+            .with_context(|| format!("writing {}", crl.display()))?;
+    }
     let files = BrokerFiles {
         ca: abs("ca.crt")?,
         certificate: abs("broker.crt")?,
         key: abs("broker.key")?,
         acl: abs("acl")?,
         persistence_dir: abs("persistence")?,
+        crl: crl.display().to_string(),
     };
     std::fs::create_dir_all(out.join("persistence"))?;
     std::fs::write(
@@ -199,13 +214,18 @@ fn broker_config(
         brokerconf::mosquitto_conf(&bind, port, &files),
     )?;
     println!(
-        "wrote {}/mosquitto.conf, acl, ca.crt, broker.crt/.key, fleet.crt/.key",
-        out.display()
+        "wrote {}/mosquitto.conf, acl, ca.crt, broker.crt/.key, fleet.crt/.key, and {}",
+        out.display(),
+        crl.display()
     );
     println!("run:   mosquitto -c {}", abs("mosquitto.conf")?);
     println!(
         "fleet: [broker] mode = \"external\", address = \"{}:{port}\",",
         hostnames[0]
+    );
+    println!(
+        "       crl_file = \"{}\"   (the fleet must be able to write it, the broker to read it; kept if it exists)",
+        crl.display()
     );
     println!(
         "       [broker.tls] ca = \"{}\", certificate = \"{}\", private_key = \"{}\"",

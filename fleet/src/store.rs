@@ -890,6 +890,23 @@ impl Store {
         Ok(rows_changed(&r))
     }
 
+    /// Serials (hex) of the certificates of revoked and decommissioned devices, with when their
+    /// status changed (Unix ms).
+    pub async fn revoked_serials(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT cert_serial, updated_ms FROM devices \
+             WHERE status IN ('revoked', 'decommissioned') AND cert_serial IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let at: i64 = r.try_get(1)?;
+                Ok((r.try_get(0)?, at.max(0) as u64))
+            })
+            .collect()
+    }
+
     /// Records the serial of the certificate issued to a device.
     pub async fn set_cert_serial(&self, device: &str, serial: &str) -> Result<()> {
         sqlx::query("UPDATE devices SET cert_serial = $1 WHERE id = $2")

@@ -66,9 +66,14 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     let mut config = fleet_config(dir.path());
     let port = free_port();
     let fleet_toml = dir.path().join("fleet.toml");
+    let crl = dir.path().join("fleet-writes/crl.pem");
     std::fs::write(
         &fleet_toml,
-        format!("data_dir = \"{}\"\n", config.data_dir.display()),
+        format!(
+            "data_dir = \"{}\"\n[broker]\nmode = \"external\"\naddress = \"localhost:{port}\"\ncrl_file = \"{}\"\n",
+            config.data_dir.display(),
+            crl.display()
+        ),
     )
     .expect("write");
     let out = dir.path().join("broker");
@@ -111,6 +116,11 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         certificate: out.join("fleet.crt"),
         private_key: out.join("fleet.key"),
     });
+    config.broker.crl_file = Some(crl.clone());
+    assert!(
+        text.contains(&format!("crlfile {}\n", crl.display())),
+        "{text}"
+    );
     config.database.url = Some(pg.url());
     assert!(config.validate().is_empty(), "{:?}", config.validate());
     let running = medgate_fleet::serve(config.clone()).await.expect("fleet 1");
@@ -345,6 +355,41 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     assert!(
         !rows.is_empty() && rows.iter().all(|r| r["bucket_secs"] == 60),
         "{rows:?}"
+    );
+
+    // Revocation reaches the broker: dev-b is revoked, the fleet rewrites the broker's
+    // revocation list, and after the broker's restart dev-b's certificate is refused while dev-a
+    // connects again.
+    let before = std::fs::read(&crl).expect("crl");
+    let (s, _) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/devices/dev-b/revoke",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_ne!(
+        std::fs::read(&crl).expect("crl"),
+        before,
+        "the list was rewritten"
+    );
+    let (a_connects, b_connects) = (rep_a.status().connects, rep_b.status().connects);
+    broker.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rep_a.status().connects == a_connects || !rep_a.status().connected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev-a did not reconnect: {:?}",
+            rep_a.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let b = rep_b.status();
+    assert!(
+        !b.connected && b.connects == b_connects,
+        "the revoked dev-b connected again: {b:?}"
     );
 
     rep_a.shutdown(Duration::from_secs(5)).await;
