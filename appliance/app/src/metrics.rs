@@ -6,6 +6,23 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Writes the `# HELP` and `# TYPE` lines of a metric (its samples follow).
+pub fn write_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes a metric with one unlabelled sample: its `# HELP` and `# TYPE` lines and its value.
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    write_header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// A histogram with fixed buckets (seconds).
 #[derive(Debug)]
 pub struct Histogram {
@@ -202,7 +219,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
         let g = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            write_metric(o, name, kind, help, v);
         };
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         g(
@@ -296,14 +313,18 @@ impl Metrics {
             "Free bytes on the spool filesystem.",
             ld(&self.disk_free_bytes),
         );
-        let _ = writeln!(
-            o,
-            "# HELP medgate_spool_used_percent Spool use against its watermarks.\n# TYPE medgate_spool_used_percent gauge\nmedgate_spool_used_percent {}",
-            ld(&self.spool_used_centipercent) as f64 / 100.0
+        write_metric(
+            &mut o,
+            "medgate_spool_used_percent",
+            "gauge",
+            "Spool use against its watermarks.",
+            ld(&self.spool_used_centipercent) as f64 / 100.0,
         );
-        let _ = writeln!(
-            o,
-            "# HELP medgate_store_failures_total C-STORE failure statuses sent to modalities.\n# TYPE medgate_store_failures_total counter"
+        write_header(
+            &mut o,
+            "medgate_store_failures_total",
+            "counter",
+            "C-STORE failure statuses sent to modalities.",
         );
         for (status, n) in self
             .store_failures
@@ -316,9 +337,11 @@ impl Metrics {
                 "medgate_store_failures_total{{status=\"{status:04X}\"}} {n}"
             );
         }
-        let _ = writeln!(
-            o,
-            "# HELP medgate_fsync_seconds Time to make one received object durable.\n# TYPE medgate_fsync_seconds histogram"
+        write_header(
+            &mut o,
+            "medgate_fsync_seconds",
+            "histogram",
+            "Time to make one received object durable.",
         );
         self.fsync_latency
             .render(&mut o, "medgate_fsync_seconds", "");
@@ -374,7 +397,7 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, f) in series {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            write_header(&mut o, name, kind, help);
             for (dest, m) in &self.destinations {
                 let _ = writeln!(
                     o,
@@ -383,9 +406,11 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            o,
-            "# HELP medgate_forward_seconds Time from taking an object to its confirmation.\n# TYPE medgate_forward_seconds histogram"
+        write_header(
+            &mut o,
+            "medgate_forward_seconds",
+            "histogram",
+            "Time from taking an object to its confirmation.",
         );
         for (dest, m) in &self.destinations {
             m.latency.render(

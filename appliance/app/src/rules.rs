@@ -201,10 +201,7 @@ impl RulesRuntime {
                 &self.routed_default,
             ),
         ] {
-            o.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+            crate::metrics::write_metric(&mut o, name, "counter", help, v.load(Ordering::Relaxed));
         }
         o
     }

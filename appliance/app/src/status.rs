@@ -207,16 +207,36 @@ fn fleet_metrics(app: &App) -> String {
     let Some(f) = app.fleet.status() else {
         return String::new();
     };
-    format!(
-        "# HELP medgate_fleet_connected 1 while connected to the fleet's MQTT broker.\n# TYPE medgate_fleet_connected gauge\nmedgate_fleet_connected {}\n\
-         # HELP medgate_fleet_outbox_entries Messages for the fleet waiting in the durable outbox.\n# TYPE medgate_fleet_outbox_entries gauge\nmedgate_fleet_outbox_entries {}\n\
-         # HELP medgate_fleet_outbox_dropped_total Messages dropped because the outbox was full.\n# TYPE medgate_fleet_outbox_dropped_total counter\nmedgate_fleet_outbox_dropped_total {}\n\
-         # HELP medgate_fleet_events_resent_total Events published again because the fleet's receipt did not come in time.\n# TYPE medgate_fleet_events_resent_total counter\nmedgate_fleet_events_resent_total {}\n",
-        u8::from(f.connected),
-        f.outbox_len,
-        f.outbox_dropped,
-        f.resent
-    )
+    let mut o = String::new();
+    for (name, kind, help, v) in [
+        (
+            "medgate_fleet_connected",
+            "gauge",
+            "1 while connected to the fleet's MQTT broker.",
+            u64::from(f.connected),
+        ),
+        (
+            "medgate_fleet_outbox_entries",
+            "gauge",
+            "Messages for the fleet waiting in the durable outbox.",
+            f.outbox_len as u64,
+        ),
+        (
+            "medgate_fleet_outbox_dropped_total",
+            "counter",
+            "Messages dropped because the outbox was full.",
+            f.outbox_dropped,
+        ),
+        (
+            "medgate_fleet_events_resent_total",
+            "counter",
+            "Events published again because the fleet's receipt did not come in time.",
+            f.resent,
+        ),
+    ] {
+        crate::metrics::write_metric(&mut o, name, kind, help, v);
+    }
+    o
 }
 
 async fn status(State(app): State<Arc<App>>) -> Json<StatusReport> {

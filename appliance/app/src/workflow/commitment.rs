@@ -470,14 +470,10 @@ impl Commitment {
 
     /// Prometheus lines.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
         let pending = self.pending();
         let c = &self.counters;
         let mut g = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            crate::metrics::write_metric(out, name, kind, help, v);
         };
         g(
             "medgate_commitment_requests_total",

@@ -312,9 +312,11 @@ impl QcService {
     /// Prometheus lines.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
-        let _ = writeln!(
+        crate::metrics::write_header(
             out,
-            "# HELP medgate_qc_flags Quality-check flags kept (last keep_days), by check.\n# TYPE medgate_qc_flags gauge"
+            "medgate_qc_flags",
+            "gauge",
+            "Quality-check flags kept (last keep_days), by check.",
         );
         for (c, n) in &self.counts {
             let _ = writeln!(
@@ -325,10 +327,7 @@ impl QcService {
             );
         }
         let mut g = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            crate::metrics::write_metric(out, name, "counter", help, v);
         };
         g(
             "medgate_qc_objects_checked_total",

@@ -464,16 +464,12 @@ impl Worklist {
 
     /// Prometheus lines.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
         let c = &self.counters;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (entries, oldest) = self.cache_summary();
         let up = self.lock().up;
         let mut g = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            crate::metrics::write_metric(out, name, kind, help, v);
         };
         g(
             "medgate_worklist_queries_total",
