@@ -392,7 +392,7 @@ impl Metrics {
             (
                 "medgate_destination_up",
                 "gauge",
-                "1 when the destination answered its last attempt.",
+                "0 from a failed contact with the destination until a send succeeds again, else 1.",
                 |d| &d.up,
             ),
         ];
