@@ -59,7 +59,7 @@ impl ObjectRecord {
 }
 
 /// A quarantined (object, destination) pair.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QuarantineEntry {
     /// Spool id.
     pub id: u64,
@@ -98,4 +98,17 @@ pub struct PeerRecord {
     pub last_rejection: Option<String>,
     /// SOP classes offered, with whether we accepted them.
     pub sop_classes: BTreeMap<String, bool>,
+    /// Modality codes (0008,0060) of the objects it stored (codes only, bounded).
+    #[serde(default)]
+    pub modalities: BTreeSet<String>,
+    /// The AE title its last association called (`None`: recorded by an older version).
+    #[serde(default)]
+    pub last_called_ae: Option<String>,
+    /// Whether its last association was accepted (`None`: recorded by an older version).
+    #[serde(default)]
+    pub last_accepted: Option<bool>,
+    /// Why its last association was refused, as a code (`calling_ae_not_allowed`, …); `None`
+    /// when it was accepted.
+    #[serde(default)]
+    pub last_refusal: Option<String>,
 }

@@ -2,7 +2,7 @@
 
 use crate::dirsync::DirSync;
 use crate::record::{ObjectRecord, PeerRecord, QuarantineEntry};
-use crate::usage::{Usage, fs_space, used_percent};
+use crate::usage::{FsSpace, Usage, cap_used_percent, fs_space, fs_used_percent, used_percent};
 use crate::{Result, SpoolError};
 use medgate_dicom::negotiate::Knock;
 use medgate_dicom::{part10, scan, uids};
@@ -93,7 +93,7 @@ struct Memory {
     /// Objects released by every destination, by id (age order), with their size.
     released: std::collections::BTreeMap<u64, u64>,
     /// Cached filesystem space and when it was read.
-    fs: Option<(std::time::Instant, u64, u64)>,
+    fs: Option<(std::time::Instant, FsSpace)>,
 }
 
 /// The durable spool. Cheap to share behind an `Arc`; every method is blocking (call it from a
@@ -112,6 +112,8 @@ pub struct Spool {
     object_count: AtomicU64,
     dir_syncs: Mutex<HashMap<PathBuf, std::sync::Arc<(File, DirSync)>>>,
     mem: Mutex<Memory>,
+    /// Held while evicting: concurrent evictions would delete (and count) an object twice.
+    evicting: Mutex<()>,
     router: RouterSlot,
 }
 
@@ -136,8 +138,12 @@ fn key(id: u64) -> [u8; 8] {
 /// How long to wait for the index lock of a process that is still exiting.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// sled 0.34 reports a held lock as `ErrorKind::Other` with the text "could not acquire lock
+/// on …" (the `WouldBlock` of `try_lock_exclusive` only inside that text): a lock held by a live
+/// process is not damage, and must never make the caller rebuild or move the database aside.
 fn is_lock_held(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
 }
 
 /// sled's page cache for the index. The records are small; sled's default (1 GiB) is more than a
@@ -229,6 +235,7 @@ impl Spool {
             object_count: AtomicU64::new(0),
             dir_syncs: Mutex::new(HashMap::new()),
             mem: Mutex::new(Memory::default()),
+            evicting: Mutex::new(()),
             router: RouterSlot(router),
         };
         spool.reconcile(&mut report)?;
@@ -441,36 +448,92 @@ impl Spool {
     /// Space and counts now.
     pub fn usage(&self) -> Usage {
         let spool_bytes = self.spool_bytes.load(Ordering::Relaxed);
-        let (total, free) = self.fs_space_cached();
+        let fs = self.fs_space_cached();
         Usage {
             spool_bytes,
             objects: self.object_count.load(Ordering::Relaxed),
-            fs_total_bytes: total,
-            fs_free_bytes: free,
-            used_percent: used_percent(spool_bytes, self.cfg.max_bytes, total, free),
+            fs_total_bytes: fs.total,
+            fs_free_bytes: fs.available,
+            fs_used_bytes: fs.used,
+            fs_used_percent: fs_used_percent(fs),
+            cap_used_percent: cap_used_percent(spool_bytes, self.cfg.max_bytes),
+            used_percent: used_percent(spool_bytes, self.cfg.max_bytes, fs),
         }
     }
 
-    fn fs_space_cached(&self) -> (u64, u64) {
+    fn fs_space_cached(&self) -> FsSpace {
         let mut mem = self.lock_mem();
-        if let Some((at, total, free)) = mem.fs {
+        if let Some((at, fs)) = mem.fs {
             if at.elapsed() < Duration::from_millis(200) {
-                return (total, free);
+                return fs;
             }
         }
-        let (total, free) = fs_space(&self.cfg.data_dir).unwrap_or((0, 0));
-        mem.fs = Some((std::time::Instant::now(), total, free));
-        (total, free)
+        let fs = fs_space(&self.cfg.data_dir).unwrap_or_default();
+        mem.fs = Some((std::time::Instant::now(), fs));
+        fs
     }
 
-    /// May one more object come in?
+    /// May one more object come in? Above the high watermark, objects every destination
+    /// confirmed are evicted first (oldest first, whatever their retention) to make room:
+    /// an object that is only kept for retention never makes a modality hear A700.
     pub fn admission(&self) -> Admission {
         let usage = self.usage();
-        if usage.used_percent >= self.cfg.high_watermark_percent {
-            Admission::Full(usage.used_percent)
-        } else {
-            Admission::Accept
+        if usage.used_percent < self.cfg.high_watermark_percent {
+            return Admission::Accept;
         }
+        match self.make_room(&usage) {
+            Ok(true) => Admission::Accept,
+            Ok(false) => Admission::Full(self.usage().used_percent),
+            Err(e) => {
+                tracing::error!(error = %e, "could not evict confirmed objects to make room");
+                Admission::Full(usage.used_percent)
+            }
+        }
+    }
+
+    /// Evicts released objects, oldest first, until the bytes freed bring `usage` below the
+    /// high watermark. Returns whether they did. Reckons with the bytes it frees rather than
+    /// statvfs, which may show freed blocks only after the filesystem's next journal commit.
+    fn make_room(&self, usage: &Usage) -> Result<bool> {
+        let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
+        let high = self.cfg.high_watermark_percent;
+        // Bytes to free for each measure to fall below the watermark (with one more per cent).
+        // Freeing x bytes moves them from used to available; their sum stays.
+        let usable = usage.fs_used_bytes + usage.fs_free_bytes;
+        let fs_target = (usable as f64 * (high - 1.0).max(0.0) / 100.0) as u64;
+        let mut need = usage.fs_used_bytes.saturating_sub(fs_target);
+        if self.cfg.max_bytes > 0 {
+            let cap_target = (self.cfg.max_bytes as f64 * (high - 1.0).max(0.0) / 100.0) as u64;
+            need = need.max(usage.spool_bytes.saturating_sub(cap_target));
+        }
+        let (mut freed, mut deleted) = (0u64, 0u64);
+        while freed < need {
+            let candidate = self
+                .lock_mem()
+                .released
+                .iter()
+                .next()
+                .map(|(id, size)| (*id, *size));
+            let Some((id, size)) = candidate else { break };
+            match self.get(id)? {
+                Some(rec) if rec.is_released() => {
+                    self.delete(id, size)?;
+                    freed += size;
+                    deleted += 1;
+                }
+                _ => {
+                    self.lock_mem().released.remove(&id);
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(
+                objects = deleted,
+                bytes = freed,
+                "spool above its high watermark: evicted confirmed objects early to admit new ones"
+            );
+        }
+        Ok(freed >= need && need > 0)
     }
 
     /// Allocates an id and a temp path for an incoming object.
@@ -635,6 +698,7 @@ impl Spool {
     /// spool is above its low watermark. Never touches an object a destination has not confirmed.
     /// Returns the number of objects deleted.
     pub fn evict(&self) -> Result<u64> {
+        let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
         let retention_ms = self.cfg.retention.as_millis() as u64;
         let mut deleted = 0;
@@ -714,8 +778,15 @@ impl Spool {
         Ok((objects, bytes))
     }
 
-    /// Records a knock on the listener.
-    pub fn record_knock(&self, knock: &Knock, address: &str) -> Result<()> {
+    /// Records a knock on the listener; `refusal` is the code of why it was refused (the
+    /// contract's `Refusal`, e.g. `calling_ae_not_allowed`), `None` when it was accepted.
+    /// Returns the peer's record as it is now.
+    pub fn record_knock(
+        &self,
+        knock: &Knock,
+        address: &str,
+        refusal: Option<&str>,
+    ) -> Result<PeerRecord> {
         let k = format!("{}|{}", knock.calling_ae, address);
         let now = now_ms();
         let mut rec: PeerRecord = match self.peers.get(k.as_bytes())? {
@@ -730,12 +801,18 @@ impl Spool {
         rec.last_seen_ms = now;
         rec.called_aes.insert(knock.called_ae.clone());
         match &knock.rejection {
-            None => rec.accepted += 1,
+            None => {
+                rec.accepted += 1;
+                rec.last_refusal = None;
+            }
             Some(why) => {
                 rec.rejected += 1;
                 rec.last_rejection = Some(why.clone());
+                rec.last_refusal = Some(refusal.unwrap_or("other").to_string());
             }
         }
+        rec.last_accepted = Some(knock.rejection.is_none());
+        rec.last_called_ae = Some(knock.called_ae.clone());
         for offer in &knock.offers {
             let accepted = offer.accepted.is_some();
             let e = rec
@@ -745,7 +822,44 @@ impl Spool {
             *e = *e || accepted;
         }
         self.peers.insert(k.as_bytes(), serde_json::to_vec(&rec)?)?;
-        Ok(())
+        Ok(rec)
+    }
+
+    /// An object stored by the peer (calling AE at `address`) has modality `code`: kept in its
+    /// record, at most `max` codes. Returns the updated record when the code is new for the peer;
+    /// `None` when it was known already, the list is full, or the peer never knocked.
+    pub fn record_peer_modality(
+        &self,
+        calling_ae: &str,
+        address: &str,
+        code: &str,
+        max: usize,
+    ) -> Result<Option<PeerRecord>> {
+        let k = format!("{calling_ae}|{address}");
+        let mut updated = None;
+        // Atomic read-modify-write: another association of the same peer may knock meanwhile.
+        // (A `None` from the closure would delete the record: every path keeps it.)
+        self.peers.fetch_and_update(k.as_bytes(), |old| {
+            updated = None;
+            let old = old?;
+            let Ok(mut rec) = serde_json::from_slice::<PeerRecord>(old) else {
+                return Some(old.to_vec());
+            };
+            if rec.modalities.contains(code) || rec.modalities.len() >= max {
+                return Some(old.to_vec());
+            }
+            rec.modalities.insert(code.to_string());
+            // Seen now: the record's state is newer than any announced before.
+            rec.last_seen_ms = rec.last_seen_ms.max(now_ms());
+            match serde_json::to_vec(&rec) {
+                Ok(bytes) => {
+                    updated = Some(rec);
+                    Some(bytes)
+                }
+                Err(_) => Some(old.to_vec()),
+            }
+        })?;
+        Ok(updated)
     }
 
     /// Every peer that knocked.

@@ -310,3 +310,115 @@ fn lookup_by_sop_instance_and_service_state_survive_a_reopen() {
         Some(&b"pending"[..])
     );
 }
+
+#[test]
+fn a_peer_keeps_its_last_outcome_and_the_modalities_it_sent() {
+    use medgate_dicom::negotiate::{Knock, Offer};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+    let knock = |rejection: Option<&str>| Knock {
+        calling_ae: "CT1".into(),
+        called_ae: "MEDGATE".into(),
+        offers: vec![Offer {
+            abstract_syntax: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntaxes: vec!["1.2.840.10008.1.2.1".into()],
+            accepted: None,
+        }],
+        rejection: rejection.map(str::to_string),
+    };
+    // Not known yet: nothing to add a modality to.
+    assert_eq!(
+        spool
+            .record_peer_modality("CT1", "10.0.0.7", "CT", 16)
+            .expect("modality"),
+        None
+    );
+    let rec = spool
+        .record_knock(
+            &knock(Some("calling AE not allowed")),
+            "10.0.0.7",
+            Some("calling_ae_not_allowed"),
+        )
+        .expect("knock");
+    assert_eq!(rec.last_accepted, Some(false));
+    assert_eq!(rec.last_refusal.as_deref(), Some("calling_ae_not_allowed"));
+    assert_eq!(rec.last_called_ae.as_deref(), Some("MEDGATE"));
+    let rec = spool
+        .record_knock(&knock(None), "10.0.0.7", None)
+        .expect("knock");
+    assert_eq!((rec.last_accepted, rec.last_refusal), (Some(true), None));
+    let added = spool
+        .record_peer_modality("CT1", "10.0.0.7", "CT", 16)
+        .expect("modality")
+        .expect("new code");
+    assert!(added.modalities.contains("CT"));
+    assert!(added.last_seen_ms >= rec.last_seen_ms);
+    assert_eq!(
+        spool
+            .record_peer_modality("CT1", "10.0.0.7", "CT", 16)
+            .expect("modality"),
+        None,
+        "already known"
+    );
+    assert_eq!(
+        spool
+            .record_peer_modality("CT1", "10.0.0.7", "SR", 1)
+            .expect("modality"),
+        None,
+        "bounded"
+    );
+    drop(spool);
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("reopen");
+    let peers = spool.peers().expect("peers");
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].modalities.iter().collect::<Vec<_>>(), ["CT"]);
+    assert_eq!(peers[0].accepted, 1);
+    assert_eq!(peers[0].rejected, 1);
+}
+
+#[test]
+fn admission_evicts_confirmed_objects_before_refusing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let size = {
+        let (probe, _) = Spool::open(cfg(&dir.path().join("probe"))).expect("open");
+        store(&probe, "1.2.3.9").size
+    };
+    let mut c = cfg(&dir.path().join("spool"));
+    // Two objects fill the cap (100 % >= 99 %); the filesystem's own use stays below 99 %.
+    c.max_bytes = 2 * size;
+    c.high_watermark_percent = 99.0;
+    c.low_watermark_percent = 10.0;
+    c.retention = Duration::from_secs(3600); // long: only the watermark makes room
+    let (spool, _) = Spool::open(c).expect("open");
+    let a = store(&spool, "1.2.3.1");
+    let b = store(&spool, "1.2.3.2");
+    // Full, nothing confirmed: refused.
+    assert!(matches!(spool.admission(), Admission::Full(_)));
+    assert_eq!(spool.usage().objects, 2);
+    for id in [a.id, b.id] {
+        spool.confirm(id, "archive").expect("confirm");
+        spool.confirm(id, "web").expect("confirm");
+    }
+    // Confirmed objects kept only for retention make room at once, oldest first, no more than
+    // needed — without waiting for the housekeeping timer.
+    assert_eq!(spool.admission(), Admission::Accept);
+    assert!(!spool.object_path(a.id).exists(), "the oldest was evicted");
+    assert!(spool.object_path(b.id).exists(), "one eviction was enough");
+    assert_eq!(spool.usage().objects, 1);
+}
+
+#[test]
+fn an_index_held_by_another_handle_is_not_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+    let a = store(&spool, "1.2.3.1");
+    // A second open while the first holds sled's lock: refused, nothing moved aside.
+    let err = Spool::open(cfg(dir.path())).expect_err("second open");
+    assert!(matches!(err, medgate_spool::SpoolError::Locked(_)), "{err}");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("broken")), "{names:?}");
+    assert_eq!(spool.get(a.id).expect("get").map(|r| r.id), Some(a.id));
+}
