@@ -88,8 +88,14 @@ impl Appliance {
 
     pub async fn restart(&mut self) -> Result<()> {
         self.starts += 1;
-        let mut cmd = Command::new(workspace_bin("medgate-appliance")?);
-        cmd.arg("run").arg("--config").arg(&self.config);
+        // Started the way a person starts it by hand: under the usual umask 022 (the appliance
+        // must keep its files owner-only itself); `exec` keeps the pid the appliance's.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(workspace_bin("medgate-appliance")?)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config);
         cmd.env("RUST_LOG", "info");
         let log = self.dir.join(format!("appliance-{}.log", self.starts));
         let mut peer = Peer::spawn("medgate-appliance", cmd, &log)?;

@@ -516,7 +516,32 @@ async fn refused_objects_are_quarantined_visible_and_retryable() -> Result<()> {
     let reason = q[0]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("RLE Lossless"), "{q}");
     let out = appliance.cli(&["quarantine", "list"])?;
-    assert!(String::from_utf8_lossy(&out.stdout).contains("RLE Lossless"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or("");
+    for column in [
+        "ID",
+        "DESTINATION",
+        "FROM AE",
+        "SOP CLASS",
+        "SIZE",
+        "REASON",
+    ] {
+        assert!(
+            header.contains(column),
+            "{column} not in the header of\n{table}"
+        );
+    }
+    let row = lines.next().unwrap_or("");
+    assert!(
+        row.contains("archive") && row.contains("RLE Lossless"),
+        "{table}"
+    );
+    assert!(row.contains("Image Storage"), "SOP class by name: {table}");
+    assert!(table.contains("1 object(s)"), "{table}");
+    let out = appliance.cli(&["quarantine", "list", "--json"])?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json, q, "--json prints what the API holds");
 
     // The archive is fixed; an operator retries.
     archive.stop().await?;
@@ -569,7 +594,17 @@ async fn knocking_modalities_are_recorded_for_onboarding() -> Result<()> {
     assert_eq!(ct["accepted"], 1);
     assert_eq!(ct["sop_classes"][&files[0].sop_class_uid], true);
     let out = appliance.cli(&["peers"])?;
-    assert!(String::from_utf8_lossy(&out.stdout).contains("US_CART_9 from 127.0.0.1"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("US_CART_9 from 127.0.0.1"), "{text}");
+    // SOP classes by name next to their UID, and the modalities a peer sent.
+    assert!(
+        text.contains(&format!("CT Image Storage ({})", files[0].sop_class_uid)),
+        "{text}"
+    );
+    assert!(text.contains("modalities sent: CT"), "{text}");
+    let out = appliance.cli(&["peers", "--json"])?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json.as_array().map(Vec::len), Some(list.len()));
     Ok(())
 }
 
@@ -849,5 +884,275 @@ async fn source_address_allow_list_rejects_and_records() -> Result<()> {
         p["sop_classes"].get(&files[0].sop_class_uid).is_some(),
         "{peers}"
     );
+    Ok(())
+}
+
+/// Every file and directory under `dir` whose mode lets group or others in.
+fn readable_by_others(dir: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wide = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p)?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            wide.push(format!("{} {:o}", p.display(), mode & 0o777));
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(wide)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_start_on_the_same_data_dir_is_refused_and_changes_nothing() -> Result<()> {
+    let (t, mut archive, appliance) = rig("second-start", "").await?;
+    let files = ct_files(&t.path().join("ct"), 91, 6)?;
+    appliance
+        .storescu()
+        .send(&paths(&files[..3]))
+        .await?
+        .expect_all_success(3)?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    let data = appliance.dir.join("data");
+    let before: std::collections::BTreeSet<String> = std::fs::read_dir(&data)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+
+    // The same configuration again, as a second `systemctl start` or a person by hand would.
+    let started = Instant::now();
+    let second = tokio::task::spawn_blocking({
+        let config = appliance.config.clone();
+        move || {
+            Command::new(workspace_bin("medgate-appliance")?)
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("RUST_BACKTRACE", "1")
+                .output()
+                .map_err(anyhow::Error::from)
+        }
+    })
+    .await??;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second start succeeded: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    for needle in [
+        format!(
+            "in use by another medgate-appliance (pid {})",
+            appliance.pid()
+        ),
+        "systemctl status medgate-appliance".to_string(),
+        "nothing under".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle:?} not in {stderr}");
+    }
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "ANSI colour codes in {stderr:?}"
+    );
+    let after: std::collections::BTreeSet<String> = std::fs::read_dir(&data)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(before, after, "the second start changed {}", data.display());
+    assert!(
+        !after.iter().any(|n| n.contains("broken")),
+        "moved aside: {after:?}"
+    );
+
+    // The first instance keeps serving and forwarding, and re-sent nothing.
+    appliance
+        .storescu()
+        .send(&paths(&files[3..]))
+        .await?
+        .expect_all_success(3)?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive.wait_for_files(6, Duration::from_secs(30)).await?;
+    let s = appliance.status().await?;
+    assert_eq!(s["objects_received"], 6, "{s}");
+    assert_eq!(s["destinations"][0]["forwarded"], 6, "{s}");
+    let log = appliance.log();
+    assert!(!log.contains("rebuilding"), "{log}");
+    // Its stderr is a file, not a terminal (as under journald): plain text, no colour codes.
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI colour codes in the log: {log:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_data_on_disk_is_owner_only_under_umask_022() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // The harness starts the appliance under `umask 022`, as a person would by hand.
+    let (t, _archive, mut appliance) = rig("umask", "").await?;
+    let files = ct_files(&t.path().join("ct"), 92, 4)?;
+    appliance
+        .storescu()
+        .send(&paths(&files))
+        .await?
+        .expect_all_success(files.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    let data = appliance.dir.join("data");
+    let wide = readable_by_others(&data)?;
+    assert!(wide.is_empty(), "readable by others: {wide:#?}");
+
+    // A spool left wider by an older version or a restored backup: tightened at start, and said.
+    appliance.kill9()?;
+    let objects = data.join("spool").join("objects");
+    std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o755))?;
+    let one = spool_files(&data)?
+        .into_values()
+        .next()
+        .context("no spool file")?;
+    std::fs::set_permissions(&one, std::fs::Permissions::from_mode(0o644))?;
+    appliance.restart().await?;
+    let wide = readable_by_others(&data)?;
+    assert!(
+        wide.is_empty(),
+        "readable by others after restart: {wide:#?}"
+    );
+    let log = appliance.log();
+    assert!(
+        log.contains("readable by others") && log.contains("made them owner-only"),
+        "{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_objects_make_room_instead_of_a700() -> Result<()> {
+    let t = tempdir("make-room")?;
+    let archive_port = free_port();
+    let _archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    // A 4 MB spool (a 0.53 MB slice is ~13 %), confirmed objects kept for a week: only the
+    // watermark lets them go, and the housekeeping timer only below 90 %.
+    let extra = format!(
+        "[spool]\nmax_bytes = 4000000\nhigh_watermark_percent = 95\nlow_watermark_percent = 90\nretention_hours = 168\n\n{}",
+        dimse_destination("archive", archive_port, "ARCHIVE")
+    );
+    let appliance = Appliance::start(&t.path().join("appliance"), &extra).await?;
+    let files = ct_files(&t.path().join("ct"), 71, 14)?;
+    appliance
+        .storescu()
+        .send(&paths(&files[..6]))
+        .await?
+        .expect_all_success(6)?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    // Twice what fits, in one association: every object is accepted, room is made from the
+    // confirmed ones as needed.
+    appliance
+        .storescu()
+        .send(&paths(&files[6..]))
+        .await?
+        .expect_all_success(files.len() - 6)?;
+    let s = appliance.wait_drained(Duration::from_secs(60)).await?;
+    let objects = s["spool_objects"].as_u64().unwrap_or(u64::MAX);
+    assert!(objects <= 8, "the spool kept more than its cap: {s}");
+    assert_eq!(s["destinations"][0]["forwarded"], files.len(), "{s}");
+    // The readout names each measure.
+    assert_eq!(s["spool"]["max_bytes"], 4_000_000, "{s}");
+    assert!(s["spool"]["cap_used_percent"].as_f64().is_some(), "{s}");
+    assert!(
+        s["spool"]["filesystem_used_percent"].as_f64().is_some(),
+        "{s}"
+    );
+    let out = appliance.cli(&["status"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "of its own (",
+        "of its cap spool.max_bytes",
+        "filesystem:  ",
+        "used by everything on it",
+        "watermarks:  refuses new objects (A700) at 95.0% of the fuller of filesystem and cap",
+        "config:      the local file",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_now_ends_the_backoff_after_the_archive_is_back() -> Result<()> {
+    let t = tempdir("retry-now")?;
+    let archive_port = free_port(); // the archive is down
+    // A long backoff: without retry-now the next attempt would come 30-60 s later. One
+    // association: storescp (no --fork) serves one at a time, a second would time out.
+    let extra = format!(
+        "[forward]\ninitial_backoff_ms = 60000\nmax_backoff_secs = 300\n\n{}",
+        dimse_destination("archive", archive_port, "ARCHIVE")
+            .replace("parallel = 2", "parallel = 1")
+    );
+    let appliance = Appliance::start(&t.path().join("appliance"), &extra).await?;
+    let files = ct_files(&t.path().join("ct"), 81, 5)?;
+    appliance
+        .storescu()
+        .send(&paths(&files))
+        .await?
+        .expect_all_success(files.len())?;
+    let s = appliance
+        .wait_status("the archive seen down", Duration::from_secs(15), |s| {
+            s["destinations"][0]["last_error"].is_string()
+        })
+        .await?;
+    let d = &s["destinations"][0];
+    assert_eq!(d["up"], false, "{s}");
+    assert_eq!(d["last_error_cleared"], false, "{s}");
+    assert!(d["last_error_at_ms"].as_u64().is_some(), "{s}");
+    let out = appliance.cli(&["status"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DOWN, retrying"), "{text}");
+    assert!(
+        text.contains("last error ") && text.contains(" s ago: "),
+        "{text}"
+    );
+
+    let unknown = appliance.cli(&["retry-now", "nosuch"])?;
+    assert!(!unknown.status.success());
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("no destination \"nosuch\"") && err.contains("archive"),
+        "{err}"
+    );
+
+    let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
+    let asked = Instant::now();
+    let out = appliance.cli(&["retry-now", "archive"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backoff ended for archive"));
+    let s = appliance.wait_drained(Duration::from_secs(20)).await?;
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "drained only after {:?}",
+        asked.elapsed()
+    );
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(20))
+        .await?;
+    let d = &s["destinations"][0];
+    assert_eq!(d["up"], true, "{s}");
+    assert_eq!(
+        d["last_error_cleared"], true,
+        "the error is history now: {s}"
+    );
+    let out = appliance.cli(&["status"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sends succeeded since"), "{text}");
+    let log = appliance.log();
+    assert!(log.contains("destination reachable again"), "{log}");
     Ok(())
 }

@@ -50,6 +50,9 @@ pub enum AppError {
         /// Cause.
         source: tls::TlsError,
     },
+    /// The data directory is held by another instance, or unusable.
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
     /// The box is not fit to run.
     #[error(transparent)]
     Board(#[from] crate::board::BoardError),
@@ -93,6 +96,8 @@ pub struct App {
     pub events: Arc<Events>,
     /// The fleet reporter's state (none without a fleet).
     pub fleet: Arc<crate::fleet::Probe>,
+    /// Where its configuration comes from.
+    pub config_source: ConfigSource,
 }
 
 /// What the appliance shares with the one who runs it (the fleet link): its event sink, and
@@ -108,6 +113,23 @@ pub struct Hooks {
     pub reason: Arc<std::sync::Mutex<Option<String>>>,
     /// The running appliance: set once it serves, cleared when it stops.
     pub current: Arc<std::sync::Mutex<Option<Arc<App>>>>,
+    /// Where the configuration starting next comes from (the supervisor sets it).
+    pub config_source: Arc<std::sync::Mutex<ConfigSource>>,
+}
+
+/// Where the running configuration comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// The local file, as written.
+    #[default]
+    LocalFile,
+    /// The fleet's desired configuration of this version, merged over the local file (which
+    /// keeps the box-local tables: appliance, status, hardware, fleet).
+    Fleet {
+        /// The fleet's version of it.
+        version: u64,
+    },
 }
 
 impl Hooks {
@@ -117,6 +139,15 @@ impl Hooks {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Records where the configuration of the next start comes from.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *self.config_source.lock().unwrap_or_else(|p| p.into_inner()) = source;
+    }
+
+    fn config_source(&self) -> ConfigSource {
+        *self.config_source.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records why the next start happens (see [`Hooks::reason`]).
@@ -305,7 +336,10 @@ fn senders(cfg: &Config, d: &DestinationSection) -> Result<Vec<Sender>, AppError
 }
 
 /// Starts everything and runs until `shutdown` is cancelled.
+/// Claims the data directory first ([`crate::datadir::DataDir::claim`]): a second instance on
+/// the same directory is refused before anything under it is touched.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _claim = crate::datadir::DataDir::claim(&cfg.appliance.data_dir)?;
     run_with(cfg, shutdown, Hooks::default()).await
 }
 
@@ -457,6 +491,7 @@ pub async fn run_with(
         inventory: std::sync::Mutex::new(None),
         events: hooks.events.clone(),
         fleet: hooks.fleet.clone(),
+        config_source: hooks.config_source(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

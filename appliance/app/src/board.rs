@@ -161,7 +161,7 @@ impl Board {
                     }
                 }
             }
-            let degraded = app.hub.destinations.iter().any(|d| d.snapshot().2)
+            let degraded = app.hub.destinations.iter().any(|d| d.snapshot().down)
                 || app
                     .inventory
                     .lock()

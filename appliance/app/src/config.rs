@@ -88,9 +88,10 @@ pub struct ListenerSection {
     /// Our AE title.
     pub ae_title: String,
     /// Plain DICOM address.
+    #[serde(deserialize_with = "de_bind")]
     pub bind: SocketAddr,
     /// DICOM TLS address.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_bind_opt")]
     pub tls_bind: Option<SocketAddr>,
     /// Concurrent associations.
     #[serde(default = "default_max_associations")]
@@ -254,15 +255,67 @@ pub struct DestinationTls {
 #[serde(deny_unknown_fields, default)]
 pub struct StatusSection {
     /// Address of the local HTTP endpoint.
+    #[serde(deserialize_with = "de_bind")]
     pub bind: SocketAddr,
+    /// The status API has no authentication: binding it beyond loopback must be said
+    /// deliberately with `allow_unauthenticated_remote = true`.
+    pub allow_unauthenticated_remote: bool,
 }
 
 impl Default for StatusSection {
     fn default() -> Self {
         StatusSection {
             bind: SocketAddr::from(([127, 0, 0, 1], 8104)),
+            allow_unauthenticated_remote: false,
         }
     }
+}
+
+/// Parses an address to listen on: an IP address and a port, with a message that says what is
+/// wrong (a host name, a port above 65535, no port).
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} has no port: write an IP address and a port, e.g. \"0.0.0.0:11112\""
+        ));
+    };
+    let port_problem = port_problem(port);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<IpAddr>().is_err() {
+        return Err(format!(
+            "{host:?} is not an IP address: a listening address must be one of this box's addresses (or 0.0.0.0 / [::] for all), not a host name{}",
+            port_problem
+                .map(|p| format!("; and {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    Err(port_problem.unwrap_or_else(|| format!("{s:?} is not an IP address and port")))
+}
+
+/// What is wrong with a port number, if anything (0 included: see the callers).
+fn port_problem(port: &str) -> Option<String> {
+    match port.parse::<u64>() {
+        Err(_) => Some(format!("the port {port:?} is not a number")),
+        Ok(p) if p > 65_535 => Some(format!("the port {p} is above 65535")),
+        Ok(_) => None,
+    }
+}
+
+fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_bind(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_bind_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    de_bind(d).map(Some)
+}
+
+/// Whether two listening addresses would take the same port on some address.
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn default_max_associations() -> usize {
@@ -388,8 +441,38 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Parses TOML text.
+    /// Parses TOML text. A required table that is missing is named as such (with a hint when
+    /// its keys ended up in the table above, as when the header line was forgotten).
     pub fn parse(text: &str) -> Result<Config, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut missing = Vec::new();
+        for (name, keys) in [
+            ("appliance", &["name", "data_dir"][..]),
+            ("listener", &["ae_title", "bind"][..]),
+        ] {
+            if table.contains_key(name) {
+                continue;
+            }
+            let under = table.iter().find_map(|(t, v)| {
+                let v = v.as_table()?;
+                keys.iter()
+                    .any(|k| v.contains_key(*k))
+                    .then_some(t.as_str())
+            });
+            missing.push(match under {
+                Some(t) => format!(
+                    "missing [{name}] table: its keys ({}) are under [{t}]; is the `[{name}]` header line missing?",
+                    keys.join(", ")
+                ),
+                None => format!(
+                    "missing [{name}] table (with at least {}); see `medgate-appliance config example`",
+                    keys.join(" and ")
+                ),
+            });
+        }
+        if !missing.is_empty() {
+            return Err(missing.join("\n"));
+        }
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
@@ -481,6 +564,13 @@ impl Config {
         for (i, uid) in l.transfer_syntaxes.iter().enumerate() {
             if let Err(e) = medgate_dicom::validate_uid(uid) {
                 bad(&format!("listener.transfer_syntaxes[{i}]"), e);
+            } else if !medgate_dicom::uids::is_standard_transfer_syntax(uid) {
+                bad(
+                    &format!("listener.transfer_syntaxes[{i}]"),
+                    format!(
+                        "{uid:?} is not a transfer syntax the DICOM standard defines (PS3.6 Annex A); leave the list empty to accept every standard one"
+                    ),
+                );
             }
         }
         if !(1..=4096).contains(&l.max_associations) {
@@ -521,8 +611,56 @@ impl Config {
             ),
             _ => {}
         }
-        if l.tls_bind.is_some() && l.tls_bind == Some(l.bind) {
-            bad("listener.tls_bind", "must differ from listener.bind".into());
+        if l.bind.port() == 0 {
+            bad(
+                "listener.bind",
+                format!(
+                    "{}: port 0 would listen on a random port no modality is configured for; use 104 or 11112",
+                    l.bind
+                ),
+            );
+        }
+        if let Some(tls) = l.tls_bind {
+            if tls.port() == 0 {
+                bad(
+                    "listener.tls_bind",
+                    format!("{tls}: port 0 would listen on a random port; use 2762"),
+                );
+            } else if binds_overlap(tls, l.bind) {
+                bad(
+                    "listener.tls_bind",
+                    format!(
+                        "{tls} takes the same port as listener.bind ({}); give DICOM TLS its own port (e.g. 2762)",
+                        l.bind
+                    ),
+                );
+            }
+        }
+        let st = &self.status;
+        for (key, other) in [
+            ("listener.bind", Some(l.bind)),
+            ("listener.tls_bind", l.tls_bind),
+        ] {
+            if let Some(other) = other {
+                if binds_overlap(st.bind, other) {
+                    bad(
+                        "status.bind",
+                        format!(
+                            "{} takes the same port as {key} ({other}); the status endpoint needs its own port (default 127.0.0.1:8104)",
+                            st.bind
+                        ),
+                    );
+                }
+            }
+        }
+        if !st.bind.ip().is_loopback() && !st.allow_unauthenticated_remote {
+            bad(
+                "status.bind",
+                format!(
+                    "{} is reachable beyond this box, but the status API has no authentication (anyone on the network could read it and retry or requeue objects); bind it to 127.0.0.1, or set status.allow_unauthenticated_remote = true if a firewall restricts it deliberately",
+                    st.bind
+                ),
+            );
         }
         let s = &self.spool;
         if !(1.0..=99.9).contains(&s.high_watermark_percent) {
@@ -601,8 +739,8 @@ impl Config {
                             "is required for kind = \"dimse\" (host:port)".into(),
                         ),
                         Some(a) => {
-                            if split_host_port(a).is_none() {
-                                bad(&k("address"), format!("{a:?} must be host:port"));
+                            if let Err(e) = parse_host_port(a) {
+                                bad(&k("address"), e);
                             }
                         }
                     }
@@ -730,13 +868,30 @@ impl Config {
 
 /// Splits "host:port" (also "[v6]:port").
 pub fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    parse_host_port(s).ok()
+}
+
+/// [`split_host_port`] with a message that says what is wrong.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "{s:?} must be host:port (e.g. \"pacs.example.org:104\")"
+        ));
+    };
+    if let Some(p) = port_problem(port) {
+        return Err(format!("{s:?}: {p}"));
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{s:?}: the port {port:?} is not a number"))?;
+    if port == 0 {
+        return Err(format!("{s:?}: port 0 cannot be called"));
+    }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return None;
+        return Err(format!("{s:?} has no host before the port"));
     }
-    Some((host.to_string(), port))
+    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -816,5 +971,82 @@ mod tests {
         assert_eq!(split_host_port("[::1]:11112"), Some(("::1".into(), 11112)));
         assert_eq!(split_host_port("pacs"), None);
         assert_eq!(split_host_port("pacs:0"), None);
+        let e = parse_host_port("pacs:70000").expect_err("port");
+        assert!(e.contains("the port 70000 is above 65535"), "{e}");
+        let e = parse_host_port("pacs").expect_err("no port");
+        assert!(e.contains("must be host:port"), "{e}");
+    }
+
+    const MINIMAL: &str = "[appliance]\nname = \"t\"\ndata_dir = \"/srv/m\"\n[listener]\nae_title = \"M\"\nbind = \"0.0.0.0:11112\"\n[[destination]]\nname = \"a\"\nkind = \"dimse\"\naddress = \"pacs:104\"\ncalled_ae_title = \"PACS\"\n";
+
+    fn problems(text: &str) -> Vec<Problem> {
+        Config::parse(text).expect("parses").validate()
+    }
+
+    #[test]
+    fn listening_addresses_say_what_is_wrong() {
+        let e =
+            Config::parse(&MINIMAL.replace("0.0.0.0:11112", "0.0.0.0:70000")).expect_err("port");
+        assert!(e.contains("listener.bind") || e.contains("bind"), "{e}");
+        assert!(e.contains("the port 70000 is above 65535"), "{e}");
+        let e = Config::parse(&MINIMAL.replace("0.0.0.0:11112", "appliance.local:11112"))
+            .expect_err("host name");
+        assert!(
+            e.contains("\"appliance.local\" is not an IP address"),
+            "{e}"
+        );
+        assert!(e.contains("not a host name"), "{e}");
+        let e = Config::parse(&MINIMAL.replace("0.0.0.0:11112", "0.0.0.0")).expect_err("no port");
+        assert!(e.contains("has no port"), "{e}");
+        let p = problems(&MINIMAL.replace("0.0.0.0:11112", "0.0.0.0:0"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "listener.bind");
+        assert!(p[0].message.contains("port 0"), "{p:?}");
+    }
+
+    #[test]
+    fn the_status_endpoint_needs_its_own_port_and_stays_local_unless_said() {
+        let same = format!("{MINIMAL}[status]\nbind = \"127.0.0.1:11112\"\n");
+        let p = problems(&same);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "status.bind");
+        assert!(p[0].message.contains("same port as listener.bind"), "{p:?}");
+
+        let remote = format!("{MINIMAL}[status]\nbind = \"0.0.0.0:8104\"\n");
+        let p = problems(&remote);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "status.bind");
+        assert!(p[0].message.contains("no authentication"), "{p:?}");
+        let deliberate = format!(
+            "{MINIMAL}[status]\nbind = \"0.0.0.0:8104\"\nallow_unauthenticated_remote = true\n"
+        );
+        assert_eq!(problems(&deliberate), vec![]);
+    }
+
+    #[test]
+    fn transfer_syntaxes_must_be_standard() {
+        let text = MINIMAL.replace(
+            "bind = \"0.0.0.0:11112\"",
+            "bind = \"0.0.0.0:11112\"\ntransfer_syntaxes = [\"1.2.840.10008.1.2.1\", \"1.2.3.4\"]",
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "listener.transfer_syntaxes[1]");
+        assert!(p[0].message.contains("not a transfer syntax"), "{p:?}");
+    }
+
+    #[test]
+    fn a_missing_table_header_is_named() {
+        let text = MINIMAL.replace("[listener]\n", "");
+        let e = Config::parse(&text).expect_err("no listener");
+        assert!(e.starts_with("missing [listener] table"), "{e}");
+        assert!(e.contains("are under [appliance]"), "{e}");
+        assert!(!e.contains("unknown field"), "{e}");
+        let e = Config::parse("[appliance]\nname = \"t\"\ndata_dir = \"/x\"\n")
+            .expect_err("no listener");
+        assert!(
+            e.starts_with("missing [listener] table (with at least"),
+            "{e}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! - [`metrics`], [`status`]: Prometheus metrics and the local HTTP endpoint.
 //! - [`board`]: the box: hardware profile, watchdogs, LEDs, inventory.
 //! - [`app`]: wiring and lifecycle.
+//! - [`datadir`]: one appliance per data directory (lock), owner-only files.
 //! - [`fleet`]: enrollment, reporting to the fleet manager and its commands (configuration with
 //!   rollback, restart, quarantine, diagnostics); the supervisor `run` uses.
 //! - [`events`]: what capture and forwarding tell the fleet (codes and counts only).
@@ -20,6 +21,7 @@ pub mod app;
 pub mod board;
 pub mod config;
 pub mod conn;
+pub mod datadir;
 pub mod diagnostics;
 pub mod events;
 pub mod fleet;

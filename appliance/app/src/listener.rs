@@ -171,9 +171,14 @@ async fn handle_connection(
 
     let address = peer.ip().to_string();
     let record = |knock: &Knock, refusal: Option<medgate_contract::Refusal>| {
-        if let Err(e) = ctx.spool.record_knock(knock, &address) {
-            tracing::warn!(error = %e, "could not record the calling AE");
-        }
+        let code = refusal.and_then(crate::events::refusal_code);
+        let known = match ctx.spool.record_knock(knock, &address, code.as_deref()) {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the calling AE");
+                None
+            }
+        };
         let classes: Vec<String> = knock
             .offers
             .iter()
@@ -185,6 +190,7 @@ async fn handle_connection(
             peer.ip(),
             &classes,
             refusal,
+            known.as_ref(),
         );
     };
     let (decision, mut knock) = negotiate::decide(&ctx.policy, &rq);
@@ -262,6 +268,8 @@ async fn handle_connection(
         ctx: &ctx,
         calling_ae: knock.calling_ae.clone(),
         called_ae: knock.called_ae.clone(),
+        address: address.clone(),
+        modalities: Default::default(),
         contexts,
         peer_max_pdu,
         receiving: None,
@@ -342,6 +350,10 @@ struct Association<'a> {
     ctx: &'a ListenerContext,
     calling_ae: String,
     called_ae: String,
+    /// The peer's source address (its key in the spool's peers, with the calling AE).
+    address: String,
+    /// Modality codes of the objects stored on this association (each recorded with the peer once).
+    modalities: std::collections::BTreeSet<String>,
     contexts: Vec<AcceptedContext>,
     peer_max_pdu: u32,
     receiving: Option<Receiving>,
@@ -364,6 +376,33 @@ struct Carried {
 }
 
 impl Association<'_> {
+    /// A stored object's modality code: kept with the peer the first time the peer sends it,
+    /// and then announced to the fleet with the modalities known so far. Codes only: a value
+    /// that is not a modality code is not recorded.
+    fn peer_modality(&mut self, modality: Option<&str>) {
+        let Some(code) = modality
+            .map(str::trim)
+            .filter(|c| crate::events::is_modality_code(c))
+        else {
+            return;
+        };
+        if self.modalities.contains(code) || self.modalities.len() >= crate::events::MAX_MODALITIES
+        {
+            return;
+        }
+        self.modalities.insert(code.to_string());
+        match self.ctx.spool.record_peer_modality(
+            &self.calling_ae,
+            &self.address,
+            code,
+            crate::events::MAX_MODALITIES,
+        ) {
+            Ok(Some(rec)) => self.ctx.events.peer_modalities(&rec),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record the modality of the calling AE"),
+        }
+    }
+
     async fn run(&mut self, conn: &mut PduConn) -> End {
         loop {
             let mut actions = Vec::new();
@@ -906,6 +945,7 @@ impl Association<'_> {
                 if self.carried.modality.is_none() {
                     self.carried.modality = rec.summary.modality.clone();
                 }
+                self.peer_modality(rec.summary.modality.as_deref());
                 tracing::debug!(id = rec.id, size = rec.size, calling_ae = %self.calling_ae, elapsed_ms = started.elapsed().as_millis() as u64, "object stored");
                 self.ctx.forward.enqueue_routed(&rec);
                 (

@@ -52,8 +52,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the calling AEs that knocked (accepted or not), with the SOP classes they offered.
+    /// List the calling AEs that knocked (accepted or not), with the SOP classes they offered
+    /// (by name and UID) and the modalities they sent.
     Peers {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the backoff wait of one destination (or of all) now, after the archive came back,
+    /// instead of waiting up to `forward.max_backoff_secs` for the next attempt.
+    ///
+    ///   medgate-appliance retry-now            every destination
+    ///   medgate-appliance retry-now archive    only [[destination]] name = "archive"
+    #[command(verbatim_doc_comment)]
+    RetryNow {
+        /// The destination's name (default: every destination).
+        destination: Option<String>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -124,6 +140,9 @@ enum RulesCommand {
         /// The configuration (to find the data directory).
         #[arg(long, short, env = "MEDGATE_CONFIG")]
         config: PathBuf,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -145,10 +164,13 @@ enum QcCommand {
 
 #[derive(Debug, Subcommand)]
 enum QuarantineCommand {
-    /// List quarantined objects with the destination's reason.
+    /// List quarantined objects with the destination's reason, as a table.
     List {
         #[command(flatten)]
         endpoint: Endpoint,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Queue quarantined objects again (all, or one --id, for all or one --destination).
     Retry {
@@ -225,6 +247,50 @@ fn human_bytes(b: u64) -> String {
     format!("{v:.1} {}", units[i])
 }
 
+fn human_secs(s: u64) -> String {
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// Prints rows under headers, each column as wide as its widest cell (the last one unpadded).
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// "CT Image Storage (1.2.840.10008.5.1.4.1.1.2)", or the UID alone when the standard has no
+/// name for it (a private class).
+fn sop_class_label(uid: &str) -> String {
+    match medgate_dicom::uids::sop_class_name(uid) {
+        Some(name) => format!("{name} ({uid})"),
+        None => format!("{uid} (private or unknown)"),
+    }
+}
+
 fn print_status(s: &StatusReport) {
     println!(
         "{} (medgate-appliance {}), up {} s",
@@ -249,14 +315,60 @@ fn print_status(s: &StatusReport) {
         s.objects_received,
         human_bytes(s.bytes_received)
     );
-    println!(
-        "spool:       {} object(s), {}; {:.1}% used (refuses above {:.1}%), {} free",
-        s.spool_objects,
-        human_bytes(s.spool_bytes),
-        s.spool_used_percent,
-        s.high_watermark_percent,
-        human_bytes(s.disk_free_bytes)
-    );
+    match &s.spool {
+        Some(sp) => {
+            println!(
+                "spool:       {} object(s), {} of its own{}",
+                sp.objects,
+                human_bytes(sp.bytes),
+                match sp.cap_used_percent {
+                    Some(pct) => format!(
+                        " ({pct:.1}% of its cap spool.max_bytes = {})",
+                        human_bytes(sp.max_bytes)
+                    ),
+                    None => String::new(),
+                }
+            );
+            println!(
+                "filesystem:  {:.1}% used by everything on it ({} used, {} available)",
+                sp.filesystem_used_percent,
+                human_bytes(sp.filesystem_used_bytes),
+                human_bytes(sp.filesystem_free_bytes),
+            );
+            println!(
+                "watermarks:  refuses new objects (A700) at {:.1}% of the {}, after evicting confirmed ones; evicts confirmed objects early above {:.1}%; keeps them {} h{}",
+                sp.high_watermark_percent,
+                if sp.max_bytes > 0 {
+                    "fuller of filesystem and cap"
+                } else {
+                    "filesystem"
+                },
+                sp.low_watermark_percent,
+                sp.retention_hours,
+                if s.spool_used_percent >= sp.high_watermark_percent {
+                    "; NOW REFUSING"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => println!(
+            "spool:       {} object(s), {}; {:.1}% used (refuses above {:.1}%), {} free",
+            s.spool_objects,
+            human_bytes(s.spool_bytes),
+            s.spool_used_percent,
+            s.high_watermark_percent,
+            human_bytes(s.disk_free_bytes)
+        ),
+    }
+    match s.config_source {
+        medgate_appliance::app::ConfigSource::LocalFile => {
+            println!("config:      the local file")
+        }
+        medgate_appliance::app::ConfigSource::Fleet { version } => println!(
+            "config:      the fleet's version {version}, overriding the local file (which keeps [appliance], [status], [hardware], [fleet])"
+        ),
+    }
     match &s.fleet {
         None => println!("fleet:       not reporting"),
         Some(f) => println!(
@@ -276,19 +388,30 @@ fn print_status(s: &StatusReport) {
     }
     for d in &s.destinations {
         println!(
-            "destination: {} ({}) {}: {} waiting (oldest {} s), {} forwarded, {} quarantined{}",
+            "destination: {} ({}) {}: {} waiting (oldest {} s), {} forwarded, {} quarantined",
             d.name,
             d.kind,
-            if d.up { "up" } else { "DOWN, retrying" },
+            if d.up {
+                "up"
+            } else {
+                "DOWN, retrying (`medgate-appliance retry-now` once it is back)"
+            },
             d.queue_depth,
             d.oldest_age_secs,
             d.forwarded,
             d.quarantined,
-            d.last_error
-                .as_deref()
-                .map(|e| format!("; last error: {e}"))
-                .unwrap_or_default()
         );
+        if let Some(e) = &d.last_error {
+            println!(
+                "             last error {} ago{}: {e}",
+                human_secs(d.last_error_age_secs.unwrap_or(0)),
+                if d.last_error_cleared {
+                    ", sends succeeded since"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     let w = &s.workflow;
     if let Some(c) = w.get("commitment") {
@@ -349,14 +472,47 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        // Colour only for a person at a terminal: journald and log files get plain key=value.
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         // The recent lines, for the diagnostics bundle.
         .with(medgate_appliance::logbuf::Layer)
         .init();
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with their message (and its causes) on stderr and exit code 1: no
+/// Rust backtrace, whatever `RUST_BACKTRACE` says — the message is for an operator.
+fn main() -> std::process::ExitCode {
+    // Everything this process creates is owner-only (objects, index, identity, coerced files),
+    // whatever the caller's umask: patient data must never be readable by other users.
+    medgate_appliance::datadir::private_umask();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        quiet_broken_pipe();
+    }
+    match run_cli(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medgate-appliance: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A listing piped into `head` ends quietly, as other command-line tools do, instead of a panic
+/// on "Broken pipe". Not for `run`: the service must never die of a closed pipe.
+#[allow(unsafe_code)]
+fn quiet_broken_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called at the start of main, before any other thread exists; SIG_DFL installs no
+    // handler code of ours, it only restores the default action Rust's runtime replaced.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+fn run_cli(cli: Cli) -> anyhow::Result<()> {
     medgate_appliance::app::install_crypto_provider();
     match cli.command {
         Command::Config {
@@ -497,29 +653,81 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Peers { endpoint } => {
+        Command::Peers { endpoint, json } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let peers: Vec<medgate_spool::PeerRecord> = get_json(&endpoint.base()?, "/api/peers").await?;
+                let peers: Vec<medgate_spool::PeerRecord> =
+                    get_json(&endpoint.base()?, "/api/peers").await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&peers)?);
+                    return Ok(());
+                }
                 if peers.is_empty() {
                     println!("no modality has called this appliance yet");
                 }
                 for p in peers {
-                    let accepted: Vec<&str> = p.sop_classes.iter().filter(|(_, a)| **a).map(|(c, _)| c.as_str()).collect();
-                    let refused: Vec<&str> = p.sop_classes.iter().filter(|(_, a)| !**a).map(|(c, _)| c.as_str()).collect();
                     println!(
-                        "{} from {}: {} accepted, {} rejected association(s){}\n  accepted SOP classes: {}\n  refused SOP classes:  {}",
+                        "{} from {}: {} accepted, {} rejected association(s){}; modalities sent: {}",
                         p.calling_ae,
                         p.address,
                         p.accepted,
                         p.rejected,
-                        p.last_rejection.map(|r| format!(" (last rejection: {r})")).unwrap_or_default(),
-                        if accepted.is_empty() { "-".into() } else { accepted.join(", ") },
-                        if refused.is_empty() { "-".into() } else { refused.join(", ") },
+                        p.last_rejection
+                            .map(|r| format!(" (last rejection: {r})"))
+                            .unwrap_or_default(),
+                        if p.modalities.is_empty() {
+                            "none yet".to_string()
+                        } else {
+                            p.modalities.iter().cloned().collect::<Vec<_>>().join(", ")
+                        },
                     );
+                    for (accepted, title) in [(true, "accepted"), (false, "refused")] {
+                        let classes: Vec<String> = p
+                            .sop_classes
+                            .iter()
+                            .filter(|(_, a)| **a == accepted)
+                            .map(|(c, _)| sop_class_label(c))
+                            .collect();
+                        if classes.is_empty() {
+                            println!("  {title} SOP classes: -");
+                        } else {
+                            println!("  {title} SOP classes:");
+                            for c in classes {
+                                println!("    {c}");
+                            }
+                        }
+                    }
                 }
+                Ok(())
+            })
+        }
+        Command::RetryNow {
+            destination,
+            endpoint,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let base = endpoint.base()?;
+                let url = format!("{base}/api/retry-now");
+                let mut req = client()?.post(&url);
+                if let Some(d) = &destination {
+                    req = req.query(&[("destination", d)]);
+                }
+                let rsp = req.send().await.with_context(|| {
+                    format!("cannot reach the appliance at {url}; is `medgate-appliance run` running?")
+                })?;
+                if !rsp.status().is_success() {
+                    bail!("{}", rsp.text().await.unwrap_or_default().trim_end());
+                }
+                let r: medgate_appliance::status::RetryNowResult = rsp.json().await?;
+                println!(
+                    "backoff ended for {}: the next attempt starts now (see `medgate-appliance status`)",
+                    r.destinations.join(", ")
+                );
                 Ok(())
             })
         }
@@ -569,15 +777,40 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(async {
                 match command {
-                    QuarantineCommand::List { endpoint } => {
-                        let q: Vec<serde_json::Value> =
+                    QuarantineCommand::List { endpoint, json } => {
+                        let q: Vec<medgate_spool::QuarantineEntry> =
                             get_json(&endpoint.base()?, "/api/quarantine").await?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&q)?);
+                            return Ok(());
+                        }
                         if q.is_empty() {
                             println!("quarantine is empty");
+                            return Ok(());
                         }
-                        for e in q {
-                            println!("{e}");
-                        }
+                        let rows: Vec<Vec<String>> = q
+                            .iter()
+                            .map(|e| {
+                                vec![
+                                    e.id.to_string(),
+                                    e.destination.clone(),
+                                    e.calling_ae.clone(),
+                                    medgate_dicom::uids::sop_class_name(&e.sop_class_uid)
+                                        .unwrap_or(&e.sop_class_uid)
+                                        .to_string(),
+                                    human_bytes(e.size),
+                                    e.reason.clone(),
+                                ]
+                            })
+                            .collect();
+                        print_table(
+                            &["ID", "DESTINATION", "FROM AE", "SOP CLASS", "SIZE", "REASON"],
+                            &rows,
+                        );
+                        println!(
+                            "{} object(s); `medgate-appliance quarantine retry [--id ID] [--destination NAME]` queues them again",
+                            q.len()
+                        );
                         Ok(())
                     }
                     QuarantineCommand::Retry {
@@ -636,7 +869,7 @@ fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        RulesCommand::Audit { config } => {
+        RulesCommand::Audit { config, json } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("cannot read {}", config.display()))?;
             let cfg =
@@ -649,6 +882,10 @@ fn rules_command(command: RulesCommand) -> anyhow::Result<()> {
                     )
                 },
             )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
             if list.is_empty() {
                 println!(
                     "no rule changes recorded yet (the appliance records them when it starts)"

@@ -41,12 +41,19 @@ pub struct StatusReport {
     pub spool_objects: u64,
     /// Bytes in the spool.
     pub spool_bytes: u64,
-    /// Spool use (percent).
+    /// What the watermarks are compared with: the fuller of the filesystem's use and the
+    /// spool's bytes against `spool.max_bytes` (percent). See `spool` for each measure.
     pub spool_used_percent: f64,
     /// High watermark (percent).
     pub high_watermark_percent: f64,
     /// Free bytes on the spool filesystem.
     pub disk_free_bytes: u64,
+    /// The spool's space, each measure named for what it is.
+    #[serde(default)]
+    pub spool: Option<SpoolStatus>,
+    /// Where the running configuration comes from (the local file, or the fleet's version).
+    #[serde(default)]
+    pub config_source: crate::app::ConfigSource,
     /// Per destination.
     pub destinations: Vec<DestinationStatus>,
     /// What start-up reconciliation found.
@@ -63,6 +70,33 @@ pub struct StatusReport {
     /// Reporting to the fleet manager (absent without a fleet).
     #[serde(default)]
     pub fleet: Option<FleetStatus>,
+}
+
+/// The spool's space in `/api/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpoolStatus {
+    /// Objects in the spool.
+    pub objects: u64,
+    /// Bytes of the spool's own object files.
+    pub bytes: u64,
+    /// `spool.max_bytes` (0: no cap).
+    pub max_bytes: u64,
+    /// The spool's bytes against that cap (percent), when set.
+    pub cap_used_percent: Option<f64>,
+    /// The spool filesystem's size.
+    pub filesystem_bytes: u64,
+    /// Bytes free on it for the appliance.
+    pub filesystem_free_bytes: u64,
+    /// Bytes in use on it, by everything.
+    pub filesystem_used_bytes: u64,
+    /// The whole filesystem's use as `df` shows it (percent): the spool and everything else.
+    pub filesystem_used_percent: f64,
+    /// New objects are refused (A700) at this use, after evicting confirmed ones.
+    pub high_watermark_percent: f64,
+    /// Confirmed objects are evicted early down to this use.
+    pub low_watermark_percent: f64,
+    /// Confirmed objects are kept this long.
+    pub retention_hours: u64,
 }
 
 /// The fleet link in `/api/status`.
@@ -100,8 +134,17 @@ pub struct DestinationStatus {
     pub quarantined: u64,
     /// Answering?
     pub up: bool,
-    /// Last failure.
+    /// Last failure (kept after a success, then with `last_error_cleared`).
     pub last_error: Option<String>,
+    /// When the last failure happened (Unix milliseconds).
+    #[serde(default)]
+    pub last_error_at_ms: Option<u64>,
+    /// How long ago (s).
+    #[serde(default)]
+    pub last_error_age_secs: Option<u64>,
+    /// A send succeeded after the last failure: it is history, not the present state.
+    #[serde(default)]
+    pub last_error_cleared: bool,
 }
 
 /// The router.
@@ -114,6 +157,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/quarantine", get(quarantine))
         .route("/api/qc", get(qc_flags))
         .route("/api/quarantine/retry", post(retry))
+        .route("/api/retry-now", post(retry_now))
         .with_state(app)
 }
 
@@ -163,22 +207,39 @@ pub fn report(app: &App) -> StatusReport {
         spool_used_percent: u.used_percent,
         high_watermark_percent: app.cfg.spool.high_watermark_percent,
         disk_free_bytes: u.fs_free_bytes,
+        spool: Some(SpoolStatus {
+            objects: u.objects,
+            bytes: u.spool_bytes,
+            max_bytes: app.cfg.spool.max_bytes,
+            cap_used_percent: u.cap_used_percent,
+            filesystem_bytes: u.fs_total_bytes,
+            filesystem_free_bytes: u.fs_free_bytes,
+            filesystem_used_bytes: u.fs_used_bytes,
+            filesystem_used_percent: u.fs_used_percent,
+            high_watermark_percent: app.cfg.spool.high_watermark_percent,
+            low_watermark_percent: app.cfg.spool.low_watermark_percent,
+            retention_hours: app.cfg.spool.retention_hours,
+        }),
+        config_source: app.config_source,
         destinations: app
             .hub
             .destinations
             .iter()
             .map(|d| {
-                let (depth, age, down, last_error) = d.snapshot();
+                let s = d.snapshot();
                 let dm = m.destinations.get(&d.name);
                 DestinationStatus {
                     name: d.name.clone(),
                     kind: d.kind.to_string(),
-                    queue_depth: depth as u64,
-                    oldest_age_secs: age,
+                    queue_depth: s.depth as u64,
+                    oldest_age_secs: s.oldest_age_secs,
                     forwarded: dm.map_or(0, |x| x.forwarded.load(Ordering::Relaxed)),
                     quarantined: dm.map_or(0, |x| x.quarantined.load(Ordering::Relaxed)),
-                    up: !down,
-                    last_error,
+                    up: !s.down,
+                    last_error_at_ms: s.last_error.as_ref().map(|e| e.at_ms),
+                    last_error_age_secs: s.last_error.as_ref().map(|e| e.age_secs),
+                    last_error_cleared: s.last_error.as_ref().is_some_and(|e| e.cleared),
+                    last_error: s.last_error.map(|e| e.message),
                 }
             })
             .collect(),
@@ -318,4 +379,53 @@ async fn retry(State(app): State<Arc<App>>, Query(q): Query<RetryQuery>) -> impl
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
+}
+
+/// Query of `POST /api/retry-now`.
+#[derive(Debug, Deserialize)]
+pub struct RetryNowQuery {
+    /// One destination, or all.
+    pub destination: Option<String>,
+}
+
+/// Answer of `POST /api/retry-now`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RetryNowResult {
+    /// The destinations whose backoff waits were ended.
+    pub destinations: Vec<String>,
+}
+
+async fn retry_now(
+    State(app): State<Arc<App>>,
+    Query(q): Query<RetryNowQuery>,
+) -> axum::response::Response {
+    let names: Vec<String> = app
+        .hub
+        .destinations
+        .iter()
+        .map(|d| d.name.clone())
+        .filter(|n| q.destination.as_ref().is_none_or(|d| d == n))
+        .collect();
+    if names.is_empty() {
+        let known: Vec<&str> = app
+            .hub
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no destination {:?}; the configured ones are: {}\n",
+                q.destination.unwrap_or_default(),
+                known.join(", ")
+            ),
+        )
+            .into_response();
+    }
+    app.hub.retry_now(q.destination.as_deref());
+    Json(RetryNowResult {
+        destinations: names,
+    })
+    .into_response()
 }

@@ -88,4 +88,12 @@ pub trait CommandHandler: Send + Sync + 'static {
     /// Build a diagnostics bundle (logs without patient data, configuration, state);
     /// `output.file`, `output.bytes`, `output.sha256` describe it.
     fn collect_diagnostics(&self) -> impl Future<Output = CommandResult> + Send;
+    /// End the backoff wait of the destination named `destination` (all if `None`) so that
+    /// forwarding is tried now; `output.destinations` = how many were woken. A name the
+    /// appliance does not have: `CommandFailure::rejected("unknown_destination")`. Without an
+    /// implementation the command is rejected as `unsupported`.
+    fn retry_now(&self, destination: Option<Token>) -> impl Future<Output = CommandResult> + Send {
+        let _ = destination;
+        async { Err(CommandFailure::rejected("unsupported")) }
+    }
 }

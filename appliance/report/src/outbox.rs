@@ -73,8 +73,12 @@ const STREAM_KEY: &[u8] = b"stream";
 /// How long to wait for the lock of a database another handle is closing.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// sled 0.34 reports a held lock as `ErrorKind::Other` with the text "could not acquire lock
+/// on …" (the `WouldBlock` of `try_lock_exclusive` only inside that text): a lock held by a live
+/// process is not damage, and must never make the caller rebuild or move the database aside.
 fn is_lock_held(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
 }
 
 /// Opens the database, waiting up to [`LOCK_WAIT`] while its lock is still held.

@@ -676,6 +676,9 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                     Some(QuarantineAction::Purge),
                 ),
                 CommandAction::CollectDiagnostics => (handler.collect_diagnostics().await, None),
+                CommandAction::RetryNow { destination } => {
+                    (handler.retry_now(destination.clone()).await, None)
+                }
             };
             match result {
                 Ok(output) => {

@@ -67,9 +67,11 @@ pub enum EnrollError {
         /// Why.
         message: String,
     },
-    /// The fleet refused (e.g. a used or expired claim token).
+    /// The fleet refused (e.g. a used or expired claim token). The fleet's explanation says what
+    /// to do; the advice is added only when it does not (an answer from a proxy, an older fleet).
     #[error(
-        "the fleet manager refused the enrollment ({status}): {message}; ask hospital IT for a new claim token"
+        "the fleet manager refused the enrollment ({status}): {message}{}",
+        advice_unless_given(.message)
     )]
     Refused {
         /// HTTP status.
@@ -80,6 +82,15 @@ pub enum EnrollError {
     /// The fleet's answer is not what was expected.
     #[error("unexpected answer from the fleet manager: {0}")]
     Answer(String),
+}
+
+/// What to do after a refusal, unless the fleet's explanation already says it.
+fn advice_unless_given(message: &str) -> &'static str {
+    if message.to_ascii_lowercase().contains("ask hospital it") {
+        ""
+    } else {
+        "; ask hospital IT for a new claim token"
+    }
 }
 
 impl EnrollError {
@@ -256,8 +267,8 @@ pub async fn enroll(p: &Provisioning, dir: &Path) -> Result<Enrolled, EnrollErro
     let a: Answer = serde_json::from_str(&body).map_err(|e| EnrollError::Answer(e.to_string()))?;
     let cert = dir.join(files::CERT);
     let ca = dir.join(files::CA);
-    write_file(&cert, a.certificate_pem.as_bytes(), 0o644)?;
-    write_file(&ca, a.ca_pem.as_bytes(), 0o644)?;
+    write_file(&cert, a.certificate_pem.as_bytes(), 0o600)?;
+    write_file(&ca, a.ca_pem.as_bytes(), 0o600)?;
     let broker = p.broker.clone().unwrap_or(a.broker);
     let mut table = toml::Table::new();
     table.insert("broker".into(), broker.into());
@@ -281,7 +292,7 @@ pub async fn enroll(p: &Provisioning, dir: &Path) -> Result<Enrolled, EnrollErro
         toml::to_string(&table).map_err(|e| EnrollError::Answer(e.to_string()))?
     );
     // Written last: its presence means "enrolled".
-    write_file(&settings, text.as_bytes(), 0o644)?;
+    write_file(&settings, text.as_bytes(), 0o600)?;
     Ok(Enrolled::Now {
         site: a.site,
         device: a.device,
@@ -296,4 +307,33 @@ pub fn read_settings(path: &Path) -> Result<medgate_report::ReporterConfig, Stri
     cfg.validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_gives_its_advice_once() {
+        // The fleet's answer to a reused claim token (fleet/src/api.rs) already says what to do.
+        let reused = EnrollError::Refused {
+            status: 403,
+            message: "claim token unknown, expired or already used; ask hospital IT for a new claim token".into(),
+        };
+        let text = reused.to_string();
+        assert_eq!(text.matches("ask hospital IT").count(), 1, "{text}");
+        assert_eq!(
+            text,
+            "the fleet manager refused the enrollment (403): claim token unknown, expired or already used; ask hospital IT for a new claim token"
+        );
+        // An answer without advice (a proxy's page) gets it.
+        let bare = EnrollError::Refused {
+            status: 403,
+            message: "Forbidden".into(),
+        };
+        assert_eq!(
+            bare.to_string(),
+            "the fleet manager refused the enrollment (403): Forbidden; ask hospital IT for a new claim token"
+        );
+    }
 }

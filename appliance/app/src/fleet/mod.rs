@@ -12,7 +12,7 @@
 pub mod enroll;
 pub mod managed;
 
-use crate::app::{App, AppError, Hooks};
+use crate::app::{App, AppError, ConfigSource, Hooks};
 use crate::config::Config;
 use medgate_contract::{
     CommandOutput, ConfigProblem, DesiredConfig, Disk, ErrorCounts, Flow, Inventory, Nic,
@@ -324,31 +324,10 @@ impl TelemetrySource for Link {
                     .spool
                     .peers()
                     .unwrap_or_default()
-                    .into_iter()
+                    .iter()
                     // Bounded, so that the birth stays far below the contract's payload limit.
                     .take(MAX_PEERS)
-                    .filter_map(|p| {
-                        Some(medgate_contract::Peer {
-                            calling_ae: medgate_contract::AeTitle::new(p.calling_ae.as_str())
-                                .ok()?,
-                            called_ae: medgate_contract::AeTitle::new(
-                                p.called_aes.iter().next().map_or("", String::as_str),
-                            )
-                            .ok()?,
-                            ip: p.address.parse().ok()?,
-                            sop_classes: p
-                                .sop_classes
-                                .keys()
-                                .filter_map(|c| medgate_contract::SopClassUid::new(c.as_str()).ok())
-                                .take(crate::events::MAX_SOP_CLASSES)
-                                .collect(),
-                            modalities: Vec::new(),
-                            accepted: p.last_rejection.is_none() || p.accepted > 0,
-                            refusal: None,
-                            associations: p.accepted + p.rejected,
-                            last_seen_ms: p.last_seen_ms,
-                        })
-                    })
+                    .filter_map(crate::events::peer_of_record)
                     .collect();
                 (
                     Disk {
@@ -458,9 +437,37 @@ impl CommandHandler for Link {
             bytes: Some(bundle.bytes),
             sha256: medgate_contract::Sha256Hex::new(bundle.sha256.as_str()).ok(),
             file: Token::new(bundle.name.as_str()).ok(),
-            objects: None,
+            ..CommandOutput::default()
         })
     }
+
+    async fn retry_now(&self, destination: Option<Token>) -> CommandResult {
+        let app = self.app()?;
+        retry_now(&app.hub, destination.as_ref())
+    }
+}
+
+/// The `retry_now` command on the running forwarder: ends the backoff waits of the destination
+/// named (all if `None`) and answers how many destinations were woken.
+fn retry_now(hub: &crate::forward::ForwardHub, destination: Option<&Token>) -> CommandResult {
+    let name = destination.map(Token::as_str);
+    let woken = hub.retry_now(name);
+    if woken == 0 && name.is_some() {
+        tracing::warn!(
+            destination = name.unwrap_or_default(),
+            "retry now: no destination of that name; the command names one of [[destination]] name"
+        );
+        return Err(CommandFailure::rejected("unknown_destination"));
+    }
+    tracing::info!(
+        destination = name.unwrap_or("all"),
+        woken,
+        "backoff waits ended by a fleet command: forwarding is tried now"
+    );
+    Ok(CommandOutput {
+        destinations: Some(woken as u64),
+        ..CommandOutput::default()
+    })
 }
 
 fn problem(code: &str, field: Option<&str>) -> ConfigProblem {
@@ -582,6 +589,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     crate::app::install_crypto_provider();
+    // Before anything under data_dir is read or written: one appliance per directory.
+    let _claim =
+        crate::datadir::DataDir::claim(&local.appliance.data_dir).map_err(AppError::from)?;
     let reporter_cfg = match settings(&local) {
         Ok(Settings::On(c)) => Some(*c),
         Ok(Settings::Off) => None,
@@ -595,7 +605,7 @@ pub async fn run(
         }
     };
     let Some(reporter_cfg) = reporter_cfg else {
-        return Ok(crate::app::run(local, shutdown).await?);
+        return Ok(crate::app::run_with(local, shutdown, Hooks::default()).await?);
     };
 
     let hooks = Hooks::default();
@@ -615,6 +625,7 @@ pub async fn run(
     // The configuration to run: the last one the fleet set that proved healthy, else the file.
     let mut current = local.clone();
     let mut from_fleet = false;
+    let mut source = ConfigSource::LocalFile;
     match store.load() {
         Ok(Some(applied)) => match managed::merge(&applied.config, &local) {
             Ok(cfg) => {
@@ -624,6 +635,9 @@ pub async fn run(
                 );
                 current = cfg;
                 from_fleet = true;
+                source = ConfigSource::Fleet {
+                    version: applied.version,
+                };
             }
             Err(p) => {
                 tracing::error!(problems = ?p, "the configuration kept from the fleet is no longer valid; running the local file")
@@ -659,19 +673,28 @@ pub async fn run(
         let weak = Arc::downgrade(&reporter);
         hooks.events.connect(Arc::new(move |body| {
             if let Some(r) = weak.upgrade() {
+                // A new peer, or a peer's new state, changes the inventory: the birth (retained)
+                // is sent again with it, so the fleet's inventory view lists the peers too.
+                let peer = matches!(body, medgate_contract::EventBody::PeerSeen(_));
                 if let Err(e) = r.event(body) {
                     tracing::error!(error = %e, "cannot store an event for the fleet");
+                }
+                if peer {
+                    r.refresh_inventory();
                 }
             }
         }));
     }
 
+    hooks.set_config_source(source);
     let mut instance = Instance::start(current.clone(), &hooks, &shutdown);
     match instance.healthy(&hooks, HEALTHY_WITHIN).await {
         Err(why) if from_fleet => {
             tracing::error!(reason = %why, "the configuration kept from the fleet does not come up; running the local file");
             let _ = instance.stop(&link).await;
             current = local.clone();
+            source = ConfigSource::LocalFile;
+            hooks.set_config_source(source);
             instance = Instance::start(current.clone(), &hooks, &shutdown);
         }
         Err(why) => tracing::warn!(reason = %why, "not healthy yet"),
@@ -698,6 +721,7 @@ pub async fn run(
                     tracing::info!(version, "switching to the configuration from the fleet");
                     let _ = instance.stop(&link).await;
                     hooks.set_reason(format!("fleet configuration v{version}"));
+                    hooks.set_config_source(ConfigSource::Fleet { version });
                     let mut next = Instance::start((*cfg).clone(), &hooks, &shutdown);
                     match next.healthy(&hooks, HEALTHY_WITHIN).await {
                         Ok(()) => {
@@ -706,6 +730,7 @@ pub async fn run(
                             }
                             tracing::info!(version, "configuration from the fleet applied: the appliance is healthy with it");
                             current = *cfg;
+                            source = ConfigSource::Fleet { version };
                             instance = next;
                             inventory_ready(&hooks).await;
                             reporter.refresh_inventory();
@@ -715,6 +740,7 @@ pub async fn run(
                             let failed = next.stop(&link).await;
                             tracing::error!(version, reason = %why, error = ?failed, "the configuration from the fleet does not bring the appliance up: rolling back");
                             hooks.set_reason(format!("rollback from fleet configuration v{version}"));
+                            hooks.set_config_source(source);
                             instance = Instance::start(current.clone(), &hooks, &shutdown);
                             if let Err(e) = instance.healthy(&hooks, HEALTHY_WITHIN).await {
                                 tracing::error!(reason = %e, "the previous configuration does not come back up either");
@@ -754,4 +780,62 @@ pub async fn run(
         }
     }
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::queue::Backoff;
+    use crate::forward::{Destination, ForwardHub};
+
+    fn hub(dir: &Path, names: &[&str]) -> ForwardHub {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (spool, _) = medgate_spool::Spool::open(medgate_spool::SpoolConfig {
+            data_dir: dir.to_path_buf(),
+            destinations: names.clone(),
+            high_watermark_percent: 99.9,
+            low_watermark_percent: 99.0,
+            max_bytes: 0,
+            retention: Duration::from_secs(3600),
+        })
+        .expect("spool");
+        let spool = Arc::new(spool);
+        let metrics = Arc::new(crate::metrics::Metrics::new(&names));
+        let events = Arc::new(crate::events::Events::default());
+        let backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        let mut hub = ForwardHub::default();
+        for n in names {
+            let d = Destination::new(
+                n,
+                "dimse",
+                backoff,
+                spool.clone(),
+                metrics.clone(),
+                events.clone(),
+            )
+            .expect("destination");
+            hub.destinations.push(Arc::new(d));
+        }
+        hub
+    }
+
+    #[test]
+    fn retry_now_wakes_the_destination_named_or_all_and_refuses_an_unknown_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = hub(dir.path(), &["archive", "web"]);
+        let token = |s: &str| Token::new(s).expect("token");
+        let all = retry_now(&hub, None).expect("all");
+        assert_eq!(all.destinations, Some(2));
+        let one = retry_now(&hub, Some(&token("web"))).expect("one");
+        assert_eq!(one.destinations, Some(1));
+        let unknown = retry_now(&hub, Some(&token("nowhere"))).expect_err("unknown");
+        assert!(unknown.rejected);
+        assert_eq!(unknown.code.as_str(), "unknown_destination");
+        // No destination configured: nothing to wake, and that is no failure.
+        let none = ForwardHub::default();
+        assert_eq!(retry_now(&none, None).expect("none").destinations, Some(0));
+    }
 }

@@ -44,6 +44,32 @@ impl Sender {
     }
 }
 
+/// A destination's state, for the status API, the CLI and the gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Objects waiting or in flight.
+    pub depth: usize,
+    /// Age of the oldest of them (s).
+    pub oldest_age_secs: u64,
+    /// The last contact failed and none succeeded since.
+    pub down: bool,
+    /// The last failure, if any.
+    pub last_error: Option<LastErrorSnapshot>,
+}
+
+/// The last failure of a destination, as shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastErrorSnapshot {
+    /// What failed.
+    pub message: String,
+    /// How long ago (s).
+    pub age_secs: u64,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// A send succeeded since: history, not the present state.
+    pub cleared: bool,
+}
+
 /// One destination at run time.
 #[derive(Debug)]
 pub struct Destination {
@@ -109,27 +135,53 @@ impl Destination {
         self.notify.notify_one();
     }
 
-    /// Depth, age of the oldest object (s), down (last contact failed)?, last error.
-    pub fn snapshot(&self) -> (usize, u64, bool, Option<String>) {
+    /// The destination's state now.
+    pub fn snapshot(&self) -> Snapshot {
         let q = self.lock();
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let age = q
+        let oldest_age_secs = q
             .oldest()
             .map(|id| now_us.saturating_sub(id) / 1_000_000)
             .unwrap_or(0);
-        (q.depth(), age, q.is_down(), q.last_error.clone())
+        let last_error = q.last_error().map(|e| {
+            let age = e.at.elapsed();
+            LastErrorSnapshot {
+                message: e.message.clone(),
+                age_secs: age.as_secs(),
+                at_ms: now_ms().saturating_sub(age.as_millis() as u64),
+                cleared: e.cleared,
+            }
+        });
+        Snapshot {
+            depth: q.depth(),
+            oldest_age_secs,
+            down: q.is_down(),
+            last_error,
+        }
+    }
+
+    /// Ends the backoff waits of this destination and its objects now, and wakes its workers
+    /// (an operator says the archive is back). Returns how many waits were ended.
+    pub fn retry_now(&self) -> usize {
+        let ended = self.lock().retry_now();
+        tracing::info!(destination = %self.name, waits_ended = ended, "retry now: backoff waits ended by an operator");
+        self.notify.notify_waiters();
+        // A worker between two waits has no waiter registered yet: it finds no wait left.
+        self.notify.notify_one();
+        ended
     }
 
     /// Refreshes the gauges.
     pub fn refresh_gauges(&self) {
-        let (depth, age, down, _) = self.snapshot();
+        let s = self.snapshot();
         let m = self.m();
-        m.queue_depth.store(depth as u64, Ordering::Relaxed);
-        m.oldest_age_secs.store(age, Ordering::Relaxed);
-        m.up.store(u64::from(!down), Ordering::Relaxed);
+        m.queue_depth.store(s.depth as u64, Ordering::Relaxed);
+        m.oldest_age_secs
+            .store(s.oldest_age_secs, Ordering::Relaxed);
+        m.up.store(u64::from(!s.down), Ordering::Relaxed);
     }
 
     /// Sets the quarantine gauge (after a purge).
@@ -212,7 +264,16 @@ impl Destination {
         let m = self.m();
         let size = rec.as_ref().map_or(0, |r| r.size);
         match (&effect, &outcome) {
-            (Effect::Confirm { attempts }, Outcome::Confirmed(warning)) => {
+            (
+                Effect::Confirm {
+                    attempts,
+                    recovered_after,
+                },
+                Outcome::Confirmed(warning),
+            ) => {
+                if let Some(down) = recovered_after {
+                    tracing::info!(destination = %self.name, down_secs = down.as_secs(), queue_depth = self.lock().depth(), "destination reachable again; forwarding resumes");
+                }
                 if let Some(w) = warning {
                     tracing::warn!(destination = %self.name, id, warning = %w, "destination stored the object with a warning");
                 }
@@ -315,6 +376,19 @@ impl ForwardHub {
                 d.push(rec.id);
             }
         }
+    }
+
+    /// Ends the backoff waits of one destination (by name) or of all, and wakes their workers.
+    /// Returns how many destinations were woken (0: no destination of that name).
+    pub fn retry_now(&self, destination: Option<&str>) -> usize {
+        let mut woken = 0;
+        for d in &self.destinations {
+            if destination.is_none_or(|n| n == d.name) {
+                d.retry_now();
+                woken += 1;
+            }
+        }
+        woken
     }
 
     /// Queues an object again for one destination (after a quarantine retry).

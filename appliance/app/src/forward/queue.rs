@@ -61,6 +61,17 @@ struct Entry {
     sends: u32,
 }
 
+/// The last failure of a destination, for the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// What failed.
+    pub message: String,
+    /// When.
+    pub at: Instant,
+    /// A send succeeded since: the error is history, not the present state.
+    pub cleared: bool,
+}
+
 /// One destination's queue.
 #[derive(Debug)]
 pub struct DestQueue {
@@ -69,8 +80,9 @@ pub struct DestQueue {
     backoff: Backoff,
     down_until: Option<Instant>,
     down_count: u32,
-    /// The last failure, for the status.
-    pub last_error: Option<String>,
+    /// When the current outage began (the first failed contact since the last success).
+    down_since: Option<Instant>,
+    last_error: Option<LastError>,
 }
 
 /// What the caller must do after a result.
@@ -80,6 +92,8 @@ pub enum Effect {
     Confirm {
         /// Sends it took, this one included.
         attempts: u32,
+        /// The destination was down and this send ended the outage, which lasted this long.
+        recovered_after: Option<Duration>,
     },
     /// Quarantine with this reason.
     Quarantine(String),
@@ -96,8 +110,36 @@ impl DestQueue {
             backoff,
             down_until: None,
             down_count: 0,
+            down_since: None,
             last_error: None,
         }
+    }
+
+    fn failed(&mut self, reason: &str, now: Instant) {
+        self.last_error = Some(LastError {
+            message: reason.to_string(),
+            at: now,
+            cleared: false,
+        });
+    }
+
+    /// The last failure (kept, marked cleared, after a success).
+    pub fn last_error(&self) -> Option<&LastError> {
+        self.last_error.as_ref()
+    }
+
+    /// Ends every backoff wait now (an operator says the archive is back): the destination and
+    /// each waiting object may be tried at once. Object attempt counts are kept, so an object
+    /// that keeps failing still reaches quarantine. Returns how many objects were waiting.
+    pub fn retry_now(&mut self) -> usize {
+        let mut waiting = usize::from(self.down_until.is_some());
+        self.down_until = None;
+        for e in self.queued.values_mut() {
+            if e.not_before.take().is_some() {
+                waiting += 1;
+            }
+        }
+        waiting
     }
 
     /// Queues an object (no-op if already queued or in flight).
@@ -147,21 +189,31 @@ impl DestQueue {
             Outcome::Confirmed(_) => {
                 self.down_count = 0;
                 self.down_until = None;
+                let recovered_after = self
+                    .down_since
+                    .take()
+                    .map(|t| now.saturating_duration_since(t));
+                if let Some(e) = &mut self.last_error {
+                    e.cleared = true;
+                }
                 Effect::Confirm {
                     attempts: entry.sends,
+                    recovered_after,
                 }
             }
             Outcome::Refused(reason) => {
                 self.down_count = 0;
                 self.down_until = None;
-                self.last_error = Some(reason.clone());
+                self.down_since = None;
+                self.failed(reason, now);
                 Effect::Quarantine(reason.clone())
             }
             Outcome::RetryObject(reason) => {
                 self.down_count = 0;
                 self.down_until = None;
+                self.down_since = None;
                 entry.attempts += 1;
-                self.last_error = Some(reason.clone());
+                self.failed(reason, now);
                 if entry.attempts >= MAX_OBJECT_ATTEMPTS {
                     return Effect::Quarantine(format!(
                         "gave up after {} attempts: {reason}",
@@ -174,10 +226,11 @@ impl DestQueue {
             }
             Outcome::DestinationDown(reason) => {
                 self.down_count += 1;
+                self.down_since.get_or_insert(now);
                 let until = now + self.backoff.delay(self.down_count, jitter);
                 // Several workers fail together when the archive goes down: keep the latest wait.
                 self.down_until = Some(self.down_until.map_or(until, |t| t.max(until)));
-                self.last_error = Some(reason.clone());
+                self.failed(reason, now);
                 self.queued.insert(id, entry);
                 Effect::Requeued
             }
@@ -256,7 +309,10 @@ mod tests {
         assert_eq!(q.depth(), 2);
         assert_eq!(
             q.on_result(1, &Outcome::Confirmed(None), now, 0.5),
-            Effect::Confirm { attempts: 1 }
+            Effect::Confirm {
+                attempts: 1,
+                recovered_after: None
+            }
         );
         assert_eq!(q.depth(), 1);
     }
@@ -285,14 +341,66 @@ mod tests {
             q.next(later),
             Next::WaitUntil(later + Duration::from_secs(2))
         );
+        let e = q.last_error().expect("error").clone();
+        assert_eq!(
+            (e.message.as_str(), e.at, e.cleared),
+            ("refused", later, false)
+        );
         let later = later + Duration::from_secs(2);
         assert_eq!(q.next(later), Next::Take(1));
         assert_eq!(
             q.on_result(1, &Outcome::Confirmed(None), later, 1.0),
-            Effect::Confirm { attempts: 3 }
+            Effect::Confirm {
+                attempts: 3,
+                recovered_after: Some(Duration::from_secs(3))
+            }
         );
         assert!(!q.is_down());
+        let e = q.last_error().expect("kept");
+        assert!(e.cleared, "a success marks the last error as history");
         assert_eq!(q.next(later), Next::Take(2));
+        assert_eq!(
+            q.on_result(2, &Outcome::Confirmed(None), later, 1.0),
+            Effect::Confirm {
+                attempts: 1,
+                recovered_after: None
+            },
+            "only the send that ends an outage is a recovery"
+        );
+    }
+
+    #[test]
+    fn retry_now_ends_every_wait_but_keeps_attempt_counts() {
+        let mut q = q();
+        let now = Instant::now();
+        q.push(1);
+        q.push(2);
+        assert_eq!(q.next(now), Next::Take(1));
+        q.on_result(1, &Outcome::RetryObject("A700".into()), now, 1.0);
+        assert_eq!(q.next(now), Next::Take(2));
+        for _ in 0..5 {
+            q.on_result(2, &Outcome::DestinationDown("refused".into()), now, 1.0);
+            assert!(matches!(q.next(now), Next::WaitUntil(_)));
+            // Simulate the wait elapsing for the destination only.
+            q.down_until = Some(now);
+            assert_eq!(q.next(now), Next::Take(2));
+        }
+        q.on_result(2, &Outcome::DestinationDown("refused".into()), now, 1.0);
+        assert!(matches!(q.next(now), Next::WaitUntil(t) if t > now + Duration::from_secs(30)));
+        assert_eq!(q.retry_now(), 2, "the destination's wait and object 1's");
+        assert_eq!(q.next(now), Next::Take(1));
+        assert_eq!(q.next(now), Next::Take(2));
+        assert!(q.is_down(), "down until a contact succeeds");
+        assert_eq!(q.retry_now(), 0, "nothing waits any more");
+        // Object 1's attempt count was kept: it still reaches quarantine after 8 in all.
+        let mut effect = q.on_result(1, &Outcome::RetryObject("A700".into()), now, 1.0);
+        for _ in 2..MAX_OBJECT_ATTEMPTS {
+            assert_eq!(effect, Effect::Requeued);
+            q.retry_now();
+            assert_eq!(q.next(now), Next::Take(1));
+            effect = q.on_result(1, &Outcome::RetryObject("A700".into()), now, 1.0);
+        }
+        assert!(matches!(effect, Effect::Quarantine(_)), "{effect:?}");
     }
 
     #[test]

@@ -73,10 +73,7 @@ impl StowSender {
                 Err(SendError::Http(e)) => last = Some(e),
             }
         }
-        Outcome::DestinationDown(format!(
-            "STOW-RS request failed: {}",
-            last.unwrap_or_default()
-        ))
+        Outcome::DestinationDown(format!("STOW-RS {}", last.unwrap_or_default()))
     }
 
     async fn post(&self, rec: &ObjectRecord, path: &Path) -> Result<(u16, String), SendError> {
@@ -111,9 +108,42 @@ impl StowSender {
         let rsp = req
             .send()
             .await
-            .map_err(|e| SendError::Http(e.to_string()))?;
+            .map_err(|e| SendError::Http(describe(&e)))?;
         let code = rsp.status().as_u16();
         Ok((code, rsp.text().await.unwrap_or_default()))
+    }
+}
+
+/// What went wrong with a request, down to its root cause ("connection refused", "certificate
+/// not valid for name …", "timed out"), instead of reqwest's bare "error sending request".
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() {
+        "sending the object failed"
+    } else if e.is_request() {
+        "the request failed"
+    } else {
+        "failed"
+    };
+    let mut causes: Vec<String> = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Layers often repeat the message of the one below them.
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.retain(|c| !text.contains(c.as_str()));
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let url = e.url().map(|u| format!(" to {u}")).unwrap_or_default();
+    if causes.is_empty() {
+        format!("{what}{url}: {e}")
+    } else {
+        format!("{what}{url}: {}", causes.join(": "))
     }
 }
 
@@ -226,6 +256,28 @@ fn failed_reason(body: &str, sop_instance: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_request_names_its_cause() {
+        crate::app::install_crypto_provider();
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let e = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/dicom-web/studies"))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        let text = describe(&e);
+        assert!(
+            text.starts_with("cannot connect to http://127.0.0.1:"),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+        assert!(!text.contains("error sending request"), "{text}");
+    }
 
     #[test]
     fn success_and_failures() {

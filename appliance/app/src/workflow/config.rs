@@ -1,7 +1,7 @@
 //! Configuration sections of the workflow services and their validation (exact key paths).
 //! Every section is optional: a service is off when its section is absent.
 
-use crate::config::{Problem, split_host_port};
+use crate::config::{Problem, parse_host_port};
 use serde::Deserialize;
 
 /// `[commitment]`: Storage Commitment Push Model SCP.
@@ -169,11 +169,8 @@ pub fn validate(cfg: &crate::config::Config) -> Vec<Problem> {
                     ),
                 );
             }
-            if split_host_port(&r.address).is_none() {
-                bad(
-                    k("address"),
-                    format!("{:?} is not host:port (e.g. \"10.20.0.15:104\")", r.address),
-                );
+            if let Err(e) = parse_host_port(&r.address) {
+                bad(k("address"), e);
             }
             if let Some(called) = &r.called_ae_title {
                 if let Err(e) = medgate_dicom::validate_ae_title(called) {
@@ -183,14 +180,8 @@ pub fn validate(cfg: &crate::config::Config) -> Vec<Problem> {
         }
     }
     if let Some(w) = &cfg.worklist {
-        if split_host_port(&w.upstream).is_none() {
-            bad(
-                "worklist.upstream".into(),
-                format!(
-                    "{:?} is not host:port (e.g. \"ris.hospital.local:104\")",
-                    w.upstream
-                ),
-            );
+        if let Err(e) = parse_host_port(&w.upstream) {
+            bad("worklist.upstream".into(), e);
         }
         if let Err(e) = medgate_dicom::validate_ae_title(&w.called_ae_title) {
             bad("worklist.called_ae_title".into(), e);
@@ -341,7 +332,7 @@ mod tests {
         assert_eq!(
             problems,
             vec![
-                "worklist.upstream: \"ris\" is not host:port (e.g. \"ris.hospital.local:104\")",
+                "worklist.upstream: \"ris\" must be host:port (e.g. \"pacs.example.org:104\")",
                 "worklist.cache_max_age_hours: 0 must be between 1 and 720 (30 days)",
             ]
         );
@@ -397,7 +388,7 @@ mod tests {
             vec![
                 "commitment.poll_interval_secs: 0 must be between 1 and 3600".to_string(),
                 problems[1].clone(),
-                "commitment.requester[0].address: \"10.20.0.15\" is not host:port (e.g. \"10.20.0.15:104\")".to_string(),
+                "commitment.requester[0].address: \"10.20.0.15\" must be host:port (e.g. \"pacs.example.org:104\")".to_string(),
             ]
         );
         assert!(
