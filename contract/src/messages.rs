@@ -473,6 +473,14 @@ pub enum CommandAction {
     },
     /// Build a diagnostics bundle (logs without patient data, configuration, state).
     CollectDiagnostics,
+    /// End the backoff wait of one destination, or of all, so that forwarding is tried again
+    /// now (after the archive came back). `output.destinations` = how many were woken; a name
+    /// the appliance does not have is rejected with code `unknown_destination`.
+    RetryNow {
+        /// The destination's configured name; all destinations if absent.
+        #[serde(default)]
+        destination: Option<Token>,
+    },
 }
 
 /// Fleet → appliance command (QoS 1, not retained).
@@ -522,6 +530,9 @@ pub struct CommandOutput {
     /// Name of a produced file (diagnostics bundle).
     #[serde(default)]
     pub file: Option<Token>,
+    /// Destinations affected (`retry_now`).
+    #[serde(default)]
+    pub destinations: Option<u64>,
 }
 
 /// Appliance → fleet acknowledgement of a command (QoS 1, from the outbox).

@@ -268,3 +268,59 @@ fn garbage_never_panics() {
     }
     assert!(refused > 1_000, "most mutations are refused ({refused})");
 }
+
+#[test]
+fn retry_now_names_one_destination_or_all() {
+    let cmd = |destination: Option<&str>| Command {
+        schema: Schema::default(),
+        id: CommandId::new("c-9").expect("valid"),
+        issued_at_ms: 5,
+        expires_at_ms: None,
+        action: CommandAction::RetryNow {
+            destination: destination.map(|d| Token::new(d).expect("valid")),
+        },
+    };
+    let one = encode(&cmd(Some("archive"))).expect("encodes");
+    assert_eq!(
+        String::from_utf8_lossy(&one),
+        r#"{"schema":1,"id":"c-9","issued_at_ms":5,"expires_at_ms":null,"action":{"type":"retry_now","destination":"archive"}}"#
+    );
+    assert_eq!(
+        decode::<Command>(&one).expect("decodes"),
+        cmd(Some("archive"))
+    );
+    // Without a destination: every destination.
+    let all = br#"{"schema":1,"id":"c-9","issued_at_ms":5,"action":{"type":"retry_now"}}"#;
+    assert_eq!(decode::<Command>(all).expect("decodes"), cmd(None));
+    // A destination name is a checked token: free text cannot ride along.
+    let bad = br#"{"schema":1,"id":"c-9","issued_at_ms":5,"action":{"type":"retry_now","destination":"Doe^John"}}"#;
+    assert!(decode::<Command>(bad).is_err());
+    // The acknowledgement carries how many destinations were woken.
+    let ack = CommandAck {
+        schema: Schema::default(),
+        id: CommandId::new("c-9").expect("valid"),
+        at_ms: 6,
+        status: CommandStatus::Succeeded,
+        code: None,
+        output: CommandOutput {
+            destinations: Some(2),
+            ..CommandOutput::default()
+        },
+    };
+    let json = encode(&ack).expect("encodes");
+    assert!(
+        String::from_utf8_lossy(&json).contains("\"destinations\":2"),
+        "{}",
+        String::from_utf8_lossy(&json)
+    );
+    assert_eq!(decode::<CommandAck>(&json).expect("decodes"), ack);
+    // An acknowledgement of an older appliance (no such field) still decodes.
+    let old = br#"{"schema":1,"id":"c-9","at_ms":6,"status":"succeeded","output":{"objects":1}}"#;
+    assert_eq!(
+        decode::<CommandAck>(old)
+            .expect("decodes")
+            .output
+            .destinations,
+        None
+    );
+}

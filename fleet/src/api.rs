@@ -432,7 +432,7 @@ async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiRe
     else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            json!({"error": "claim token unknown, expired or already used; ask hospital IT for a new one"}),
+            json!({"error": "claim token unknown, expired or already used; ask hospital IT for a new claim token"}),
         ));
     };
     let site_id = SiteId::new(site.as_str()).map_err(|e| bad(e.to_string()))?;

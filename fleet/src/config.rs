@@ -190,20 +190,35 @@ impl Default for DevicesSection {
 impl FleetConfig {
     /// Reads and validates a file; `None`: the defaults.
     pub fn load(path: Option<&Path>) -> Result<FleetConfig, String> {
+        Self::load_checked(path).map_err(|problems| problems.join("\n"))
+    }
+
+    /// Reads and validates a file (`None`: the defaults); on failure, every problem, one line
+    /// each, naming its key.
+    pub fn load_checked(path: Option<&Path>) -> Result<FleetConfig, Vec<String>> {
         let config = match path {
             None => FleetConfig::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    vec![format!(
+                        "cannot read {}: {e}; check the path and its permissions",
+                        p.display()
+                    )]
+                })?;
+                Self::parse(&text).map_err(|e| vec![format!("{}: {e}", p.display())])?
             }
         };
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(problems.join("\n"))
+            Err(problems)
         }
+    }
+
+    /// Parses TOML text (no validation). The error names the key and the line.
+    pub fn parse(text: &str) -> Result<FleetConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
     /// Every problem, one line each.
@@ -313,6 +328,9 @@ impl FleetConfig {
     }
 }
 
+/// The documented example configuration (`medgate-fleet config example`).
+pub const EXAMPLE: &str = include_str!("../medgate-fleet.example.toml");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,16 +351,125 @@ mod tests {
         );
     }
 
+    /// The documented example, with its example TLS paths pointing at files that exist.
+    fn example_in(dir: &Path) -> String {
+        let mut text = EXAMPLE.to_string();
+        for name in ["ca.crt", "fleet.crt", "fleet.key"] {
+            let file = dir.join(name);
+            std::fs::write(&file, "PEM").expect("write");
+            text = text.replace(
+                &format!("\"/etc/medgate/broker/{name}\""),
+                &format!("{:?}", file.display().to_string()),
+            );
+        }
+        text
+    }
+
     #[test]
-    fn the_documented_example_parses() {
-        let text = include_str!("../medgate-fleet.example.toml");
-        let c: FleetConfig = toml::from_str(text).expect("example parses");
+    fn the_documented_example_parses_and_validates() {
+        let c = FleetConfig::parse(EXAMPLE).expect("example parses");
         assert_eq!(c.broker.mode, BrokerMode::External);
-        // Only the TLS files (absent here) are reported.
+        // As shipped, only its example TLS files (absent here) are reported, each with its key.
         let problems = c.validate();
         assert!(
-            problems.iter().all(|p| p.starts_with("broker.tls.")),
+            !problems.is_empty() && problems.iter().all(|p| p.starts_with("broker.tls.")),
             "{problems:?}"
         );
+        // With them present, the loader accepts it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleet.toml");
+        std::fs::write(&file, example_in(dir.path())).expect("write");
+        let c = FleetConfig::load_checked(Some(&file)).expect("example valid");
+        assert_eq!(
+            c.database_url(),
+            "postgres://medgate@db.region.example:5432/medgate"
+        );
+        assert_eq!(
+            c.broker.address.as_deref(),
+            Some("mqtt.region.example:8883")
+        );
+    }
+
+    #[test]
+    fn the_example_documents_every_key() {
+        // Every key of the configuration, set or commented out.
+        for key in [
+            "data_dir",
+            "[http]",
+            "bind",
+            "admin_token_file",
+            "[http.tls]",
+            "certificate",
+            "private_key",
+            "[database]",
+            "url",
+            "max_connections",
+            "[broker]",
+            "mode",
+            "listen",
+            "address",
+            "client_id",
+            "shared_group",
+            "crl_file",
+            "[broker.tls]",
+            "ca",
+            "[telemetry]",
+            "raw_retention_hours",
+            "bucket_secs",
+            "retention_days",
+            "[devices]",
+            "missed_heartbeats",
+            "claim_token_hours",
+            "certificate_days",
+            "public_url",
+        ] {
+            let documented = EXAMPLE.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l == key || l.starts_with(&format!("{key} = "))
+            });
+            assert!(documented, "{key} is not in medgate-fleet.example.toml");
+        }
+        // Uncommenting every optional key still gives a configuration that parses.
+        let all: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        FleetConfig::parse(&all).expect("every key, uncommented, parses");
+    }
+
+    #[test]
+    fn a_file_with_problems_names_each_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleet.toml");
+        std::fs::write(
+            &file,
+            "[broker]\nmode = \"external\"\nclient_id = \"\"\n[devices]\nmissed_heartbeats = 0\n",
+        )
+        .expect("write");
+        let problems = FleetConfig::load_checked(Some(&file)).expect_err("invalid");
+        for key in [
+            "broker.address",
+            "broker.client_id",
+            "devices.missed_heartbeats",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {problems:?}"
+            );
+        }
+        std::fs::write(&file, "[http]\nbnid = \"x\"\n").expect("write");
+        let problems = FleetConfig::load_checked(Some(&file)).expect_err("typo");
+        assert!(problems[0].contains("bnid"), "{problems:?}");
     }
 }

@@ -13,7 +13,7 @@ use medgate_fleet::config::{BrokerMode, FleetConfig};
 /// With no configuration at all, `medgate-fleet serve` runs an embedded MQTT broker on
 /// 127.0.0.1:1883 and SQLite in ./medgate-fleet-data, and prints the URLs it serves. For
 /// production, point it at Mosquitto (see `broker-config`) and PostgreSQL in a TOML file
-/// (see fleet/medgate-fleet.example.toml) and check it with `config check`.
+/// (`config example` prints a documented one) and check it with `config check`.
 #[derive(Debug, Parser)]
 #[command(name = "medgate-fleet", version)]
 struct Cli {
@@ -58,11 +58,14 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCmd {
-    /// Validate a configuration file and print the settings in effect.
+    /// Validate a configuration file and print the settings in effect; otherwise print every
+    /// problem with its key and exit with status 1.
     Check {
         /// The file.
         file: PathBuf,
     },
+    /// Print a documented example configuration (every key, its meaning and its default).
+    Example,
 }
 
 #[tokio::main]
@@ -82,28 +85,28 @@ async fn run() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,rumqttd=warn,sqlx=warn".into()),
         )
+        // Colour only for a person at a terminal: journald and log files get plain key=value.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Cmd::Serve { config } => serve(config).await,
         Cmd::Config {
             command: ConfigCmd::Check { file },
-        } => {
-            let c = FleetConfig::load(Some(&file))
-                .map_err(anyhow::Error::msg)
-                .context("configuration invalid")?;
-            println!("{}: valid", file.display());
-            println!("  database: {}", medgate_fleet::redact(&c.database_url()));
-            match c.broker.mode {
-                BrokerMode::Embedded => println!(
-                    "  broker: embedded on {} (no TLS, no ACL: loopback/lab only)",
-                    c.broker.listen
-                ),
-                BrokerMode::External => {
-                    println!("  broker: {}", c.broker.address.as_deref().unwrap_or("?"))
-                }
+        } => match check(&file) {
+            Ok(report) => {
+                print!("{report}");
+                Ok(())
             }
-            println!("  http: {}", c.http.bind);
+            Err(problems) => {
+                eprint!("{problems}");
+                std::process::exit(1);
+            }
+        },
+        Cmd::Config {
+            command: ConfigCmd::Example,
+        } => {
+            print!("{}", medgate_fleet::config::EXAMPLE);
             Ok(())
         }
         Cmd::BrokerConfig {
@@ -114,6 +117,53 @@ async fn run() -> anyhow::Result<()> {
             port,
         } => broker_config(config, out, hostnames, bind, port),
     }
+}
+
+/// `config check`: the settings in effect, or every problem (one line each, with its key).
+fn check(file: &std::path::Path) -> Result<String, String> {
+    use std::fmt::Write;
+    let c = FleetConfig::load_checked(Some(file)).map_err(|problems| {
+        let mut out = format!("{}: invalid\n", file.display());
+        for p in &problems {
+            let _ = writeln!(out, "  {p}");
+        }
+        let _ = writeln!(
+            out,
+            "fix {} and check again (`medgate-fleet config example` documents every key)",
+            if problems.len() == 1 { "it" } else { "them" }
+        );
+        out
+    })?;
+    let mut out = format!("{}: valid\n", file.display());
+    let _ = writeln!(
+        out,
+        "  database: {}",
+        medgate_fleet::redact(&c.database_url())
+    );
+    let _ = match c.broker.mode {
+        BrokerMode::Embedded => writeln!(
+            out,
+            "  broker: embedded on {} (no TLS, no ACL: loopback/lab only)",
+            c.broker.listen
+        ),
+        BrokerMode::External => writeln!(
+            out,
+            "  broker: {}{}",
+            c.broker.address.as_deref().unwrap_or("?"),
+            if c.broker.tls.is_some() {
+                " (TLS)"
+            } else {
+                " (no TLS: give [broker.tls] in production)"
+            }
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  http: {}{}",
+        c.http.bind,
+        if c.http.tls.is_some() { " (HTTPS)" } else { "" }
+    );
+    Ok(out)
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -234,4 +284,58 @@ fn broker_config(
         abs("fleet.key")?
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_check_passes_on_the_example() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The example's TLS paths are examples: files that exist stand in for them.
+        let mut text = medgate_fleet::config::EXAMPLE.to_string();
+        for name in ["ca.crt", "fleet.crt", "fleet.key"] {
+            let f = dir.path().join(name);
+            std::fs::write(&f, "PEM").expect("write");
+            text = text.replace(
+                &format!("\"/etc/medgate/broker/{name}\""),
+                &format!("{:?}", f.display().to_string()),
+            );
+        }
+        let file = dir.path().join("fleet.toml");
+        std::fs::write(&file, text).expect("write");
+        let report = check(&file).expect("valid");
+        assert!(report.contains(": valid"), "{report}");
+        assert!(
+            report.contains("broker: mqtt.region.example:8883 (TLS)"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn config_check_lists_every_problem_with_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleet.toml");
+        std::fs::write(
+            &file,
+            "[http]\nbind = \"0.0.0.0:8800\"\n[broker]\nmode = \"external\"\n",
+        )
+        .expect("write");
+        let problems = check(&file).expect_err("invalid");
+        assert!(problems.contains("  http.bind: "), "{problems}");
+        assert!(problems.contains("  broker.address: "), "{problems}");
+        assert!(problems.contains("fix them and check again"), "{problems}");
+    }
+
+    #[test]
+    fn the_cli_parses_config_example() {
+        let cli = Cli::try_parse_from(["medgate-fleet", "config", "example"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Cmd::Config {
+                command: ConfigCmd::Example
+            }
+        ));
+    }
 }

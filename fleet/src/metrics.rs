@@ -23,6 +23,18 @@ pub const LATENCY_BUCKETS_MS: [i64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 60_000,
 ];
 
+/// A gauge read from the database at every scrape, with the `# HELP` text that says what it
+/// counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge {
+    /// Name after the `medgate_fleet_` prefix (e.g. `devices_online`).
+    pub name: &'static str,
+    /// What it means, for `# HELP`.
+    pub help: &'static str,
+    /// Its value now.
+    pub value: i64,
+}
+
 /// The fleet's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -83,7 +95,7 @@ impl Metrics {
     }
 
     /// Prometheus text, with the database gauges given.
-    pub fn render(&self, gauges: &[(String, i64)]) -> String {
+    pub fn render(&self, gauges: &[Gauge]) -> String {
         let mut s = String::new();
         let counters = [
             (
@@ -135,10 +147,11 @@ impl Metrics {
             "# HELP medgate_fleet_mqtt_connected 1 while connected to the broker\n# TYPE medgate_fleet_mqtt_connected gauge\nmedgate_fleet_mqtt_connected {}",
             self.mqtt_connected.load(Ordering::Relaxed)
         );
-        for (name, v) in gauges {
+        for g in gauges {
+            let (name, help, v) = (g.name, g.help, g.value);
             let _ = writeln!(
                 s,
-                "# TYPE medgate_fleet_{name} gauge\nmedgate_fleet_{name} {v}"
+                "# HELP medgate_fleet_{name} {help}\n# TYPE medgate_fleet_{name} gauge\nmedgate_fleet_{name} {v}"
             );
         }
         let name = "medgate_fleet_ingest_latency_ms";
@@ -162,7 +175,7 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -176,8 +189,35 @@ mod tests {
         m.observe_latency(700);
         assert_eq!(m.latency_quantile_ms(0.5), Some(5));
         assert_eq!(m.latency_quantile_ms(0.99), Some(500));
-        let text = m.render(&[("devices_online".into(), 2)]);
+        let text = m.render(&[Gauge {
+            name: "devices_online",
+            help: "Devices connected now",
+            value: 2,
+        }]);
         assert!(text.contains("medgate_fleet_ingest_latency_ms_bucket{le=\"+Inf\"} 100"));
         assert!(text.contains("medgate_fleet_devices_online 2"));
+        assert_help_before_every_type(&text);
+    }
+
+    /// Every `# TYPE name …` line comes right after a non-empty `# HELP name …` line.
+    pub(crate) fn assert_help_before_every_type(text: &str) {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut types = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            types += 1;
+            let name = rest.split(' ').next().unwrap_or_default();
+            let help = i
+                .checked_sub(1)
+                .and_then(|j| lines.get(j))
+                .and_then(|l| l.strip_prefix(&format!("# HELP {name} ")));
+            assert!(
+                help.is_some_and(|h| !h.trim().is_empty()),
+                "{name} has no HELP line before its TYPE line:\n{text}"
+            );
+        }
+        assert!(types > 0, "no metric rendered:\n{text}");
     }
 }

@@ -93,7 +93,7 @@ pub const ROUTES: &[(&str, &str, &str, bool, bool)] = &[
     (
         "post",
         "/devices/{id}/commands",
-        "Send a command {\"action\": {\"type\": \"restart|retry_quarantine|purge_quarantine|collect_diagnostics\"}, \"expires_in_secs\": …}",
+        "Send a command {\"action\": {\"type\": \"restart|retry_quarantine|purge_quarantine|collect_diagnostics|retry_now\"}, \"expires_in_secs\": …} (purge_quarantine: older_than_secs?; retry_now: destination? — all destinations without it)",
         true,
         true,
     ),

@@ -350,12 +350,17 @@ impl Store {
         Ok(Recorded::New)
     }
 
+    /// Stores what the device last said of a peer. A `peer_seen` event and the birth's inventory
+    /// both carry the whole state (modalities so far, acceptance and refusal of the last
+    /// association); the one seen last on the device wins, so an event resent after a reconnect,
+    /// or a retained birth read again, never replaces a newer state with an older one.
     async fn upsert_peer(&self, c: &mut AnyConnection, device: &DeviceId, p: &Peer) -> Result<()> {
         sqlx::query(
             "INSERT INTO peers (device_id, calling_ae, ip, called_ae, sop_classes, modalities, accepted, refusal, associations, last_seen_ms, approved) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0) \
              ON CONFLICT (device_id, calling_ae, ip) DO UPDATE SET called_ae = $4, sop_classes = $5, modalities = $6, \
-             accepted = $7, refusal = $8, associations = $9, last_seen_ms = $10",
+             accepted = $7, refusal = $8, associations = $9, last_seen_ms = $10 \
+             WHERE peers.last_seen_ms <= $10",
         )
         .bind(device.as_str())
         .bind(p.calling_ae.as_str())
@@ -1304,31 +1309,48 @@ impl Store {
         Ok(Some((row.try_get(0)?, row.try_get(1)?)))
     }
 
-    /// Counts for /metrics: devices by connection, events, commands by status.
-    pub async fn gauges(&self) -> Result<Vec<(String, i64)>> {
+    /// Counts for /metrics: devices by connection, events, commands by status, each with the
+    /// help text that says what it counts.
+    pub async fn gauges(&self) -> Result<Vec<crate::metrics::Gauge>> {
         let mut out = Vec::new();
-        for (name, sql) in [
+        for (name, help, sql) in [
             (
                 "devices_online",
+                "Devices connected now (their last state message is online)",
                 "SELECT COUNT(*) FROM devices WHERE connection = 'online'",
             ),
             (
                 "devices_offline",
+                "Devices not connected (last will, clean shutdown or missed heartbeats)",
                 "SELECT COUNT(*) FROM devices WHERE connection = 'offline'",
             ),
             (
                 "devices_pending",
+                "Devices that reported without enrollment and wait for approval",
                 "SELECT COUNT(*) FROM devices WHERE status = 'pending'",
             ),
-            ("devices_total", "SELECT COUNT(*) FROM devices"),
-            ("events_stored", "SELECT COUNT(*) FROM events"),
+            (
+                "devices_total",
+                "Devices in the registry, whatever their status",
+                "SELECT COUNT(*) FROM devices",
+            ),
+            (
+                "events_stored",
+                "Device events held in the database",
+                "SELECT COUNT(*) FROM events",
+            ),
             (
                 "commands_open",
+                "Commands queued or accepted by their device and not finished yet",
                 "SELECT COUNT(*) FROM commands WHERE status = 'queued' OR status = 'accepted'",
             ),
         ] {
             let r = sqlx::query(sql).fetch_one(&self.pool).await?;
-            out.push((name.to_owned(), r.try_get::<i64, _>(0)?));
+            out.push(crate::metrics::Gauge {
+                name,
+                help,
+                value: r.try_get::<i64, _>(0)?,
+            });
         }
         Ok(out)
     }
@@ -1672,6 +1694,132 @@ mod tests {
         };
         assert_eq!((count("a").await, count("b").await), (201, 3));
         assert_eq!(store.peers("a").await.expect("peers").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_shows_its_modalities_and_refusal_and_an_older_state_never_wins() {
+        use medgate_contract::{AeTitle, Disk, EventId, Inventory, Modality, Peer, Refusal, Token};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let site = SiteId::new("s").expect("id");
+        let dev = DeviceId::new("d").expect("id");
+        let peer = |ae: &str, accepted: bool, refusal, modalities: &[&str], seen| Peer {
+            calling_ae: AeTitle::new(ae).expect("ae"),
+            called_ae: AeTitle::new("MEDGATE").expect("ae"),
+            ip: "10.0.0.9".parse().expect("ip"),
+            sop_classes: vec![],
+            modalities: modalities
+                .iter()
+                .map(|m| Modality::new(*m).expect("code"))
+                .collect(),
+            accepted,
+            refusal,
+            associations: seen,
+            last_seen_ms: seen,
+        };
+        let event = |seq: u64, p: Peer| Event {
+            schema: Schema::default(),
+            id: EventId::new(1, seq),
+            at_ms: seq,
+            event: EventBody::PeerSeen(p),
+        };
+        let birth = |peers: Vec<Peer>| Birth {
+            schema: Schema::default(),
+            sent_at_ms: 1,
+            boot_id: 1,
+            inventory: Inventory {
+                serial: Token::new("SN").expect("token"),
+                hardware_profile: Token::new("none").expect("token"),
+                os_version: Token::new("1").expect("token"),
+                appliance_version: Token::new("1").expect("token"),
+                ae_title: None,
+                nics: vec![],
+                disk: Disk::default(),
+                peers,
+            },
+            config_version: 0,
+            telemetry_interval_secs: 10,
+        };
+        let refused = Some(Refusal::CallingAeNotAllowed);
+        let mut c = store.pool().acquire().await.expect("conn");
+        for e in [
+            event(1, peer("STRANGER", false, refused, &[], 10)),
+            event(2, peer("CT1", true, None, &[], 10)),
+            // The CT's first object: its modality, announced again with the state so far.
+            event(3, peer("CT1", true, None, &["CT"], 11)),
+        ] {
+            let r = store
+                .record_event(&mut c, &site, &dev, &e, 20)
+                .await
+                .expect("event");
+            assert_eq!(r, Recorded::New);
+        }
+        // A birth built before the modality arrived (read late, or retained and read again)
+        // does not take it back; a newer one replaces the state.
+        store
+            .record_birth(
+                &mut c,
+                &site,
+                &dev,
+                &birth(vec![
+                    peer("CT1", true, None, &[], 10),
+                    peer("STRANGER", false, None, &[], 9),
+                ]),
+                21,
+            )
+            .await
+            .expect("birth");
+        let peers = store.peers("d").await.expect("peers");
+        let find = |ae: &str| {
+            peers
+                .iter()
+                .find(|p| p["calling_ae"] == ae)
+                .cloned()
+                .unwrap_or_else(|| panic!("{ae} listed: {peers:?}"))
+        };
+        assert_eq!(find("CT1")["modalities"], json!(["CT"]), "{peers:?}");
+        assert_eq!(find("STRANGER")["accepted"], false);
+        assert_eq!(find("STRANGER")["refusal"], "calling_ae_not_allowed");
+        store
+            .record_birth(
+                &mut c,
+                &site,
+                &dev,
+                &birth(vec![peer(
+                    "STRANGER",
+                    false,
+                    Some(Refusal::CalledAeNotRecognized),
+                    &[],
+                    30,
+                )]),
+                31,
+            )
+            .await
+            .expect("birth");
+        let peers = store.peers("d").await.expect("peers");
+        let stranger = peers.iter().find(|p| p["calling_ae"] == "STRANGER");
+        assert_eq!(
+            stranger.map(|p| p["refusal"].clone()),
+            Some(json!("called_ae_not_recognized"))
+        );
+    }
+
+    #[tokio::test]
+    async fn every_rendered_metric_has_help() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let gauges = store.gauges().await.expect("gauges");
+        assert!(!gauges.is_empty());
+        let text = crate::metrics::Metrics::default().render(&gauges);
+        for g in &gauges {
+            assert!(
+                text.contains(&format!("medgate_fleet_{} 0", g.name)),
+                "{text}"
+            );
+        }
+        crate::metrics::tests::assert_help_before_every_type(&text);
     }
 
     #[tokio::test]

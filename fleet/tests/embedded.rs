@@ -135,6 +135,40 @@ async fn zero_setup_fleet_with_a_reporting_device() {
         .wait(10, "command result", &path, |c| c["status"] == "succeeded")
         .await;
     assert_eq!(done["output"]["objects"], 4);
+    // Retry now: one destination, all of them, or one the device does not have.
+    for (destination, status, woken) in [
+        (json!("archive"), "succeeded", json!(1)),
+        (Value::Null, "succeeded", json!(2)),
+        (json!("nowhere"), "rejected", Value::Null),
+    ] {
+        let (s, cmd) = api
+            .send(
+                Method::POST,
+                "/api/v1/devices/dev-1/commands",
+                json!({"action": {"type": "retry_now", "destination": destination}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{cmd}");
+        let path = format!("/api/v1/commands/{}", cmd["id"].as_str().expect("id"));
+        let done = api
+            .wait(10, "retry_now result", &path, |c| {
+                c["status"] == "succeeded" || c["status"] == "rejected"
+            })
+            .await;
+        assert_eq!(done["status"], status, "{done}");
+        assert_eq!(done["output"]["destinations"], woken, "{done}");
+        if status == "rejected" {
+            assert_eq!(done["code"], "unknown_destination", "{done}");
+        }
+    }
+    let (s, v) = api
+        .send(
+            Method::POST,
+            "/api/v1/devices/dev-1/commands",
+            json!({"action": {"type": "retry_now", "destination": "not a name"}}),
+        )
+        .await;
+    assert_eq!(s, 422, "a destination name is a checked token: {v}");
     let (s, _) = api
         .send(
             Method::POST,

@@ -1,7 +1,7 @@
 //! The appliance and the fleet manager together, both real binaries: enrollment with a claim
 //! token, reporting over the embedded MQTT broker (every message captured by `mosquitto_sub`),
 //! the fleet's counts against the appliance's, desired configuration applied and rolled back,
-//! commands, modality onboarding — and not one byte of patient data on the wire, in the fleet's
+//! commands, modality onboarding (modalities, refusal reasons, inventory) — and not one byte of patient data on the wire, in the fleet's
 //! API or in the diagnostics bundle.
 
 use anyhow::{Context, Result};
@@ -69,15 +69,20 @@ async fn enroll(fleet: &Fleet, dir: &Path) -> Result<std::path::PathBuf> {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "device key mode {mode:o}");
     assert!(std::fs::read_to_string(identity.join("device.crt"))?.contains("BEGIN CERTIFICATE"));
-    // A used claim token is refused, with a message that says what to do.
+    // A used claim token is refused, with a message that says what to do — once.
     std::fs::remove_dir_all(&identity)?;
     let out = run()?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("ask hospital IT for a new claim token"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already used"), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("ask hospital IT for a new claim token")
+            .count(),
+        1,
+        "{stderr}"
     );
+    assert_eq!(stderr.matches("ask hospital IT").count(), 1, "{stderr}");
     // Enroll again with a fresh token.
     write_provisioning(&fleet.claim(SITE, DEVICE).await?)?;
     let out = run()?;
@@ -211,6 +216,14 @@ async fn same_telemetry(fleet: &Fleet, appliance: &Appliance, timeout: Duration)
     Ok(n)
 }
 
+/// The entry of `calling_ae` in a list of peers (the fleet's or the appliance's).
+fn peer<'a>(peers: &'a Value, calling_ae: &str) -> Option<&'a Value> {
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["calling_ae"] == calling_ae)
+}
+
 async fn command(fleet: &Fleet, action: Value) -> Result<Value> {
     let (s, c) = fleet
         .send(
@@ -301,13 +314,41 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
         )
         .await?;
 
-    // Onboarding: the modality that knocked is listed; approving it puts it in the allow-list.
-    fleet
+    // Onboarding: the modality that knocked is listed, with the modality codes of the objects
+    // it stored (the appliance's own record of them); approving it puts it in the allow-list.
+    let local = appliance.get("/api/peers").await?;
+    let local_modalities = peer(&local, "CTSCANNER")
+        .map(|p| p["modalities"].clone())
+        .context("the appliance lists CTSCANNER")?;
+    let codes = local_modalities.as_array().context("modalities")?;
+    assert!(
+        codes.contains(&json!("CT")) && codes.len() > 1,
+        "CT and the other modalities it sent: {local}"
+    );
+    let peers = fleet
         .wait(
-            "peer seen",
+            "peer seen with its modalities",
             &device("/peers"),
             Duration::from_secs(10),
-            |v| v.to_string().contains("CTSCANNER"),
+            |v| peer(&v["peers"], "CTSCANNER").is_some_and(|p| p["modalities"] == local_modalities),
+        )
+        .await?;
+    let ct = peer(&peers["peers"], "CTSCANNER").context("CTSCANNER")?;
+    assert_eq!(
+        (ct["accepted"].clone(), ct["refusal"].clone()),
+        (json!(true), Value::Null),
+        "{ct}"
+    );
+    // The inventory lists it too, before any configuration change re-sent the birth.
+    fleet
+        .wait(
+            "inventory with the peer",
+            &device(""),
+            Duration::from_secs(10),
+            |d| {
+                peer(&d["inventory"]["peers"], "CTSCANNER")
+                    .is_some_and(|p| p["modalities"] == local_modalities)
+            },
         )
         .await?;
     // Configuration v1 from the fleet carries coercion rules (configured centrally, audited).
@@ -334,6 +375,18 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
         .await?;
     let status = appliance.status().await?;
     assert_eq!(status["rules"]["version"], "fleet-v1", "{status}");
+    // The local status says the fleet's version overrides the local file.
+    assert_eq!(
+        status["config_source"],
+        json!({"from": "fleet", "version": 1}),
+        "{status}"
+    );
+    let out = appliance.cli(&["status"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("config:      the fleet's version 1, overriding the local file"),
+        "{text}"
+    );
     let audit = std::fs::read_to_string(appliance.dir.join("data/rules-audit.jsonl"))?;
     let last: Value = serde_json::from_str(audit.lines().last().context("audit entry")?)?;
     assert_eq!(last["event"], "fleet configuration v1", "{audit}");
@@ -357,6 +410,26 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
     assert!(ok.success, "approved modality echoes: {}", ok.log);
     let refused = echoscu(appliance.port, "MEDGATE", "STRANGER").await?;
     assert!(!refused.success, "an AE not approved is refused now");
+    // The fleet shows it refused, and why — in the peer list and in the inventory.
+    let refused_with_reason = |p: Option<&Value>| {
+        p.is_some_and(|p| p["accepted"] == false && p["refusal"] == "calling_ae_not_allowed")
+    };
+    fleet
+        .wait(
+            "refused peer with its reason",
+            &device("/peers"),
+            Duration::from_secs(10),
+            |v| refused_with_reason(peer(&v["peers"], "STRANGER")),
+        )
+        .await?;
+    fleet
+        .wait(
+            "refused peer in the inventory",
+            &device(""),
+            Duration::from_secs(10),
+            |d| refused_with_reason(peer(&d["inventory"]["peers"], "STRANGER")),
+        )
+        .await?;
 
     // A configuration that cannot come up (its port is taken) is rolled back by itself.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -382,6 +455,12 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
     assert_eq!(c["reported"]["problems"][0]["code"], "listener_down", "{c}");
     assert_eq!(c["reported"]["running_version"], 2, "{c}");
     assert_eq!(c["drift"], "failed");
+    let status = appliance.status().await?;
+    assert_eq!(
+        status["config_source"],
+        json!({"from": "fleet", "version": 2}),
+        "the rollback runs the last good version again: {status}"
+    );
     let ok = echoscu(appliance.port, "MEDGATE", "CTSCANNER").await?;
     assert!(
         ok.success,
@@ -405,6 +484,27 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
     let c = command(&fleet, json!({"type": "retry_quarantine"})).await?;
     assert_eq!(c["status"], "succeeded", "{c}");
     assert_eq!(c["output"]["objects"], 0);
+    // Retry now: every destination's backoff wait ends (here: the one archive); a name the
+    // appliance does not have is refused with a code.
+    let c = command(&fleet, json!({"type": "retry_now"})).await?;
+    assert_eq!(c["status"], "succeeded", "{c}");
+    assert_eq!(c["output"]["destinations"], 1, "{c}");
+    let c = command(
+        &fleet,
+        json!({"type": "retry_now", "destination": "archive"}),
+    )
+    .await?;
+    assert_eq!(c["output"]["destinations"], 1, "{c}");
+    let c = command(
+        &fleet,
+        json!({"type": "retry_now", "destination": "nowhere"}),
+    )
+    .await?;
+    assert_eq!(
+        (c["status"].clone(), c["code"].clone()),
+        (json!("rejected"), json!("unknown_destination")),
+        "{c}"
+    );
     let c = command(&fleet, json!({"type": "restart"})).await?;
     assert_eq!(c["status"], "succeeded", "{c}");
     // After the restart it serves (with the configuration the fleet set) and reports on.
@@ -434,6 +534,17 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
         !echoscu(appliance.port, "MEDGATE", "STRANGER")
             .await?
             .success
+    );
+    // The births of the restarts did not take the reason or the modalities back.
+    let peers = fleet.get(&device("/peers")).await?;
+    assert!(
+        refused_with_reason(peer(&peers["peers"], "STRANGER")),
+        "{peers}"
+    );
+    assert_eq!(
+        peer(&peers["peers"], "CTSCANNER").map(|p| p["modalities"].clone()),
+        Some(local_modalities.clone()),
+        "{peers}"
     );
 
     // Not one byte of patient data reached MQTT or the fleet.

@@ -190,6 +190,18 @@ impl CommandHandler for TestAppliance {
     async fn collect_diagnostics(&self) -> CommandResult {
         Err(CommandFailure::failed("not_implemented"))
     }
+    /// Two destinations, `archive` and `web`.
+    async fn retry_now(&self, destination: Option<Token>) -> CommandResult {
+        let woken = match destination.as_ref().map(Token::as_str) {
+            None => 2,
+            Some("archive" | "web") => 1,
+            Some(_) => return Err(CommandFailure::rejected("unknown_destination")),
+        };
+        Ok(CommandOutput {
+            destinations: Some(woken),
+            ..CommandOutput::default()
+        })
+    }
 }
 
 pub fn reporter_config(port: u16, site: &str, device: &str) -> ReporterConfig {
