@@ -16,24 +16,47 @@ use medgate_sim::studies::{
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const ORTHANC: &str = "/usr/sbin/Orthanc";
 const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+const STORESCU: &str = "/usr/bin/storescu";
+/// The first of the demo's eight fixed ports when --ports is not given.
+const DEFAULT_PORT_BASE: u16 = 10400;
 
 /// Runs the Medgate demo: simulated modalities → two appliances → the regional archive, and
 /// the fleet manager that the appliances enroll with and report to.
 ///
-/// Everything runs on this machine, on loopback ports chosen at start. With Orthanc installed
-/// (Debian: apt-get install orthanc orthanc-dicomweb) it plays the regional archive; without it
-/// a built-in archive sink does. The demo prints what happened and the URLs to look at, then
-/// keeps running until Ctrl-C (or exits at once with --once).
+/// Everything runs on this machine, on loopback, on eight ports from --ports BASE:
+///   BASE+0  ct-room-1 DICOM (AE CT_ROOM_1)   BASE+1  ct-room-1 status and metrics (HTTP)
+///   BASE+2  us-room-2 DICOM (AE US_ROOM_2)   BASE+3  us-room-2 status and metrics (HTTP)
+///   BASE+4  archive DICOM                    BASE+5  archive HTTP (Orthanc, or the sink's status)
+///   BASE+6  fleet manager HTTP API           BASE+7  fleet manager MQTT broker
+/// Without --ports they are 10400-10407 if all are free, else free ports the kernel picks
+/// (the demo says so); --ports 0 always lets the kernel pick.
+///
+/// With Orthanc installed (Debian: apt-get install orthanc orthanc-dicomweb) it plays the
+/// regional archive; without it a built-in archive sink does. The demo sends four studies,
+/// prints what happened and the commands and URLs to look at, then keeps running: objects you
+/// send to its appliances yourself (e.g. with storescu) are reported as they are received and
+/// forwarded ("live:" lines). Ctrl-C (or SIGTERM) stops the appliances, the archive and the
+/// fleet manager and deletes the temp work directory, unless --keep (or --dir) keeps it.
+/// With --once it does the same right after the summary (exit code 1 if not everything arrived).
 #[derive(Debug, Parser)]
 #[command(name = "medgate-demo", version, verbatim_doc_comment)]
 struct Args {
-    /// Work directory (spools, generated studies, archive storage). Default: a new temp dir.
+    /// Work directory (spools, generated studies, archive storage, fleet database), kept on
+    /// exit. Default: a new temp dir, deleted on exit unless --keep.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the temp work directory on exit (its path is printed).
+    #[arg(long)]
+    keep: bool,
+    /// First of the eight consecutive loopback ports listed above; 0: any free ports.
+    /// Default: 10400 if 10400-10407 are all free.
+    #[arg(long, value_name = "BASE")]
+    ports: Option<u16>,
     /// CT slices in the CT series (0.5 MB each).
     #[arg(long, default_value_t = 60)]
     ct_slices: u32,
@@ -48,8 +71,139 @@ struct Args {
     timeout_secs: u64,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// What each of the eight ports is for, in --ports order.
+const PORT_ROLES: [&str; 8] = [
+    "ct-room-1 DICOM",
+    "ct-room-1 status",
+    "us-room-2 DICOM",
+    "us-room-2 status",
+    "archive DICOM",
+    "archive HTTP",
+    "fleet HTTP",
+    "fleet MQTT",
+];
+
+/// The demo's loopback ports, in --ports order.
+#[derive(Debug, Clone, Copy)]
+struct Ports([u16; 8]);
+
+impl Ports {
+    fn from_base(base: u16) -> Self {
+        let mut p = [0; 8];
+        for (i, slot) in p.iter_mut().enumerate() {
+            *slot = base + i as u16;
+        }
+        Ports(p)
+    }
+
+    /// Eight distinct free ports, picked by the kernel.
+    fn free() -> anyhow::Result<Self> {
+        // All eight listeners are held until every port is known, so that none repeats.
+        let listeners = (0..8)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut p = [0; 8];
+        for (slot, l) in p.iter_mut().zip(&listeners) {
+            *slot = l.local_addr()?.port();
+        }
+        Ok(Ports(p))
+    }
+
+    /// The first of BASE..BASE+7 that cannot be bound on loopback now, with its role.
+    fn busy(base: u16) -> Option<(u16, &'static str)> {
+        Ports::from_base(base)
+            .0
+            .into_iter()
+            .zip(PORT_ROLES)
+            .find(|(p, _)| TcpListener::bind(("127.0.0.1", *p)).is_err())
+    }
+
+    /// The ports to use, and how they were chosen (printed).
+    fn choose(requested: Option<u16>) -> anyhow::Result<(Self, String)> {
+        match requested {
+            Some(0) => Ok((Ports::free()?, "picked by the kernel (--ports 0)".into())),
+            Some(base) => {
+                if base > u16::MAX - 7 {
+                    bail!("--ports {base}: the eight ports BASE..BASE+7 must be below 65536");
+                }
+                if let Some((p, role)) = Ports::busy(base) {
+                    bail!(
+                        "--ports {base}: port {p} ({role}) is in use; choose another BASE, or --ports 0 for any free ports"
+                    );
+                }
+                Ok((
+                    Ports::from_base(base),
+                    format!("{base}-{} (--ports {base})", base + 7),
+                ))
+            }
+            None => match Ports::busy(DEFAULT_PORT_BASE) {
+                None => Ok((
+                    Ports::from_base(DEFAULT_PORT_BASE),
+                    format!(
+                        "{DEFAULT_PORT_BASE}-{} (the default; --ports BASE chooses others)",
+                        DEFAULT_PORT_BASE + 7
+                    ),
+                )),
+                Some((p, role)) => {
+                    let ports = Ports::free()?;
+                    let list: Vec<String> = ports
+                        .0
+                        .iter()
+                        .zip(PORT_ROLES)
+                        .map(|(p, r)| format!("{r} {p}"))
+                        .collect();
+                    Ok((
+                        ports,
+                        format!(
+                            "port {p} ({role}) of the default {DEFAULT_PORT_BASE}-{} is in use, so the kernel picked: {}; --ports BASE fixes them",
+                            DEFAULT_PORT_BASE + 7,
+                            list.join(", ")
+                        ),
+                    ))
+                }
+            },
+        }
+    }
+
+    fn room(&self, i: usize) -> (u16, u16) {
+        (self.0[2 * i], self.0[2 * i + 1])
+    }
+    fn archive_dicom(&self) -> u16 {
+        self.0[4]
+    }
+    fn archive_http(&self) -> u16 {
+        self.0[5]
+    }
+    fn fleet_http(&self) -> u16 {
+        self.0[6]
+    }
+    fn fleet_mqtt(&self) -> u16 {
+        self.0[7]
+    }
+}
+
+/// The work directory: a temp dir (deleted on exit unless --keep) or the user's --dir (kept).
+enum WorkDir {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        match self {
+            WorkDir::Temp(t) => t.path(),
+            WorkDir::Given(p) => p,
+        }
+    }
+}
+
+/// One modality room's appliance.
+#[derive(Debug, Clone)]
+struct Room {
+    name: &'static str,
+    ae: &'static str,
+    port: u16,
+    status_port: u16,
 }
 
 /// The archive the appliances forward to.
@@ -63,6 +217,29 @@ enum Archive {
         dicom_port: u16,
         status_port: u16,
     },
+}
+
+/// How to count the archive's instances (a copy the live report can keep).
+#[derive(Debug, Clone, Copy)]
+struct ArchiveProbe {
+    orthanc: bool,
+    http_port: u16,
+}
+
+impl ArchiveProbe {
+    async fn instance_count(self, http: &reqwest::Client) -> anyhow::Result<u64> {
+        if self.orthanc {
+            let v: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{}/statistics", self.http_port))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok(v["CountInstances"].as_u64().unwrap_or(0))
+        } else {
+            Ok(status(http, self.http_port).await?.objects_received)
+        }
+    }
 }
 
 impl Archive {
@@ -84,27 +261,34 @@ impl Archive {
         }
     }
 
-    async fn instance_count(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
+    /// What stops on exit.
+    fn short(&self) -> String {
         match self {
-            Archive::Orthanc { http_port, .. } => {
-                let v: serde_json::Value = http
-                    .get(format!("http://127.0.0.1:{http_port}/statistics"))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                Ok(v["CountInstances"].as_u64().unwrap_or(0))
-            }
-            Archive::Sink { status_port, .. } => {
-                Ok(status(http, *status_port).await?.objects_received)
-            }
+            Archive::Orthanc { child, .. } => match child.id() {
+                Some(pid) => format!("the archive (Orthanc, pid {pid})"),
+                None => "the archive (Orthanc)".into(),
+            },
+            Archive::Sink { .. } => "the archive (built-in sink)".into(),
+        }
+    }
+
+    fn probe(&self) -> ArchiveProbe {
+        match self {
+            Archive::Orthanc { http_port, .. } => ArchiveProbe {
+                orthanc: true,
+                http_port: *http_port,
+            },
+            Archive::Sink { status_port, .. } => ArchiveProbe {
+                orthanc: false,
+                http_port: *status_port,
+            },
         }
     }
 }
 
-async fn start_orthanc(dir: &Path) -> anyhow::Result<Archive> {
-    let dicom_port = free_port()?;
-    let http_port = free_port()?;
+async fn start_orthanc(dir: &Path, ports: &Ports) -> anyhow::Result<Archive> {
+    let dicom_port = ports.archive_dicom();
+    let http_port = ports.archive_http();
     let storage = dir.join("orthanc");
     std::fs::create_dir_all(&storage)?;
     let config = serde_json::json!({
@@ -188,13 +372,16 @@ bind = "127.0.0.1:{status_port}"
 }
 
 /// The fleet manager, zero-setup (embedded broker, SQLite), in this process.
-async fn start_fleet(dir: &Path) -> anyhow::Result<(medgate_fleet::Running, String)> {
+async fn start_fleet(
+    dir: &Path,
+    ports: &Ports,
+) -> anyhow::Result<(medgate_fleet::Running, String)> {
     let mut config = medgate_fleet::config::FleetConfig {
         data_dir: dir.join("fleet"),
         ..Default::default()
     };
-    config.http.bind = format!("127.0.0.1:{}", free_port()?).parse()?;
-    config.broker.listen = format!("127.0.0.1:{}", free_port()?).parse()?;
+    config.http.bind = format!("127.0.0.1:{}", ports.fleet_http()).parse()?;
+    config.broker.listen = format!("127.0.0.1:{}", ports.fleet_mqtt()).parse()?;
     let running = medgate_fleet::serve(config)
         .await
         .map_err(|e| anyhow::anyhow!("fleet manager: {e}"))?;
@@ -320,6 +507,159 @@ async fn modality(
     Ok((ok, failed))
 }
 
+/// How to run another binary of this workspace: its path if it was built next to this one
+/// (`cargo build` builds them all), else `cargo run` (from the source tree).
+fn command_for(bin: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(bin)))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("cargo run -q --bin {bin} --"))
+}
+
+/// Received, and per destination (forwarded, waiting, quarantined): what a live line reports.
+type Counts = (u64, Vec<(u64, u64, u64)>);
+
+fn counts(s: &StatusReport) -> Counts {
+    (
+        s.objects_received,
+        s.destinations
+            .iter()
+            .map(|d| (d.forwarded, d.queue_depth, d.quarantined))
+            .collect(),
+    )
+}
+
+/// One "live:" line: an appliance's counts, and the change of its received count.
+fn live_line(room: &Room, s: &StatusReport, received_before: u64) -> String {
+    let delta = s.objects_received as i64 - received_before as i64;
+    let mut line = format!("{}: {} received", room.name, s.objects_received);
+    if delta != 0 {
+        line.push_str(&format!(" ({delta:+})"));
+    }
+    for d in &s.destinations {
+        line.push_str(&format!(
+            "; {}: {} forwarded, {} waiting, {} quarantined",
+            d.name, d.forwarded, d.queue_depth, d.quarantined
+        ));
+        if d.queue_depth > 0 {
+            if let Some(e) = &d.last_error {
+                line.push_str(&format!(" (last error: {e})"));
+            }
+        }
+    }
+    line
+}
+
+/// Reports, once a second, every change of the appliances' counts and of the archive's: what
+/// a user sends from their own tools shows up here.
+async fn watch(
+    http: reqwest::Client,
+    rooms: Vec<Room>,
+    mut seen: Vec<Option<Counts>>,
+    archive: ArchiveProbe,
+    mut in_archive: u64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (room, seen) in rooms.iter().zip(seen.iter_mut()) {
+            let Ok(s) = status(&http, room.status_port).await else {
+                continue;
+            };
+            let now = counts(&s);
+            if let Some(before) = seen.as_ref() {
+                if *before != now {
+                    println!("live:      {}", live_line(room, &s, before.0));
+                }
+            }
+            *seen = Some(now);
+        }
+        if let Ok(n) = archive.instance_count(&http).await {
+            if n != in_archive {
+                println!(
+                    "live:      archive: {n} instances ({:+})",
+                    n as i64 - in_archive as i64
+                );
+                in_archive = n;
+            }
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM; says which.
+async fn interrupted() -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r?;
+            Ok("Ctrl-C")
+        }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+/// Stops what the demo started and deletes (or keeps) its work directory, saying what it does.
+async fn stop(
+    shutdown: &CancellationToken,
+    services: Vec<(&'static str, JoinHandle<()>)>,
+    archive: &mut Archive,
+    fleet_url: &str,
+    work: WorkDir,
+    keep: bool,
+) {
+    let names: Vec<&str> = services
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "archive-sink")
+        .collect();
+    println!(
+        "stopping:  appliances {}, {}, the fleet manager ({fleet_url} and its MQTT broker)",
+        names.join(" and "),
+        archive.short()
+    );
+    shutdown.cancel();
+    for (name, handle) in services {
+        if tokio::time::timeout(Duration::from_secs(20), handle)
+            .await
+            .is_err()
+        {
+            println!("stopping:  {name} did not stop within 20 s; exiting anyway");
+        }
+    }
+    if let Archive::Orthanc { child, .. } = archive {
+        let _ = child.kill().await;
+    }
+    match work {
+        WorkDir::Given(p) => println!(
+            "kept:      {} (given with --dir: spools, studies, archive storage, fleet database)",
+            p.display()
+        ),
+        WorkDir::Temp(t) if keep => {
+            let p = t.keep();
+            println!(
+                "kept:      {} (--keep): spools ct-room-1/ us-room-2/, studies/, archive storage, fleet database fleet/",
+                p.display()
+            );
+        }
+        WorkDir::Temp(t) => {
+            let p = t.path().to_path_buf();
+            match t.close() {
+                Ok(()) => println!(
+                    "deleted:   {} (spools, generated studies, archive storage, fleet database; --keep keeps them)",
+                    p.display()
+                ),
+                Err(e) => println!("could not delete {}: {e}", p.display()),
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -331,33 +671,31 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     medgate_appliance::app::install_crypto_provider();
-    let _keep;
-    let dir = match &args.dir {
+    let (ports, ports_note) = Ports::choose(args.ports)?;
+    let work = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            d.clone()
+            WorkDir::Given(d.clone())
         }
-        None => {
-            let t = tempfile::Builder::new().prefix("medgate-demo-").tempdir()?;
-            let p = t.path().to_path_buf();
-            _keep = t;
-            p
-        }
+        None => WorkDir::Temp(tempfile::Builder::new().prefix("medgate-demo-").tempdir()?),
     };
+    let dir = work.path().to_path_buf();
     println!("Medgate demo in {}", dir.display());
+    println!("ports:     {ports_note}");
     let shutdown = CancellationToken::new();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
+    let mut services: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
 
     // 1. The regional archive.
     let use_orthanc =
         !args.no_orthanc && Path::new(ORTHANC).exists() && Path::new(DICOMWEB_PLUGIN).exists();
     let mut archive = if use_orthanc {
-        start_orthanc(&dir).await?
+        start_orthanc(&dir, &ports).await?
     } else {
-        let dicom_port = free_port()?;
-        let status_port = free_port()?;
+        let dicom_port = ports.archive_dicom();
+        let status_port = ports.archive_http();
         let cfg = appliance_config(
             "archive-sink",
             "ARCHIVE",
@@ -366,7 +704,15 @@ async fn main() -> anyhow::Result<()> {
             status_port,
             "",
         )?;
-        tokio::spawn(medgate_appliance::app::run(cfg, shutdown.clone()));
+        let sd = shutdown.clone();
+        services.push((
+            "archive-sink",
+            tokio::spawn(async move {
+                if let Err(e) = medgate_appliance::app::run(cfg, sd).await {
+                    eprintln!("archive sink: {e}");
+                }
+            }),
+        ));
         wait_healthy(&http, status_port).await?;
         Archive::Sink {
             dicom_port,
@@ -376,7 +722,7 @@ async fn main() -> anyhow::Result<()> {
     println!("archive:   {}", archive.describe());
 
     // 2. The fleet manager (hospital IT's view of every appliance).
-    let (fleet, fleet_token) = start_fleet(&dir).await?;
+    let (fleet, fleet_token) = start_fleet(&dir, &ports).await?;
     let fleet_url = format!("http://{}", fleet.http);
     println!(
         "fleet:     {fleet_url}/api/v1/devices (Authorization: Bearer $(cat {})), live feed {fleet_url}/api/v1/live, MQTT {}:{}",
@@ -410,21 +756,31 @@ async fn main() -> anyhow::Result<()> {
         ("ct-room-1", "CT_ROOM_1", ct_dest),
         ("us-room-2", "US_ROOM_2", us_dest),
     ];
-    let mut appliances = Vec::new();
-    for (name, ae, dest) in rooms {
-        let port = free_port()?;
-        let status_port = free_port()?;
+    let mut appliances: Vec<Room> = Vec::new();
+    for (i, (name, ae, dest)) in rooms.into_iter().enumerate() {
+        let (port, status_port) = ports.room(i);
         enroll(&http, &fleet_url, &fleet_token, name, &dir.join(name)).await?;
         let cfg = appliance_config(name, ae, &dir.join(name), port, status_port, &dest)?;
         let sd = shutdown.clone();
-        tokio::spawn(async move { medgate_appliance::fleet::run(cfg, None, sd).await });
+        services.push((
+            name,
+            tokio::spawn(async move {
+                if let Err(e) = medgate_appliance::fleet::run(cfg, None, sd).await {
+                    eprintln!("{name}: {e}");
+                }
+            }),
+        ));
         wait_healthy(&http, status_port).await?;
         println!(
             "appliance: {name}: DICOM {ae}@127.0.0.1:{port}, status http://127.0.0.1:{status_port}/api/status, metrics http://127.0.0.1:{status_port}/metrics"
         );
-        appliances.push((name, ae, port, status_port));
+        appliances.push(Room {
+            name,
+            ae,
+            port,
+            status_port,
+        });
     }
-
     // 4. Studies, generated for synthetic patients.
     let studies_dir = dir.join("studies");
     let mut ct = Study::new(Patient::synthetic(1), "ACC0001", 1);
@@ -457,10 +813,10 @@ async fn main() -> anyhow::Result<()> {
     let (a1, a2) = (&appliances[0], &appliances[1]);
     let started = Instant::now();
     let sends = tokio::join!(
-        modality("CT_SCANNER", a1.1, a1.2, &ct_files),
-        modality("DR_ROOM", a1.1, a1.2, &dx_files),
-        modality("US_CART", a2.1, a2.2, &us_files),
-        modality("ECG_CART", a2.1, a2.2, &ecg_files),
+        modality("CT_SCANNER", a1.ae, a1.port, &ct_files),
+        modality("DR_ROOM", a1.ae, a1.port, &dx_files),
+        modality("US_CART", a2.ae, a2.port, &us_files),
+        modality("ECG_CART", a2.ae, a2.port, &ecg_files),
     );
     let mut acknowledged = 0;
     for (who, r) in [
@@ -481,8 +837,9 @@ async fn main() -> anyhow::Result<()> {
     // 6. Wait for the archive to have everything.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut in_archive = 0;
+    let probe = archive.probe();
     while Instant::now() < deadline {
-        in_archive = archive.instance_count(&http).await.unwrap_or(0);
+        in_archive = probe.instance_count(&http).await.unwrap_or(0);
         if in_archive as usize >= acknowledged {
             break;
         }
@@ -492,21 +849,23 @@ async fn main() -> anyhow::Result<()> {
         "archive:   {in_archive} of {acknowledged} instances arrived in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    for (name, _, _, status_port) in &appliances {
-        let s = status(&http, *status_port).await?;
+    let mut seen = Vec::new();
+    for room in &appliances {
+        let s = status(&http, room.status_port).await?;
         for d in &s.destinations {
             println!(
-                "appliance: {name}: received {}, {} → {} forwarded, {} waiting, {} quarantined",
-                s.objects_received, d.name, d.forwarded, d.queue_depth, d.quarantined
+                "appliance: {}: received {}, {} → {} forwarded, {} waiting, {} quarantined",
+                room.name, s.objects_received, d.name, d.forwarded, d.queue_depth, d.quarantined
             );
         }
+        seen.push(Some(counts(&s)));
     }
     // 7. What the fleet saw (counts and states only: no patient data leaves an appliance).
     let mut fleet_counts = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         fleet_counts = 0;
-        for (name, ..) in &appliances {
+        for Room { name, .. } in &appliances {
             let t = fleet_get(
                 &http,
                 &fleet_url,
@@ -525,7 +884,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for (name, ..) in &appliances {
+    for Room { name, .. } in &appliances {
         let d = fleet_get(&http, &fleet_url, &fleet_token, &format!("/devices/{name}")).await?;
         println!(
             "fleet:     {name}: {} ({}), {} events, AE {}",
@@ -549,24 +908,93 @@ async fn main() -> anyhow::Result<()> {
     );
 
     if args.once {
-        shutdown.cancel();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Archive::Orthanc { child, .. } = &mut archive {
-            let _ = child.kill().await;
-        }
+        stop(
+            &shutdown,
+            services,
+            &mut archive,
+            &fleet_url,
+            work,
+            args.keep,
+        )
+        .await;
         if !complete {
             std::process::exit(1);
         }
         return Ok(());
     }
+
+    // 8. Keep running: what to try, and a live line whenever the counts change.
+    let appliance_cmd = command_for("medgate-appliance");
+    let sim_cmd = command_for("medgate-sim");
+    let storescu = if Path::new(STORESCU).exists() {
+        STORESCU
+    } else {
+        "storescu (apt-get install dcmtk)"
+    };
+    let (ct, us) = (&appliances[0], &appliances[1]);
+    let my_study = dir.join("my-study");
+    println!();
+    println!("The demo keeps running. Try:");
     println!(
-        "\nThe demo keeps running: try `medgate-appliance status --url http://127.0.0.1:{}`, the fleet at {fleet_url}/api/v1/devices, or send your own files with /usr/bin/storescu -aec CT_ROOM_1 127.0.0.1 {} FILE. Ctrl-C stops it.",
-        a1.3, a1.2
+        "  {appliance_cmd} status --url http://127.0.0.1:{}     (us-room-2: --url http://127.0.0.1:{})",
+        ct.status_port, us.status_port
     );
-    tokio::signal::ctrl_c().await?;
-    shutdown.cancel();
-    if let Archive::Orthanc { child, .. } = &mut archive {
-        let _ = child.kill().await;
-    }
+    println!(
+        "  {appliance_cmd} peers --url http://127.0.0.1:{}      (who called, with the SOP classes offered)",
+        ct.status_port
+    );
+    println!(
+        "  {appliance_cmd} quarantine list --url http://127.0.0.1:{}",
+        ct.status_port
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $(cat {})\" {fleet_url}/api/v1/devices",
+        fleet.admin_token_file.display()
+    );
+    println!("  {}", archive.describe());
+    println!(
+        "Send your own study (5 CT slices of a new synthetic patient) to {}:",
+        ct.name
+    );
+    println!(
+        "  {sim_cmd} generate --ct 5 --seed 7 --out {}",
+        my_study.display()
+    );
+    println!(
+        "  TCP_NODELAY=1 {storescu} -aet MY_SCU -aec {} +sd +r 127.0.0.1 {} {}",
+        ct.ae,
+        ct.port,
+        my_study.display()
+    );
+    println!(
+        "  (us-room-2: -aec {} 127.0.0.1 {}). What the appliances receive and forward is reported below as \"live:\" lines.",
+        us.ae, us.port
+    );
+    println!(
+        "Ctrl-C stops the appliances, the archive and the fleet manager and {}.",
+        match (&work, args.keep) {
+            (WorkDir::Given(_), _) | (WorkDir::Temp(_), true) => format!("keeps {}", dir.display()),
+            (WorkDir::Temp(_), false) => format!("deletes {} (--keep keeps it)", dir.display()),
+        }
+    );
+    tokio::spawn(watch(
+        http.clone(),
+        appliances.clone(),
+        seen,
+        probe,
+        in_archive,
+        shutdown.clone(),
+    ));
+    let why = interrupted().await?;
+    println!("\n{why}: stopping the demo");
+    stop(
+        &shutdown,
+        services,
+        &mut archive,
+        &fleet_url,
+        work,
+        args.keep,
+    )
+    .await;
     Ok(())
 }
