@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::{App, OpError, random_token, sha256_hex};
+use crate::model::{CommandRecord, ConfigScope, Device, DeviceStatus};
 use crate::store::StoreError;
 
 /// An error answer: `{"error": …, "problems": [...]}`.
@@ -72,7 +73,7 @@ fn not_found(what: &str) -> ApiError {
     )
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T = Value> = Result<Json<T>, ApiError>;
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
@@ -149,7 +150,7 @@ async fn list_devices(State(app): State<Arc<App>>, Query(q): Query<SiteFilter>) 
     ))
 }
 
-async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
     app.store
         .device(&id)
         .await?
@@ -168,8 +169,8 @@ async fn patch_device(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(p): Json<DevicePatch>,
-) -> ApiResult {
-    if app.store.device_site_status(&id).await?.is_none() {
+) -> ApiResult<Device> {
+    if app.store.registration(&id).await?.is_none() {
         return Err(not_found("such device"));
     }
     if let Some(tags) = &p.tags
@@ -189,7 +190,7 @@ async fn patch_device(
     get_device(State(app), Path(id)).await
 }
 
-async fn set_status(app: Arc<App>, id: String, status: &str) -> ApiResult {
+async fn set_status(app: Arc<App>, id: String, status: DeviceStatus) -> ApiResult<Device> {
     if !app
         .store
         .set_device_status(&id, status, now_ms() as i64)
@@ -197,7 +198,7 @@ async fn set_status(app: Arc<App>, id: String, status: &str) -> ApiResult {
     {
         return Err(not_found("such device"));
     }
-    tracing::info!(device = %id, status, "device registry status changed");
+    tracing::info!(device = %id, %status, "device registry status changed");
     if let Err(e) = app.write_crl().await {
         tracing::error!(device = %id, error = %e, "the broker's revocation list was not updated");
     }
@@ -205,16 +206,19 @@ async fn set_status(app: Arc<App>, id: String, status: &str) -> ApiResult {
     get_device(State(app), Path(id)).await
 }
 
-async fn approve_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
-    set_status(app, id, "approved").await
+async fn approve_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
+    set_status(app, id, DeviceStatus::Approved).await
 }
 
-async fn revoke_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
-    set_status(app, id, "revoked").await
+async fn revoke_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
+    set_status(app, id, DeviceStatus::Revoked).await
 }
 
-async fn decommission_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
-    set_status(app, id, "decommissioned").await
+async fn decommission_device(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Device> {
+    set_status(app, id, DeviceStatus::Decommissioned).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,8 +291,11 @@ async fn approve_peer(
     Ok(Json(app.approve_peer(&id, &b.calling_ae).await?))
 }
 
-async fn device_config(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
-    if app.store.device_site_status(&id).await?.is_none() {
+async fn device_config(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::model::DeviceConfig> {
+    if app.store.registration(&id).await?.is_none() {
         return Err(not_found("such device"));
     }
     Ok(Json(app.store.device_config(&id).await?))
@@ -305,7 +312,9 @@ async fn put_device_config(
     Path(id): Path<String>,
     Json(b): Json<ConfigBody>,
 ) -> ApiResult {
-    Ok(Json(app.put_config("device", &id, b.config).await?))
+    Ok(Json(
+        app.put_config(ConfigScope::Device, &id, b.config).await?,
+    ))
 }
 
 async fn put_site_config(
@@ -314,7 +323,9 @@ async fn put_site_config(
     Json(b): Json<ConfigBody>,
 ) -> ApiResult {
     SiteId::new(id.as_str()).map_err(|e| bad(e.to_string()))?;
-    Ok(Json(app.put_config("site", &id, b.config).await?))
+    Ok(Json(
+        app.put_config(ConfigScope::Site, &id, b.config).await?,
+    ))
 }
 
 async fn put_tag_config(
@@ -323,7 +334,9 @@ async fn put_tag_config(
     Json(b): Json<ConfigBody>,
 ) -> ApiResult {
     medgate_contract::Token::new(tag.as_str()).map_err(|e| bad(e.to_string()))?;
-    Ok(Json(app.put_config("tag", &tag, b.config).await?))
+    Ok(Json(
+        app.put_config(ConfigScope::Tag, &tag, b.config).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,7 +350,7 @@ async fn post_command(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(b): Json<CommandBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CommandRecord>), ApiError> {
     let c = app
         .create_command(&id, b.action, b.expires_in_secs.map(Duration::from_secs))
         .await?;
@@ -350,7 +363,10 @@ async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) ->
     ))
 }
 
-async fn get_command(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+async fn get_command(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<CommandRecord> {
     app.store
         .command(&id)
         .await?
@@ -396,9 +412,10 @@ async fn create_claim(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let site = SiteId::new(b.site.as_str()).map_err(|e| bad(e.to_string()))?;
     let device = DeviceId::new(b.device.as_str()).map_err(|e| bad(e.to_string()))?;
-    if let Some((s, _)) = app.store.device_site_status(device.as_str()).await?
-        && s != site.as_str()
+    if let Some(reg) = app.store.registration(device.as_str()).await?
+        && reg.site != site.as_str()
     {
+        let s = reg.site;
         return Err(ApiError(
             StatusCode::CONFLICT,
             json!({"error": format!("device {device} is registered at site {s}")}),
@@ -425,7 +442,7 @@ struct EnrollBody {
 
 async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiResult {
     let now = now_ms() as i64;
-    let Some((site, device)) = app
+    let Some(claim) = app
         .store
         .use_claim(&sha256_hex(b.token.trim().as_bytes()), now)
         .await?
@@ -435,8 +452,7 @@ async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiRe
             json!({"error": "claim token unknown, expired or already used; ask hospital IT for a new claim token"}),
         ));
     };
-    let site_id = SiteId::new(site.as_str()).map_err(|e| bad(e.to_string()))?;
-    let device_id = DeviceId::new(device.as_str()).map_err(|e| bad(e.to_string()))?;
+    let (site_id, device_id) = (claim.site, claim.device);
     let issued = app
         .ca
         .sign_device_csr(
@@ -446,13 +462,7 @@ async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiRe
         )
         .map_err(|e| bad(format!("csr_pem: {e}")))?;
     app.store
-        .register_device(&site_id, &device_id, "approved", now)
-        .await?;
-    app.store
-        .set_device_status(device_id.as_str(), "approved", now)
-        .await?;
-    app.store
-        .set_cert_serial(device_id.as_str(), &issued.serial)
+        .enroll(&site_id, &device_id, &issued.serial, now)
         .await?;
     tracing::info!(device = %device_id, site = %site_id, serial = %issued.serial, "device enrolled");
     app.live_device(device_id.as_str()).await;

@@ -15,6 +15,8 @@ use crate::ca::Ca;
 use crate::config::FleetConfig;
 use crate::ingest;
 use crate::metrics::Metrics;
+use crate::model::{CommandRecord, CommandState, ConfigScope};
+use crate::store::config::Document;
 use crate::store::{Store, StoreError};
 
 /// Errors of fleet operations, mapped to HTTP statuses by the API.
@@ -175,12 +177,12 @@ impl App {
     }
 
     async fn topics_of(&self, device: &str) -> Result<DeviceTopics, OpError> {
-        let (site, _) = self
+        let reg = self
             .store
-            .device_site_status(device)
+            .registration(device)
             .await?
             .ok_or_else(|| OpError::NotFound(format!("no device {device:?}")))?;
-        let site = SiteId::new(site).map_err(|e| OpError::Internal(e.to_string()))?;
+        let site = SiteId::new(reg.site).map_err(|e| OpError::Internal(e.to_string()))?;
         let device = DeviceId::new(device).map_err(|e| OpError::Invalid(e.to_string()))?;
         Ok(DeviceTopics::new(site, device))
     }
@@ -191,21 +193,13 @@ impl App {
         device: &str,
         action: CommandAction,
         expires_in: Option<Duration>,
-    ) -> Result<Value, OpError> {
+    ) -> Result<CommandRecord, OpError> {
         let topics = self.topics_of(device).await?;
         let id = format!("c-{}", &random_token()?[..24]);
         let now = now_ms();
         let expires = expires_in.map(|d| now + d.as_millis() as u64);
-        let action_json =
-            serde_json::to_value(&action).map_err(|e| OpError::Internal(e.to_string()))?;
         self.store
-            .create_command(
-                &id,
-                device,
-                &action_json,
-                expires.map(|e| e as i64),
-                now as i64,
-            )
+            .create_command(&id, device, &action, expires.map(|e| e as i64), now as i64)
             .await?;
         let cmd = Command {
             schema: Schema::default(),
@@ -217,7 +211,9 @@ impl App {
         ingest::publish_command(self.mqtt()?, &topics, &cmd)
             .await
             .map_err(OpError::Internal)?;
-        self.live(json!({"type": "command", "device": device, "id": id, "status": "queued"}));
+        self.live(
+            json!({"type": "command", "device": device, "id": id, "status": CommandState::Queued}),
+        );
         self.store
             .command(&id)
             .await?
@@ -234,23 +230,23 @@ impl App {
             return;
         };
         let now = now_ms();
-        for c in commands.iter().filter(|c| c["status"] == "queued") {
-            let expires = c["expires_ms"].as_u64();
+        for c in commands
+            .into_iter()
+            .filter(|c| c.status == CommandState::Queued)
+        {
+            let expires = c.expires_ms.map(|e| e.max(0) as u64);
             if expires.is_some_and(|e| e < now) {
                 continue;
             }
-            let (Some(id), Ok(action)) = (
-                c["id"].as_str().and_then(|i| CommandId::new(i).ok()),
-                serde_json::from_value::<CommandAction>(c["action"].clone()),
-            ) else {
+            let Ok(id) = CommandId::new(c.id.as_str()) else {
                 continue;
             };
             let cmd = Command {
                 schema: Schema::default(),
                 id,
-                issued_at_ms: c["created_ms"].as_u64().unwrap_or(now),
+                issued_at_ms: u64::try_from(c.created_ms).unwrap_or(now),
                 expires_at_ms: expires,
-                action,
+                action: c.action,
             };
             if let Err(e) = ingest::publish_command(client, &topics, &cmd).await {
                 tracing::warn!(device, error = %e, "cannot re-send a queued command");
@@ -263,20 +259,20 @@ impl App {
     /// every device concerned. Returns the devices and their new versions.
     pub async fn put_config(
         &self,
-        scope: &str,
+        scope: ConfigScope,
         target: &str,
         config: Value,
     ) -> Result<Value, OpError> {
-        if !config.is_object() {
+        let problems = validate_appliance_config(&config);
+        let Value::Object(config) = config else {
             return Err(OpError::Invalid(
                 "`config` must be a JSON object (the appliance TOML as JSON)".into(),
             ));
-        }
-        let problems = validate_appliance_config(&config);
+        };
         if !problems.is_empty() {
             return Err(OpError::InvalidConfig(problems));
         }
-        if scope == "device" && self.store.device_site_status(target).await?.is_none() {
+        if scope == ConfigScope::Device && self.store.registration(target).await?.is_none() {
             return Err(OpError::NotFound(format!("no device {target:?}")));
         }
         let revision = self
@@ -312,12 +308,9 @@ impl App {
         &self,
         device: &str,
         version: i64,
-        config: Value,
+        config: Document,
     ) -> Result<(), OpError> {
         let topics = self.topics_of(device).await?;
-        let Value::Object(config) = config else {
-            return Err(OpError::Internal("stored config is not an object".into()));
-        };
         let d = DesiredConfig {
             schema: Schema::default(),
             version: version as u64,
@@ -340,11 +333,11 @@ impl App {
             }
         };
         for d in devices {
-            let Some(id) = d["id"].as_str() else { continue };
+            let id = d.id.as_str();
             if let Ok(c) = self.store.device_config(id).await
-                && let Some(v) = c["desired"]["version"].as_i64()
+                && let Some(desired) = c.desired
                 && let Err(e) = self
-                    .publish_desired(id, v, c["desired"]["config"].clone())
+                    .publish_desired(id, desired.version, desired.config)
                     .await
             {
                 tracing::warn!(device = id, error = %e, "cannot re-publish the desired configuration");
@@ -369,7 +362,7 @@ impl App {
             )));
         }
         let list = config
-            .pointer_mut("/listener")
+            .get_mut("listener")
             .and_then(Value::as_object_mut)
             .ok_or_else(|| {
                 OpError::Conflict("the desired configuration has no [listener] section".into())
@@ -381,7 +374,8 @@ impl App {
         {
             arr.push(json!(ae.as_str()));
         }
-        self.put_config("device", device, config).await
+        self.put_config(ConfigScope::Device, device, Value::Object(config))
+            .await
     }
 
     /// Background upkeep: offline detection from missed heartbeats, telemetry downsampling and

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::{BrokerMode, FleetConfig};
-use crate::store::{Recorded, StoreError};
+use crate::store::{Message, Recorded, StoreError};
 
 const WORKERS: usize = 8;
 
@@ -352,15 +352,17 @@ async fn record(
     item: &Item,
     now: i64,
 ) -> Result<Recorded, StoreError> {
-    let (site, device) = (&item.dev.site, &item.dev.device);
-    match &item.msg {
-        Msg::Birth(b) => store.record_birth(c, site, device, b, now).await,
-        Msg::State(s) => store.record_state(c, site, device, s.state, now).await,
-        Msg::Telemetry(t) => store.record_telemetry(c, site, device, t, now).await,
-        Msg::Event(e) => store.record_event(c, site, device, e, now).await,
-        Msg::Ack(a) => store.record_ack(c, device, a, now).await,
-        Msg::Reported(r) => store.record_reported(c, site, device, r, now).await,
-    }
+    let msg = match &item.msg {
+        Msg::Birth(b) => Message::Birth(b),
+        Msg::State(s) => Message::State(s.state),
+        Msg::Telemetry(t) => Message::Telemetry(t),
+        Msg::Event(e) => Message::Event(e),
+        Msg::Ack(a) => Message::Ack(a),
+        Msg::Reported(r) => Message::Reported(r),
+    };
+    store
+        .record(c, &item.dev.site, &item.dev.device, msg, now)
+        .await
 }
 
 /// Records a batch in one transaction. Telemetry and events (nearly all the traffic) are
@@ -386,8 +388,8 @@ async fn record_batch(
                 .admit_device(batch.conn(), &item.dev.site, &item.dev.device, now)
                 .await?
             {
-                Some(why) => out[i] = Some(Recorded::Refused(why)),
-                None => {
+                Err(why) => out[i] = Some(Recorded::Refused(why)),
+                Ok(()) => {
                     pending.push(i);
                     pending_devices.insert(device);
                 }
@@ -488,7 +490,7 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
         }
         Ok(Recorded::Refused(why)) => {
             m.refused.inc();
-            tracing::warn!(topic, reason = why, "refused a message");
+            tracing::warn!(topic, reason = %why, "refused a message");
         }
         Err(e) => {
             m.db_errors.inc();

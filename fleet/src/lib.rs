@@ -18,6 +18,7 @@ pub mod config;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
+pub mod model;
 pub mod openapi;
 pub mod store;
 

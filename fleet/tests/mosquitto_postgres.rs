@@ -353,7 +353,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         .await
         .expect("read");
     assert!(
-        !rows.is_empty() && rows.iter().all(|r| r["bucket_secs"] == 60),
+        !rows.is_empty() && rows.iter().all(|r| r.bucket_secs == 60),
         "{rows:?}"
     );
 

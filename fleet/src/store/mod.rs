@@ -1,0 +1,365 @@
+//! The fleet database: SQLite or PostgreSQL through sqlx's `Any` driver, one set of portable
+//! migrations and statements (`$N` parameters, TEXT/BIGINT columns, `ON CONFLICT`).
+//!
+//! Every write from MQTT is idempotent (upserts, `ON CONFLICT DO NOTHING` on event ids,
+//! monotonic command states), so several fleet replicas may process the same message.
+//!
+//! One module per aggregate, each an `impl Store` block: [`registry`] (devices, sites, tags,
+//! status, births and states), [`claims`], [`ingest`] (admission of device messages and the bulk
+//! writes of telemetry and events), [`telemetry`] (history, downsampling), [`config`] (documents,
+//! desired and reported configuration, drift), [`commands`], [`peers`]. Rows are read by column
+//! name into the types of [`crate::model`].
+
+pub mod claims;
+pub mod commands;
+pub mod config;
+pub mod ingest;
+pub mod peers;
+pub mod registry;
+pub mod telemetry;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::de::DeserializeOwned;
+use sqlx::AnyConnection;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
+
+pub use ingest::Message;
+
+use crate::model::{Backend, Refused, Registration, Unreadable};
+
+/// Database failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sqlx failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration: {0}; the database may belong to a newer fleet version")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A document to store does not serialise, or a stored one does not read.
+    #[error("stored document unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A stored value does not read as its type.
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    /// SQLite or PostgreSQL.
+    pub backend: Backend,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    admitted: Arc<Mutex<HashMap<String, (Registration, std::time::Instant)>>>,
+}
+
+/// How long a device's site and registry status are trusted from memory (a change made by
+/// another replica is seen after at most this long).
+const ADMIT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A batch of writes in one transaction; [`Batch::commit`] to keep them.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl Batch<'_> {
+    /// The connection to pass to the `record*` methods.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Outcome of recording a message from a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored (new).
+    New,
+    /// Already known (a redelivery, or another replica stored it).
+    Duplicate,
+    /// Refused: wrong site, or revoked/decommissioned.
+    Refused(Refused),
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("telemetry age index"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0002_telemetry_age.sql").into_sql_str(),
+            false,
+        ),
+    ])
+}
+
+fn rows_changed(r: &sqlx::any::AnyQueryResult) -> bool {
+    r.rows_affected() > 0
+}
+
+/// `New` if the statement changed a row, `Duplicate` if it was already there.
+fn recorded(r: &sqlx::any::AnyQueryResult) -> Recorded {
+    if rows_changed(r) {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    }
+}
+
+/// A column holding one of a [`crate::model`] enum's words (or another value read by `FromStr`).
+fn word<T: FromStr<Err = Unreadable>>(r: &AnyRow, column: &str) -> sqlx::Result<T> {
+    let s: String = r.try_get(column)?;
+    s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// A column holding a JSON document.
+fn json<T: DeserializeOwned>(r: &AnyRow, column: &str) -> sqlx::Result<T> {
+    let s: String = r.try_get(column)?;
+    serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// A nullable column holding a JSON document.
+fn json_opt<T: DeserializeOwned>(r: &AnyRow, column: &str) -> sqlx::Result<Option<T>> {
+    let s: Option<String> = r.try_get(column)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+/// A single-column row (`SELECT id …`, `SELECT COUNT(*) AS n …`).
+struct One<T>(T);
+
+impl<'r, T> sqlx::FromRow<'r, AnyRow> for One<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(One(r.try_get(0)?))
+    }
+}
+
+/// A two-column row.
+struct Two<A, B>(A, B);
+
+impl<'r, A, B> sqlx::FromRow<'r, AnyRow> for Two<A, B>
+where
+    A: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    B: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(Two(r.try_get(0)?, r.try_get(1)?))
+    }
+}
+
+impl Store {
+    /// Connects and runs the migrations.
+    pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        if sqlite
+            && let Some(path) = url
+                .strip_prefix("sqlite://")
+                .map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.unwrap_or(if sqlite { 4 } else { 10 }))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Checkpoints run in the background (below), not in the writer's
+                        // commit; the automatic one stays as a bound on the WAL (64 MiB).
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        migrator().run(&pool).await?;
+        if sqlite {
+            spawn_checkpointer(pool.clone());
+        }
+        Ok(Store {
+            pool,
+            backend: if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            },
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            admitted: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The pool (for tests and health checks).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a batch of writes (one transaction). On SQLite, batches are serialised in-process
+    /// (one writer at a time, no busy waiting).
+    pub async fn begin(&self) -> Result<Batch<'_>> {
+        let guard = self.write_guard().await;
+        let tx = self.tx().await?;
+        Ok(Batch { tx, _guard: guard })
+    }
+
+    /// A transaction; on SQLite `BEGIN IMMEDIATE`, so that a transaction which reads before it
+    /// writes cannot fail with SQLITE_BUSY_SNAPSHOT (it waits for the write lock instead).
+    async fn tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(if self.backend == Backend::Sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        })
+    }
+
+    async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.backend == Backend::Sqlite {
+            Some(self.write_lock.lock().await)
+        } else {
+            None
+        }
+    }
+
+    /// Counts for /metrics: devices by connection, events, commands by status, each with the
+    /// help text that says what it counts.
+    pub async fn gauges(&self) -> Result<Vec<crate::metrics::Gauge>> {
+        let mut out = Vec::new();
+        for (name, help, sql) in [
+            (
+                "devices_online",
+                "Devices connected now (their last state message is online)",
+                "SELECT COUNT(*) FROM devices WHERE connection = 'online'",
+            ),
+            (
+                "devices_offline",
+                "Devices not connected (last will, clean shutdown or missed heartbeats)",
+                "SELECT COUNT(*) FROM devices WHERE connection = 'offline'",
+            ),
+            (
+                "devices_pending",
+                "Devices that reported without enrollment and wait for approval",
+                "SELECT COUNT(*) FROM devices WHERE status = 'pending'",
+            ),
+            (
+                "devices_total",
+                "Devices in the registry, whatever their status",
+                "SELECT COUNT(*) FROM devices",
+            ),
+            (
+                "events_stored",
+                "Device events held in the database",
+                "SELECT COUNT(*) FROM events",
+            ),
+            (
+                "commands_open",
+                "Commands queued or accepted by their device and not finished yet",
+                "SELECT COUNT(*) FROM commands WHERE status = 'queued' OR status = 'accepted'",
+            ),
+        ] {
+            let One(value) = sqlx::query_as::<_, One<i64>>(sql)
+                .fetch_one(&self.pool)
+                .await?;
+            out.push(crate::metrics::Gauge { name, help, value });
+        }
+        Ok(out)
+    }
+}
+
+/// SQLite: copies the WAL into the database (and fsyncs both) every half second from a pool
+/// connection, outside the writers' lock. A checkpoint in the writer's own commit (SQLite's
+/// automatic one, every 4 MiB of WAL by default) made every writer wait for those fsyncs: on this
+/// project's VM disk that, not the CPU, capped ingestion. PASSIVE never waits for readers or
+/// writers.
+fn spawn_checkpointer(pool: AnyPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !pool.is_closed() {
+            tick.tick().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                if pool.is_closed() {
+                    break;
+                }
+                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+            }
+        }
+    });
+}
+
+/// Rows per multi-row statement: powers of two up to this, so that a handful of statement texts
+/// cover every batch (each is prepared once per connection and cached).
+const MULTI_ROW_MAX: usize = 128;
+
+/// The largest power of two <= min(n, MULTI_ROW_MAX); n >= 1.
+fn multi_row_chunk(n: usize) -> usize {
+    let n = n.clamp(1, MULTI_ROW_MAX);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// Statement texts for 1, 2, 4 … MULTI_ROW_MAX rows, built once.
+fn multi_row_sql(
+    cell: &'static OnceLock<Vec<&'static str>>,
+    build: fn(usize) -> String,
+    n: usize,
+) -> (&'static str, usize) {
+    let texts = cell.get_or_init(|| {
+        let mut v = Vec::new();
+        let mut k = 1;
+        while k <= MULTI_ROW_MAX {
+            // Leaked once per process: a few static statement texts.
+            v.push(&*build(k).leak());
+            k *= 2;
+        }
+        v
+    });
+    let k = multi_row_chunk(n);
+    (texts[k.trailing_zeros() as usize], k)
+}
+
+/// `$first, $first+1, …` for `k` parameters.
+fn params(first: usize, k: usize) -> String {
+    (first..first + k)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$2, $3, … ${k + 1}`.
+fn id_params(k: usize) -> String {
+    params(2, k)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
