@@ -14,13 +14,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use medgate_contract::{CommandAction, DeviceId, SiteId, now_ms};
+use medgate_contract::{CommandAction, DeviceId, SiteId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::{App, OpError, random_token, sha256_hex};
-use crate::model::{CommandRecord, ConfigScope, Device, DeviceStatus};
+use crate::app::App;
+use crate::model::{CommandRecord, ConfigScope, Device, DeviceConfig, DeviceStatus};
+use crate::ops::{Enrolled, NewClaim, OpError, sha256_hex};
 use crate::store::StoreError;
 
 /// An error answer: `{"error": …, "problems": [...]}`.
@@ -40,7 +41,13 @@ impl From<OpError> for ApiError {
             OpError::Invalid(_) => StatusCode::BAD_REQUEST,
             OpError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             OpError::Conflict(_) => StatusCode::CONFLICT,
-            OpError::Store(_) | OpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            OpError::Store(_)
+            | OpError::Publish(_)
+            | OpError::Ca(_)
+            | OpError::Crl { .. }
+            | OpError::Random
+            | OpError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "API request failed");
@@ -145,17 +152,17 @@ struct SiteFilter {
 }
 
 async fn list_devices(State(app): State<Arc<App>>, Query(q): Query<SiteFilter>) -> ApiResult {
-    Ok(Json(
-        json!({"devices": app.store.devices(q.site.as_deref()).await?}),
-    ))
+    let devices = app.ops.devices(q.site.as_deref()).await?;
+    Ok(Json(json!({ "devices": devices })))
 }
 
 async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
-    app.store
-        .device(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found("such device"))
+    found(app.ops.device(&id).await?, "such device")
+}
+
+/// `Some` as JSON, `None` as 404 `no <what>`.
+fn found<T>(v: Option<T>, what: &str) -> ApiResult<T> {
+    v.map(Json).ok_or_else(|| not_found(what))
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,55 +177,37 @@ async fn patch_device(
     Path(id): Path<String>,
     Json(p): Json<DevicePatch>,
 ) -> ApiResult<Device> {
-    if app.store.registration(&id).await?.is_none() {
-        return Err(not_found("such device"));
-    }
-    if let Some(tags) = &p.tags
-        && let Some(t) = tags
-            .iter()
-            .find(|t| medgate_contract::Token::new(t.as_str()).is_err())
-    {
-        return Err(bad(format!("tag {t:?}: 1-64 characters A-Za-z0-9._:+~-")));
-    }
-    app.store
-        .set_device_meta(&id, p.room.as_deref(), p.tags.as_deref())
+    let d = app
+        .ops
+        .patch_device(&id, p.room.as_deref(), p.tags.as_deref())
         .await?;
-    if p.tags.is_some() {
-        app.refresh_desired(&id).await?;
-    }
-    app.live_device(&id).await;
-    get_device(State(app), Path(id)).await
-}
-
-async fn set_status(app: Arc<App>, id: String, status: DeviceStatus) -> ApiResult<Device> {
-    if !app
-        .store
-        .set_device_status(&id, status, now_ms() as i64)
-        .await?
-    {
-        return Err(not_found("such device"));
-    }
-    tracing::info!(device = %id, %status, "device registry status changed");
-    if let Err(e) = app.write_crl().await {
-        tracing::error!(device = %id, error = %e, "the broker's revocation list was not updated");
-    }
-    app.live_device(&id).await;
-    get_device(State(app), Path(id)).await
+    found(d, "such device")
 }
 
 async fn approve_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
-    set_status(app, id, DeviceStatus::Approved).await
+    found(
+        app.ops.set_status(&id, DeviceStatus::Approved).await?,
+        "such device",
+    )
 }
 
 async fn revoke_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
-    set_status(app, id, DeviceStatus::Revoked).await
+    found(
+        app.ops.set_status(&id, DeviceStatus::Revoked).await?,
+        "such device",
+    )
 }
 
 async fn decommission_device(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> ApiResult<Device> {
-    set_status(app, id, DeviceStatus::Decommissioned).await
+    found(
+        app.ops
+            .set_status(&id, DeviceStatus::Decommissioned)
+            .await?,
+        "such device",
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,10 +218,11 @@ struct EventQuery {
 }
 
 async fn list_events(State(app): State<Arc<App>>, Query(q): Query<EventQuery>) -> ApiResult {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    Ok(Json(
-        json!({"events": app.store.events(q.device.as_deref(), q.since_ms.unwrap_or(0), limit).await?}),
-    ))
+    let events = app
+        .ops
+        .events(q.device.as_deref(), q.since_ms.unwrap_or(0), q.limit)
+        .await?;
+    Ok(Json(json!({ "events": events })))
 }
 
 async fn device_events(
@@ -240,12 +230,11 @@ async fn device_events(
     Path(id): Path<String>,
     Query(q): Query<EventQuery>,
 ) -> ApiResult {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let events = app
-        .store
-        .events(Some(&id), q.since_ms.unwrap_or(0), limit)
+        .ops
+        .events(Some(&id), q.since_ms.unwrap_or(0), q.limit)
         .await?;
-    let total = app.store.event_count(&id).await?;
+    let total = app.ops.event_count(&id).await?;
     Ok(Json(
         json!({"device": id, "total": total, "events": events}),
     ))
@@ -263,18 +252,13 @@ async fn device_telemetry(
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> ApiResult {
-    let to = q.to_ms.unwrap_or(i64::MAX);
-    let from = q.from_ms.unwrap_or(0);
-    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
-    Ok(Json(
-        json!({"device": id, "samples": app.store.telemetry(&id, from, to, limit).await?}),
-    ))
+    let samples = app.ops.telemetry(&id, q.from_ms, q.to_ms, q.limit).await?;
+    Ok(Json(json!({"device": id, "samples": samples})))
 }
 
 async fn device_peers(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(
-        json!({"device": id, "peers": app.store.peers(&id).await?}),
-    ))
+    let peers = app.ops.peers(&id).await?;
+    Ok(Json(json!({"device": id, "peers": peers})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,17 +272,14 @@ async fn approve_peer(
     Path(id): Path<String>,
     Json(b): Json<ApprovePeer>,
 ) -> ApiResult {
-    Ok(Json(app.approve_peer(&id, &b.calling_ae).await?))
+    Ok(Json(app.ops.approve_peer(&id, &b.calling_ae).await?))
 }
 
 async fn device_config(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> ApiResult<crate::model::DeviceConfig> {
-    if app.store.registration(&id).await?.is_none() {
-        return Err(not_found("such device"));
-    }
-    Ok(Json(app.store.device_config(&id).await?))
+) -> ApiResult<DeviceConfig> {
+    found(app.ops.device_config(&id).await?, "such device")
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,7 +294,9 @@ async fn put_device_config(
     Json(b): Json<ConfigBody>,
 ) -> ApiResult {
     Ok(Json(
-        app.put_config(ConfigScope::Device, &id, b.config).await?,
+        app.ops
+            .put_config(ConfigScope::Device, &id, b.config)
+            .await?,
     ))
 }
 
@@ -322,9 +305,8 @@ async fn put_site_config(
     Path(id): Path<String>,
     Json(b): Json<ConfigBody>,
 ) -> ApiResult {
-    SiteId::new(id.as_str()).map_err(|e| bad(e.to_string()))?;
     Ok(Json(
-        app.put_config(ConfigScope::Site, &id, b.config).await?,
+        app.ops.put_config(ConfigScope::Site, &id, b.config).await?,
     ))
 }
 
@@ -333,9 +315,8 @@ async fn put_tag_config(
     Path(tag): Path<String>,
     Json(b): Json<ConfigBody>,
 ) -> ApiResult {
-    medgate_contract::Token::new(tag.as_str()).map_err(|e| bad(e.to_string()))?;
     Ok(Json(
-        app.put_config(ConfigScope::Tag, &tag, b.config).await?,
+        app.ops.put_config(ConfigScope::Tag, &tag, b.config).await?,
     ))
 }
 
@@ -352,30 +333,26 @@ async fn post_command(
     Json(b): Json<CommandBody>,
 ) -> Result<(StatusCode, Json<CommandRecord>), ApiError> {
     let c = app
+        .ops
         .create_command(&id, b.action, b.expires_in_secs.map(Duration::from_secs))
         .await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
 
 async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(
-        json!({"device": id, "commands": app.store.commands(Some(&id), 500).await?}),
-    ))
+    let commands = app.ops.commands(&id).await?;
+    Ok(Json(json!({"device": id, "commands": commands})))
 }
 
 async fn get_command(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> ApiResult<CommandRecord> {
-    app.store
-        .command(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found("such command"))
+    found(app.ops.command(&id).await?, "such command")
 }
 
 async fn list_sites(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!({"sites": app.store.sites().await?})))
+    Ok(Json(json!({"sites": app.ops.sites().await?})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,13 +367,7 @@ async fn put_site(
     Json(b): Json<SiteBody>,
 ) -> ApiResult {
     let site = SiteId::new(id.as_str()).map_err(|e| bad(e.to_string()))?;
-    if b.name.trim().is_empty() || b.name.len() > 200 {
-        return Err(bad("name: 1-200 characters"));
-    }
-    app.store
-        .upsert_site(&site, b.name.trim(), now_ms() as i64)
-        .await?;
-    Ok(Json(json!({"id": site, "name": b.name.trim()})))
+    Ok(Json(app.ops.put_site(&site, &b.name).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,27 +380,12 @@ struct ClaimBody {
 async fn create_claim(
     State(app): State<Arc<App>>,
     Json(b): Json<ClaimBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewClaim>), ApiError> {
     let site = SiteId::new(b.site.as_str()).map_err(|e| bad(e.to_string()))?;
     let device = DeviceId::new(b.device.as_str()).map_err(|e| bad(e.to_string()))?;
-    if let Some(reg) = app.store.registration(device.as_str()).await?
-        && reg.site != site.as_str()
-    {
-        let s = reg.site;
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            json!({"error": format!("device {device} is registered at site {s}")}),
-        ));
-    }
-    let token = random_token()?;
-    let now = now_ms() as i64;
-    let expires = now + (app.config.devices.claim_token_hours * 3_600_000) as i64;
-    app.store
-        .create_claim(&sha256_hex(token.as_bytes()), &site, &device, expires, now)
-        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": token, "site": site, "device": device, "expires_ms": expires})),
+        Json(app.ops.create_claim(site, device).await?),
     ))
 }
 
@@ -440,48 +396,16 @@ struct EnrollBody {
     csr_pem: String,
 }
 
-async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiResult {
-    let now = now_ms() as i64;
-    let Some(claim) = app
-        .store
-        .use_claim(&sha256_hex(b.token.trim().as_bytes()), now)
-        .await?
-    else {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            json!({"error": "claim token unknown, expired or already used; ask hospital IT for a new claim token"}),
-        ));
-    };
-    let (site_id, device_id) = (claim.site, claim.device);
-    let issued = app
-        .ca
-        .sign_device_csr(
-            &b.csr_pem,
-            device_id.as_str(),
-            app.config.devices.certificate_days,
-        )
-        .map_err(|e| bad(format!("csr_pem: {e}")))?;
-    app.store
-        .enroll(&site_id, &device_id, &issued.serial, now)
-        .await?;
-    tracing::info!(device = %device_id, site = %site_id, serial = %issued.serial, "device enrolled");
-    app.live_device(device_id.as_str()).await;
-    let (host, port) = crate::ingest::broker_endpoint(&app.config);
-    // The embedded broker speaks plain MQTT (lab and demo only); an external one speaks TLS.
-    let broker_tls = app.config.broker.mode == crate::config::BrokerMode::External
-        && app.config.broker.tls.is_some();
-    Ok(Json(json!({
-        "site": site_id, "device": device_id, "certificate_pem": issued.certificate_pem,
-        "ca_pem": app.ca.cert_pem(), "broker": format!("{host}:{port}"), "broker_tls": broker_tls,
-    })))
+async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiResult<Enrolled> {
+    Ok(Json(app.ops.enroll(&b.token, &b.csr_pem).await?))
 }
 
 async fn live(
     State(app): State<Arc<App>>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Subscribe first, then take the snapshot: no change can fall between the two.
-    let rx = app.subscribe_live();
-    let snapshot = app.snapshot().await?.to_string();
+    let rx = app.ops.subscribe_live();
+    let snapshot = app.ops.snapshot().await?.to_string();
     let stream = futures_util::stream::unfold(
         (Some(snapshot), rx, app),
         |(first, mut rx, app)| async move {
@@ -504,7 +428,7 @@ async fn live(
                         ));
                     }
                     // Too slow a reader: a new full snapshot replaces what it missed.
-                    Err(RecvError::Lagged(_)) => match app.snapshot().await {
+                    Err(RecvError::Lagged(_)) => match app.ops.snapshot().await {
                         Ok(s) => {
                             return Some((
                                 Ok(SseEvent::default().event("snapshot").data(s.to_string())),
@@ -522,10 +446,112 @@ async fn live(
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let gauges = app.store.gauges().await.unwrap_or_default();
+    let gauges = app.ops.store.gauges().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(&gauges),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handlers over real operations (SQLite, a publisher in memory), through HTTP.
+
+    use super::*;
+    use crate::config::FleetConfig;
+    use crate::publish::Publisher;
+    use crate::store::Store;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    async fn serve() -> (String, tempfile::TempDir) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let ca = crate::ca::Ca::load_or_create(&dir.path().join("ca")).expect("ca");
+        let ops = crate::ops::Ops::new(store, FleetConfig::default(), ca, Publisher::memory().0);
+        let app = Arc::new(App::new(ops, sha256_hex(TOKEN.as_bytes())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router(app)).await });
+        (base, dir)
+    }
+
+    async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+        let mut r = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn handlers_answer_with_the_operations_results_and_errors() {
+        let (base, _dir) = serve().await;
+        let anon = reqwest::get(format!("{base}/api/v1/devices"))
+            .await
+            .expect("get");
+        assert_eq!(anon.status().as_u16(), 401);
+        let (s, v) = call(
+            reqwest::Method::GET,
+            format!("{base}/api/v1/devices/nobody"),
+            None,
+        )
+        .await;
+        assert_eq!((s, v), (404, json!({"error": "no such device"})));
+        let (s, v) = call(
+            reqwest::Method::POST,
+            format!("{base}/api/v1/claims"),
+            Some(json!({"site": "s", "device": "d"})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(
+            (v["site"].clone(), v["device"].clone()),
+            (json!("s"), json!("d"))
+        );
+        assert_eq!(v["token"].as_str().map(str::len), Some(64));
+        let (s, v) = call(
+            reqwest::Method::POST,
+            format!("{base}/api/v1/enroll"),
+            Some(json!({"token": "unknown", "csr_pem": ""})),
+        )
+        .await;
+        assert_eq!(s, 403, "{v}");
+        let (s, v) = call(
+            reqwest::Method::PUT,
+            format!("{base}/api/v1/sites/s"),
+            Some(json!({"name": "  "})),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        let (s, v) = call(
+            reqwest::Method::PUT,
+            format!("{base}/api/v1/sites/s"),
+            Some(json!({"name": " Main "})),
+        )
+        .await;
+        assert_eq!((s, v), (200, json!({"id": "s", "name": "Main"})));
+        let (s, v) = call(reqwest::Method::GET, format!("{base}/api/v1/sites"), None).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            v,
+            json!({"sites": [{"id": "s", "name": "Main", "created_ms": v["sites"][0]["created_ms"], "devices": 0, "online": 0}]})
+        );
+        let (s, v) = call(
+            reqwest::Method::POST,
+            format!("{base}/api/v1/devices/nobody/commands"),
+            Some(json!({"action": {"type": "restart"}})),
+        )
+        .await;
+        assert_eq!(s, 404, "{v}");
+    }
 }

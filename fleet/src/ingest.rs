@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medgate_contract::{
-    Birth, Command, CommandAck, DesiredConfig, DeviceTopics, Event, EventId, EventReceipt, Kind,
-    MAX_PAYLOAD_BYTES, ReportedConfig, Schema, State, Telemetry, decode, encode, now_ms,
+    Birth, CommandAck, DeviceTopics, Event, EventId, EventReceipt, Kind, MAX_PAYLOAD_BYTES,
+    ReportedConfig, Schema, State, Telemetry, decode, now_ms,
 };
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Packet, Publish, QoS, Transport,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -49,9 +51,17 @@ pub fn broker_endpoint(config: &FleetConfig) -> (String, u16) {
     }
 }
 
-/// Connects the fleet's MQTT client; returns the client (for publishing) after spawning the
-/// polling and worker tasks.
-pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String> {
+/// Ingestion could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A TLS file of `[broker.tls]` is missing or wrong (the message names the key).
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The fleet's MQTT client, not connected yet: the client (for the publisher) and its event
+/// loop (for [`start`]). The client queues what is published until the loop connects.
+pub fn client(config: &FleetConfig) -> Result<(AsyncClient, EventLoop), IngestError> {
     let (host, port) = broker_endpoint(config);
     let mut opts = MqttOptions::new(config.broker.client_id.clone(), host, port);
     opts.set_keep_alive(Duration::from_secs(30));
@@ -61,13 +71,16 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
     opts.set_clean_session(false);
     opts.set_inflight(1000);
     if let Some(tls) = &config.broker.tls {
-        let files = client_tls(tls)?;
+        let files = client_tls(tls).map_err(IngestError::Tls)?;
         opts.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(files),
         ));
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
+    Ok(AsyncClient::new(opts, 10_000))
+}
 
+/// Spawns the polling and worker tasks: connects, subscribes, records device messages.
+pub fn start(app: Arc<App>, client: AsyncClient, mut eventloop: EventLoop, config: &FleetConfig) {
     let mut senders = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
         let (tx, rx) = mpsc::channel::<Publish>(10_000);
@@ -111,7 +124,7 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
                         if let Err(e) = c.subscribe_many(subs).await {
                             tracing::error!(error = %e, "cannot subscribe to device topics");
                         }
-                        app.republish_all_desired().await;
+                        app.ops.republish_all_desired().await;
                     });
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
@@ -159,7 +172,6 @@ pub fn start(app: Arc<App>, config: &FleetConfig) -> Result<AsyncClient, String>
             }
         }
     });
-    Ok(client)
 }
 
 fn client_tls(tls: &crate::config::BrokerTls) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -265,27 +277,12 @@ async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<Publish>) {
 /// Publishes receipts for stored events (QoS 1, never waiting: when the client's queue is full the
 /// receipt is skipped and counted, and the device sends the events again after its timeout).
 fn send_receipts(app: &App, dev: &DeviceTopics, ids: Vec<EventId>) {
-    let Some(client) = app.mqtt_client() else {
-        return;
-    };
     for chunk in ids.chunks(EventReceipt::MAX_IDS) {
         let receipt = EventReceipt {
             schema: Schema::default(),
             ids: chunk.to_vec(),
         };
-        let payload = match encode(&receipt) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(device = %dev.device, error = %e, "cannot encode an event receipt");
-                return;
-            }
-        };
-        match client.try_publish(
-            dev.topic(Kind::EventReceipt),
-            QoS::AtLeastOnce,
-            false,
-            payload,
-        ) {
+        match app.ops.publisher().receipt(dev, &receipt) {
             Ok(()) => app.metrics.receipts_sent.inc(),
             Err(e) => {
                 app.metrics.receipts_skipped.inc();
@@ -375,7 +372,7 @@ async fn record_batch(
     items: &[Item],
     now: i64,
 ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-    let store = &app.store;
+    let store = &app.ops.store;
     let mut batch = store.begin().await?;
     let mut out: Vec<Option<Recorded>> = vec![None; items.len()];
     // Admitted telemetry and events not yet written (item indices), and their devices.
@@ -451,8 +448,8 @@ async fn flush(
 }
 
 async fn record_one(app: &App, item: &Item, now: i64) -> Result<Recorded, StoreError> {
-    let mut batch = app.store.begin().await?;
-    let r = record(&app.store, batch.conn(), item, now).await?;
+    let mut batch = app.ops.store.begin().await?;
+    let r = record(&app.ops.store, batch.conn(), item, now).await?;
     batch.commit().await?;
     Ok(r)
 }
@@ -470,16 +467,16 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
                 Msg::Event(e) => {
                     m.observe_latency(recorded_at - e.at_ms as i64);
                     m.events_new.inc();
-                    app.live(json!({"type": "event", "device": device, "site": item.dev.site, "id": e.id, "at_ms": e.at_ms, "event": e.event}));
+                    app.ops.live(json!({"type": "event", "device": device, "site": item.dev.site, "id": e.id, "at_ms": e.at_ms, "event": e.event}));
                 }
                 Msg::Ack(a) => {
-                    app.live(json!({"type": "command", "device": device, "id": a.id, "status": a.status, "code": a.code}));
+                    app.ops.live(json!({"type": "command", "device": device, "id": a.id, "status": a.status, "code": a.code}));
                 }
                 Msg::Birth(_) => {
-                    app.live_device(device.as_str()).await;
-                    app.resend_queued_commands(device.as_str()).await;
+                    app.ops.live_device(device.as_str()).await;
+                    app.ops.resend_queued_commands(device.as_str()).await;
                 }
-                Msg::State(_) | Msg::Reported(_) => app.live_device(device.as_str()).await,
+                Msg::State(_) | Msg::Reported(_) => app.ops.live_device(device.as_str()).await,
             }
         }
         Ok(Recorded::Duplicate) => {
@@ -497,35 +494,4 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
             tracing::error!(topic, error = %e, "cannot record a message");
         }
     }
-}
-
-/// Publishes a command to a device (QoS 1, not retained).
-pub async fn publish_command(
-    client: &AsyncClient,
-    topics: &DeviceTopics,
-    cmd: &Command,
-) -> Result<(), String> {
-    let payload = encode(cmd).map_err(|e| e.to_string())?;
-    client
-        .publish(topics.topic(Kind::Cmd), QoS::AtLeastOnce, false, payload)
-        .await
-        .map_err(|e| format!("MQTT client: {e}"))
-}
-
-/// Publishes a desired configuration (QoS 1, retained).
-pub async fn publish_desired(
-    client: &AsyncClient,
-    topics: &DeviceTopics,
-    d: &DesiredConfig,
-) -> Result<(), String> {
-    let payload = encode(d).map_err(|e| e.to_string())?;
-    client
-        .publish(
-            topics.topic(Kind::ConfigDesired),
-            QoS::AtLeastOnce,
-            true,
-            payload,
-        )
-        .await
-        .map_err(|e| format!("MQTT client: {e}"))
 }

@@ -2,11 +2,16 @@
 //! configuration and commands of appliances over MQTT (see docs/fleet.md).
 //!
 //! - [`config`]: `medgate-fleet.toml`; every key has a default (zero setup).
-//! - [`store`]: SQLite or PostgreSQL (sqlx `Any`), portable migrations, idempotent writes.
+//! - [`model`]: the domain as types (statuses as enums, records as structs).
+//! - [`store`]: SQLite or PostgreSQL (sqlx `Any`), one module per aggregate, portable
+//!   migrations, idempotent writes.
+//! - [`ops`]: every domain operation (enrollment, status, configuration, commands, claims,
+//!   peers, upkeep), given its [`publish::Publisher`] at construction.
 //! - [`broker`]: the embedded rumqttd broker (zero-setup default).
 //! - [`ingest`]: the MQTT client recording device messages.
-//! - [`app`]: operations shared by the API and the ingestion (commands, desired configuration).
-//! - [`api`], [`openapi`]: REST under `/api/v1`, SSE live feed, `/metrics`.
+//! - [`app`]: the shared state (operations, counters, admin token).
+//! - [`api`], [`openapi`]: REST under `/api/v1` (parse, call [`ops`], serialise), SSE live
+//!   feed, `/metrics`.
 //! - [`ca`]: the fleet CA and enrollment certificates; [`brokerconf`]: Mosquitto configuration.
 
 pub mod api;
@@ -20,6 +25,8 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod ops;
+pub mod publish;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -44,64 +51,120 @@ pub struct Running {
     pub admin_token_file: std::path::PathBuf,
 }
 
+/// The fleet could not start; the message names the configuration key or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A file or directory could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// The configuration key or file.
+        what: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin token file holds too short a token.
+    #[error(
+        "{0}: the admin token must be at least 32 characters; delete the file to get a new one"
+    )]
+    ShortAdminToken(std::path::PathBuf),
+    /// The embedded broker did not start.
+    #[error("{0}")]
+    Broker(String),
+    /// The database.
+    #[error("database {url}: {source}")]
+    Database {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: store::StoreError,
+    },
+    /// The CA.
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    /// The MQTT client.
+    #[error(transparent)]
+    Ingest(#[from] ingest::IngestError),
+    /// An operation at start (the revocation list, a random token).
+    #[error(transparent)]
+    Op(#[from] ops::OpError),
+    /// `[http] tls`.
+    #[error("http.tls: {0}")]
+    HttpTls(String),
+}
+
 /// Reads the admin token file, creating it (0600, random) if missing. Returns the token.
-pub fn admin_token(path: &Path) -> anyhow_like::Result<String> {
+pub fn admin_token(path: &Path) -> Result<String, ServeError> {
     if let Ok(t) = std::fs::read_to_string(path) {
         let t = t.trim().to_owned();
         if t.len() >= 32 {
             return Ok(t);
         }
-        return Err(format!(
-            "{}: the admin token must be at least 32 characters; delete the file to get a new one",
-            path.display()
-        ));
+        return Err(ServeError::ShortAdminToken(path.to_owned()));
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| ServeError::Io {
+            what: "admin token directory",
+            path: parent.to_owned(),
+            source,
+        })?;
     }
-    let token = app::random_token().map_err(|e| e.to_string())?;
-    ca::write_key(path, &format!("{token}\n")).map_err(|e| e.to_string())?;
+    let token = ops::random_token()?;
+    ca::write_key(path, &format!("{token}\n"))?;
     Ok(token)
 }
 
-mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
-}
-
 /// Starts everything: broker (embedded mode), database, CA, MQTT ingestion, upkeep, HTTP.
-pub async fn serve(config: FleetConfig) -> Result<Running, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
+pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+        what: "data_dir",
+        path: config.data_dir.clone(),
+        source,
+    })?;
     if config.broker.mode == BrokerMode::Embedded {
-        broker::start_embedded(config.broker.listen)?;
+        broker::start_embedded(config.broker.listen).map_err(ServeError::Broker)?;
     }
     let url = config.database_url();
     let store = store::Store::connect(&url, config.database.max_connections)
         .await
-        .map_err(|e| format!("database {}: {e}", redact(&url)))?;
-    let ca = ca::Ca::load_or_create(&config.data_dir.join("ca")).map_err(|e| e.to_string())?;
+        .map_err(|source| ServeError::Database {
+            url: redact(&url),
+            source,
+        })?;
+    let ca = ca::Ca::load_or_create(&config.data_dir.join("ca"))?;
     let token_file = config.admin_token_file();
     let token = admin_token(&token_file)?;
-    let app = Arc::new(App::new(
+    // The client exists before it connects: what is published meanwhile waits in its queue.
+    let (client, eventloop) = ingest::client(&config)?;
+    let ops = ops::Ops::new(
         store,
         config.clone(),
         ca,
-        app::sha256_hex(token.as_bytes()),
-    ));
-    let client = ingest::start(app.clone(), &config)?;
-    app.set_mqtt(client);
+        publish::Publisher::mqtt(client.clone()),
+    );
+    let app = Arc::new(App::new(ops, ops::sha256_hex(token.as_bytes())));
+    ingest::start(app.clone(), client, eventloop, &config);
     app.spawn_upkeep();
-    app.write_crl().await?;
+    app.ops.write_crl().await?;
+    let bind_error = |source| ServeError::Io {
+        what: "http.bind",
+        path: config.http.bind.to_string().into(),
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(config.http.bind)
         .await
-        .map_err(|e| format!("http.bind {}: {e}", config.http.bind))?;
-    let http = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(bind_error)?;
+    let http = listener.local_addr().map_err(bind_error)?;
     let router = api::router(app.clone());
     let https = match &config.http.tls {
         Some(t) => {
             let tls = https::server_config(&t.certificate, &t.private_key)
-                .map_err(|e| format!("http.tls: {e}"))?;
-            let listener = https::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
+                .map_err(ServeError::HttpTls)?;
+            let listener = https::TlsListener::new(listener, tls)
+                .map_err(|e| ServeError::HttpTls(e.to_string()))?;
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "HTTPS server stopped");

@@ -197,7 +197,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     println!(
         "  database     {} ({})",
         medgate_fleet::redact(&c.database_url()),
-        running.app.store.backend
+        running.app.ops.store.backend
     );
     tokio::signal::ctrl_c()
         .await

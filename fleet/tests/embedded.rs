@@ -23,7 +23,7 @@ async fn zero_setup_fleet_with_a_reporting_device() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = fleet_config(dir.path());
     let running = medgate_fleet::serve(config).await.expect("serve");
-    assert_eq!(running.app.store.backend, "sqlite");
+    assert_eq!(running.app.ops.store.backend, "sqlite");
     let api = Api::new(&running);
 
     // Authentication: the API refuses requests without the admin token; openapi.json is public.

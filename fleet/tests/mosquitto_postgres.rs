@@ -124,7 +124,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     config.database.url = Some(pg.url());
     assert!(config.validate().is_empty(), "{:?}", config.validate());
     let running = medgate_fleet::serve(config.clone()).await.expect("fleet 1");
-    assert_eq!(running.app.store.backend, "postgres");
+    assert_eq!(running.app.ops.store.backend, "postgres");
     let mut config2: FleetConfig = config.clone();
     config2.broker.client_id = "medgate-fleet-2".into();
     let running2 = medgate_fleet::serve(config2).await.expect("fleet 2");
@@ -341,7 +341,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     assert!(receipts > 0, "receipts published");
 
     // Telemetry downsampling on PostgreSQL: every raw sample folds into buckets.
-    let store = &running.app.store;
+    let store = &running.app.ops.store;
     let raw_before = now_ms() as i64 + 1;
     let (folded, _) = store
         .downsample(raw_before, 60, 0)
