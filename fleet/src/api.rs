@@ -15,13 +15,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use medgate_contract::{CommandAction, DeviceId, SiteId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
 
 use crate::app::App;
-use crate::model::{CommandRecord, ConfigScope, Device, DeviceConfig, DeviceStatus};
-use crate::ops::{Enrolled, NewClaim, OpError, sha256_hex};
+use crate::model::{
+    CommandRecord, ConfigScope, Device, DeviceConfig, DeviceStatus, EventRecord, PeerRecord, Site,
+    TelemetrySample,
+};
+use crate::ops::{ConfigApplied, Enrolled, NewClaim, OpError, SiteName, sha256_hex};
 use crate::store::StoreError;
 
 /// An error answer: `{"error": …, "problems": [...]}`.
@@ -56,10 +60,11 @@ impl From<OpError> for ApiError {
             OpError::InvalidConfig(p) => p.clone(),
             _ => vec![],
         };
-        ApiError(
-            status,
-            json!({"error": e.to_string(), "problems": problems}),
-        )
+        let body = ErrorBody {
+            error: e.to_string(),
+            problems,
+        };
+        ApiError(status, json!(body))
     }
 }
 
@@ -81,6 +86,63 @@ fn not_found(what: &str) -> ApiError {
 }
 
 type ApiResult<T = Value> = Result<Json<T>, ApiError>;
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, and what to do.
+    error: String,
+    /// For a configuration the appliance refuses: one problem per line, `key: message`.
+    problems: Vec<String>,
+}
+
+/// `GET /devices`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Devices {
+    devices: Vec<Device>,
+}
+
+/// `GET /events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Events {
+    events: Vec<EventRecord>,
+}
+
+/// `GET /devices/{id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceEvents {
+    device: String,
+    /// Distinct events stored for the device.
+    total: i64,
+    events: Vec<EventRecord>,
+}
+
+/// `GET /devices/{id}/telemetry`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceTelemetry {
+    device: String,
+    samples: Vec<TelemetrySample>,
+}
+
+/// `GET /devices/{id}/peers`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevicePeers {
+    device: String,
+    peers: Vec<PeerRecord>,
+}
+
+/// `GET /devices/{id}/commands`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceCommands {
+    device: String,
+    commands: Vec<CommandRecord>,
+}
+
+/// `GET /sites`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sites {
+    sites: Vec<Site>,
+}
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
@@ -114,16 +176,18 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             require_admin,
         ))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
-        )
+        .route("/openapi.json", get(openapi_json))
         .route("/enroll", post(enroll));
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(app)
+}
+
+#[utoipa::path(get, path = "/openapi.json", summary = "This document", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+async fn openapi_json() -> Json<Value> {
+    Json(crate::openapi::document())
 }
 
 async fn require_admin(
@@ -151,11 +215,16 @@ struct SiteFilter {
     site: Option<String>,
 }
 
-async fn list_devices(State(app): State<Arc<App>>, Query(q): Query<SiteFilter>) -> ApiResult {
+#[utoipa::path(get, path = "/devices", summary = "List devices (optional ?site=) with connection, registry status, inventory and config drift", params(("site" = Option<String>, Query, description = "Only this site's devices")), responses((status = 200, body = Devices), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+async fn list_devices(
+    State(app): State<Arc<App>>,
+    Query(q): Query<SiteFilter>,
+) -> ApiResult<Devices> {
     let devices = app.ops.devices(q.site.as_deref()).await?;
-    Ok(Json(json!({ "devices": devices })))
+    Ok(Json(Devices { devices }))
 }
 
+#[utoipa::path(get, path = "/devices/{id}", summary = "One device", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
     found(app.ops.device(&id).await?, "such device")
 }
@@ -165,13 +234,14 @@ fn found<T>(v: Option<T>, what: &str) -> ApiResult<T> {
     v.map(Json).ok_or_else(|| not_found(what))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DevicePatch {
     room: Option<String>,
     tags: Option<Vec<String>>,
 }
 
+#[utoipa::path(patch, path = "/devices/{id}", summary = "Set room and tags", params(("id" = String, Path, description = "Device id")), request_body = DevicePatch, responses((status = 200, body = Device), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn patch_device(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -184,6 +254,7 @@ async fn patch_device(
     found(d, "such device")
 }
 
+#[utoipa::path(post, path = "/devices/{id}/approve", summary = "Approve a device (pending → approved)", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn approve_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
     found(
         app.ops.set_status(&id, DeviceStatus::Approved).await?,
@@ -191,6 +262,7 @@ async fn approve_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     )
 }
 
+#[utoipa::path(post, path = "/devices/{id}/revoke", summary = "Revoke a device: its messages are refused, its certificate goes on the broker's revocation list", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn revoke_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
     found(
         app.ops.set_status(&id, DeviceStatus::Revoked).await?,
@@ -198,6 +270,7 @@ async fn revoke_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> A
     )
 }
 
+#[utoipa::path(post, path = "/devices/{id}/decommission", summary = "Decommission a device", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn decommission_device(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -217,27 +290,34 @@ struct EventQuery {
     limit: Option<i64>,
 }
 
-async fn list_events(State(app): State<Arc<App>>, Query(q): Query<EventQuery>) -> ApiResult {
+#[utoipa::path(get, path = "/events", summary = "Events of every device (or ?device=), newest first", params(("device" = Option<String>, Query, description = "Only this device"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = Events), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+async fn list_events(
+    State(app): State<Arc<App>>,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Events> {
     let events = app
         .ops
         .events(q.device.as_deref(), q.since_ms.unwrap_or(0), q.limit)
         .await?;
-    Ok(Json(json!({ "events": events })))
+    Ok(Json(Events { events }))
 }
 
+#[utoipa::path(get, path = "/devices/{id}/events", summary = "Events of a device, newest first, with their total", params(("id" = String, Path, description = "Device id"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = DeviceEvents), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn device_events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Query(q): Query<EventQuery>,
-) -> ApiResult {
+) -> ApiResult<DeviceEvents> {
     let events = app
         .ops
         .events(Some(&id), q.since_ms.unwrap_or(0), q.limit)
         .await?;
     let total = app.ops.event_count(&id).await?;
-    Ok(Json(
-        json!({"device": id, "total": total, "events": events}),
-    ))
+    Ok(Json(DeviceEvents {
+        device: id,
+        total,
+        events,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,34 +327,44 @@ struct RangeQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/devices/{id}/telemetry", summary = "Telemetry history (raw samples and buckets), oldest first", params(("id" = String, Path, description = "Device id"), ("from_ms" = Option<i64>, Query, description = "From (Unix ms)"), ("to_ms" = Option<i64>, Query, description = "To (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 1000, up to 100,000)")), responses((status = 200, body = DeviceTelemetry), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn device_telemetry(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
-) -> ApiResult {
+) -> ApiResult<DeviceTelemetry> {
     let samples = app.ops.telemetry(&id, q.from_ms, q.to_ms, q.limit).await?;
-    Ok(Json(json!({"device": id, "samples": samples})))
+    Ok(Json(DeviceTelemetry {
+        device: id,
+        samples,
+    }))
 }
 
-async fn device_peers(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/devices/{id}/peers", summary = "Calling AEs the device has seen", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DevicePeers), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+async fn device_peers(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<DevicePeers> {
     let peers = app.ops.peers(&id).await?;
-    Ok(Json(json!({"device": id, "peers": peers})))
+    Ok(Json(DevicePeers { device: id, peers }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApprovePeer {
     calling_ae: String,
 }
 
+#[utoipa::path(post, path = "/devices/{id}/peers/approve", summary = "Approve a calling AE: added to the device's allow-list through its desired configuration", params(("id" = String, Path, description = "Device id")), request_body = ApprovePeer, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "No desired configuration", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn approve_peer(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(b): Json<ApprovePeer>,
-) -> ApiResult {
+) -> ApiResult<ConfigApplied> {
     Ok(Json(app.ops.approve_peer(&id, &b.calling_ae).await?))
 }
 
+#[utoipa::path(get, path = "/devices/{id}/config", summary = "Desired and reported configuration, with drift", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DeviceConfig), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn device_config(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -282,17 +372,20 @@ async fn device_config(
     found(app.ops.device_config(&id).await?, "such device")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConfigBody {
+    /// The appliance configuration (its TOML as JSON).
+    #[schema(value_type = Object)]
     config: Value,
 }
 
+#[utoipa::path(put, path = "/devices/{id}/config", summary = "Set a device's desired configuration (the appliance TOML as JSON), validated by the appliance's code", params(("id" = String, Path, description = "Device id")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn put_device_config(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(b): Json<ConfigBody>,
-) -> ApiResult {
+) -> ApiResult<ConfigApplied> {
     Ok(Json(
         app.ops
             .put_config(ConfigScope::Device, &id, b.config)
@@ -300,33 +393,38 @@ async fn put_device_config(
     ))
 }
 
+#[utoipa::path(put, path = "/sites/{id}/config", summary = "Set a site's desired configuration", params(("id" = String, Path, description = "Site id")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn put_site_config(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(b): Json<ConfigBody>,
-) -> ApiResult {
+) -> ApiResult<ConfigApplied> {
     Ok(Json(
         app.ops.put_config(ConfigScope::Site, &id, b.config).await?,
     ))
 }
 
+#[utoipa::path(put, path = "/tags/{tag}/config", summary = "Set the desired configuration of every device with a tag", params(("tag" = String, Path, description = "Tag")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn put_tag_config(
     State(app): State<Arc<App>>,
     Path(tag): Path<String>,
     Json(b): Json<ConfigBody>,
-) -> ApiResult {
+) -> ApiResult<ConfigApplied> {
     Ok(Json(
         app.ops.put_config(ConfigScope::Tag, &tag, b.config).await?,
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {
+    /// `{"type": "restart" | "retry_quarantine" | "purge_quarantine" | "collect_diagnostics" | "retry_now", …}`.
+    #[schema(value_type = Object)]
     action: CommandAction,
     expires_in_secs: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/devices/{id}/commands", summary = "Send a command; re-sent when the device next connects while queued", params(("id" = String, Path, description = "Device id")), request_body = CommandBody, responses((status = 201, body = CommandRecord), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn post_command(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -339,11 +437,19 @@ async fn post_command(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-async fn device_commands(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(get, path = "/devices/{id}/commands", summary = "Commands of a device, newest first", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DeviceCommands), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+async fn device_commands(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<DeviceCommands> {
     let commands = app.ops.commands(&id).await?;
-    Ok(Json(json!({"device": id, "commands": commands})))
+    Ok(Json(DeviceCommands {
+        device: id,
+        commands,
+    }))
 }
 
+#[utoipa::path(get, path = "/commands/{id}", summary = "One command", params(("id" = String, Path, description = "Command id")), responses((status = 200, body = CommandRecord), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn get_command(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -351,32 +457,37 @@ async fn get_command(
     found(app.ops.command(&id).await?, "such command")
 }
 
-async fn list_sites(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!({"sites": app.ops.sites().await?})))
+#[utoipa::path(get, path = "/sites", summary = "Sites with device counts", responses((status = 200, body = Sites), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+async fn list_sites(State(app): State<Arc<App>>) -> ApiResult<Sites> {
+    Ok(Json(Sites {
+        sites: app.ops.sites().await?,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SiteBody {
     name: String,
 }
 
+#[utoipa::path(put, path = "/sites/{id}", summary = "Create or rename a site", params(("id" = String, Path, description = "Site id")), request_body = SiteBody, responses((status = 200, body = SiteName), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn put_site(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Json(b): Json<SiteBody>,
-) -> ApiResult {
+) -> ApiResult<SiteName> {
     let site = SiteId::new(id.as_str()).map_err(|e| bad(e.to_string()))?;
     Ok(Json(app.ops.put_site(&site, &b.name).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ClaimBody {
     site: String,
     device: String,
 }
 
+#[utoipa::path(post, path = "/claims", summary = "A one-time claim token for a device at a site", request_body = ClaimBody, responses((status = 201, body = NewClaim), (status = 400, description = "Invalid request", body = ErrorBody), (status = 409, description = "The device is registered at another site", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn create_claim(
     State(app): State<Arc<App>>,
     Json(b): Json<ClaimBody>,
@@ -389,17 +500,19 @@ async fn create_claim(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnrollBody {
     token: String,
     csr_pem: String,
 }
 
+#[utoipa::path(post, path = "/enroll", summary = "Enroll with a claim token: returns the device certificate, the CA and the broker", request_body = EnrollBody, responses((status = 200, body = Enrolled), (status = 400, description = "Invalid request", body = ErrorBody), (status = 403, description = "Claim token unknown, expired or used", body = ErrorBody)))]
 async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiResult<Enrolled> {
     Ok(Json(app.ops.enroll(&b.token, &b.csr_pem).await?))
 }
 
+#[utoipa::path(get, path = "/live", summary = "Live feed (text/event-stream): a full snapshot, then device, event and command changes", responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = String), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
 async fn live(
     State(app): State<Arc<App>>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {

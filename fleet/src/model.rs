@@ -27,7 +27,7 @@ pub struct Unreadable {
 macro_rules! word_enum {
     ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vm])* $v),+ }
 
@@ -240,7 +240,7 @@ impl Registration {
 }
 
 /// A device as the API and the live feed show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Device {
     /// Its id.
     pub id: String,
@@ -255,6 +255,7 @@ pub struct Device {
     /// Last heard from (Unix ms).
     pub last_seen_ms: Option<i64>,
     /// From its last birth.
+    #[schema(value_type = Option<Object>)]
     pub inventory: Option<Inventory>,
     /// The configuration version it runs.
     pub running_config_version: Option<i64>,
@@ -269,7 +270,7 @@ pub struct Device {
 }
 
 /// A site with its device counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Site {
     /// Its id.
     pub id: String,
@@ -284,7 +285,7 @@ pub struct Site {
 }
 
 /// A stored event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// The device.
     pub device: String,
@@ -298,34 +299,38 @@ pub struct EventRecord {
     #[serde(rename = "type")]
     pub kind: String,
     /// The event.
+    #[schema(value_type = Object)]
     pub event: EventBody,
 }
 
 /// A telemetry sample (raw, `bucket_secs` 0) or bucket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TelemetrySample {
     /// Send time, or start of the bucket (Unix ms).
     pub ts_ms: i64,
     /// Bucket width; 0 for a raw sample.
     pub bucket_secs: i64,
     /// The figures (the bucket's last sample).
+    #[schema(value_type = Object)]
     pub data: TelemetrySnapshot,
 }
 
 /// A command and where it is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CommandRecord {
     /// Its id.
     pub id: String,
     /// The device.
     pub device: String,
     /// What to do.
+    #[schema(value_type = Object)]
     pub action: CommandAction,
     /// Where it is.
     pub status: CommandState,
     /// The device's error code.
     pub code: Option<String>,
     /// The device's figures.
+    #[schema(value_type = Option<Object>)]
     pub output: Option<CommandOutput>,
     /// Created (Unix ms).
     pub created_ms: i64,
@@ -336,7 +341,7 @@ pub struct CommandRecord {
 }
 
 /// A calling AE a device has seen, with its approval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PeerRecord {
     /// The modality's AE title.
     pub calling_ae: String,
@@ -345,12 +350,15 @@ pub struct PeerRecord {
     /// The AE title it called.
     pub called_ae: String,
     /// SOP classes it proposed.
+    #[schema(value_type = Vec<String>)]
     pub sop_classes: Vec<SopClassUid>,
     /// Modality codes of its objects.
+    #[schema(value_type = Vec<String>)]
     pub modalities: Vec<Modality>,
     /// Whether its last association was accepted.
     pub accepted: bool,
     /// Why it was refused.
+    #[schema(value_type = Option<String>)]
     pub refusal: Option<Refusal>,
     /// Associations seen.
     pub associations: i64,
@@ -361,35 +369,38 @@ pub struct PeerRecord {
 }
 
 /// A desired configuration document of a device.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Desired {
     /// Its version (increases on change).
     pub version: i64,
     /// The document it came from (`scope:target`).
     pub source: String,
     /// The appliance configuration, as JSON.
+    #[schema(value_type = Object)]
     pub config: serde_json::Map<String, serde_json::Value>,
     /// Last changed.
     pub updated_ms: i64,
 }
 
 /// What a device last reported of its configuration.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reported {
     /// Version it runs.
     pub running_version: i64,
     /// Desired version the report answers.
     pub desired_version: i64,
     /// How that went.
+    #[schema(value_type = String)]
     pub status: ConfigStatus,
     /// Why, when not applied.
+    #[schema(value_type = Vec<Object>)]
     pub problems: Vec<ConfigProblem>,
     /// When (device clock).
     pub at_ms: i64,
 }
 
 /// Desired and reported configuration of a device, with drift.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeviceConfig {
     /// Desired, if any.
     pub desired: Option<Desired>,

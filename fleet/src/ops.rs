@@ -101,24 +101,28 @@ pub fn validate_appliance_config(config: &Value) -> Vec<String> {
 }
 
 /// A new claim token (shown once) and what it enrolls.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NewClaim {
     /// The token.
     pub token: String,
     /// The site.
+    #[schema(value_type = String)]
     pub site: SiteId,
     /// The device.
+    #[schema(value_type = String)]
     pub device: DeviceId,
     /// Not valid after (Unix ms).
     pub expires_ms: i64,
 }
 
 /// What an enrolled device needs to connect.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Enrolled {
     /// Its site.
+    #[schema(value_type = String)]
     pub site: SiteId,
     /// Its id.
+    #[schema(value_type = String)]
     pub device: DeviceId,
     /// Its certificate.
     pub certificate_pem: String,
@@ -128,6 +132,38 @@ pub struct Enrolled {
     pub broker: String,
     /// Whether the broker speaks TLS.
     pub broker_tls: bool,
+}
+
+/// A device's new desired version.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeviceVersion {
+    /// The device.
+    pub device: String,
+    /// Its desired version now.
+    pub version: i64,
+}
+
+/// A stored configuration document and the devices whose desired version it set.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ConfigApplied {
+    /// Its scope.
+    pub scope: ConfigScope,
+    /// Its target (device id, site id or tag).
+    pub target: String,
+    /// The document's revision.
+    pub revision: i64,
+    /// The devices concerned.
+    pub devices: Vec<DeviceVersion>,
+}
+
+/// A site's id and name.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SiteName {
+    /// Its id.
+    #[schema(value_type = String)]
+    pub id: SiteId,
+    /// Its name.
+    pub name: String,
 }
 
 /// The fleet's operations.
@@ -344,13 +380,16 @@ impl Ops {
     }
 
     /// Creates or renames a site (name: 1-200 characters, trimmed).
-    pub async fn put_site(&self, site: &SiteId, name: &str) -> Result<Value, OpError> {
+    pub async fn put_site(&self, site: &SiteId, name: &str) -> Result<SiteName, OpError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(OpError::Invalid("name: 1-200 characters".into()));
         }
         self.store.upsert_site(site, name, now_ms() as i64).await?;
-        Ok(json!({"id": site, "name": name}))
+        Ok(SiteName {
+            id: site.clone(),
+            name: name.to_owned(),
+        })
     }
 
     // ---- enrollment ----
@@ -513,7 +552,7 @@ impl Ops {
         scope: ConfigScope,
         target: &str,
         config: Value,
-    ) -> Result<Value, OpError> {
+    ) -> Result<ConfigApplied, OpError> {
         match scope {
             ConfigScope::Device => {}
             ConfigScope::Site => {
@@ -542,10 +581,15 @@ impl Ops {
         let mut updated = Vec::new();
         for device in self.store.devices_in(scope, target).await? {
             if let Some(v) = self.refresh_desired(&device).await? {
-                updated.push(json!({"device": device, "version": v}));
+                updated.push(DeviceVersion { device, version: v });
             }
         }
-        Ok(json!({"scope": scope, "target": target, "revision": revision, "devices": updated}))
+        Ok(ConfigApplied {
+            scope,
+            target: target.to_owned(),
+            revision,
+            devices: updated,
+        })
     }
 
     /// Recomputes a device's effective desired configuration; publishes it if it changed.
@@ -607,7 +651,11 @@ impl Ops {
 
     /// Approves a calling AE seen by a device: adds it to the device's allow-list
     /// (`listener.allowed_calling_ae_titles`) through its desired configuration.
-    pub async fn approve_peer(&self, device: &str, calling_ae: &str) -> Result<Value, OpError> {
+    pub async fn approve_peer(
+        &self,
+        device: &str,
+        calling_ae: &str,
+    ) -> Result<ConfigApplied, OpError> {
         let ae = AeTitle::new(calling_ae).map_err(|e| OpError::Invalid(e.to_string()))?;
         let Some((_, mut config)) = self.store.effective_config(device).await? else {
             return Err(OpError::Conflict(format!(
@@ -791,7 +839,10 @@ mod tests {
             .put_config(ConfigScope::Site, "s", example_config())
             .await
             .expect("site config");
-        assert_eq!(r["devices"], json!([{"device": "d", "version": 1}]));
+        assert_eq!(
+            serde_json::to_value(&r.devices).expect("json"),
+            json!([{"device": "d", "version": 1}])
+        );
         // The same document again changes nothing: no new version, nothing sent.
         f.ops
             .put_config(ConfigScope::Site, "s", example_config())
