@@ -78,6 +78,25 @@ pub async fn wait_listening(
     }
 }
 
+/// [`wait_listening`] for code that is not async (a broker started from a plain test).
+pub fn wait_listening_blocking(
+    port: u16,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if is_listening(port) {
+            return Ok(());
+        }
+        alive().with_context(|| format!("while waiting for port {port} to listen"))?;
+        if started.elapsed() > timeout {
+            bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
