@@ -12,7 +12,7 @@ use crate::scu::ScuOptions;
 use crate::tls;
 use medgate_dicom::negotiate::AcceptorPolicy;
 use medgate_dicom::pdata::FrameLimits;
-use medgate_spool::{ReconcileReport, Spool, SpoolConfig};
+use medgate_spool::{ReconcileReport, Spool, SpoolConfig, WorkflowStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -380,6 +380,24 @@ pub async fn run_with(
         "spool reconciled"
     );
     let spool = Arc::new(spool);
+    let workflow_store = {
+        let (data_dir, spool) = (cfg.appliance.data_dir.clone(), spool.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let (store, mut report) = WorkflowStore::open(&data_dir)?;
+            report.migrated_entries = store.migrate_from(&spool)?;
+            Ok::<_, medgate_spool::SpoolError>((store, report))
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        let (store, report) = opened.map_err(|source| AppError::Spool {
+            dir: cfg.appliance.data_dir.display().to_string(),
+            source,
+        })?;
+        if report != Default::default() {
+            tracing::info!(migrated_entries = report.migrated_entries, moved_aside = ?report.moved_aside, "workflow state opened");
+        }
+        Arc::new(store)
+    };
     if let Err(e) = rules.audit(&hooks.reason()) {
         tracing::error!(error = %e, "cannot write the rules audit list; the rules are applied anyway");
     }
@@ -424,9 +442,11 @@ pub async fn run_with(
         .filter_map(|n| Network::parse(n).ok())
         .collect();
     let workflow = Arc::new(
-        crate::workflow::Workflow::start(&cfg, &spool).map_err(|source| AppError::Spool {
-            dir: cfg.appliance.data_dir.display().to_string(),
-            source,
+        crate::workflow::Workflow::start(&cfg, &spool, &workflow_store).map_err(|source| {
+            AppError::Spool {
+                dir: cfg.appliance.data_dir.display().to_string(),
+                source,
+            }
         })?,
     );
     let ctx = Arc::new(ListenerContext {
@@ -544,7 +564,11 @@ pub async fn run_with(
     .await;
     app.events.flush_forwarded(Duration::ZERO);
     let s = spool.clone();
-    let _ = tokio::task::spawn_blocking(move || s.flush()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = workflow_store.flush();
+        s.flush()
+    })
+    .await;
     tracing::info!("stopped");
     Ok(())
 }
