@@ -11,8 +11,11 @@
 //! - [`board`]: the box: hardware profile, watchdogs, LEDs, inventory.
 //! - [`app`]: wiring and lifecycle.
 //! - [`datadir`]: one appliance per data directory (lock), owner-only files.
-//! - [`fleet`]: enrollment, reporting to the fleet manager and its commands (configuration with
-//!   rollback, restart, quarantine, diagnostics); the supervisor `run` uses.
+//! - [`supervisor`]: the process supervisor `run` uses, with or without a fleet: data directory
+//!   claim, configuration changes and restarts with rollback (a pure state machine and its
+//!   driver).
+//! - [`fleet`]: enrollment, reporting to the fleet manager and its commands (configuration,
+//!   restart, quarantine, diagnostics), attached to the supervisor.
 //! - [`events`]: what capture and forwarding tell the fleet (codes and counts only).
 //! - [`diagnostics`], [`logbuf`]: the diagnostics bundle and the recent log lines it holds.
 //! - [`workflow`]: clinical workflow services: storage commitment (SCP).
@@ -32,5 +35,6 @@ pub mod metrics;
 pub mod rules;
 pub mod scu;
 pub mod status;
+pub mod supervisor;
 pub mod tls;
 pub mod workflow;

@@ -597,7 +597,10 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     }
                     sd.cancel();
                 });
-                medgate_appliance::fleet::run(cfg, Some(&config), shutdown).await
+                medgate_appliance::supervisor::run(cfg, shutdown, |local, hooks| {
+                    medgate_appliance::fleet::attach(local, Some(&config), hooks)
+                })
+                .await
             })?;
             Ok(())
         }
