@@ -9,7 +9,8 @@
 //! - [`tls`]: rustls configurations from PEM files.
 //! - [`metrics`], [`status`]: Prometheus metrics and the local HTTP endpoint.
 //! - [`board`]: the box: hardware profile, watchdogs, LEDs, inventory.
-//! - [`app`]: wiring and lifecycle.
+//! - [`handle`]: the running appliance's handle ([`handle::App`]) and [`handle::Hooks`].
+//! - [`app`]: the wiring that starts an appliance from a configuration, and its lifecycle.
 //! - [`datadir`]: one appliance per data directory (lock), owner-only files.
 //! - [`supervisor`]: the process supervisor `run` uses, with or without a fleet: data directory
 //!   claim, configuration changes and restarts with rollback (a pure state machine and its
@@ -29,6 +30,7 @@ pub mod diagnostics;
 pub mod events;
 pub mod fleet;
 pub mod forward;
+pub mod handle;
 pub mod listener;
 pub mod logbuf;
 pub mod metrics;

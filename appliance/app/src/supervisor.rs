@@ -9,8 +9,9 @@
 //! configuration and keep it only if it turns healthy within [`HEALTHY_WITHIN`]; otherwise the
 //! previous configuration is started again and the requester is told why (a code).
 
-use crate::app::{App, AppError, Hooks};
+use crate::app::AppError;
 use crate::config::Config;
+use crate::handle::{App, Hooks};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -89,7 +90,8 @@ pub enum RunError {
 
 /// The pure decisions of the supervisor: which configuration runs, when to roll back and why.
 pub mod machine {
-    use crate::app::{AppError, ConfigSource};
+    use crate::app::AppError;
+    use crate::handle::ConfigSource;
 
     /// What the driver is told to do, in order.
     #[derive(Debug, Clone, PartialEq)]
@@ -402,12 +404,7 @@ impl Instance {
 async fn inventory_ready(hooks: &Hooks) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while let Some(app) = hooks.app() {
-        let ready = app.cfg.hardware.profile.is_none()
-            || app
-                .inventory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some();
+        let ready = app.cfg().hardware.profile.is_none() || app.has_hardware();
         if ready || Instant::now() > deadline {
             return;
         }
@@ -419,7 +416,7 @@ async fn inventory_ready(hooks: &Hooks) {
 async fn idle(hooks: &Hooks) {
     let deadline = Instant::now() + IDLE_WITHIN;
     while let Some(app) = hooks.app() {
-        let active = app.metrics.associations_active.load(Ordering::Relaxed);
+        let active = app.metrics().associations_active.load(Ordering::Relaxed);
         if active == 0 {
             return;
         }
@@ -568,7 +565,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::machine::{Action as A, Event as E, Supervisor, failure_code};
-    use crate::app::{AppError, ConfigSource};
+    use crate::app::AppError;
+    use crate::handle::ConfigSource;
 
     const LOCAL: ConfigSource = ConfigSource::LocalFile;
     const fn fleet(version: u64) -> ConfigSource {

@@ -12,8 +12,9 @@
 pub mod enroll;
 pub mod managed;
 
-use crate::app::{App, AppError, Hooks};
+use crate::app::AppError;
 use crate::config::Config;
+use crate::handle::{App, Hooks};
 use crate::supervisor::{Attachment, Request, RunError};
 use medgate_contract::{
     CommandOutput, ConfigProblem, DesiredConfig, Disk, ErrorCounts, Flow, Inventory, Nic,
@@ -21,7 +22,7 @@ use medgate_contract::{
 };
 use medgate_report::{
     ApplyOutcome, CommandFailure, CommandHandler, CommandResult, Reporter, ReporterConfig,
-    ReporterStatus, TelemetrySource,
+    TelemetrySource,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -31,27 +32,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Calling AEs listed in the inventory (the birth message); the local list has them all.
 const MAX_PEERS: usize = 64;
-
-/// The reporter's state as the local status shows it (set once reporting runs).
-#[derive(Default)]
-pub struct Probe {
-    status: std::sync::OnceLock<Box<dyn Fn() -> Option<ReporterStatus> + Send + Sync>>,
-}
-
-impl std::fmt::Debug for Probe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probe")
-            .field("reporting", &self.status.get().is_some())
-            .finish()
-    }
-}
-
-impl Probe {
-    /// The reporter's state, if reporting runs.
-    pub fn status(&self) -> Option<ReporterStatus> {
-        self.status.get().and_then(|f| f())
-    }
-}
 
 /// Where the fleet settings come from.
 #[derive(Debug, Clone)]
@@ -138,7 +118,7 @@ fn os_version() -> String {
 
 /// The quality checks' flag counts (zero when they are off).
 fn qc_counts(app: &App) -> medgate_contract::QcCounts {
-    let Some(qc) = &app.listener.workflow.qc else {
+    let Some(qc) = &app.workflow().qc else {
         return medgate_contract::QcCounts::default();
     };
     let c = qc.counts();
@@ -154,7 +134,7 @@ fn qc_counts(app: &App) -> medgate_contract::QcCounts {
 }
 
 fn counters(app: &App) -> Carried {
-    let m = &app.metrics;
+    let m = &app.metrics();
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let store_failures: u64 = m
         .store_failures
@@ -219,7 +199,7 @@ impl TelemetrySource for Link {
             };
         };
         let now = counters(&app);
-        let m = &app.metrics;
+        let m = &app.metrics();
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let mut queue = QueueStats::default();
         let mut quarantine = 0;
@@ -238,7 +218,7 @@ impl TelemetrySource for Link {
             latency.p99 = latency.p99.max(q(0.99));
             latency.max = latency.max.max(q(1.0));
         }
-        let usage = app.spool.usage();
+        let usage = app.spool().usage();
         TelemetrySnapshot {
             uptime_secs: self.started.elapsed().as_secs(),
             received: add(base.received, now.received),
@@ -263,14 +243,9 @@ impl TelemetrySource for Link {
 
     fn inventory(&self) -> Inventory {
         let app = self.hooks.app();
-        let hw = app.as_ref().and_then(|a| {
-            a.inventory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        });
-        let (serial, profile, nics) = match &hw {
-            Some((inv, _)) => (
+        let hw = app.as_ref().and_then(|a| a.hardware());
+        let (serial, profile, nics) = match hw.as_ref().map(|h| &h.inventory) {
+            Some(inv) => (
                 inv.identity
                     .serial
                     .clone()
@@ -296,9 +271,9 @@ impl TelemetrySource for Link {
         };
         let (disk, peers, ae_title) = match &app {
             Some(a) => {
-                let u = a.spool.usage();
+                let u = a.spool().usage();
                 let peers = a
-                    .spool
+                    .spool()
                     .peers()
                     .unwrap_or_default()
                     .iter()
@@ -312,7 +287,7 @@ impl TelemetrySource for Link {
                         free_bytes: u.fs_free_bytes,
                     },
                     peers,
-                    medgate_contract::AeTitle::new(a.cfg.listener.ae_title.as_str()).ok(),
+                    medgate_contract::AeTitle::new(a.cfg().listener.ae_title.as_str()).ok(),
                 )
             }
             None => (Disk::default(), Vec::new(), None),
@@ -431,7 +406,7 @@ impl CommandHandler for Link {
 
     async fn retry_now(&self, destination: Option<Token>) -> CommandResult {
         let app = self.app()?;
-        retry_now(&app.hub, destination.as_ref())
+        retry_now(app.hub(), destination.as_ref())
     }
 }
 
@@ -536,10 +511,9 @@ pub fn attach(
     )?);
     {
         let weak = Arc::downgrade(&reporter);
-        let _ = hooks
+        hooks
             .fleet
-            .status
-            .set(Box::new(move || weak.upgrade().map(|r| r.status())));
+            .connect(Box::new(move || weak.upgrade().map(|r| r.status())));
     }
     {
         let weak = Arc::downgrade(&reporter);
