@@ -10,10 +10,11 @@ use crate::conn::{BoxStream, ConnError, Incoming, PduConn, abort_reason};
 use crate::forward::ForwardHub;
 use crate::metrics::Metrics;
 use crate::workflow::session::{Session, Small};
+use medgate_dicom::assemble::{AssembleError, Assembler, Piece};
 use medgate_dicom::command::{self, CommandSet, field, status, tags};
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision, Knock};
 use medgate_dicom::part10::{self, FileMeta};
-use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
+use medgate_dicom::pdata::{FrameLimits, Pdv, encode_command_pdus, encode_dataset_pdus};
 use medgate_dicom::pdu::Pdu;
 use medgate_dicom::{scan, uids};
 use medgate_spool::{Admission, ObjectRecord, Spool, TempObject};
@@ -264,6 +265,7 @@ async fn handle_connection(
     tracing::info!(peer = %peer, calling_ae = %knock.calling_ae, contexts = contexts.len(), "association accepted");
 
     let session = Session::new(ctx.workflow.clone(), &knock.calling_ae, &contexts);
+    let assembler = Assembler::new(contexts.iter().map(|c| c.id));
     let mut assoc = Association {
         ctx: &ctx,
         calling_ae: knock.calling_ae.clone(),
@@ -272,8 +274,8 @@ async fn handle_connection(
         modalities: Default::default(),
         contexts,
         peer_max_pdu,
+        assembler,
         receiving: None,
-        command: Vec::new(),
         stored: 0,
         carried: Carried::default(),
         session,
@@ -357,7 +359,8 @@ struct Association<'a> {
     contexts: Vec<AcceptedContext>,
     peer_max_pdu: u32,
     receiving: Option<Receiving>,
-    command: Vec<u8>,
+    /// Joins PDVs into commands and data set fragments, with the message layer's checks.
+    assembler: Assembler,
     stored: u64,
     carried: Carried,
     /// Workflow services on this association.
@@ -438,16 +441,7 @@ impl Association<'_> {
             match conn.read(self.ctx.idle_secs).await {
                 Ok(Incoming::PData(pdvs)) => {
                     for pdv in pdvs {
-                        if let Err((reason, why)) = self
-                            .on_pdv(
-                                pdv.context_id,
-                                pdv.is_command,
-                                pdv.is_last,
-                                pdv.data,
-                                &mut actions,
-                            )
-                            .await
-                        {
+                        if let Err((reason, why)) = self.on_pdv(&pdv, &mut actions).await {
                             actions.push(Action::Abort(reason, why));
                             break;
                         }
@@ -502,51 +496,32 @@ impl Association<'_> {
 
     async fn on_pdv(
         &mut self,
-        context_id: u8,
-        is_command: bool,
-        is_last: bool,
-        data: &[u8],
+        pdv: &Pdv<'_>,
         actions: &mut Vec<Action>,
     ) -> Result<(), (u8, String)> {
-        if !self.contexts.iter().any(|c| c.id == context_id) {
-            return Err((
-                abort_reason::INVALID_PARAMETER,
-                format!("data on presentation context {context_id}, which was not accepted"),
-            ));
-        }
-        if is_command {
-            if self.receiving.is_some() || self.small.is_some() {
-                return Err((
-                    abort_reason::UNEXPECTED_PDU,
-                    "a command arrived while a data set was still expected".into(),
-                ));
+        let piece = self
+            .assembler
+            .push(pdv)
+            .map_err(|e| (e.abort_reason(), e.to_string()))?;
+        let (data, is_last) = match piece {
+            Piece::Data { data, is_last, .. } => (data, is_last),
+            // A command the listener still waits for the data set of (one that announced none).
+            Piece::Partial | Piece::Command { .. }
+                if self.receiving.is_some() || self.small.is_some() =>
+            {
+                let e = AssembleError::CommandDuringData;
+                return Err((e.abort_reason(), e.to_string()));
             }
-            if self.command.len() + data.len() > command::MAX_COMMAND_LEN {
-                return Err((
-                    abort_reason::INVALID_PARAMETER,
-                    "command set larger than 64 KiB".into(),
-                ));
+            Piece::Partial => return Ok(()),
+            Piece::Command {
+                context_id,
+                command,
+            } => {
+                self.on_command(context_id, command, actions).await;
+                return Ok(());
             }
-            self.command.extend_from_slice(data);
-            if is_last {
-                let bytes = std::mem::take(&mut self.command);
-                let cmd = CommandSet::decode(&bytes).map_err(|e| {
-                    (
-                        abort_reason::INVALID_PARAMETER,
-                        format!("undecodable command: {e}"),
-                    )
-                })?;
-                self.on_command(context_id, cmd, actions).await;
-            }
-            return Ok(());
-        }
+        };
         if let Some(small) = self.small.as_mut() {
-            if small.context_id != context_id {
-                return Err((
-                    abort_reason::INVALID_PARAMETER,
-                    "data set fragment on another presentation context than its command".into(),
-                ));
-            }
             Session::push(small, data);
             if is_last {
                 if let Some(small) = self.small.take() {
@@ -568,17 +543,9 @@ impl Association<'_> {
             return Ok(());
         }
         let Some(r) = self.receiving.as_mut() else {
-            return Err((
-                abort_reason::UNEXPECTED_PDU,
-                "a data set fragment arrived without a command".into(),
-            ));
+            let e = AssembleError::DataWithoutCommand;
+            return Err((e.abort_reason(), e.to_string()));
         };
-        if r.context_id != context_id {
-            return Err((
-                abort_reason::INVALID_PARAMETER,
-                "data set fragment on another presentation context than its command".into(),
-            ));
-        }
         if let Sink::File {
             file,
             written,

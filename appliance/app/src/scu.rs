@@ -3,6 +3,7 @@
 //! Used by the DIMSE forwarder and by the simulated modalities of the demo.
 
 use crate::conn::{BoxStream, ConnError, Incoming, PduConn};
+use medgate_dicom::assemble::{Assembler, Piece};
 use medgate_dicom::command::{self, CommandSet, field, tags};
 use medgate_dicom::negotiate::{self, AcceptedContext};
 use medgate_dicom::pdata::{
@@ -276,26 +277,23 @@ impl ScuAssociation {
         expected: u16,
         message_id: u16,
     ) -> Result<CommandSet, ScuError> {
-        let mut cmd = Vec::new();
+        let mut assembler = Assembler::new(self.contexts.iter().map(|c| c.id));
         loop {
             match self.conn.read(self.timeout_secs).await? {
                 Incoming::PData(pdvs) => {
-                    let mut done = false;
                     for pdv in pdvs {
-                        if !pdv.is_command {
-                            return Err(ScuError::Protocol(
-                                "unexpected data set in a response".into(),
-                            ));
-                        }
-                        cmd.extend_from_slice(pdv.data);
-                        if cmd.len() > command::MAX_COMMAND_LEN {
-                            return Err(ScuError::Protocol("response command too large".into()));
-                        }
-                        done = pdv.is_last;
-                    }
-                    if done {
-                        let rsp = CommandSet::decode(&cmd)
+                        let piece = assembler
+                            .push(&pdv)
                             .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        let rsp = match piece {
+                            Piece::Partial => continue,
+                            Piece::Data { .. } => {
+                                return Err(ScuError::Protocol(
+                                    "unexpected data set in a response".into(),
+                                ));
+                            }
+                            Piece::Command { command, .. } => command,
+                        };
                         if rsp.command_field() != expected
                             || rsp.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO) != Some(message_id)
                         {

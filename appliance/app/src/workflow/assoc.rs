@@ -6,7 +6,8 @@
 
 use crate::conn::{BoxStream, Incoming, PduConn};
 use crate::scu::ScuError;
-use medgate_dicom::command::{self, CommandSet};
+use medgate_dicom::assemble::{Assembler, Piece};
+use medgate_dicom::command::CommandSet;
 use medgate_dicom::dataset::MAX_SMALL_DATASET;
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision};
 use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
@@ -224,57 +225,48 @@ impl MessageAssociation {
 
     /// Receives the next whole message; `None` if the peer released the association (answered).
     pub async fn receive(&mut self) -> Result<Option<Message>, ScuError> {
-        let mut cmd_bytes = Vec::new();
-        let mut command: Option<(u8, CommandSet)> = None;
+        let mut assembler = Assembler::new(self.contexts.iter().map(|c| c.id))
+            .with_data_limit(MAX_SMALL_DATASET as u64);
+        let mut command: Option<CommandSet> = None;
         let mut data = Vec::new();
         loop {
             match self.conn.read(self.timeout_secs).await? {
                 Incoming::PData(pdvs) => {
                     for pdv in pdvs {
-                        if pdv.is_command {
-                            if command.is_some() {
-                                return Err(ScuError::Protocol(
-                                    "a command arrived while a data set was expected".into(),
-                                ));
-                            }
-                            cmd_bytes.extend_from_slice(pdv.data);
-                            if cmd_bytes.len() > command::MAX_COMMAND_LEN {
-                                return Err(ScuError::Protocol("command set too large".into()));
-                            }
-                            if pdv.is_last {
-                                let c = CommandSet::decode(&cmd_bytes)
-                                    .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        let piece = assembler
+                            .push(&pdv)
+                            .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        match piece {
+                            Piece::Partial => {}
+                            Piece::Command {
+                                context_id,
+                                command: c,
+                            } => {
                                 if !c.has_dataset() {
                                     return Ok(Some(Message {
-                                        context_id: pdv.context_id,
+                                        context_id,
                                         command: c,
                                         dataset: None,
                                     }));
                                 }
-                                command = Some((pdv.context_id, c));
+                                command = Some(c);
                             }
-                        } else {
-                            let Some((context_id, _)) = &command else {
-                                return Err(ScuError::Protocol(
-                                    "a data set arrived without a command".into(),
-                                ));
-                            };
-                            let context_id = *context_id;
-                            data.extend_from_slice(pdv.data);
-                            if data.len() > MAX_SMALL_DATASET {
-                                return Err(ScuError::Protocol(format!(
-                                    "data set larger than {MAX_SMALL_DATASET} bytes"
-                                )));
-                            }
-                            if pdv.is_last {
-                                let (_, c) = command.take().ok_or_else(|| {
-                                    ScuError::Protocol("data set without a command".into())
-                                })?;
-                                return Ok(Some(Message {
-                                    context_id,
-                                    command: c,
-                                    dataset: Some(std::mem::take(&mut data)),
-                                }));
+                            Piece::Data {
+                                context_id,
+                                data: fragment,
+                                is_last,
+                            } => {
+                                data.extend_from_slice(fragment);
+                                if is_last {
+                                    let c = command.take().ok_or_else(|| {
+                                        ScuError::Protocol("data set without a command".into())
+                                    })?;
+                                    return Ok(Some(Message {
+                                        context_id,
+                                        command: c,
+                                        dataset: Some(std::mem::take(&mut data)),
+                                    }));
+                                }
                             }
                         }
                     }
