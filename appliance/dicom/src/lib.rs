@@ -8,6 +8,7 @@
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
 //! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
 //! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
+//! - [`store`]: the C-STORE SCP's pure checks: request vs context, data set vs command.
 //! - [`dataset`]: decoding and encoding of the small data sets of non-storage DIMSE messages.
 //! - [`commitment`]: Storage Commitment Push Model (PS3.4 Annex J) messages and their data sets.
 //! - [`worklist`]: Modality Worklist C-FIND matching and return keys (PS3.4 Annex K, C.2.2.2).
@@ -23,6 +24,7 @@ pub mod negotiate;
 pub mod part10;
 pub mod pdata;
 pub mod scan;
+pub mod store;
 pub mod uids;
 pub mod worklist;
 
