@@ -26,6 +26,7 @@ pub mod diagnostics;
 pub mod events;
 pub mod fleet;
 pub mod forward;
+pub mod ingest;
 pub mod listener;
 pub mod logbuf;
 pub mod metrics;

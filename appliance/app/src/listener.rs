@@ -8,16 +8,15 @@
 use crate::config::Network;
 use crate::conn::{BoxStream, ConnError, Incoming, PduConn, abort_reason};
 use crate::forward::ForwardHub;
+use crate::ingest;
 use crate::metrics::Metrics;
 use crate::workflow::session::{Session, Small};
 use medgate_dicom::assemble::{AssembleError, Assembler, Piece};
-use medgate_dicom::command::{self, CommandSet, field, status, tags};
+use medgate_dicom::command::{self, CommandSet, field, status};
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision, Knock};
-use medgate_dicom::part10::{self, FileMeta};
 use medgate_dicom::pdata::{FrameLimits, Pdv, encode_command_pdus, encode_dataset_pdus};
 use medgate_dicom::pdu::Pdu;
-use medgate_dicom::{scan, uids};
-use medgate_spool::{Admission, ObjectRecord, Spool, TempObject};
+use medgate_spool::{ObjectRecord, Spool};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,24 +24,6 @@ use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// How many bytes of each dataset are kept in memory for the header scan.
-const SCAN_HEAD: usize = 64 * 1024;
-/// Writeback of a file being received is started every this many bytes.
-const WRITEBACK_EVERY: u64 = 256 * 1024;
-
-/// Starts writeback of a range just written, without waiting for it, so that the fsync at the
-/// end of the object has little left to write. (POSIX_FADV_DONTNEED starts writeback of dirty
-/// pages and drops only pages already clean; pages under writeback stay cached.)
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let _ = nix::fcntl::posix_fadvise(
-        file.as_raw_fd(),
-        offset as i64,
-        len as i64,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
-}
 
 /// Everything an association task needs.
 #[derive(Debug)]
@@ -293,9 +274,7 @@ async fn handle_connection(
         c.first.map(|t| t.elapsed()).unwrap_or_default(),
     );
     if let Some(r) = assoc.receiving.take() {
-        if let Sink::File { temp, .. } = r.sink {
-            ctx.spool.discard(temp);
-        }
+        r.discard(&ctx);
     }
     ctx.metrics
         .associations_active
@@ -311,30 +290,6 @@ async fn handle_connection(
             tracing::warn!(peer = %peer, calling_ae = %knock.calling_ae, stored = assoc.stored, reason = %why, "association aborted; any object in progress was discarded (never acknowledged)");
         }
     }
-}
-
-enum Sink {
-    File {
-        temp: TempObject,
-        file: std::fs::File,
-        /// Bytes written since writeback was last started.
-        unflushed: u64,
-        written: u64,
-        dataset_len: u64,
-        head: Vec<u8>,
-    },
-    /// Data are read and dropped; this response goes out after the last fragment.
-    Drain(CommandSet),
-}
-
-struct Receiving {
-    message_id: u16,
-    context_id: u8,
-    sop_class: String,
-    sop_instance: String,
-    transfer_syntax: String,
-    started: Instant,
-    sink: Sink,
 }
 
 enum End {
@@ -358,7 +313,8 @@ struct Association<'a> {
     modalities: std::collections::BTreeSet<String>,
     contexts: Vec<AcceptedContext>,
     peer_max_pdu: u32,
-    receiving: Option<Receiving>,
+    /// The message whose data set is being received (an object, or data drained).
+    receiving: Option<ingest::Object>,
     /// Joins PDVs into commands and data set fragments, with the message layer's checks.
     assembler: Assembler,
     stored: u64,
@@ -404,6 +360,21 @@ impl Association<'_> {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not record the modality of the calling AE"),
         }
+    }
+
+    /// An object was committed on this association: its share of the `study_received` event
+    /// and of the peer's modalities.
+    fn carry(&mut self, rec: &ObjectRecord, started: Instant) {
+        self.stored += 1;
+        self.carried.bytes += rec.size;
+        self.carried.first.get_or_insert(started);
+        if self.carried.sop_classes.len() < crate::events::MAX_SOP_CLASSES {
+            self.carried.sop_classes.insert(rec.sop_class_uid.clone());
+        }
+        if self.carried.modality.is_none() {
+            self.carried.modality = rec.summary.modality.clone();
+        }
+        self.peer_modality(rec.summary.modality.as_deref());
     }
 
     async fn run(&mut self, conn: &mut PduConn) -> End {
@@ -546,58 +517,19 @@ impl Association<'_> {
             let e = AssembleError::DataWithoutCommand;
             return Err((e.abort_reason(), e.to_string()));
         };
-        if let Sink::File {
-            file,
-            written,
-            dataset_len,
-            head,
-            unflushed,
-            ..
-        } = &mut r.sink
-        {
-            if head.len() < SCAN_HEAD {
-                let take = (SCAN_HEAD - head.len()).min(data.len());
-                head.extend_from_slice(&data[..take]);
-            }
-            // Page-cache writes are done in place: no thread hand-off per fragment.
-            match std::io::Write::write_all(file, data) {
-                Ok(()) => {
-                    *written += data.len() as u64;
-                    *dataset_len += data.len() as u64;
-                    *unflushed += data.len() as u64;
-                    if *unflushed >= WRITEBACK_EVERY {
-                        start_writeback(file, *written - *unflushed, *unflushed);
-                        *unflushed = 0;
-                    }
-                }
-                Err(e) => {
-                    let full = matches!(
-                        e.raw_os_error(),
-                        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
-                    );
-                    tracing::error!(error = %e, disk_full = full, "writing to the spool failed");
-                    if !full {
-                        self.ctx.spool_ok.store(false, Ordering::Relaxed);
-                    }
-                    let rsp = command::store_rsp(
-                        r.message_id,
-                        &r.sop_class,
-                        &r.sop_instance,
-                        status::OUT_OF_RESOURCES,
-                        Some("spool write failed; retry later"),
-                    );
-                    if let Sink::File { temp, .. } =
-                        std::mem::replace(&mut r.sink, Sink::Drain(rsp))
-                    {
-                        self.ctx.spool.discard(temp);
-                    }
-                }
-            }
-        }
+        r.write(self.ctx, data);
         if is_last {
             if let Some(r) = self.receiving.take() {
-                let (rsp, ctx_id) = self.finish(r).await;
-                actions.push(self.response(ctx_id, &rsp));
+                let context_id = r.context_id;
+                let origin = ingest::Origin {
+                    calling_ae: &self.calling_ae,
+                    called_ae: &self.called_ae,
+                };
+                let finished = ingest::finish(self.ctx, &origin, r).await;
+                if let Some(rec) = &finished.stored {
+                    self.carry(rec, finished.started);
+                }
+                actions.push(self.response(context_id, &finished.response));
             }
         }
         Ok(())
@@ -613,7 +545,8 @@ impl Association<'_> {
                 );
             }
             field::C_STORE_RQ => {
-                let Some(r) = self.start_store(context_id, &cmd).await else {
+                let pc = self.contexts.iter().find(|c| c.id == context_id);
+                let Some(pc) = pc.filter(|_| cmd.has_dataset()) else {
                     // No data set follows: answer at once.
                     let rsp = command::store_rsp(
                         message_id,
@@ -625,7 +558,7 @@ impl Association<'_> {
                     actions.push(self.response(context_id, &rsp));
                     return;
                 };
-                self.receiving = Some(r);
+                self.receiving = Some(ingest::begin(self.ctx, &self.calling_ae, pc, &cmd));
             }
             field::C_CANCEL_RQ => self.session.cancel(&cmd),
             field::N_EVENT_REPORT_RSP if self.session.on_response(&cmd) => {}
@@ -638,15 +571,7 @@ impl Association<'_> {
                 tracing::info!(command_field = format!("0x{other:04X}"), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
                 let rsp = command::unsupported_rsp(&cmd);
                 if cmd.has_dataset() {
-                    self.receiving = Some(Receiving {
-                        message_id,
-                        context_id,
-                        sop_class: String::new(),
-                        sop_instance: String::new(),
-                        transfer_syntax: String::new(),
-                        started: Instant::now(),
-                        sink: Sink::Drain(rsp),
-                    });
+                    self.receiving = Some(ingest::Object::drain(context_id, "", rsp));
                 } else {
                     actions.push(self.response(context_id, &rsp));
                 }
@@ -675,282 +600,11 @@ impl Association<'_> {
             }
             Some(Err(rsp)) => {
                 if cmd.has_dataset() {
-                    self.receiving = Some(Receiving {
-                        message_id: cmd.message_id().unwrap_or(0),
-                        context_id,
-                        sop_class: String::new(),
-                        sop_instance: String::new(),
-                        transfer_syntax: ts,
-                        started: Instant::now(),
-                        sink: Sink::Drain(rsp),
-                    });
+                    self.receiving = Some(ingest::Object::drain(context_id, &ts, rsp));
                 } else {
                     actions.push(self.response(context_id, &rsp));
                 }
                 true
-            }
-        }
-    }
-
-    async fn start_store(&mut self, context_id: u8, cmd: &CommandSet) -> Option<Receiving> {
-        if !cmd.has_dataset() {
-            return None;
-        }
-        let message_id = cmd.message_id().unwrap_or(0);
-        let sop_class = cmd.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
-        let sop_instance = cmd
-            .string(tags::AFFECTED_SOP_INSTANCE_UID)
-            .unwrap_or_default();
-        let pc = self.contexts.iter().find(|c| c.id == context_id)?;
-        let transfer_syntax = pc.transfer_syntax.clone();
-        let drain = |code: u16, comment: String| Receiving {
-            message_id,
-            context_id,
-            sop_class: sop_class.clone(),
-            sop_instance: sop_instance.clone(),
-            transfer_syntax: transfer_syntax.clone(),
-            started: Instant::now(),
-            sink: Sink::Drain(command::store_rsp(
-                message_id,
-                &sop_class,
-                &sop_instance,
-                code,
-                Some(&comment),
-            )),
-        };
-        if medgate_dicom::validate_uid(&sop_instance).is_err()
-            || medgate_dicom::validate_uid(&sop_class).is_err()
-        {
-            return Some(drain(
-                status::CANNOT_UNDERSTAND,
-                "Affected SOP Class/Instance UID missing or invalid".into(),
-            ));
-        }
-        if sop_class != pc.abstract_syntax {
-            return Some(drain(
-                status::DATASET_MISMATCH,
-                format!(
-                    "SOP class {sop_class} sent on a presentation context for {}",
-                    pc.abstract_syntax
-                ),
-            ));
-        }
-        if let Admission::Full(pct) = self.ctx.spool.admission() {
-            tracing::warn!(used_percent = pct, calling_ae = %self.calling_ae, "spool above its high watermark: refusing with A700");
-            return Some(drain(
-                status::OUT_OF_RESOURCES,
-                format!("spool {pct:.1}% full; retry later"),
-            ));
-        }
-        let temp = self.ctx.spool.begin();
-        let meta = part10::encode_meta(&FileMeta {
-            sop_class_uid: sop_class.clone(),
-            sop_instance_uid: sop_instance.clone(),
-            transfer_syntax: transfer_syntax.clone(),
-            source_ae: Some(self.calling_ae.clone()),
-        });
-        let opened = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &meta).map(|()| f));
-        match opened {
-            Ok(file) => Some(Receiving {
-                message_id,
-                context_id,
-                sop_class,
-                sop_instance,
-                transfer_syntax,
-                started: Instant::now(),
-                sink: Sink::File {
-                    temp,
-                    file,
-                    written: meta.len() as u64,
-                    unflushed: meta.len() as u64,
-                    dataset_len: 0,
-                    head: Vec::new(),
-                },
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, path = %temp.path.display(), "cannot create a spool file");
-                self.ctx.spool.discard(temp);
-                Some(drain(
-                    status::OUT_OF_RESOURCES,
-                    "cannot create a spool file; retry later".into(),
-                ))
-            }
-        }
-    }
-
-    /// The last fragment arrived: make it durable (or not) and say so.
-    async fn finish(&mut self, r: Receiving) -> (CommandSet, u8) {
-        let Receiving {
-            message_id,
-            context_id,
-            sop_class,
-            sop_instance,
-            transfer_syntax,
-            started,
-            sink,
-        } = r;
-        let (temp, file, written, dataset_len, head) = match sink {
-            Sink::Drain(rsp) => {
-                if let Some(code) = rsp.status() {
-                    self.ctx.metrics.store_failed(code);
-                }
-                return (rsp, context_id);
-            }
-            Sink::File {
-                temp,
-                file,
-                written,
-                dataset_len,
-                head,
-                ..
-            } => (temp, file, written, dataset_len, head),
-        };
-        let fail = |code: u16, comment: &str| {
-            command::store_rsp(message_id, &sop_class, &sop_instance, code, Some(comment))
-        };
-
-        // Is it a data set at all, and the one the command announced?
-        let whole = dataset_len as usize <= SCAN_HEAD;
-        let summary = match scan::scan(&head, uids::dataset_encoding(&transfer_syntax), whole) {
-            Ok(s) => s,
-            Err(e) => {
-                drop(file);
-                self.ctx.spool.discard(temp);
-                self.ctx.metrics.store_failed(status::CANNOT_UNDERSTAND);
-                tracing::warn!(calling_ae = %self.calling_ae, error = %e, "refused a malformed data set");
-                return (
-                    fail(
-                        status::CANNOT_UNDERSTAND,
-                        &format!("cannot parse data set: {e}"),
-                    ),
-                    context_id,
-                );
-            }
-        };
-        let mismatch = if summary
-            .sop_instance_uid
-            .as_deref()
-            .is_some_and(|u| u != sop_instance)
-        {
-            Some((
-                status::CANNOT_UNDERSTAND,
-                "SOP Instance UID in the data set differs from the command",
-            ))
-        } else if summary
-            .sop_class_uid
-            .as_deref()
-            .is_some_and(|u| u != sop_class)
-        {
-            Some((
-                status::DATASET_MISMATCH,
-                "SOP Class UID in the data set differs from the command",
-            ))
-        } else if summary.complete && summary.sop_instance_uid.is_none() {
-            Some((
-                status::CANNOT_UNDERSTAND,
-                "data set has no SOP Instance UID",
-            ))
-        } else {
-            None
-        };
-        if let Some((code, why)) = mismatch {
-            drop(file);
-            self.ctx.spool.discard(temp);
-            self.ctx.metrics.store_failed(code);
-            tracing::warn!(calling_ae = %self.calling_ae, reason = why, "refused a data set");
-            return (fail(code, why), context_id);
-        }
-
-        // Durable: fsync the file, rename, fsync the directory, index — one blocking hop.
-        let sync_started = Instant::now();
-        let record = ObjectRecord {
-            id: 0,
-            sop_class_uid: sop_class.clone(),
-            sop_instance_uid: sop_instance.clone(),
-            transfer_syntax,
-            calling_ae: self.calling_ae.clone(),
-            called_ae: self.called_ae.clone(),
-            size: written,
-            received_at_ms: 0,
-            summary,
-            pending: Default::default(),
-            confirmed: Default::default(),
-            quarantined: Default::default(),
-        };
-        let (spool, rules) = (self.ctx.spool.clone(), self.ctx.rules.clone());
-        let committed = tokio::task::spawn_blocking(move || {
-            let path = temp.path.clone();
-            crate::rules::commit(&rules, &spool, temp, file, record).map_err(|e| (e, path))
-        })
-        .await;
-        match committed {
-            Ok(Ok(rec)) => {
-                self.ctx
-                    .metrics
-                    .fsync_latency
-                    .observe(sync_started.elapsed());
-                self.ctx
-                    .metrics
-                    .objects_received
-                    .fetch_add(1, Ordering::Relaxed);
-                self.ctx
-                    .metrics
-                    .bytes_received
-                    .fetch_add(rec.size, Ordering::Relaxed);
-                self.ctx.spool_ok.store(true, Ordering::Relaxed);
-                self.stored += 1;
-                self.ctx.workflow.on_stored(&rec);
-                self.carried.bytes += rec.size;
-                self.carried.first.get_or_insert(started);
-                if self.carried.sop_classes.len() < crate::events::MAX_SOP_CLASSES {
-                    self.carried.sop_classes.insert(rec.sop_class_uid.clone());
-                }
-                if self.carried.modality.is_none() {
-                    self.carried.modality = rec.summary.modality.clone();
-                }
-                self.peer_modality(rec.summary.modality.as_deref());
-                tracing::debug!(id = rec.id, size = rec.size, calling_ae = %self.calling_ae, elapsed_ms = started.elapsed().as_millis() as u64, "object stored");
-                self.ctx.forward.enqueue_routed(&rec);
-                (
-                    command::store_rsp(
-                        message_id,
-                        &sop_class,
-                        &sop_instance,
-                        status::SUCCESS,
-                        None,
-                    ),
-                    context_id,
-                )
-            }
-            Ok(Err((e, path))) => {
-                tracing::error!(error = %e, "committing to the spool failed; refusing the object");
-                let _ = std::fs::remove_file(path);
-                if !e.is_disk_full() {
-                    self.ctx.spool_ok.store(false, Ordering::Relaxed);
-                }
-                self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
-                (
-                    fail(
-                        status::OUT_OF_RESOURCES,
-                        "could not store durably; retry later",
-                    ),
-                    context_id,
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool commit task failed");
-                self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
-                (
-                    fail(
-                        status::OUT_OF_RESOURCES,
-                        "could not store durably; retry later",
-                    ),
-                    context_id,
-                )
             }
         }
     }
