@@ -49,8 +49,8 @@ enum Sink {
     Drain(CommandSet),
 }
 
-/// A message whose data set is being received: an object on its way to the spool, or data
-/// drained before a refusal.
+/// An object whose data set is being received: on its way to the spool, or drained before a
+/// refusal.
 #[derive(Debug)]
 pub struct Object {
     request: StoreRequest,
@@ -82,21 +82,6 @@ pub struct Finished {
 }
 
 impl Object {
-    /// A message whose data set is drained, then answered with `response`.
-    pub fn drain(context_id: u8, transfer_syntax: &str, response: CommandSet) -> Self {
-        Object {
-            request: StoreRequest {
-                message_id: 0,
-                sop_class: String::new(),
-                sop_instance: String::new(),
-            },
-            context_id,
-            transfer_syntax: transfer_syntax.to_string(),
-            started: Instant::now(),
-            sink: Sink::Drain(response),
-        }
-    }
-
     /// Writes one data fragment (in place: no thread hand-off per fragment). A write error
     /// turns the object into a drain answered `A700`.
     pub fn write(&mut self, ctx: &ListenerContext, data: &[u8]) {
@@ -155,16 +140,14 @@ impl Object {
     }
 }
 
-/// A C-STORE-RQ that announced a data set arrived on `pc`: the object to receive, into a temp
-/// file or drained before a refusal (invalid UIDs, SOP class of another context, spool full,
-/// temp file not created).
+/// A C-STORE-RQ the acceptor found acceptable on `pc` (`medgate_dicom::acceptor`): the object
+/// to receive, into a temp file or drained before a refusal (spool full, temp file not created).
 pub fn begin(
     ctx: &ListenerContext,
     calling_ae: &str,
     pc: &AcceptedContext,
-    cmd: &CommandSet,
+    request: StoreRequest,
 ) -> Object {
-    let request = StoreRequest::of(cmd);
     let transfer_syntax = pc.transfer_syntax.clone();
     let object = |request: StoreRequest, sink: Sink| Object {
         request,
@@ -177,9 +160,6 @@ pub fn begin(
         let rsp = request.refusal(&refusal);
         object(request, Sink::Drain(rsp))
     };
-    if let Err(refusal) = request.check(&pc.abstract_syntax) {
-        return drain(request, refusal);
-    }
     if let Admission::Full(pct) = ctx.spool.admission() {
         tracing::warn!(
             used_percent = pct,

@@ -11,10 +11,10 @@ use crate::forward::ForwardHub;
 use crate::ingest;
 use crate::metrics::Metrics;
 use crate::workflow::session::{Session, Small};
-use medgate_dicom::assemble::{AssembleError, Assembler, Piece};
-use medgate_dicom::command::{self, CommandSet, field, status};
+use medgate_dicom::acceptor::{Acceptor, Step};
+use medgate_dicom::command::{CommandSet, field};
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision, Knock};
-use medgate_dicom::pdata::{FrameLimits, Pdv, encode_command_pdus, encode_dataset_pdus};
+use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
 use medgate_dicom::pdu::Pdu;
 use medgate_spool::{ObjectRecord, Spool};
 use std::net::SocketAddr;
@@ -246,16 +246,14 @@ async fn handle_connection(
     tracing::info!(peer = %peer, calling_ae = %knock.calling_ae, contexts = contexts.len(), "association accepted");
 
     let session = Session::new(ctx.workflow.clone(), &knock.calling_ae, &contexts);
-    let assembler = Assembler::new(contexts.iter().map(|c| c.id));
     let mut assoc = Association {
         ctx: &ctx,
         calling_ae: knock.calling_ae.clone(),
         called_ae: knock.called_ae.clone(),
         address: address.clone(),
         modalities: Default::default(),
-        contexts,
         peer_max_pdu,
-        assembler,
+        acceptor: Acceptor::new(contexts),
         receiving: None,
         stored: 0,
         carried: Carried::default(),
@@ -297,6 +295,26 @@ enum End {
     Aborted(String),
 }
 
+/// Carries out a step that ends the association (release, abort); `None` for any other.
+async fn ending(conn: &mut PduConn, step: Step<'_>) -> Option<End> {
+    match step {
+        Step::Release => {
+            let _ = conn.send(&Pdu::ReleaseRP).await;
+            conn.close().await;
+            Some(End::Released)
+        }
+        Step::PeerAborted => {
+            conn.close().await;
+            Some(End::Aborted("A-ABORT from the peer".into()))
+        }
+        Step::Abort { reason, why } => {
+            conn.abort(reason).await;
+            Some(End::Aborted(why))
+        }
+        _ => None,
+    }
+}
+
 /// What the PDV loop decided, done after the PDU buffer is released.
 enum Action {
     Send(Vec<u8>),
@@ -311,12 +329,11 @@ struct Association<'a> {
     address: String,
     /// Modality codes of the objects stored on this association (each recorded with the peer once).
     modalities: std::collections::BTreeSet<String>,
-    contexts: Vec<AcceptedContext>,
     peer_max_pdu: u32,
-    /// The message whose data set is being received (an object, or data drained).
+    /// The DIMSE state machine: what each PDU and PDV means; this task carries out its steps.
+    acceptor: Acceptor,
+    /// The object whose data set is being received.
     receiving: Option<ingest::Object>,
-    /// Joins PDVs into commands and data set fragments, with the message layer's checks.
-    assembler: Assembler,
     stored: u64,
     carried: Carried,
     /// Workflow services on this association.
@@ -382,7 +399,7 @@ impl Association<'_> {
             let mut actions = Vec::new();
             // A storage commitment report or a worklist response may be due while the peer
             // is silent.
-            let between_operations = self.receiving.is_none() && self.small.is_none();
+            let between_operations = self.acceptor.between_operations();
             match self
                 .session
                 .wait(conn, self.ctx.idle_secs, between_operations)
@@ -390,56 +407,39 @@ impl Association<'_> {
             {
                 Ok(None) => {}
                 Ok(Some((ctx_id, cmd, data))) => {
-                    let mut bytes = encode_command_pdus(ctx_id, &cmd.encode(), self.peer_max_pdu);
-                    if let Some(d) = data {
-                        bytes.extend_from_slice(&encode_dataset_pdus(
-                            ctx_id,
-                            &d,
-                            self.peer_max_pdu,
-                        ));
-                    }
+                    let bytes = self.message(ctx_id, &cmd, data.as_deref());
                     if let Err(e) = conn.send_raw(&bytes).await {
                         return End::Aborted(e.to_string());
                     }
                     continue;
                 }
                 Err(ConnError::Timeout(s)) => {
-                    conn.abort(abort_reason::NOT_SPECIFIED).await;
-                    return End::Aborted(format!("idle for {s} s"));
+                    if let Some(end) = ending(conn, self.acceptor.on_idle(s)).await {
+                        return end;
+                    }
+                    continue;
                 }
                 Err(e) => return End::Aborted(e.to_string()),
             }
-            match conn.read(self.ctx.idle_secs).await {
+            let step = match conn.read(self.ctx.idle_secs).await {
                 Ok(Incoming::PData(pdvs)) => {
                     for pdv in pdvs {
-                        if let Err((reason, why)) = self.on_pdv(&pdv, &mut actions).await {
-                            actions.push(Action::Abort(reason, why));
+                        let step = self.acceptor.on_pdv(&pdv);
+                        if !self.carry_out(step, &mut actions).await {
                             break;
                         }
                     }
+                    None
                 }
-                Ok(Incoming::Other(Pdu::ReleaseRQ)) => {
-                    let _ = conn.send(&Pdu::ReleaseRP).await;
-                    conn.close().await;
-                    return End::Released;
-                }
-                Ok(Incoming::Other(Pdu::AbortRQ { .. })) => {
-                    conn.close().await;
-                    return End::Aborted("A-ABORT from the peer".into());
-                }
-                Ok(Incoming::Other(other)) => {
-                    conn.abort(abort_reason::UNEXPECTED_PDU).await;
-                    return End::Aborted(format!("unexpected PDU {}", other.short_description()));
-                }
-                Err(ConnError::Timeout(s)) => {
-                    conn.abort(abort_reason::NOT_SPECIFIED).await;
-                    return End::Aborted(format!("idle for {s} s"));
-                }
-                Err(ConnError::Framing(e)) => {
-                    conn.abort(abort_reason::INVALID_PARAMETER).await;
-                    return End::Aborted(e.to_string());
-                }
+                Ok(Incoming::Other(pdu)) => Some(self.acceptor.on_pdu(&pdu)),
+                Err(ConnError::Timeout(s)) => Some(self.acceptor.on_idle(s)),
+                Err(ConnError::Framing(e)) => Some(self.acceptor.on_framing_error(&e)),
                 Err(e) => return End::Aborted(e.to_string()),
+            };
+            if let Some(step) = step {
+                if let Some(end) = ending(conn, step).await {
+                    return end;
+                }
             }
             for action in actions {
                 match action {
@@ -458,154 +458,124 @@ impl Association<'_> {
     }
 
     fn response(&self, context_id: u8, cmd: &CommandSet) -> Action {
-        Action::Send(encode_command_pdus(
-            context_id,
-            &cmd.encode(),
-            self.peer_max_pdu,
-        ))
+        Action::Send(self.message(context_id, cmd, None))
     }
 
-    async fn on_pdv(
-        &mut self,
-        pdv: &Pdv<'_>,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), (u8, String)> {
-        let piece = self
-            .assembler
-            .push(pdv)
-            .map_err(|e| (e.abort_reason(), e.to_string()))?;
-        let (data, is_last) = match piece {
-            Piece::Data { data, is_last, .. } => (data, is_last),
-            // A command the listener still waits for the data set of (one that announced none).
-            Piece::Partial | Piece::Command { .. }
-                if self.receiving.is_some() || self.small.is_some() =>
-            {
-                let e = AssembleError::CommandDuringData;
-                return Err((e.abort_reason(), e.to_string()));
-            }
-            Piece::Partial => return Ok(()),
-            Piece::Command {
+    fn message(&self, context_id: u8, cmd: &CommandSet, data: Option<&[u8]>) -> Vec<u8> {
+        let mut bytes = encode_command_pdus(context_id, &cmd.encode(), self.peer_max_pdu);
+        if let Some(d) = data {
+            bytes.extend_from_slice(&encode_dataset_pdus(context_id, d, self.peer_max_pdu));
+        }
+        bytes
+    }
+
+    /// Carries out one step of the acceptor (file writes at once, sends after the PDU buffer
+    /// is released); `false` once the association is to be aborted.
+    async fn carry_out(&mut self, step: Step<'_>, actions: &mut Vec<Action>) -> bool {
+        match step {
+            Step::Nothing | Step::Release | Step::PeerAborted => {}
+            Step::Echo {
                 context_id,
-                command,
+                response,
             } => {
-                self.on_command(context_id, command, actions).await;
-                return Ok(());
+                self.ctx.metrics.echoes.fetch_add(1, Ordering::Relaxed);
+                actions.push(self.response(context_id, &response));
             }
-        };
-        if let Some(small) = self.small.as_mut() {
-            Session::push(small, data);
-            if is_last {
-                if let Some(small) = self.small.take() {
-                    let (calling, called) = (self.calling_ae.clone(), self.called_ae.clone());
-                    for (ctx_id, cmd, data) in self.session.finish(small, &calling, &called).await {
-                        let mut bytes =
-                            encode_command_pdus(ctx_id, &cmd.encode(), self.peer_max_pdu);
-                        if let Some(d) = data {
-                            bytes.extend_from_slice(&encode_dataset_pdus(
-                                ctx_id,
-                                &d,
-                                self.peer_max_pdu,
-                            ));
+            Step::Respond {
+                context_id,
+                response,
+            } => actions.push(self.response(context_id, &response)),
+            Step::Drained {
+                context_id,
+                response,
+            } => {
+                if let Some(code) = response.status() {
+                    self.ctx.metrics.store_failed(code);
+                }
+                actions.push(self.response(context_id, &response));
+            }
+            Step::BeginObject { context, request } => {
+                self.receiving = Some(ingest::begin(self.ctx, &self.calling_ae, &context, request));
+            }
+            Step::Write { data, last } => {
+                if let Some(r) = self.receiving.as_mut() {
+                    r.write(self.ctx, data);
+                }
+                if last {
+                    if let Some(r) = self.receiving.take() {
+                        let context_id = r.context_id;
+                        let origin = ingest::Origin {
+                            calling_ae: &self.calling_ae,
+                            called_ae: &self.called_ae,
+                        };
+                        let finished = ingest::finish(self.ctx, &origin, r).await;
+                        if let Some(rec) = &finished.stored {
+                            self.carry(rec, finished.started);
                         }
-                        actions.push(Action::Send(bytes));
+                        actions.push(self.response(context_id, &finished.response));
                     }
                 }
             }
-            return Ok(());
-        }
-        let Some(r) = self.receiving.as_mut() else {
-            let e = AssembleError::DataWithoutCommand;
-            return Err((e.abort_reason(), e.to_string()));
-        };
-        r.write(self.ctx, data);
-        if is_last {
-            if let Some(r) = self.receiving.take() {
-                let context_id = r.context_id;
-                let origin = ingest::Origin {
-                    calling_ae: &self.calling_ae,
-                    called_ae: &self.called_ae,
-                };
-                let finished = ingest::finish(self.ctx, &origin, r).await;
-                if let Some(rec) = &finished.stored {
-                    self.carry(rec, finished.started);
+            Step::Service { context, command } => {
+                self.workflow_request(&context, &command, actions);
+            }
+            Step::ServiceData { data, last } => {
+                if let Some(small) = self.small.as_mut() {
+                    Session::push(small, data);
                 }
-                actions.push(self.response(context_id, &finished.response));
+                if last {
+                    if let Some(small) = self.small.take() {
+                        let (calling, called) = (self.calling_ae.clone(), self.called_ae.clone());
+                        for (ctx_id, cmd, data) in
+                            self.session.finish(small, &calling, &called).await
+                        {
+                            actions.push(Action::Send(self.message(ctx_id, &cmd, data.as_deref())));
+                        }
+                    }
+                }
             }
-        }
-        Ok(())
-    }
-
-    async fn on_command(&mut self, context_id: u8, cmd: CommandSet, actions: &mut Vec<Action>) {
-        let message_id = cmd.message_id().unwrap_or(0);
-        match cmd.command_field() {
-            field::C_ECHO_RQ => {
-                self.ctx.metrics.echoes.fetch_add(1, Ordering::Relaxed);
-                actions.push(
-                    self.response(context_id, &command::echo_rsp(message_id, status::SUCCESS)),
-                );
+            Step::ToSession { command } => {
+                let f = command.command_field();
+                if f == field::C_CANCEL_RQ {
+                    self.session.cancel(&command);
+                } else if !self.session.on_response(&command) {
+                    tracing::info!(command_field = format!("0x{f:04X}"), calling_ae = %self.calling_ae, "unexpected DIMSE response ignored");
+                }
             }
-            field::C_STORE_RQ => {
-                let pc = self.contexts.iter().find(|c| c.id == context_id);
-                let Some(pc) = pc.filter(|_| cmd.has_dataset()) else {
-                    // No data set follows: answer at once.
-                    let rsp = command::store_rsp(
-                        message_id,
-                        "",
-                        "",
-                        status::CANNOT_UNDERSTAND,
-                        Some("C-STORE-RQ without a data set"),
-                    );
-                    actions.push(self.response(context_id, &rsp));
-                    return;
-                };
-                self.receiving = Some(ingest::begin(self.ctx, &self.calling_ae, pc, &cmd));
-            }
-            field::C_CANCEL_RQ => self.session.cancel(&cmd),
-            field::N_EVENT_REPORT_RSP if self.session.on_response(&cmd) => {}
-            // A response to nothing we sent: never answer a response.
-            f if f & 0x8000 != 0 => {
+            Step::Ignored { command_field: f } => {
                 tracing::info!(command_field = format!("0x{f:04X}"), calling_ae = %self.calling_ae, "unexpected DIMSE response ignored");
             }
-            _ if self.workflow_request(context_id, &cmd, actions) => {}
-            other => {
-                tracing::info!(command_field = format!("0x{other:04X}"), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
-                let rsp = command::unsupported_rsp(&cmd);
-                if cmd.has_dataset() {
-                    self.receiving = Some(ingest::Object::drain(context_id, "", rsp));
-                } else {
-                    actions.push(self.response(context_id, &rsp));
-                }
+            Step::Abort { reason, why } => {
+                actions.push(Action::Abort(reason, why));
+                return false;
             }
         }
+        true
     }
 
-    /// Dispatches a request of a workflow service; `false` if it is not one.
+    /// Hands a request to the workflow services; refused if none serves it.
     fn workflow_request(
         &mut self,
-        context_id: u8,
+        context: &AcceptedContext,
         cmd: &CommandSet,
         actions: &mut Vec<Action>,
-    ) -> bool {
-        let ts = self
-            .contexts
-            .iter()
-            .find(|c| c.id == context_id)
-            .map(|c| c.transfer_syntax.clone())
-            .unwrap_or_default();
-        match self.session.start(context_id, &ts, cmd) {
-            None => false,
+    ) {
+        let now = match self
+            .session
+            .start(context.id, &context.transfer_syntax, cmd)
+        {
+            None => {
+                tracing::info!(command_field = format!("0x{:04X}", cmd.command_field()), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
+                self.acceptor.unsupported(context.id, cmd)
+            }
             Some(Ok(small)) => {
                 self.small = Some(small);
-                true
+                None
             }
-            Some(Err(rsp)) => {
-                if cmd.has_dataset() {
-                    self.receiving = Some(ingest::Object::drain(context_id, &ts, rsp));
-                } else {
-                    actions.push(self.response(context_id, &rsp));
-                }
-                true
-            }
+            Some(Err(rsp)) => self.acceptor.answer(context.id, cmd, rsp),
+        };
+        if let Some(rsp) = now {
+            actions.push(self.response(context.id, &rsp));
         }
     }
 }

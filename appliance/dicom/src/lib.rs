@@ -3,6 +3,7 @@
 //!
 //! - [`uids`]: the standard storage SOP classes and transfer syntaxes we negotiate.
 //! - [`pdata`]: framing of PDUs on the wire and of P-DATA-TF value items (zero-copy).
+//! - [`acceptor`]: the acceptor after A-ASSOCIATE-AC: PDU/PDV in, the step to carry out out.
 //! - [`assemble`]: DIMSE messages from PDVs (command joined, data set streamed), every role.
 //! - [`command`]: DIMSE command sets (implicit VR little endian), statuses and builders.
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
@@ -16,6 +17,7 @@
 //! The PDU codec itself (A-ASSOCIATE-RQ/AC/RJ, release, abort) is dicom-ul's `pdu` module;
 //! P-DATA is framed here so that data values can be streamed to disk without copies.
 
+pub mod acceptor;
 pub mod assemble;
 pub mod command;
 pub mod commitment;
