@@ -7,6 +7,7 @@
 //! - [`assemble`]: DIMSE messages from PDVs (command joined, data set streamed), every role.
 //! - [`command`]: DIMSE command sets (implicit VR little endian), statuses and builders.
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
+//! - [`requestor`]: the requestor's reading of the A-ASSOCIATE answer and of interruptions.
 //! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
 //! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
 //! - [`store`]: the C-STORE SCP's pure checks: request vs context, data set vs command.
@@ -25,6 +26,7 @@ pub mod dataset;
 pub mod negotiate;
 pub mod part10;
 pub mod pdata;
+pub mod requestor;
 pub mod scan;
 pub mod store;
 pub mod uids;

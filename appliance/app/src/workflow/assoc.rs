@@ -11,7 +11,8 @@ use medgate_dicom::command::CommandSet;
 use medgate_dicom::dataset::MAX_SMALL_DATASET;
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision};
 use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
-use medgate_dicom::pdu::{AssociationRJResult, Pdu, RequestorRoles, UserVariableItem};
+use medgate_dicom::pdu::{Pdu, RequestorRoles, UserVariableItem};
+use medgate_dicom::requestor::{self, Interruption};
 use std::time::Duration;
 
 /// Our max PDU length on these associations.
@@ -98,29 +99,17 @@ impl MessageAssociation {
                     *r,
                 ));
         }
-        conn.send(&Pdu::AssociationRQ(rq.clone())).await?;
-        match conn.read(timeout_secs).await? {
-            Incoming::Other(Pdu::AssociationAC(ac)) => {
-                let (contexts, peer_max_pdu) = negotiate::accepted_by_peer(&rq, &ac);
-                Ok(MessageAssociation {
-                    conn,
-                    contexts,
-                    roles: roles_of(&ac.user_variables),
-                    peer_ae: called_ae.to_string(),
-                    peer_max_pdu,
-                    timeout_secs,
-                    next_message_id: 1,
-                })
-            }
-            Incoming::Other(Pdu::AssociationRJ(rj)) => Err(ScuError::Rejected {
-                permanent: rj.result == AssociationRJResult::Permanent,
-                reason: rj.source.to_string(),
-            }),
-            Incoming::Other(Pdu::AbortRQ { .. }) => Err(ScuError::Aborted),
-            _ => Err(ScuError::Protocol(
-                "unexpected answer to A-ASSOCIATE-RQ".into(),
-            )),
-        }
+        let (ac, contexts, peer_max_pdu) =
+            crate::scu::request(&mut conn, &rq, timeout_secs).await?;
+        Ok(MessageAssociation {
+            conn,
+            contexts,
+            roles: roles_of(&ac.user_variables),
+            peer_ae: called_ae.to_string(),
+            peer_max_pdu,
+            timeout_secs,
+            next_message_id: 1,
+        })
     }
 
     /// Accepts an association on `stream` by `policy`; the requestor's role selection items for
@@ -271,17 +260,13 @@ impl MessageAssociation {
                         }
                     }
                 }
-                Incoming::Other(Pdu::ReleaseRQ) => {
+                Incoming::Other(pdu) => {
+                    if requestor::interruption(&pdu) != Interruption::ReleaseRequested {
+                        return Err(crate::scu::interrupted(&pdu));
+                    }
                     let _ = self.conn.send(&Pdu::ReleaseRP).await;
                     self.conn.close().await;
                     return Ok(None);
-                }
-                Incoming::Other(Pdu::AbortRQ { .. }) => return Err(ScuError::Aborted),
-                Incoming::Other(other) => {
-                    return Err(ScuError::Protocol(format!(
-                        "unexpected {}",
-                        other.short_description()
-                    )));
                 }
             }
         }
