@@ -2,7 +2,9 @@
 //! durably in its spool and forwards it to the regional archive.
 //!
 //! - [`config`]: the TOML configuration and its validation.
-//! - [`listener`]: the association acceptor (C-ECHO, C-STORE into the spool).
+//! - [`listener`]: the association acceptor, a pump over `medgate_dicom::acceptor`.
+//! - [`ingest`]: one received object, from its C-STORE-RQ to the response (spool commit,
+//!   rules, fan-out).
 //! - [`scu`]: the association requestor (C-ECHO, C-STORE from a file).
 //! - [`forward`]: per-destination queues and workers (C-STORE, STOW-RS).
 //! - [`conn`]: PDU reading and writing over TCP or TLS.
@@ -31,6 +33,7 @@ pub mod events;
 pub mod fleet;
 pub mod forward;
 pub mod handle;
+pub mod ingest;
 pub mod listener;
 pub mod logbuf;
 pub mod metrics;

@@ -3,10 +3,14 @@
 //!
 //! - [`uids`]: the standard storage SOP classes and transfer syntaxes we negotiate.
 //! - [`pdata`]: framing of PDUs on the wire and of P-DATA-TF value items (zero-copy).
+//! - [`acceptor`]: the acceptor after A-ASSOCIATE-AC: PDU/PDV in, the step to carry out out.
+//! - [`assemble`]: DIMSE messages from PDVs (command joined, data set streamed), every role.
 //! - [`command`]: DIMSE command sets (implicit VR little endian), statuses and builders.
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
+//! - [`requestor`]: the requestor's reading of the A-ASSOCIATE answer and of interruptions.
 //! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
 //! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
+//! - [`store`]: the C-STORE SCP's pure checks: request vs context, data set vs command.
 //! - [`dataset`]: decoding and encoding of the small data sets of non-storage DIMSE messages.
 //! - [`commitment`]: Storage Commitment Push Model (PS3.4 Annex J) messages and their data sets.
 //! - [`worklist`]: Modality Worklist C-FIND matching and return keys (PS3.4 Annex K, C.2.2.2).
@@ -14,13 +18,17 @@
 //! The PDU codec itself (A-ASSOCIATE-RQ/AC/RJ, release, abort) is dicom-ul's `pdu` module;
 //! P-DATA is framed here so that data values can be streamed to disk without copies.
 
+pub mod acceptor;
+pub mod assemble;
 pub mod command;
 pub mod commitment;
 pub mod dataset;
 pub mod negotiate;
 pub mod part10;
 pub mod pdata;
+pub mod requestor;
 pub mod scan;
+pub mod store;
 pub mod uids;
 pub mod worklist;
 
