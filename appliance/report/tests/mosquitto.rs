@@ -40,6 +40,7 @@ impl TelemetrySource for Appliance {
                 free_bytes: 50,
             },
             peers: vec![],
+            config_schema: None,
         }
     }
 }

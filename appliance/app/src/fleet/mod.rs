@@ -349,6 +349,7 @@ impl TelemetrySource for Link {
             nics,
             disk,
             peers,
+            config_schema: Some(medgate_config::SCHEMA_VERSION),
         }
     }
 }
