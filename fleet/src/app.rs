@@ -74,17 +74,48 @@ pub fn random_token() -> Result<String, OpError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Validates an appliance configuration with the appliance's own code
-/// (`medgate_appliance::config`): one problem per line, `key: message`.
+/// Validates a desired configuration with the appliance's own code (`medgate_config`, the
+/// crate the appliance builds its configuration with): box-local keys are ignored (see
+/// [`medgate_config::strip_box_local`]), anything else must be a valid
+/// [`medgate_config::DesiredConfig`]. One problem per line, `key: message`.
 pub fn validate_appliance_config(config: &Value) -> Vec<String> {
-    match serde_json::from_value::<medgate_appliance::config::Config>(config.clone()) {
-        Err(e) => vec![e.to_string()],
-        Ok(c) => c
-            .validate()
+    let Some(doc) = config.as_object() else {
+        return vec!["config: must be a JSON object (the appliance TOML as JSON)".into()];
+    };
+    let mut doc = doc.clone();
+    medgate_config::strip_box_local(&mut doc);
+    match medgate_config::DesiredConfig::from_json(doc) {
+        Err(p) => vec![p.to_string()],
+        Ok(c) => c.validate().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The keys of a desired document (without box-local keys) that `device`, which understands
+/// configuration schema `version`, does not know: one problem per key, naming the version.
+pub fn schema_problems(
+    doc: &serde_json::Map<String, Value>,
+    device: &str,
+    version: u32,
+) -> Vec<String> {
+    match medgate_config::keys_not_known(doc, version) {
+        Err(e) => vec![format!("config: device {device:?} reports {e}")],
+        Ok(keys) => keys
             .into_iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
+            .map(|k| {
+                format!(
+                    "{k}: device {device:?} understands configuration schema version {version}, which has no such key; update the appliance first or leave the key out"
+                )
+            })
             .collect(),
     }
+}
+
+/// The configuration schema version a device reported in its inventory; a device that never
+/// said (a version from before it was reported) understands version 1.
+fn reported_config_schema(device: &Value) -> u32 {
+    device["inventory"]["config_schema"]
+        .as_u64()
+        .map_or(1, |v| u32::try_from(v).unwrap_or(u32::MAX))
 }
 
 impl App {
@@ -259,25 +290,45 @@ impl App {
     }
 
     /// Stores a desired configuration for a scope (`device`, `site`, `tag`) after validating it
-    /// with the appliance's code, then updates and publishes the effective configuration of
-    /// every device concerned. Returns the devices and their new versions.
+    /// with the appliance's code (`medgate_config`) and checking its keys against the
+    /// configuration schema version every device concerned reported, then updates and publishes
+    /// the effective configuration of every device concerned. Returns the devices and their new
+    /// versions (and the box-local keys it dropped from the document).
     pub async fn put_config(
         &self,
         scope: &str,
         target: &str,
         config: Value,
     ) -> Result<Value, OpError> {
-        if !config.is_object() {
+        let Value::Object(mut doc) = config else {
             return Err(OpError::Invalid(
                 "`config` must be a JSON object (the appliance TOML as JSON)".into(),
             ));
-        }
+        };
+        // Box-local keys (a whole appliance file sent as JSON has them) are the box's own: the
+        // document stored and sent carries none.
+        let ignored = medgate_config::strip_box_local(&mut doc);
+        let config = Value::Object(doc);
         let problems = validate_appliance_config(&config);
         if !problems.is_empty() {
             return Err(OpError::InvalidConfig(problems));
         }
         if scope == "device" && self.store.device_site_status(target).await?.is_none() {
             return Err(OpError::NotFound(format!("no device {target:?}")));
+        }
+        let mut problems = Vec::new();
+        if let Value::Object(doc) = &config {
+            for device in self.store.devices_in(scope, target).await? {
+                let version = self
+                    .store
+                    .device(&device)
+                    .await?
+                    .map_or(1, |d| reported_config_schema(&d));
+                problems.extend(schema_problems(doc, &device, version));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(OpError::InvalidConfig(problems));
         }
         let revision = self
             .store
@@ -289,7 +340,9 @@ impl App {
                 updated.push(json!({"device": device, "version": v}));
             }
         }
-        Ok(json!({"scope": scope, "target": target, "revision": revision, "devices": updated}))
+        Ok(
+            json!({"scope": scope, "target": target, "revision": revision, "devices": updated, "ignored_box_local_keys": ignored}),
+        )
     }
 
     /// Recomputes a device's effective desired configuration; publishes it if it changed.
@@ -426,5 +479,57 @@ impl App {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn a_site_wide_document_needs_no_box_local_key() {
+        let d = json!({
+            "listener": {"ae_title": "MEDGATE", "bind": "0.0.0.0:104"},
+            "destination": [{"name": "archive", "kind": "dimse", "address": "pacs:104", "called_ae_title": "PACS"}],
+        });
+        assert_eq!(validate_appliance_config(&d), Vec::<String>::new());
+        let mut whole = d.clone();
+        whole["appliance"] = json!({"name": "x", "data_dir": "/srv/medgate"});
+        whole["status"] = json!({"bind": "127.0.0.1:8104"});
+        assert_eq!(validate_appliance_config(&whole), Vec::<String>::new());
+        let mut typo = d;
+        typo["listner"] = json!({});
+        let p = validate_appliance_config(&typo);
+        assert!(p[0].contains("unknown field `listner`"), "{p:?}");
+    }
+
+    #[test]
+    fn keys_a_device_does_not_know_are_refused_with_its_version() {
+        let d = doc(json!({
+            "listener": {"ae_title": "MEDGATE", "bind": "0.0.0.0:104", "tcp_fastopen": true},
+        }));
+        let p = schema_problems(&d, "ct-room-1", 1);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("listener.tcp_fastopen: "), "{p:?}");
+        assert!(
+            p[0].contains("device \"ct-room-1\" understands configuration schema version 1"),
+            "{p:?}"
+        );
+        let known = doc(json!({"listener": {"ae_title": "MEDGATE", "bind": "0.0.0.0:104"}}));
+        assert_eq!(
+            schema_problems(&known, "ct-room-1", 1),
+            Vec::<String>::new()
+        );
+        let p = schema_problems(&known, "ct-room-1", 0);
+        assert!(p[0].contains("schema version 0"), "{p:?}");
+        assert_eq!(reported_config_schema(&json!({"inventory": null})), 1);
+        assert_eq!(
+            reported_config_schema(&json!({"inventory": {"config_schema": 7}})),
+            7
+        );
     }
 }

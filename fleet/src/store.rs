@@ -1737,6 +1737,7 @@ mod tests {
                 nics: vec![],
                 disk: Disk::default(),
                 peers,
+                config_schema: None,
             },
             config_version: 0,
             telemetry_interval_secs: 10,

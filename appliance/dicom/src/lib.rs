@@ -39,43 +39,9 @@ pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.8002810713691576776336193828699
 /// Our implementation version name (at most 16 characters).
 pub const IMPLEMENTATION_VERSION_NAME: &str = "MEDGATE_01";
 
-/// Checks an application entity title: 1 to 16 characters of the default repertoire, without
-/// backslash or control characters, not only spaces.
-pub fn validate_ae_title(ae: &str) -> Result<(), String> {
-    let trimmed = ae.trim();
-    if trimmed.is_empty() {
-        return Err("an AE title must not be empty or only spaces".into());
-    }
-    if ae.len() > 16 {
-        return Err(format!("AE title {ae:?} is longer than 16 characters"));
-    }
-    if ae
-        .chars()
-        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
-    {
-        return Err(format!(
-            "AE title {ae:?} may only hold printable ASCII characters without backslash"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a UID: 1 to 64 characters, digits and dots, no empty component, no leading zero in a
-/// component.
-pub fn validate_uid(uid: &str) -> Result<(), String> {
-    if uid.is_empty() || uid.len() > 64 {
-        return Err(format!("UID {uid:?} must have 1 to 64 characters"));
-    }
-    for part in uid.split('.') {
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("UID {uid:?} must be dot-separated numbers"));
-        }
-        if part.len() > 1 && part.starts_with('0') {
-            return Err(format!("UID {uid:?} has a component with a leading zero"));
-        }
-    }
-    Ok(())
-}
+/// AE title and UID checks: the configuration's own, so that the appliance and the fleet (which
+/// links `medgate-config`, not this crate) apply one rule.
+pub use medgate_config::check::{validate_ae_title, validate_uid};
 
 /// Trims the padding a UID may carry on the wire (trailing NUL or space).
 pub fn trim_uid(uid: &str) -> &str {

@@ -38,6 +38,7 @@ impl TelemetrySource for Appliance {
                 free_bytes: 50,
             },
             peers: vec![],
+            config_schema: None,
         }
     }
 }

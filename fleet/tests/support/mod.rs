@@ -72,6 +72,7 @@ impl TelemetrySource for TestAppliance {
                 associations: 1,
                 last_seen_ms: now_ms(),
             }],
+            config_schema: Some(1),
         }
     }
 }

@@ -301,6 +301,7 @@ impl TelemetrySource for Link {
             nics,
             disk,
             peers,
+            config_schema: Some(medgate_config::SCHEMA_VERSION),
         }
     }
 }
