@@ -161,6 +161,11 @@ pub struct Inventory {
     /// Calling AEs seen (accepted or refused).
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// The configuration schema version the appliance understands (`medgate_config`'s
+    /// `SCHEMA_VERSION`); the fleet refuses desired keys it does not know. Absent: an appliance
+    /// from before versions were reported, which understands version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<u32>,
 }
 
 /// Retained on `birth` at every connect.

@@ -33,6 +33,7 @@ fn inventory() -> Inventory {
             associations: 3,
             last_seen_ms: 1_700_000_000_000,
         }],
+        config_schema: Some(1),
     }
 }
 

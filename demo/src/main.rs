@@ -765,7 +765,9 @@ async fn main() -> anyhow::Result<()> {
         services.push((
             name,
             tokio::spawn(async move {
-                if let Err(e) = medgate_appliance::fleet::run(cfg, None, sd).await {
+                let attach =
+                    |local: &_, hooks: &_| medgate_appliance::fleet::attach(local, None, hooks);
+                if let Err(e) = medgate_appliance::supervisor::run(cfg, sd, attach).await {
                     eprintln!("{name}: {e}");
                 }
             }),

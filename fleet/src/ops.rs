@@ -87,17 +87,46 @@ pub fn random_token() -> Result<String, OpError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Validates an appliance configuration with the appliance's own code
-/// (`medgate_appliance::config`): one problem per line, `key: message`.
+/// Validates a desired configuration with the appliance's own code (`medgate_config`, the
+/// crate the appliance builds its configuration with): box-local keys are ignored (see
+/// [`medgate_config::strip_box_local`]), anything else must be a valid
+/// [`medgate_config::DesiredConfig`]. One problem per line, `key: message`.
 pub fn validate_appliance_config(config: &Value) -> Vec<String> {
-    match serde_json::from_value::<medgate_appliance::config::Config>(config.clone()) {
-        Err(e) => vec![e.to_string()],
-        Ok(c) => c
-            .validate()
+    let Some(doc) = config.as_object() else {
+        return vec!["config: must be a JSON object (the appliance TOML as JSON)".into()];
+    };
+    let mut doc = doc.clone();
+    medgate_config::strip_box_local(&mut doc);
+    match medgate_config::DesiredConfig::from_json(doc) {
+        Err(p) => vec![p.to_string()],
+        Ok(c) => c.validate().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The keys of a desired document (without box-local keys) that `device`, which understands
+/// configuration schema `version`, does not know: one problem per key, naming the version.
+pub fn schema_problems(
+    doc: &serde_json::Map<String, Value>,
+    device: &str,
+    version: u32,
+) -> Vec<String> {
+    match medgate_config::keys_not_known(doc, version) {
+        Err(e) => vec![format!("config: device {device:?} reports {e}")],
+        Ok(keys) => keys
             .into_iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
+            .map(|k| {
+                format!(
+                    "{k}: device {device:?} understands configuration schema version {version}, which has no such key; update the appliance first or leave the key out"
+                )
+            })
             .collect(),
     }
+}
+
+/// The configuration schema version a device reported in its inventory; a device that never
+/// said (a version from before it was reported) understands version 1.
+fn reported_config_schema(inventory: Option<&medgate_contract::Inventory>) -> u32 {
+    inventory.and_then(|i| i.config_schema).unwrap_or(1)
 }
 
 /// A new claim token (shown once) and what it enrolls.
@@ -154,6 +183,9 @@ pub struct ConfigApplied {
     pub revision: i64,
     /// The devices concerned.
     pub devices: Vec<DeviceVersion>,
+    /// Box-local keys the document had (a whole appliance file sent as JSON), dropped: the
+    /// document stored and sent carries none.
+    pub ignored_box_local_keys: Vec<String>,
 }
 
 /// A site's id and name.
@@ -562,17 +594,32 @@ impl Ops {
                 Token::new(target).map_err(|e| OpError::Invalid(e.to_string()))?;
             }
         }
-        let problems = validate_appliance_config(&config);
-        let Value::Object(config) = config else {
+        let Value::Object(mut config) = config else {
             return Err(OpError::Invalid(
                 "`config` must be a JSON object (the appliance TOML as JSON)".into(),
             ));
         };
+        // Box-local keys (a whole appliance file sent as JSON has them) are the box's own.
+        let ignored_box_local_keys = medgate_config::strip_box_local(&mut config);
+        let problems = validate_appliance_config(&Value::Object(config.clone()));
         if !problems.is_empty() {
             return Err(OpError::InvalidConfig(problems));
         }
         if scope == ConfigScope::Device && self.store.registration(target).await?.is_none() {
             return Err(OpError::NotFound(format!("no device {target:?}")));
+        }
+        // Every device concerned must know every key (version skew once updates roll out).
+        let mut problems = Vec::new();
+        for device in self.store.devices_in(scope, target).await? {
+            let version = self
+                .store
+                .device(&device)
+                .await?
+                .map_or(1, |d| reported_config_schema(d.inventory.as_ref()));
+            problems.extend(schema_problems(&config, &device, version));
+        }
+        if !problems.is_empty() {
+            return Err(OpError::InvalidConfig(problems));
         }
         let revision = self
             .store
@@ -589,6 +636,7 @@ impl Ops {
             target: target.to_owned(),
             revision,
             devices: updated,
+            ignored_box_local_keys,
         })
     }
 
@@ -960,5 +1008,53 @@ mod tests {
                 .expect("patch")
                 .is_none()
         );
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn doc(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn a_site_wide_document_needs_no_box_local_key() {
+        let d = json!({
+            "listener": {"ae_title": "MEDGATE", "bind": "0.0.0.0:104"},
+            "destination": [{"name": "archive", "kind": "dimse", "address": "pacs:104", "called_ae_title": "PACS"}],
+        });
+        assert_eq!(validate_appliance_config(&d), Vec::<String>::new());
+        let mut whole = d.clone();
+        whole["appliance"] = json!({"name": "x", "data_dir": "/srv/medgate"});
+        whole["status"] = json!({"bind": "127.0.0.1:8104"});
+        assert_eq!(validate_appliance_config(&whole), Vec::<String>::new());
+        let mut typo = d;
+        typo["listner"] = json!({});
+        let p = validate_appliance_config(&typo);
+        assert!(p[0].contains("unknown field `listner`"), "{p:?}");
+    }
+
+    #[test]
+    fn keys_a_device_does_not_know_are_refused_with_its_version() {
+        let d = doc(json!({
+            "listener": {"ae_title": "MEDGATE", "bind": "0.0.0.0:104", "tcp_fastopen": true},
+        }));
+        let p = schema_problems(&d, "ct-room-1", 1);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("listener.tcp_fastopen: "), "{p:?}");
+        assert!(
+            p[0].contains("device \"ct-room-1\" understands configuration schema version 1"),
+            "{p:?}"
+        );
+        let known = doc(json!({"listener": {"ae_title": "MEDGATE", "bind": "0.0.0.0:104"}}));
+        assert_eq!(
+            schema_problems(&known, "ct-room-1", 1),
+            Vec::<String>::new()
+        );
+        let p = schema_problems(&known, "ct-room-1", 0);
+        assert!(p[0].contains("schema version 0"), "{p:?}");
+        assert_eq!(reported_config_schema(None), 1);
     }
 }

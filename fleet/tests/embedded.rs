@@ -201,12 +201,25 @@ async fn zero_setup_fleet_with_a_reporting_device() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    // The whole file as JSON: its box-local keys are the box's own, dropped and listed.
+    assert_eq!(
+        v["ignored_box_local_keys"],
+        json!(["appliance.data_dir", "hardware", "status"]),
+        "{v}"
+    );
     let c = api
         .wait(10, "config applied", "/api/v1/devices/dev-1/config", |c| {
             c["drift"] == "in_sync"
         })
         .await;
     assert_eq!(c["reported"]["running_version"], 1);
+    assert!(
+        c["desired"]["config"]["appliance"]
+            .get("data_dir")
+            .is_none()
+            && c["desired"]["config"].get("status").is_none(),
+        "the document sent carries no box-local key: {c}"
+    );
     assert_eq!(*app.applied.lock().expect("lock"), vec![1]);
 
     // Modality onboarding: the seen AE is approved into the allow-list (a new desired version).

@@ -106,7 +106,8 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         format!("{text}user root\nlog_dest stderr\nlog_type error\n"),
     )
     .expect("write");
-    let mut broker = Mosquitto::start_with_conf(&conf, port);
+    let mut broker = Mosquitto::start_with_conf(&conf, port, &dir.path().join("mosquitto.log"))
+        .expect("mosquitto");
 
     // Two fleet replicas on one PostgreSQL and one broker.
     config.broker.mode = BrokerMode::External;
@@ -287,7 +288,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         "{:?}",
         rep_a.status()
     );
-    broker.restart();
+    broker.restart().expect("mosquitto restart");
     let total = produced as i64;
     api.wait(
         60,
@@ -375,7 +376,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         "the list was rewritten"
     );
     let (a_connects, b_connects) = (rep_a.status().connects, rep_b.status().connects);
-    broker.restart();
+    broker.restart().expect("mosquitto restart");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while rep_a.status().connects == a_connects || !rep_a.status().connected {
         assert!(

@@ -3,7 +3,7 @@
 //! `medgate-fleet broker-config` (mutual TLS, certificate name as user, per-device ACL); an MQTT
 //! capture of every message (`mosquitto_sub -t '#'`).
 
-use crate::{Peer, free_port, http_client, require_tool, wait_listening, workspace_bin};
+use crate::{Mosquitto, Peer, free_port, http_client, require_tool, wait_listening, workspace_bin};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -12,33 +12,6 @@ use std::time::{Duration, Instant};
 
 /// `mosquitto_sub`.
 pub const MOSQUITTO_SUB: &str = "/usr/bin/mosquitto_sub";
-
-/// A Mosquitto broker process with a configuration written by `medgate-fleet broker-config`.
-#[derive(Debug)]
-pub struct Mosquitto {
-    peer: Option<Peer>,
-    conf: PathBuf,
-    log: PathBuf,
-    /// Its TLS port.
-    pub port: u16,
-}
-
-impl Mosquitto {
-    /// Starts (again) and waits until it listens.
-    pub async fn start(&mut self) -> Result<()> {
-        let mut cmd = Command::new(require_tool(crate::peer::MOSQUITTO));
-        cmd.arg("-c").arg(&self.conf);
-        let mut peer = Peer::spawn("mosquitto", cmd, &self.log)?;
-        wait_listening(self.port, Duration::from_secs(10), || peer.check_alive()).await?;
-        self.peer = Some(peer);
-        Ok(())
-    }
-
-    /// Stops it (the broker goes away: an outage).
-    pub fn stop(&mut self) {
-        self.peer = None;
-    }
-}
 
 /// A `medgate-fleet serve` process.
 #[derive(Debug)]
@@ -95,13 +68,7 @@ impl Fleet {
             &conf,
             format!("{text}user root\nlog_dest stderr\nlog_type error\nlog_type warning\n"),
         )?;
-        let mut mosquitto = Mosquitto {
-            peer: None,
-            conf,
-            log: dir.join("mosquitto.log"),
-            port,
-        };
-        mosquitto.start().await?;
+        let mosquitto = Mosquitto::start_with_conf(&conf, port, &dir.join("mosquitto.log"))?;
         let broker = format!(
             "[http.tls]\ncertificate = \"{out}/broker.crt\"\nprivate_key = \"{out}/broker.key\"\n[broker]\nmode = \"external\"\naddress = \"localhost:{port}\"\n[broker.tls]\nca = \"{out}/ca.crt\"\ncertificate = \"{out}/fleet.crt\"\nprivate_key = \"{out}/fleet.key\"\n",
             out = out.display()

@@ -5,11 +5,8 @@
 //! appliance). A missing peer is a failure, never a skip: CI (`ci/test`) installs them.
 //!
 //! - [`appliance`]: [`Appliance`], the real `medgate-appliance` process with its configuration.
-//! - [`ports`]: free ports on 127.0.0.1, waiting for a port to listen.
-//! - [`peer`]: [`Peer`], a child process killed on drop, with its log; [`require_tool`],
-//!   [`workspace_bin`], process statistics.
-//! - [`dcmtk`]: [`Storescp`], [`Storescu`] (per-file outcomes, parallel runs), [`echoscu`].
-//! - [`orthanc`]: [`Orthanc`] (start, REST queries, stop and restart on the same ports and storage).
+//! - [`ports`], [`peer`], [`dcmtk`], [`orthanc`], [`mosquitto`], [`http`]: the peers, from
+//!   medgate-testkit (shared with the report crate's and the fleet's tests).
 //! - [`fleet`]: [`Fleet`] (the real `medgate-fleet serve`, zero-setup) and [`MqttCapture`] (every
 //!   MQTT message, by `mosquitto_sub`).
 //! - [`http`]: an HTTP client for loopback, STOW-RS requests.
@@ -21,12 +18,9 @@
 
 pub mod appliance;
 pub mod compare;
-pub mod dcmtk;
 pub mod fleet;
-pub mod http;
-pub mod orthanc;
-pub mod peer;
-pub mod ports;
+// The peers themselves live in medgate-testkit, shared with the other suites.
+pub use medgate_testkit::{dcmtk, http, mosquitto, orthanc, peer, ports};
 
 pub use appliance::Appliance;
 pub use compare::{
@@ -36,8 +30,9 @@ pub use dcmtk::{
     EchoReport, StoreOutcome, StoreStatus, Storescp, StorescpOptions, Storescu, StorescuReport,
     echoscu, storescu,
 };
-pub use fleet::{Fleet, Mosquitto, MqttCapture};
+pub use fleet::{Fleet, MqttCapture};
 pub use http::{HttpReply, http_client, stow_rs};
+pub use medgate_testkit::Mosquitto;
 pub use orthanc::{Orthanc, OrthancOptions};
 pub use peer::{Peer, ProcStats, proc_stats, require_tool, workspace_bin, workspace_root};
 pub use ports::{free_port, wait_listening};

@@ -639,7 +639,7 @@ async fn over_mosquitto_with_mutual_tls_reports_survive_a_broker_outage() -> Res
 
     // The broker goes away for a minute: capture and forwarding go on, the events wait in the
     // outbox.
-    mosquitto.stop();
+    mosquitto.kill();
     let down = std::time::Instant::now();
     let mut study = Study::new(Patient::synthetic(98), "ACC98".to_string(), 98);
     let second = study.one_of_each(&t.path().join("s2"))?;
@@ -668,7 +668,7 @@ async fn over_mosquitto_with_mutual_tls_reports_survive_a_broker_outage() -> Res
     // without the state of its last seconds, and the fleet and the appliance reconnect in either
     // order: an event the broker acknowledged but never delivered is sent again because no
     // receipt came for it.
-    mosquitto.start().await?;
+    mosquitto.restart()?;
     fleet
         .wait("online again", &device(""), Duration::from_secs(90), |d| {
             d["connection"] == "online"

@@ -194,7 +194,21 @@ async fn storage_commitment_reported_on_the_same_association() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_commitment_survives_a_restart_and_reports_on_a_new_association() -> Result<()> {
-    let t = tempdir("commit-new")?;
+    commitment_across_a_restart("commit-new", 72, false).await
+}
+
+/// The spool index is rebuildable (from the files); the pending commitment is not, and lives
+/// apart from it: a damaged index is rebuilt and the request is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_commitment_survives_a_damaged_spool_index() -> Result<()> {
+    commitment_across_a_restart("commit-index", 74, true).await
+}
+
+/// A request waits for an archive that is down; the appliance is killed (and its spool index
+/// damaged beyond repair if `damage_index`) and restarted; once the archive is up the appliance
+/// calls the requester back on a new association and reports success.
+async fn commitment_across_a_restart(name: &str, seed: u64, damage_index: bool) -> Result<()> {
+    let t = tempdir(name)?;
     let archive_port = free_port();
     let requester = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let requester_port = requester.local_addr()?.port();
@@ -207,7 +221,7 @@ async fn storage_commitment_survives_a_restart_and_reports_on_a_new_association(
     )
     .await?;
     // The archive is down: the objects wait in the spool, the commitment waits for them.
-    let files = ct_files(&t.path().join("studies"), 72, 2)?;
+    let files = ct_files(&t.path().join("studies"), seed, 2)?;
     appliance
         .storescu()
         .calling_ae("CT02")
@@ -224,7 +238,7 @@ async fn storage_commitment_survives_a_restart_and_reports_on_a_new_association(
     )
     .await?;
     let request = Request {
-        transaction_uid: "2.25.7200001".into(),
+        transaction_uid: format!("2.25.{seed}00001"),
         references: references(&files),
     };
     assert_eq!(
@@ -241,14 +255,24 @@ async fn storage_commitment_survives_a_restart_and_reports_on_a_new_association(
 
     // Power cut; on restart the request is still there.
     appliance.kill9()?;
+    if damage_index {
+        let index = appliance.dir.join("data").join("index");
+        anyhow::ensure!(index.is_dir(), "no spool index at {}", index.display());
+        std::fs::remove_dir_all(&index)?;
+        std::fs::write(&index, b"not a sled database")?;
+    }
     appliance.restart().await?;
-    appliance
+    let s = appliance
         .wait_status(
             "request still pending after restart",
             Duration::from_secs(10),
             |s| s["workflow"]["commitment"]["pending"] == 1,
         )
         .await?;
+    assert_eq!(s["startup"]["index_rebuilt"], damage_index, "{s}");
+    if damage_index {
+        assert_eq!(s["startup"]["reindexed"], files.len(), "{s}");
+    }
 
     // The archive comes up; once it confirmed both, the appliance calls the modality back.
     let _archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;

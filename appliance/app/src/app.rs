@@ -1,22 +1,23 @@
-//! Wiring: opens the spool, starts the listeners, the forwarders, housekeeping and the local
-//! status endpoint, and stops them in order on SIGTERM or Ctrl-C.
+//! Wiring: starts an appliance from a [`Config`] — opens the spool and the workflow store,
+//! starts the listeners, the forwarders, housekeeping and the local status endpoint — and stops
+//! them in order on SIGTERM or Ctrl-C. What runs is shared as the handle [`App`].
 
 use crate::config::{Config, DestinationKind, DestinationSection, Network, split_host_port};
-use crate::events::Events;
 use crate::forward::queue::Backoff;
 use crate::forward::stow::{Auth, StowSender};
 use crate::forward::{Destination, ForwardHub, Sender, dimse::DimseSender};
+use crate::handle::{App, AppParts, Hooks};
 use crate::listener::{self, ListenerContext};
 use crate::metrics::Metrics;
 use crate::scu::ScuOptions;
 use crate::tls;
 use medgate_dicom::negotiate::AcceptorPolicy;
 use medgate_dicom::pdata::FrameLimits;
-use medgate_spool::{ReconcileReport, Spool, SpoolConfig};
+use medgate_spool::{Spool, SpoolConfig, WorkflowStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Errors that stop the appliance from starting.
@@ -67,166 +68,6 @@ pub enum AppError {
         /// Why.
         reason: String,
     },
-}
-
-/// The running appliance, shared with the status endpoint.
-#[derive(Debug)]
-pub struct App {
-    /// The configuration it runs with.
-    pub cfg: Config,
-    /// The spool.
-    pub spool: Arc<Spool>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The destinations.
-    pub hub: Arc<ForwardHub>,
-    /// The listener context (health flags).
-    pub listener: Arc<ListenerContext>,
-    /// What start-up reconciliation found.
-    pub reconcile: ReconcileReport,
-    /// When it started.
-    pub started: Instant,
-    /// Listeners bound and serving.
-    pub listeners_up: AtomicUsize,
-    /// Listeners configured.
-    pub listeners_expected: usize,
-    /// The last hardware inventory and its alarms (none without a hardware profile).
-    pub inventory: std::sync::Mutex<Option<(medgate_hardware::Inventory, Vec<String>)>>,
-    /// Events for the fleet.
-    pub events: Arc<Events>,
-    /// The fleet reporter's state (none without a fleet).
-    pub fleet: Arc<crate::fleet::Probe>,
-    /// Where its configuration comes from.
-    pub config_source: ConfigSource,
-}
-
-/// What the appliance shares with the one who runs it (the fleet link): its event sink, and
-/// the running [`App`] while it serves.
-#[derive(Debug, Default, Clone)]
-pub struct Hooks {
-    /// Events for the fleet; a no-op until a sink is connected.
-    pub events: Arc<Events>,
-    /// The fleet reporter's state, for the local status.
-    pub fleet: Arc<crate::fleet::Probe>,
-    /// Why the configuration starting now is in force (for the rules audit list):
-    /// "start-up" unless the supervisor says otherwise.
-    pub reason: Arc<std::sync::Mutex<Option<String>>>,
-    /// The running appliance: set once it serves, cleared when it stops.
-    pub current: Arc<std::sync::Mutex<Option<Arc<App>>>>,
-    /// Where the configuration starting next comes from (the supervisor sets it).
-    pub config_source: Arc<std::sync::Mutex<ConfigSource>>,
-}
-
-/// Where the running configuration comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "from", rename_all = "snake_case")]
-pub enum ConfigSource {
-    /// The local file, as written.
-    #[default]
-    LocalFile,
-    /// The fleet's desired configuration of this version, merged over the local file (which
-    /// keeps the box-local tables: appliance, status, hardware, fleet).
-    Fleet {
-        /// The fleet's version of it.
-        version: u64,
-    },
-}
-
-impl Hooks {
-    /// The running appliance, if any.
-    pub fn app(&self) -> Option<Arc<App>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Records where the configuration of the next start comes from.
-    pub fn set_config_source(&self, source: ConfigSource) {
-        *self.config_source.lock().unwrap_or_else(|p| p.into_inner()) = source;
-    }
-
-    fn config_source(&self) -> ConfigSource {
-        *self.config_source.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records why the next start happens (see [`Hooks::reason`]).
-    pub fn set_reason(&self, why: impl Into<String>) {
-        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.into());
-    }
-
-    fn reason(&self) -> String {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_else(|| "start-up".into())
-    }
-
-    fn set(&self, app: Option<Arc<App>>) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = app;
-    }
-}
-
-impl App {
-    /// Healthy: every listener serves and the spool accepts writes. Returns the reason if not.
-    pub fn health(&self) -> Result<(), String> {
-        let up = self.listeners_up.load(Ordering::Relaxed);
-        if up < self.listeners_expected {
-            return Err(format!(
-                "{up} of {} listeners serving",
-                self.listeners_expected
-            ));
-        }
-        if !self.listener.spool_ok.load(Ordering::Relaxed) {
-            return Err("the last spool write failed".into());
-        }
-        Ok(())
-    }
-}
-
-impl App {
-    /// Takes objects out of quarantine (all, one id, all or one destination) and queues them
-    /// again. Returns how many (object, destination) pairs were queued.
-    pub async fn retry_quarantine(
-        &self,
-        id: Option<u64>,
-        destination: Option<String>,
-    ) -> Result<usize, String> {
-        let spool = self.spool.clone();
-        let pairs = tokio::task::spawn_blocking(move || {
-            spool.release_quarantine(id, destination.as_deref())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        for (id, d) in &pairs {
-            self.hub.requeue(*id, d);
-        }
-        Ok(pairs.len())
-    }
-
-    /// Gives up on quarantined objects received more than `older_than` ago (all if `None`); see
-    /// [`Spool::purge_quarantine`]. Returns (objects, bytes) deleted.
-    pub async fn purge_quarantine(
-        &self,
-        older_than: Option<Duration>,
-    ) -> Result<(u64, u64), String> {
-        let cutoff =
-            older_than.map(|d| medgate_contract::now_ms().saturating_sub(d.as_millis() as u64));
-        let spool = self.spool.clone();
-        let (done, left) = tokio::task::spawn_blocking(move || {
-            let done = spool.purge_quarantine(cutoff)?;
-            Ok::<_, medgate_spool::SpoolError>((done, spool.quarantined()?))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        for d in &self.hub.destinations {
-            d.set_quarantined(left.iter().filter(|e| e.destination == d.name).count() as u64);
-        }
-        Ok(done)
-    }
 }
 
 /// Makes ring the process-wide rustls provider (idempotent).
@@ -380,6 +221,24 @@ pub async fn run_with(
         "spool reconciled"
     );
     let spool = Arc::new(spool);
+    let workflow_store = {
+        let (data_dir, spool) = (cfg.appliance.data_dir.clone(), spool.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let (store, mut report) = WorkflowStore::open(&data_dir)?;
+            report.migrated_entries = store.migrate_from(&spool)?;
+            Ok::<_, medgate_spool::SpoolError>((store, report))
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        let (store, report) = opened.map_err(|source| AppError::Spool {
+            dir: cfg.appliance.data_dir.display().to_string(),
+            source,
+        })?;
+        if report != Default::default() {
+            tracing::info!(migrated_entries = report.migrated_entries, moved_aside = ?report.moved_aside, "workflow state opened");
+        }
+        Arc::new(store)
+    };
     if let Err(e) = rules.audit(&hooks.reason()) {
         tracing::error!(error = %e, "cannot write the rules audit list; the rules are applied anyway");
     }
@@ -424,9 +283,11 @@ pub async fn run_with(
         .filter_map(|n| Network::parse(n).ok())
         .collect();
     let workflow = Arc::new(
-        crate::workflow::Workflow::start(&cfg, &spool).map_err(|source| AppError::Spool {
-            dir: cfg.appliance.data_dir.display().to_string(),
-            source,
+        crate::workflow::Workflow::start(&cfg, &spool, &workflow_store).map_err(|source| {
+            AppError::Spool {
+                dir: cfg.appliance.data_dir.display().to_string(),
+                source,
+            }
         })?,
     );
     let ctx = Arc::new(ListenerContext {
@@ -478,7 +339,7 @@ pub async fn run_with(
     };
     let status_listener = bind(cfg.status.bind, "status HTTP").await?;
 
-    let app = Arc::new(App {
+    let app = Arc::new(App::new(AppParts {
         listeners_expected: 1 + usize::from(tls_listener.is_some()),
         cfg: cfg.clone(),
         spool: spool.clone(),
@@ -486,13 +347,10 @@ pub async fn run_with(
         hub: hub.clone(),
         listener: ctx.clone(),
         reconcile,
-        started: Instant::now(),
-        listeners_up: AtomicUsize::new(0),
-        inventory: std::sync::Mutex::new(None),
         events: hooks.events.clone(),
         fleet: hooks.fleet.clone(),
         config_source: hooks.config_source(),
-    });
+    }));
 
     let mut tasks = tokio::task::JoinSet::new();
     for (dest, sender) in workers {
@@ -504,11 +362,11 @@ pub async fn run_with(
     {
         let app = app.clone();
         let (ctx, sd) = (ctx.clone(), shutdown.clone());
-        app.listeners_up.fetch_add(1, Ordering::Relaxed);
+        app.listener_serving();
         tasks.spawn(async move { listener::serve(plain, ctx, None, sd).await });
     }
     if let Some((tl, acceptor)) = tls_listener {
-        app.listeners_up.fetch_add(1, Ordering::Relaxed);
+        app.listener_serving();
         tasks.spawn(listener::serve(
             tl,
             ctx.clone(),
@@ -542,9 +400,13 @@ pub async fn run_with(
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    app.events.flush_forwarded(Duration::ZERO);
+    app.events().flush_forwarded(Duration::ZERO);
     let s = spool.clone();
-    let _ = tokio::task::spawn_blocking(move || s.flush()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = workflow_store.flush();
+        s.flush()
+    })
+    .await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -558,23 +420,25 @@ async fn housekeeping(app: Arc<App>, shutdown: CancellationToken) {
             _ = tick.tick() => {},
             () = shutdown.cancelled() => return,
         }
-        let spool = app.spool.clone();
+        let spool = app.spool().clone();
         match tokio::task::spawn_blocking(move || spool.evict()).await {
             Ok(Ok(n)) if n > 0 => {
-                app.metrics.objects_evicted.fetch_add(n, Ordering::Relaxed);
+                app.metrics()
+                    .objects_evicted
+                    .fetch_add(n, Ordering::Relaxed);
                 tracing::info!(evicted = n, "released confirmed objects from the spool");
             }
             Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
             _ => {}
         }
-        let u = app.spool.usage();
-        let m = &app.metrics;
+        let u = app.spool().usage();
+        let m = &app.metrics();
         m.spool_bytes.store(u.spool_bytes, Ordering::Relaxed);
         m.spool_objects.store(u.objects, Ordering::Relaxed);
         m.disk_free_bytes.store(u.fs_free_bytes, Ordering::Relaxed);
         m.spool_used_centipercent
             .store((u.used_percent * 100.0) as u64, Ordering::Relaxed);
-        let full = u.used_percent >= app.cfg.spool.high_watermark_percent;
+        let full = u.used_percent >= app.cfg().spool.high_watermark_percent;
         if full != was_full {
             if full {
                 tracing::warn!(
@@ -587,12 +451,12 @@ async fn housekeeping(app: Arc<App>, shutdown: CancellationToken) {
                     "spool back below its high watermark: accepting objects again"
                 );
             }
-            app.events.watermark_crossed(full, u.used_percent);
+            app.events().watermark_crossed(full, u.used_percent);
             was_full = full;
         }
         // A study is reported forwarded once its objects stop arriving at a destination.
-        app.events.flush_forwarded(Duration::from_secs(10));
-        for d in &app.hub.destinations {
+        app.events().flush_forwarded(Duration::from_secs(10));
+        for d in &app.hub().destinations {
             d.refresh_gauges();
         }
     }

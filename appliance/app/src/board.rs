@@ -3,8 +3,8 @@
 //! hardware inventory. Everything here is optional on a plain server: without a profile there
 //! is no hardware watchdog and no LED, only systemd's notify protocol when systemd asks for it.
 
-use crate::app::App;
 use crate::config::HardwareSection;
+use crate::handle::{App, Hardware};
 use medgate_hardware::storage::Smartctl;
 use medgate_hardware::{
     ApplianceState, HardwareWatchdog, Health, Inventory, Leds, Profile, SdNotify, StateInputs,
@@ -133,8 +133,8 @@ impl Board {
                 () = shutdown.cancelled() => break,
             }
             let health = Health {
-                listener_ok: app.listeners_up.load(Ordering::Relaxed) >= app.listeners_expected,
-                spool_ok: app.listener.spool_ok.load(Ordering::Relaxed),
+                listener_ok: app.listeners_ok(),
+                spool_ok: app.listener().spool_ok.load(Ordering::Relaxed),
             };
             let now = Instant::now();
             wd.report(health, now);
@@ -147,27 +147,25 @@ impl Board {
                     let (root, profile, dir) = (
                         self.root.clone(),
                         profile.clone(),
-                        app.cfg.appliance.data_dir.clone(),
+                        app.cfg().appliance.data_dir.clone(),
                     );
                     if let Ok(inv) = tokio::task::spawn_blocking(move || {
                         let inv =
                             Inventory::collect(&root, &profile, &[dir], Smartctl::find().as_ref());
                         let alarms = inv.alarms(&profile);
-                        (inv, alarms)
+                        Hardware {
+                            inventory: inv,
+                            alarms,
+                        }
                     })
                     .await
                     {
-                        *app.inventory.lock().unwrap_or_else(|p| p.into_inner()) = Some(inv);
+                        app.set_hardware(inv);
                     }
                 }
             }
-            let degraded = app.hub.destinations.iter().any(|d| d.snapshot().down)
-                || app
-                    .inventory
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .is_some_and(|(_, alarms)| !alarms.is_empty());
+            let degraded =
+                app.hub().destinations.iter().any(|d| d.snapshot().down) || app.hardware_alarmed();
             if let Some(leds) = self.leds.as_mut() {
                 let state = ApplianceState::decide(&StateInputs {
                     started: true,

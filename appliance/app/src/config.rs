@@ -1,10 +1,22 @@
 //! The appliance's TOML configuration: structure, defaults and validation with exact messages.
 //! Pure: [`Config::parse`] and [`Config::validate`] touch no file besides the ones the config names
 //! (certificate paths are checked for existence by `validate_files`).
+//!
+//! The file has two parts. What the fleet may set (name, listener, spool, forward, destinations,
+//! rules, workflow services) is `medgate-config`'s [`DesiredConfig`], with its validation; the
+//! box-local rest (`appliance.data_dir`, `appliance.fleet_enrollment`, `[fleet]`, `[hardware]`,
+//! `[status]`) is checked here. [`Config`] is both, built from the file or
+//! [`Config::from_parts`] (a desired document from the fleet over the local file).
 
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+pub use medgate_config::check::binds_overlap;
+pub use medgate_config::{
+    DesiredConfig, DestinationKind, DestinationSection, DestinationTls, ForwardSection, HostPort,
+    ListenerSection, ListenerTls, Network, Problem, SCHEMA_VERSION, SpoolSection, parse_bind,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,13 +47,13 @@ pub struct Config {
     pub rules: medgate_rules::RulesConfig,
     /// Storage Commitment Push Model SCP (off when absent).
     #[serde(default)]
-    pub commitment: Option<crate::workflow::config::CommitmentSection>,
+    pub commitment: Option<medgate_config::workflow::CommitmentSection>,
     /// Modality Worklist proxy (off when absent).
     #[serde(default)]
-    pub worklist: Option<crate::workflow::config::WorklistSection>,
+    pub worklist: Option<medgate_config::workflow::WorklistSection>,
     /// Quality checks at ingest (off when absent).
     #[serde(default)]
-    pub qc: Option<crate::workflow::config::QcSection>,
+    pub qc: Option<medgate_config::workflow::QcSection>,
     /// Reporting to the fleet manager over MQTT, written by hand (see also
     /// `appliance.fleet_enrollment`). Absent: no reporting.
     #[serde(default)]
@@ -81,181 +93,12 @@ pub struct ApplianceSection {
     pub fleet_enrollment: Option<PathBuf>,
 }
 
-/// `[listener]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerSection {
-    /// Our AE title.
-    pub ae_title: String,
-    /// Plain DICOM address.
-    #[serde(deserialize_with = "de_bind")]
-    pub bind: SocketAddr,
-    /// DICOM TLS address.
-    #[serde(default, deserialize_with = "de_bind_opt")]
-    pub tls_bind: Option<SocketAddr>,
-    /// Concurrent associations.
-    #[serde(default = "default_max_associations")]
-    pub max_associations: usize,
-    /// Largest P-DATA PDU we accept.
-    #[serde(default = "default_max_pdu")]
-    pub max_pdu_bytes: u32,
-    /// ARTIM timeout.
-    #[serde(default = "default_artim")]
-    pub artim_timeout_secs: u64,
-    /// Idle timeout.
-    #[serde(default = "default_idle")]
-    pub idle_timeout_secs: u64,
-    /// Called AE titles we answer to.
-    #[serde(default)]
-    pub allowed_called_ae_titles: Vec<String>,
-    /// Calling AE titles accepted.
-    #[serde(default)]
-    pub allowed_calling_ae_titles: Vec<String>,
-    /// Source networks accepted.
-    #[serde(default)]
-    pub allowed_networks: Vec<String>,
-    /// Private storage SOP classes accepted.
-    #[serde(default)]
-    pub private_sop_classes: Vec<String>,
-    /// Transfer syntaxes accepted.
-    #[serde(default)]
-    pub transfer_syntaxes: Vec<String>,
-    /// TLS material for `tls_bind`.
-    #[serde(default)]
-    pub tls: Option<ListenerTls>,
-}
-
-/// `[listener.tls]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    /// PEM certificate chain.
-    pub certificate: PathBuf,
-    /// PEM private key.
-    pub private_key: PathBuf,
-    /// PEM CA bundle; if set, clients must present a certificate it signed.
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
-}
-
-/// `[spool]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpoolSection {
-    /// Refuse above this use.
-    pub high_watermark_percent: f64,
-    /// Evict down to this use.
-    pub low_watermark_percent: f64,
-    /// Optional cap on the spool's bytes.
-    pub max_bytes: u64,
-    /// Keep confirmed objects this long.
-    pub retention_hours: u64,
-}
-
-impl Default for SpoolSection {
-    fn default() -> Self {
-        SpoolSection {
-            high_watermark_percent: 90.0,
-            low_watermark_percent: 80.0,
-            max_bytes: 0,
-            retention_hours: 168,
-        }
-    }
-}
-
-/// `[forward]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForwardSection {
-    /// First backoff.
-    pub initial_backoff_ms: u64,
-    /// Backoff ceiling.
-    pub max_backoff_secs: u64,
-}
-
-impl Default for ForwardSection {
-    fn default() -> Self {
-        ForwardSection {
-            initial_backoff_ms: 1000,
-            max_backoff_secs: 300,
-        }
-    }
-}
-
-/// Kind of destination.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum DestinationKind {
-    /// DICOM C-STORE.
-    Dimse,
-    /// DICOMweb STOW-RS.
-    Stow,
-}
-
-/// `[[destination]]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationSection {
-    /// Unique name.
-    pub name: String,
-    /// Protocol.
-    pub kind: DestinationKind,
-    /// host:port (dimse).
-    #[serde(default)]
-    pub address: Option<String>,
-    /// Called AE title (dimse).
-    #[serde(default)]
-    pub called_ae_title: Option<String>,
-    /// Calling AE title (dimse); default: the listener's.
-    #[serde(default)]
-    pub calling_ae_title: Option<String>,
-    /// Base URL (stow).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Parallel associations or requests.
-    #[serde(default = "default_parallel")]
-    pub parallel: usize,
-    /// Timeout for connect and each response.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
-    /// HTTP basic user (stow).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the HTTP basic password (stow).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// File holding a bearer token (stow).
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    /// TLS to the destination.
-    #[serde(default)]
-    pub tls: Option<DestinationTls>,
-}
-
-/// `[destination.tls]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationTls {
-    /// PEM CA bundle to trust.
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate chain.
-    #[serde(default)]
-    pub certificate: Option<PathBuf>,
-    /// PEM client private key.
-    #[serde(default)]
-    pub private_key: Option<PathBuf>,
-    /// Name to verify the server certificate against.
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
 /// `[status]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusSection {
     /// Address of the local HTTP endpoint.
-    #[serde(deserialize_with = "de_bind")]
+    #[serde(deserialize_with = "medgate_config::sections::de_bind")]
     pub bind: SocketAddr,
     /// The status API has no authentication: binding it beyond loopback must be said
     /// deliberately with `allow_unauthenticated_remote = true`.
@@ -268,146 +111,6 @@ impl Default for StatusSection {
             bind: SocketAddr::from(([127, 0, 0, 1], 8104)),
             allow_unauthenticated_remote: false,
         }
-    }
-}
-
-/// Parses an address to listen on: an IP address and a port, with a message that says what is
-/// wrong (a host name, a port above 65535, no port).
-pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!(
-            "{s:?} has no port: write an IP address and a port, e.g. \"0.0.0.0:11112\""
-        ));
-    };
-    let port_problem = port_problem(port);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.parse::<IpAddr>().is_err() {
-        return Err(format!(
-            "{host:?} is not an IP address: a listening address must be one of this box's addresses (or 0.0.0.0 / [::] for all), not a host name{}",
-            port_problem
-                .map(|p| format!("; and {p}"))
-                .unwrap_or_default()
-        ));
-    }
-    Err(port_problem.unwrap_or_else(|| format!("{s:?} is not an IP address and port")))
-}
-
-/// What is wrong with a port number, if anything (0 included: see the callers).
-fn port_problem(port: &str) -> Option<String> {
-    match port.parse::<u64>() {
-        Err(_) => Some(format!("the port {port:?} is not a number")),
-        Ok(p) if p > 65_535 => Some(format!("the port {p} is above 65535")),
-        Ok(_) => None,
-    }
-}
-
-fn de_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_bind(&s).map_err(serde::de::Error::custom)
-}
-
-fn de_bind_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    de_bind(d).map(Some)
-}
-
-/// Whether two listening addresses would take the same port on some address.
-fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-fn default_max_associations() -> usize {
-    32
-}
-fn default_max_pdu() -> u32 {
-    262_144
-}
-fn default_artim() -> u64 {
-    30
-}
-fn default_idle() -> u64 {
-    300
-}
-fn default_parallel() -> usize {
-    2
-}
-fn default_timeout() -> u64 {
-    60
-}
-
-/// A CIDR network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    /// Parses "10.0.0.0/8", "fd00::/8" or a bare address (a /32 or /128).
-    pub fn parse(s: &str) -> Result<Network, String> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP network (expected e.g. \"10.20.0.0/16\")"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?} has a prefix length outside 0..={max}"))?,
-            None => max,
-        };
-        Ok(Network { addr, prefix })
-    }
-
-    /// Whether `ip` is inside.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// A validation failure: the key and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path.
-    pub key: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
     }
 }
 
@@ -498,7 +201,52 @@ impl Config {
         }
     }
 
-    /// Checks every value; returns all problems at once.
+    /// The fleet-owned part of this configuration (what a desired document from the fleet sets).
+    pub fn desired(&self) -> DesiredConfig {
+        DesiredConfig {
+            appliance: Some(medgate_config::DesiredAppliance {
+                name: self.appliance.name.clone(),
+            }),
+            listener: self.listener.clone(),
+            spool: self.spool.clone(),
+            forward: self.forward.clone(),
+            destinations: self.destinations.clone(),
+            rules: self.rules.clone(),
+            commitment: self.commitment.clone(),
+            worklist: self.worklist.clone(),
+            qc: self.qc.clone(),
+        }
+    }
+
+    /// The configuration to run: the fleet-owned part from `desired`, the box-local part
+    /// (`appliance.data_dir`, `appliance.fleet_enrollment`, `[fleet]`, `[hardware]`, `[status]`)
+    /// from `local`. A desired document without a name keeps the local one.
+    pub fn from_parts(local: &Config, desired: DesiredConfig) -> Config {
+        Config {
+            appliance: ApplianceSection {
+                name: desired
+                    .appliance
+                    .map(|a| a.name)
+                    .unwrap_or_else(|| local.appliance.name.clone()),
+                data_dir: local.appliance.data_dir.clone(),
+                fleet_enrollment: local.appliance.fleet_enrollment.clone(),
+            },
+            listener: desired.listener,
+            spool: desired.spool,
+            forward: desired.forward,
+            destinations: desired.destinations,
+            status: local.status.clone(),
+            hardware: local.hardware.clone(),
+            rules: desired.rules,
+            commitment: desired.commitment,
+            worklist: desired.worklist,
+            qc: desired.qc,
+            fleet: local.fleet.clone(),
+        }
+    }
+
+    /// Checks every value; returns all problems at once: the box-local keys here, the
+    /// fleet-owned ones by [`DesiredConfig::validate`].
     pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         let mut bad = |key: &str, message: String| {
@@ -507,9 +255,6 @@ impl Config {
                 message,
             })
         };
-        if self.appliance.name.trim().is_empty() {
-            bad("appliance.name", "must not be empty".into());
-        }
         if !self.appliance.data_dir.is_absolute() {
             bad(
                 "appliance.data_dir",
@@ -538,104 +283,6 @@ impl Config {
             }
         }
         let l = &self.listener;
-        if let Err(e) = medgate_dicom::validate_ae_title(&l.ae_title) {
-            bad("listener.ae_title", e);
-        }
-        for (i, ae) in l.allowed_called_ae_titles.iter().enumerate() {
-            if let Err(e) = medgate_dicom::validate_ae_title(ae) {
-                bad(&format!("listener.allowed_called_ae_titles[{i}]"), e);
-            }
-        }
-        for (i, ae) in l.allowed_calling_ae_titles.iter().enumerate() {
-            if let Err(e) = medgate_dicom::validate_ae_title(ae) {
-                bad(&format!("listener.allowed_calling_ae_titles[{i}]"), e);
-            }
-        }
-        for (i, n) in l.allowed_networks.iter().enumerate() {
-            if let Err(e) = Network::parse(n) {
-                bad(&format!("listener.allowed_networks[{i}]"), e);
-            }
-        }
-        for (i, uid) in l.private_sop_classes.iter().enumerate() {
-            if let Err(e) = medgate_dicom::validate_uid(uid) {
-                bad(&format!("listener.private_sop_classes[{i}]"), e);
-            }
-        }
-        for (i, uid) in l.transfer_syntaxes.iter().enumerate() {
-            if let Err(e) = medgate_dicom::validate_uid(uid) {
-                bad(&format!("listener.transfer_syntaxes[{i}]"), e);
-            } else if !medgate_dicom::uids::is_standard_transfer_syntax(uid) {
-                bad(
-                    &format!("listener.transfer_syntaxes[{i}]"),
-                    format!(
-                        "{uid:?} is not a transfer syntax the DICOM standard defines (PS3.6 Annex A); leave the list empty to accept every standard one"
-                    ),
-                );
-            }
-        }
-        if !(1..=4096).contains(&l.max_associations) {
-            bad(
-                "listener.max_associations",
-                format!("{} must be between 1 and 4096", l.max_associations),
-            );
-        }
-        if !(16_384..=16_777_216).contains(&l.max_pdu_bytes) {
-            bad(
-                "listener.max_pdu_bytes",
-                format!(
-                    "{} must be between 16384 and 16777216 (16 MiB)",
-                    l.max_pdu_bytes
-                ),
-            );
-        }
-        if !(1..=3600).contains(&l.artim_timeout_secs) {
-            bad(
-                "listener.artim_timeout_secs",
-                "must be between 1 and 3600".into(),
-            );
-        }
-        if !(1..=86_400).contains(&l.idle_timeout_secs) {
-            bad(
-                "listener.idle_timeout_secs",
-                "must be between 1 and 86400".into(),
-            );
-        }
-        match (&l.tls_bind, &l.tls) {
-            (Some(_), None) => bad(
-                "listener.tls_bind",
-                "is set but [listener.tls] is missing: add certificate and private_key".into(),
-            ),
-            (None, Some(_)) => bad(
-                "listener.tls",
-                "is set but listener.tls_bind is missing: say where DICOM TLS listens (e.g. \"0.0.0.0:2762\")".into(),
-            ),
-            _ => {}
-        }
-        if l.bind.port() == 0 {
-            bad(
-                "listener.bind",
-                format!(
-                    "{}: port 0 would listen on a random port no modality is configured for; use 104 or 11112",
-                    l.bind
-                ),
-            );
-        }
-        if let Some(tls) = l.tls_bind {
-            if tls.port() == 0 {
-                bad(
-                    "listener.tls_bind",
-                    format!("{tls}: port 0 would listen on a random port; use 2762"),
-                );
-            } else if binds_overlap(tls, l.bind) {
-                bad(
-                    "listener.tls_bind",
-                    format!(
-                        "{tls} takes the same port as listener.bind ({}); give DICOM TLS its own port (e.g. 2762)",
-                        l.bind
-                    ),
-                );
-            }
-        }
         let st = &self.status;
         for (key, other) in [
             ("listener.bind", Some(l.bind)),
@@ -662,34 +309,6 @@ impl Config {
                 ),
             );
         }
-        let s = &self.spool;
-        if !(1.0..=99.9).contains(&s.high_watermark_percent) {
-            bad(
-                "spool.high_watermark_percent",
-                "must be between 1 and 99.9".into(),
-            );
-        }
-        if !(0.0..s.high_watermark_percent).contains(&s.low_watermark_percent) {
-            bad(
-                "spool.low_watermark_percent",
-                format!(
-                    "{} must be below spool.high_watermark_percent ({})",
-                    s.low_watermark_percent, s.high_watermark_percent
-                ),
-            );
-        }
-        if self.forward.initial_backoff_ms == 0 || self.forward.initial_backoff_ms > 600_000 {
-            bad(
-                "forward.initial_backoff_ms",
-                "must be between 1 and 600000".into(),
-            );
-        }
-        if self.forward.max_backoff_secs * 1000 < self.forward.initial_backoff_ms {
-            bad(
-                "forward.max_backoff_secs",
-                "must not be below forward.initial_backoff_ms".into(),
-            );
-        }
         if let Some(profile) = &self.hardware.profile {
             let is_path = profile.contains('/') || profile.ends_with(".toml");
             if !is_path && !medgate_hardware::profile::builtin_names().contains(&profile.as_str()) {
@@ -702,117 +321,7 @@ impl Config {
                 );
             }
         }
-        if self.destinations.is_empty() {
-            bad(
-                "destination",
-                "no [[destination]]: objects would stay on the appliance forever; add the regional archive".into(),
-            );
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, d) in self.destinations.iter().enumerate() {
-            let k = |f: &str| format!("destination[{i}].{f}");
-            if d.name.is_empty()
-                || !d
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                bad(
-                    &k("name"),
-                    format!("{:?} must be lowercase letters, digits and '-'", d.name),
-                );
-            }
-            if !names.insert(d.name.clone()) {
-                bad(&k("name"), format!("{:?} is used twice", d.name));
-            }
-            if !(1..=64).contains(&d.parallel) {
-                bad(&k("parallel"), "must be between 1 and 64".into());
-            }
-            if !(1..=3600).contains(&d.timeout_secs) {
-                bad(&k("timeout_secs"), "must be between 1 and 3600".into());
-            }
-            match d.kind {
-                DestinationKind::Dimse => {
-                    match d.address.as_deref() {
-                        None => bad(
-                            &k("address"),
-                            "is required for kind = \"dimse\" (host:port)".into(),
-                        ),
-                        Some(a) => {
-                            if let Err(e) = parse_host_port(a) {
-                                bad(&k("address"), e);
-                            }
-                        }
-                    }
-                    match d.called_ae_title.as_deref() {
-                        None => bad(
-                            &k("called_ae_title"),
-                            "is required for kind = \"dimse\"".into(),
-                        ),
-                        Some(ae) => {
-                            if let Err(e) = medgate_dicom::validate_ae_title(ae) {
-                                bad(&k("called_ae_title"), e);
-                            }
-                        }
-                    }
-                    if let Some(ae) = d.calling_ae_title.as_deref() {
-                        if let Err(e) = medgate_dicom::validate_ae_title(ae) {
-                            bad(&k("calling_ae_title"), e);
-                        }
-                    }
-                    if d.url.is_some() {
-                        bad(
-                            &k("url"),
-                            "is for kind = \"stow\"; a dimse destination uses address".into(),
-                        );
-                    }
-                }
-                DestinationKind::Stow => {
-                    match d.url.as_deref() {
-                        None => bad(
-                            &k("url"),
-                            "is required for kind = \"stow\" (the DICOMweb base URL)".into(),
-                        ),
-                        Some(u) => {
-                            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                                bad(
-                                    &k("url"),
-                                    format!("{u:?} must start with http:// or https://"),
-                                );
-                            }
-                        }
-                    }
-                    if d.address.is_some() || d.called_ae_title.is_some() {
-                        bad(
-                            &k("address"),
-                            "address and called_ae_title are for kind = \"dimse\"".into(),
-                        );
-                    }
-                    if d.username.is_some() != d.password_file.is_some() {
-                        bad(
-                            &k("username"),
-                            "username and password_file go together".into(),
-                        );
-                    }
-                    if d.username.is_some() && d.bearer_token_file.is_some() {
-                        bad(
-                            &k("bearer_token_file"),
-                            "use either basic auth or a bearer token, not both".into(),
-                        );
-                    }
-                }
-            }
-            if let Some(t) = &d.tls {
-                if t.certificate.is_some() != t.private_key.is_some() {
-                    bad(
-                        &k("tls.certificate"),
-                        "certificate and private_key go together".into(),
-                    );
-                }
-            }
-        }
-        p.extend(crate::workflow::config::validate(self));
-        p.extend(crate::rules::validate(self));
+        p.extend(self.desired().validate());
         p
     }
 
@@ -871,27 +380,9 @@ pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     parse_host_port(s).ok()
 }
 
-/// [`split_host_port`] with a message that says what is wrong.
+/// [`split_host_port`] with a message that says what is wrong ([`HostPort::parse`]).
 pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!(
-            "{s:?} must be host:port (e.g. \"pacs.example.org:104\")"
-        ));
-    };
-    if let Some(p) = port_problem(port) {
-        return Err(format!("{s:?}: {p}"));
-    }
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("{s:?}: the port {port:?} is not a number"))?;
-    if port == 0 {
-        return Err(format!("{s:?}: port 0 cannot be called"));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{s:?} has no host before the port"));
-    }
-    Ok((host.to_string(), port))
+    HostPort::parse(s).map(|hp| (hp.host, hp.port))
 }
 
 #[cfg(test)]
@@ -939,6 +430,25 @@ mod tests {
                 "destination[0].parallel"
             ]
         );
+    }
+
+    #[test]
+    fn the_configuration_accepts_the_transfer_syntaxes_the_listener_negotiates() {
+        let negotiated: Vec<&str> = medgate_dicom::uids::TRANSFER_SYNTAXES
+            .iter()
+            .map(|(uid, _)| *uid)
+            .collect();
+        assert_eq!(
+            negotiated,
+            medgate_config::check::STANDARD_TRANSFER_SYNTAXES
+        );
+    }
+
+    #[test]
+    fn the_file_is_its_two_parts() {
+        let cfg = Config::parse(EXAMPLE).expect("example parses");
+        let back = Config::from_parts(&cfg, cfg.desired());
+        assert_eq!(format!("{back:?}"), format!("{cfg:?}"));
     }
 
     #[test]

@@ -165,13 +165,4 @@ impl PduConn {
 }
 
 /// A-ABORT reasons (service provider).
-pub mod abort_reason {
-    /// Reason not specified.
-    pub const NOT_SPECIFIED: u8 = 0;
-    /// Unrecognized PDU.
-    pub const UNRECOGNIZED_PDU: u8 = 1;
-    /// Unexpected PDU.
-    pub const UNEXPECTED_PDU: u8 = 2;
-    /// Invalid PDU parameter value.
-    pub const INVALID_PARAMETER: u8 = 6;
-}
+pub use medgate_dicom::pdata::abort_reason;

@@ -3,7 +3,7 @@
 //! the recent log lines — and nothing of a patient. Kept under `{data_dir}/diagnostics/`
 //! (the last few), described to the fleet by name, size and SHA-256.
 
-use crate::app::App;
+use crate::handle::App;
 use crate::logbuf::LogBuffer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +32,11 @@ pub fn collect(
 ) -> Result<Bundle, String> {
     let now = medgate_contract::now_ms();
     let mut quarantine: BTreeMap<String, u64> = BTreeMap::new();
-    for e in app.spool.quarantined().map_err(|e| e.to_string())? {
+    for e in app.spool().quarantined().map_err(|e| e.to_string())? {
         *quarantine.entry(e.destination).or_default() += 1;
     }
     let peers: Vec<serde_json::Value> = app
-        .spool
+        .spool()
         .peers()
         .map_err(|e| e.to_string())?
         .into_iter()
@@ -56,16 +56,16 @@ pub fn collect(
         "generated_at_ms": now,
         "appliance_version": env!("CARGO_PKG_VERSION"),
         "status": crate::status::report(app),
-        "metrics": app.metrics.render(),
+        "metrics": app.metrics().render(),
         "config_file": config_text,
         "applied_fleet_config": applied,
-        "reconcile_at_start": app.reconcile,
+        "reconcile_at_start": app.reconcile(),
         "peers": peers,
         "quarantine_by_destination": quarantine,
         "logs": LogBuffer::global().lines(),
     });
     let bytes = serde_json::to_vec_pretty(&bundle).map_err(|e| e.to_string())?;
-    let dir = app.cfg.appliance.data_dir.join("diagnostics");
+    let dir = app.cfg().appliance.data_dir.join("diagnostics");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let name = format!("diag-{now}.json");
     let path = dir.join(&name);

@@ -8,15 +8,15 @@
 use crate::config::Network;
 use crate::conn::{BoxStream, ConnError, Incoming, PduConn, abort_reason};
 use crate::forward::ForwardHub;
+use crate::ingest;
 use crate::metrics::Metrics;
 use crate::workflow::session::{Session, Small};
-use medgate_dicom::command::{self, CommandSet, field, status, tags};
+use medgate_dicom::acceptor::{Acceptor, Step};
+use medgate_dicom::command::{CommandSet, field};
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision, Knock};
-use medgate_dicom::part10::{self, FileMeta};
 use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
 use medgate_dicom::pdu::Pdu;
-use medgate_dicom::{scan, uids};
-use medgate_spool::{Admission, ObjectRecord, Spool, TempObject};
+use medgate_spool::{ObjectRecord, Spool};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,24 +24,6 @@ use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// How many bytes of each dataset are kept in memory for the header scan.
-const SCAN_HEAD: usize = 64 * 1024;
-/// Writeback of a file being received is started every this many bytes.
-const WRITEBACK_EVERY: u64 = 256 * 1024;
-
-/// Starts writeback of a range just written, without waiting for it, so that the fsync at the
-/// end of the object has little left to write. (POSIX_FADV_DONTNEED starts writeback of dirty
-/// pages and drops only pages already clean; pages under writeback stay cached.)
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let _ = nix::fcntl::posix_fadvise(
-        file.as_raw_fd(),
-        offset as i64,
-        len as i64,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
-}
 
 /// Everything an association task needs.
 #[derive(Debug)]
@@ -270,10 +252,9 @@ async fn handle_connection(
         called_ae: knock.called_ae.clone(),
         address: address.clone(),
         modalities: Default::default(),
-        contexts,
         peer_max_pdu,
+        acceptor: Acceptor::new(contexts),
         receiving: None,
-        command: Vec::new(),
         stored: 0,
         carried: Carried::default(),
         session,
@@ -291,9 +272,7 @@ async fn handle_connection(
         c.first.map(|t| t.elapsed()).unwrap_or_default(),
     );
     if let Some(r) = assoc.receiving.take() {
-        if let Sink::File { temp, .. } = r.sink {
-            ctx.spool.discard(temp);
-        }
+        r.discard(&ctx);
     }
     ctx.metrics
         .associations_active
@@ -311,33 +290,29 @@ async fn handle_connection(
     }
 }
 
-enum Sink {
-    File {
-        temp: TempObject,
-        file: std::fs::File,
-        /// Bytes written since writeback was last started.
-        unflushed: u64,
-        written: u64,
-        dataset_len: u64,
-        head: Vec<u8>,
-    },
-    /// Data are read and dropped; this response goes out after the last fragment.
-    Drain(CommandSet),
-}
-
-struct Receiving {
-    message_id: u16,
-    context_id: u8,
-    sop_class: String,
-    sop_instance: String,
-    transfer_syntax: String,
-    started: Instant,
-    sink: Sink,
-}
-
 enum End {
     Released,
     Aborted(String),
+}
+
+/// Carries out a step that ends the association (release, abort); `None` for any other.
+async fn ending(conn: &mut PduConn, step: Step<'_>) -> Option<End> {
+    match step {
+        Step::Release => {
+            let _ = conn.send(&Pdu::ReleaseRP).await;
+            conn.close().await;
+            Some(End::Released)
+        }
+        Step::PeerAborted => {
+            conn.close().await;
+            Some(End::Aborted("A-ABORT from the peer".into()))
+        }
+        Step::Abort { reason, why } => {
+            conn.abort(reason).await;
+            Some(End::Aborted(why))
+        }
+        _ => None,
+    }
 }
 
 /// What the PDV loop decided, done after the PDU buffer is released.
@@ -354,10 +329,11 @@ struct Association<'a> {
     address: String,
     /// Modality codes of the objects stored on this association (each recorded with the peer once).
     modalities: std::collections::BTreeSet<String>,
-    contexts: Vec<AcceptedContext>,
     peer_max_pdu: u32,
-    receiving: Option<Receiving>,
-    command: Vec<u8>,
+    /// The DIMSE state machine: what each PDU and PDV means; this task carries out its steps.
+    acceptor: Acceptor,
+    /// The object whose data set is being received.
+    receiving: Option<ingest::Object>,
     stored: u64,
     carried: Carried,
     /// Workflow services on this association.
@@ -403,12 +379,27 @@ impl Association<'_> {
         }
     }
 
+    /// An object was committed on this association: its share of the `study_received` event
+    /// and of the peer's modalities.
+    fn carry(&mut self, rec: &ObjectRecord, started: Instant) {
+        self.stored += 1;
+        self.carried.bytes += rec.size;
+        self.carried.first.get_or_insert(started);
+        if self.carried.sop_classes.len() < crate::events::MAX_SOP_CLASSES {
+            self.carried.sop_classes.insert(rec.sop_class_uid.clone());
+        }
+        if self.carried.modality.is_none() {
+            self.carried.modality = rec.summary.modality.clone();
+        }
+        self.peer_modality(rec.summary.modality.as_deref());
+    }
+
     async fn run(&mut self, conn: &mut PduConn) -> End {
         loop {
             let mut actions = Vec::new();
             // A storage commitment report or a worklist response may be due while the peer
             // is silent.
-            let between_operations = self.receiving.is_none() && self.small.is_none();
+            let between_operations = self.acceptor.between_operations();
             match self
                 .session
                 .wait(conn, self.ctx.idle_secs, between_operations)
@@ -416,65 +407,39 @@ impl Association<'_> {
             {
                 Ok(None) => {}
                 Ok(Some((ctx_id, cmd, data))) => {
-                    let mut bytes = encode_command_pdus(ctx_id, &cmd.encode(), self.peer_max_pdu);
-                    if let Some(d) = data {
-                        bytes.extend_from_slice(&encode_dataset_pdus(
-                            ctx_id,
-                            &d,
-                            self.peer_max_pdu,
-                        ));
-                    }
+                    let bytes = self.message(ctx_id, &cmd, data.as_deref());
                     if let Err(e) = conn.send_raw(&bytes).await {
                         return End::Aborted(e.to_string());
                     }
                     continue;
                 }
                 Err(ConnError::Timeout(s)) => {
-                    conn.abort(abort_reason::NOT_SPECIFIED).await;
-                    return End::Aborted(format!("idle for {s} s"));
+                    if let Some(end) = ending(conn, self.acceptor.on_idle(s)).await {
+                        return end;
+                    }
+                    continue;
                 }
                 Err(e) => return End::Aborted(e.to_string()),
             }
-            match conn.read(self.ctx.idle_secs).await {
+            let step = match conn.read(self.ctx.idle_secs).await {
                 Ok(Incoming::PData(pdvs)) => {
                     for pdv in pdvs {
-                        if let Err((reason, why)) = self
-                            .on_pdv(
-                                pdv.context_id,
-                                pdv.is_command,
-                                pdv.is_last,
-                                pdv.data,
-                                &mut actions,
-                            )
-                            .await
-                        {
-                            actions.push(Action::Abort(reason, why));
+                        let step = self.acceptor.on_pdv(&pdv);
+                        if !self.carry_out(step, &mut actions).await {
                             break;
                         }
                     }
+                    None
                 }
-                Ok(Incoming::Other(Pdu::ReleaseRQ)) => {
-                    let _ = conn.send(&Pdu::ReleaseRP).await;
-                    conn.close().await;
-                    return End::Released;
-                }
-                Ok(Incoming::Other(Pdu::AbortRQ { .. })) => {
-                    conn.close().await;
-                    return End::Aborted("A-ABORT from the peer".into());
-                }
-                Ok(Incoming::Other(other)) => {
-                    conn.abort(abort_reason::UNEXPECTED_PDU).await;
-                    return End::Aborted(format!("unexpected PDU {}", other.short_description()));
-                }
-                Err(ConnError::Timeout(s)) => {
-                    conn.abort(abort_reason::NOT_SPECIFIED).await;
-                    return End::Aborted(format!("idle for {s} s"));
-                }
-                Err(ConnError::Framing(e)) => {
-                    conn.abort(abort_reason::INVALID_PARAMETER).await;
-                    return End::Aborted(e.to_string());
-                }
+                Ok(Incoming::Other(pdu)) => Some(self.acceptor.on_pdu(&pdu)),
+                Err(ConnError::Timeout(s)) => Some(self.acceptor.on_idle(s)),
+                Err(ConnError::Framing(e)) => Some(self.acceptor.on_framing_error(&e)),
                 Err(e) => return End::Aborted(e.to_string()),
+            };
+            if let Some(step) = step {
+                if let Some(end) = ending(conn, step).await {
+                    return end;
+                }
             }
             for action in actions {
                 match action {
@@ -493,498 +458,124 @@ impl Association<'_> {
     }
 
     fn response(&self, context_id: u8, cmd: &CommandSet) -> Action {
-        Action::Send(encode_command_pdus(
-            context_id,
-            &cmd.encode(),
-            self.peer_max_pdu,
-        ))
+        Action::Send(self.message(context_id, cmd, None))
     }
 
-    async fn on_pdv(
-        &mut self,
-        context_id: u8,
-        is_command: bool,
-        is_last: bool,
-        data: &[u8],
-        actions: &mut Vec<Action>,
-    ) -> Result<(), (u8, String)> {
-        if !self.contexts.iter().any(|c| c.id == context_id) {
-            return Err((
-                abort_reason::INVALID_PARAMETER,
-                format!("data on presentation context {context_id}, which was not accepted"),
-            ));
+    fn message(&self, context_id: u8, cmd: &CommandSet, data: Option<&[u8]>) -> Vec<u8> {
+        let mut bytes = encode_command_pdus(context_id, &cmd.encode(), self.peer_max_pdu);
+        if let Some(d) = data {
+            bytes.extend_from_slice(&encode_dataset_pdus(context_id, d, self.peer_max_pdu));
         }
-        if is_command {
-            if self.receiving.is_some() || self.small.is_some() {
-                return Err((
-                    abort_reason::UNEXPECTED_PDU,
-                    "a command arrived while a data set was still expected".into(),
-                ));
-            }
-            if self.command.len() + data.len() > command::MAX_COMMAND_LEN {
-                return Err((
-                    abort_reason::INVALID_PARAMETER,
-                    "command set larger than 64 KiB".into(),
-                ));
-            }
-            self.command.extend_from_slice(data);
-            if is_last {
-                let bytes = std::mem::take(&mut self.command);
-                let cmd = CommandSet::decode(&bytes).map_err(|e| {
-                    (
-                        abort_reason::INVALID_PARAMETER,
-                        format!("undecodable command: {e}"),
-                    )
-                })?;
-                self.on_command(context_id, cmd, actions).await;
-            }
-            return Ok(());
-        }
-        if let Some(small) = self.small.as_mut() {
-            if small.context_id != context_id {
-                return Err((
-                    abort_reason::INVALID_PARAMETER,
-                    "data set fragment on another presentation context than its command".into(),
-                ));
-            }
-            Session::push(small, data);
-            if is_last {
-                if let Some(small) = self.small.take() {
-                    let (calling, called) = (self.calling_ae.clone(), self.called_ae.clone());
-                    for (ctx_id, cmd, data) in self.session.finish(small, &calling, &called).await {
-                        let mut bytes =
-                            encode_command_pdus(ctx_id, &cmd.encode(), self.peer_max_pdu);
-                        if let Some(d) = data {
-                            bytes.extend_from_slice(&encode_dataset_pdus(
-                                ctx_id,
-                                &d,
-                                self.peer_max_pdu,
-                            ));
-                        }
-                        actions.push(Action::Send(bytes));
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let Some(r) = self.receiving.as_mut() else {
-            return Err((
-                abort_reason::UNEXPECTED_PDU,
-                "a data set fragment arrived without a command".into(),
-            ));
-        };
-        if r.context_id != context_id {
-            return Err((
-                abort_reason::INVALID_PARAMETER,
-                "data set fragment on another presentation context than its command".into(),
-            ));
-        }
-        if let Sink::File {
-            file,
-            written,
-            dataset_len,
-            head,
-            unflushed,
-            ..
-        } = &mut r.sink
-        {
-            if head.len() < SCAN_HEAD {
-                let take = (SCAN_HEAD - head.len()).min(data.len());
-                head.extend_from_slice(&data[..take]);
-            }
-            // Page-cache writes are done in place: no thread hand-off per fragment.
-            match std::io::Write::write_all(file, data) {
-                Ok(()) => {
-                    *written += data.len() as u64;
-                    *dataset_len += data.len() as u64;
-                    *unflushed += data.len() as u64;
-                    if *unflushed >= WRITEBACK_EVERY {
-                        start_writeback(file, *written - *unflushed, *unflushed);
-                        *unflushed = 0;
-                    }
-                }
-                Err(e) => {
-                    let full = matches!(
-                        e.raw_os_error(),
-                        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
-                    );
-                    tracing::error!(error = %e, disk_full = full, "writing to the spool failed");
-                    if !full {
-                        self.ctx.spool_ok.store(false, Ordering::Relaxed);
-                    }
-                    let rsp = command::store_rsp(
-                        r.message_id,
-                        &r.sop_class,
-                        &r.sop_instance,
-                        status::OUT_OF_RESOURCES,
-                        Some("spool write failed; retry later"),
-                    );
-                    if let Sink::File { temp, .. } =
-                        std::mem::replace(&mut r.sink, Sink::Drain(rsp))
-                    {
-                        self.ctx.spool.discard(temp);
-                    }
-                }
-            }
-        }
-        if is_last {
-            if let Some(r) = self.receiving.take() {
-                let (rsp, ctx_id) = self.finish(r).await;
-                actions.push(self.response(ctx_id, &rsp));
-            }
-        }
-        Ok(())
+        bytes
     }
 
-    async fn on_command(&mut self, context_id: u8, cmd: CommandSet, actions: &mut Vec<Action>) {
-        let message_id = cmd.message_id().unwrap_or(0);
-        match cmd.command_field() {
-            field::C_ECHO_RQ => {
-                self.ctx.metrics.echoes.fetch_add(1, Ordering::Relaxed);
-                actions.push(
-                    self.response(context_id, &command::echo_rsp(message_id, status::SUCCESS)),
-                );
-            }
-            field::C_STORE_RQ => {
-                let Some(r) = self.start_store(context_id, &cmd).await else {
-                    // No data set follows: answer at once.
-                    let rsp = command::store_rsp(
-                        message_id,
-                        "",
-                        "",
-                        status::CANNOT_UNDERSTAND,
-                        Some("C-STORE-RQ without a data set"),
-                    );
-                    actions.push(self.response(context_id, &rsp));
-                    return;
-                };
-                self.receiving = Some(r);
-            }
-            field::C_CANCEL_RQ => self.session.cancel(&cmd),
-            field::N_EVENT_REPORT_RSP if self.session.on_response(&cmd) => {}
-            // A response to nothing we sent: never answer a response.
-            f if f & 0x8000 != 0 => {
-                tracing::info!(command_field = format!("0x{f:04X}"), calling_ae = %self.calling_ae, "unexpected DIMSE response ignored");
-            }
-            _ if self.workflow_request(context_id, &cmd, actions) => {}
-            other => {
-                tracing::info!(command_field = format!("0x{other:04X}"), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
-                let rsp = command::unsupported_rsp(&cmd);
-                if cmd.has_dataset() {
-                    self.receiving = Some(Receiving {
-                        message_id,
-                        context_id,
-                        sop_class: String::new(),
-                        sop_instance: String::new(),
-                        transfer_syntax: String::new(),
-                        started: Instant::now(),
-                        sink: Sink::Drain(rsp),
-                    });
-                } else {
-                    actions.push(self.response(context_id, &rsp));
-                }
-            }
-        }
-    }
-
-    /// Dispatches a request of a workflow service; `false` if it is not one.
-    fn workflow_request(
-        &mut self,
-        context_id: u8,
-        cmd: &CommandSet,
-        actions: &mut Vec<Action>,
-    ) -> bool {
-        let ts = self
-            .contexts
-            .iter()
-            .find(|c| c.id == context_id)
-            .map(|c| c.transfer_syntax.clone())
-            .unwrap_or_default();
-        match self.session.start(context_id, &ts, cmd) {
-            None => false,
-            Some(Ok(small)) => {
-                self.small = Some(small);
-                true
-            }
-            Some(Err(rsp)) => {
-                if cmd.has_dataset() {
-                    self.receiving = Some(Receiving {
-                        message_id: cmd.message_id().unwrap_or(0),
-                        context_id,
-                        sop_class: String::new(),
-                        sop_instance: String::new(),
-                        transfer_syntax: ts,
-                        started: Instant::now(),
-                        sink: Sink::Drain(rsp),
-                    });
-                } else {
-                    actions.push(self.response(context_id, &rsp));
-                }
-                true
-            }
-        }
-    }
-
-    async fn start_store(&mut self, context_id: u8, cmd: &CommandSet) -> Option<Receiving> {
-        if !cmd.has_dataset() {
-            return None;
-        }
-        let message_id = cmd.message_id().unwrap_or(0);
-        let sop_class = cmd.string(tags::AFFECTED_SOP_CLASS_UID).unwrap_or_default();
-        let sop_instance = cmd
-            .string(tags::AFFECTED_SOP_INSTANCE_UID)
-            .unwrap_or_default();
-        let pc = self.contexts.iter().find(|c| c.id == context_id)?;
-        let transfer_syntax = pc.transfer_syntax.clone();
-        let drain = |code: u16, comment: String| Receiving {
-            message_id,
-            context_id,
-            sop_class: sop_class.clone(),
-            sop_instance: sop_instance.clone(),
-            transfer_syntax: transfer_syntax.clone(),
-            started: Instant::now(),
-            sink: Sink::Drain(command::store_rsp(
-                message_id,
-                &sop_class,
-                &sop_instance,
-                code,
-                Some(&comment),
-            )),
-        };
-        if medgate_dicom::validate_uid(&sop_instance).is_err()
-            || medgate_dicom::validate_uid(&sop_class).is_err()
-        {
-            return Some(drain(
-                status::CANNOT_UNDERSTAND,
-                "Affected SOP Class/Instance UID missing or invalid".into(),
-            ));
-        }
-        if sop_class != pc.abstract_syntax {
-            return Some(drain(
-                status::DATASET_MISMATCH,
-                format!(
-                    "SOP class {sop_class} sent on a presentation context for {}",
-                    pc.abstract_syntax
-                ),
-            ));
-        }
-        if let Admission::Full(pct) = self.ctx.spool.admission() {
-            tracing::warn!(used_percent = pct, calling_ae = %self.calling_ae, "spool above its high watermark: refusing with A700");
-            return Some(drain(
-                status::OUT_OF_RESOURCES,
-                format!("spool {pct:.1}% full; retry later"),
-            ));
-        }
-        let temp = self.ctx.spool.begin();
-        let meta = part10::encode_meta(&FileMeta {
-            sop_class_uid: sop_class.clone(),
-            sop_instance_uid: sop_instance.clone(),
-            transfer_syntax: transfer_syntax.clone(),
-            source_ae: Some(self.calling_ae.clone()),
-        });
-        let opened = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &meta).map(|()| f));
-        match opened {
-            Ok(file) => Some(Receiving {
-                message_id,
+    /// Carries out one step of the acceptor (file writes at once, sends after the PDU buffer
+    /// is released); `false` once the association is to be aborted.
+    async fn carry_out(&mut self, step: Step<'_>, actions: &mut Vec<Action>) -> bool {
+        match step {
+            Step::Nothing | Step::Release | Step::PeerAborted => {}
+            Step::Echo {
                 context_id,
-                sop_class,
-                sop_instance,
-                transfer_syntax,
-                started: Instant::now(),
-                sink: Sink::File {
-                    temp,
-                    file,
-                    written: meta.len() as u64,
-                    unflushed: meta.len() as u64,
-                    dataset_len: 0,
-                    head: Vec::new(),
-                },
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, path = %temp.path.display(), "cannot create a spool file");
-                self.ctx.spool.discard(temp);
-                Some(drain(
-                    status::OUT_OF_RESOURCES,
-                    "cannot create a spool file; retry later".into(),
-                ))
+                response,
+            } => {
+                self.ctx.metrics.echoes.fetch_add(1, Ordering::Relaxed);
+                actions.push(self.response(context_id, &response));
             }
-        }
-    }
-
-    /// The last fragment arrived: make it durable (or not) and say so.
-    async fn finish(&mut self, r: Receiving) -> (CommandSet, u8) {
-        let Receiving {
-            message_id,
-            context_id,
-            sop_class,
-            sop_instance,
-            transfer_syntax,
-            started,
-            sink,
-        } = r;
-        let (temp, file, written, dataset_len, head) = match sink {
-            Sink::Drain(rsp) => {
-                if let Some(code) = rsp.status() {
+            Step::Respond {
+                context_id,
+                response,
+            } => actions.push(self.response(context_id, &response)),
+            Step::Drained {
+                context_id,
+                response,
+            } => {
+                if let Some(code) = response.status() {
                     self.ctx.metrics.store_failed(code);
                 }
-                return (rsp, context_id);
+                actions.push(self.response(context_id, &response));
             }
-            Sink::File {
-                temp,
-                file,
-                written,
-                dataset_len,
-                head,
-                ..
-            } => (temp, file, written, dataset_len, head),
-        };
-        let fail = |code: u16, comment: &str| {
-            command::store_rsp(message_id, &sop_class, &sop_instance, code, Some(comment))
-        };
-
-        // Is it a data set at all, and the one the command announced?
-        let whole = dataset_len as usize <= SCAN_HEAD;
-        let summary = match scan::scan(&head, uids::dataset_encoding(&transfer_syntax), whole) {
-            Ok(s) => s,
-            Err(e) => {
-                drop(file);
-                self.ctx.spool.discard(temp);
-                self.ctx.metrics.store_failed(status::CANNOT_UNDERSTAND);
-                tracing::warn!(calling_ae = %self.calling_ae, error = %e, "refused a malformed data set");
-                return (
-                    fail(
-                        status::CANNOT_UNDERSTAND,
-                        &format!("cannot parse data set: {e}"),
-                    ),
-                    context_id,
-                );
+            Step::BeginObject { context, request } => {
+                self.receiving = Some(ingest::begin(self.ctx, &self.calling_ae, &context, request));
             }
-        };
-        let mismatch = if summary
-            .sop_instance_uid
-            .as_deref()
-            .is_some_and(|u| u != sop_instance)
-        {
-            Some((
-                status::CANNOT_UNDERSTAND,
-                "SOP Instance UID in the data set differs from the command",
-            ))
-        } else if summary
-            .sop_class_uid
-            .as_deref()
-            .is_some_and(|u| u != sop_class)
-        {
-            Some((
-                status::DATASET_MISMATCH,
-                "SOP Class UID in the data set differs from the command",
-            ))
-        } else if summary.complete && summary.sop_instance_uid.is_none() {
-            Some((
-                status::CANNOT_UNDERSTAND,
-                "data set has no SOP Instance UID",
-            ))
-        } else {
-            None
-        };
-        if let Some((code, why)) = mismatch {
-            drop(file);
-            self.ctx.spool.discard(temp);
-            self.ctx.metrics.store_failed(code);
-            tracing::warn!(calling_ae = %self.calling_ae, reason = why, "refused a data set");
-            return (fail(code, why), context_id);
+            Step::Write { data, last } => {
+                if let Some(r) = self.receiving.as_mut() {
+                    r.write(self.ctx, data);
+                }
+                if last {
+                    if let Some(r) = self.receiving.take() {
+                        let context_id = r.context_id;
+                        let origin = ingest::Origin {
+                            calling_ae: &self.calling_ae,
+                            called_ae: &self.called_ae,
+                        };
+                        let finished = ingest::finish(self.ctx, &origin, r).await;
+                        if let Some(rec) = &finished.stored {
+                            self.carry(rec, finished.started);
+                        }
+                        actions.push(self.response(context_id, &finished.response));
+                    }
+                }
+            }
+            Step::Service { context, command } => {
+                self.workflow_request(&context, &command, actions);
+            }
+            Step::ServiceData { data, last } => {
+                if let Some(small) = self.small.as_mut() {
+                    Session::push(small, data);
+                }
+                if last {
+                    if let Some(small) = self.small.take() {
+                        let (calling, called) = (self.calling_ae.clone(), self.called_ae.clone());
+                        for (ctx_id, cmd, data) in
+                            self.session.finish(small, &calling, &called).await
+                        {
+                            actions.push(Action::Send(self.message(ctx_id, &cmd, data.as_deref())));
+                        }
+                    }
+                }
+            }
+            Step::ToSession { command } => {
+                let f = command.command_field();
+                if f == field::C_CANCEL_RQ {
+                    self.session.cancel(&command);
+                } else if !self.session.on_response(&command) {
+                    tracing::info!(command_field = format!("0x{f:04X}"), calling_ae = %self.calling_ae, "unexpected DIMSE response ignored");
+                }
+            }
+            Step::Ignored { command_field: f } => {
+                tracing::info!(command_field = format!("0x{f:04X}"), calling_ae = %self.calling_ae, "unexpected DIMSE response ignored");
+            }
+            Step::Abort { reason, why } => {
+                actions.push(Action::Abort(reason, why));
+                return false;
+            }
         }
+        true
+    }
 
-        // Durable: fsync the file, rename, fsync the directory, index — one blocking hop.
-        let sync_started = Instant::now();
-        let record = ObjectRecord {
-            id: 0,
-            sop_class_uid: sop_class.clone(),
-            sop_instance_uid: sop_instance.clone(),
-            transfer_syntax,
-            calling_ae: self.calling_ae.clone(),
-            called_ae: self.called_ae.clone(),
-            size: written,
-            received_at_ms: 0,
-            summary,
-            pending: Default::default(),
-            confirmed: Default::default(),
-            quarantined: Default::default(),
+    /// Hands a request to the workflow services; refused if none serves it.
+    fn workflow_request(
+        &mut self,
+        context: &AcceptedContext,
+        cmd: &CommandSet,
+        actions: &mut Vec<Action>,
+    ) {
+        let now = match self
+            .session
+            .start(context.id, &context.transfer_syntax, cmd)
+        {
+            None => {
+                tracing::info!(command_field = format!("0x{:04X}", cmd.command_field()), calling_ae = %self.calling_ae, "unsupported DIMSE command refused");
+                self.acceptor.unsupported(context.id, cmd)
+            }
+            Some(Ok(small)) => {
+                self.small = Some(small);
+                None
+            }
+            Some(Err(rsp)) => self.acceptor.answer(context.id, cmd, rsp),
         };
-        let (spool, rules) = (self.ctx.spool.clone(), self.ctx.rules.clone());
-        let committed = tokio::task::spawn_blocking(move || {
-            let path = temp.path.clone();
-            crate::rules::commit(&rules, &spool, temp, file, record).map_err(|e| (e, path))
-        })
-        .await;
-        match committed {
-            Ok(Ok(rec)) => {
-                self.ctx
-                    .metrics
-                    .fsync_latency
-                    .observe(sync_started.elapsed());
-                self.ctx
-                    .metrics
-                    .objects_received
-                    .fetch_add(1, Ordering::Relaxed);
-                self.ctx
-                    .metrics
-                    .bytes_received
-                    .fetch_add(rec.size, Ordering::Relaxed);
-                self.ctx.spool_ok.store(true, Ordering::Relaxed);
-                self.stored += 1;
-                self.ctx.workflow.on_stored(&rec);
-                self.carried.bytes += rec.size;
-                self.carried.first.get_or_insert(started);
-                if self.carried.sop_classes.len() < crate::events::MAX_SOP_CLASSES {
-                    self.carried.sop_classes.insert(rec.sop_class_uid.clone());
-                }
-                if self.carried.modality.is_none() {
-                    self.carried.modality = rec.summary.modality.clone();
-                }
-                self.peer_modality(rec.summary.modality.as_deref());
-                tracing::debug!(id = rec.id, size = rec.size, calling_ae = %self.calling_ae, elapsed_ms = started.elapsed().as_millis() as u64, "object stored");
-                self.ctx.forward.enqueue_routed(&rec);
-                (
-                    command::store_rsp(
-                        message_id,
-                        &sop_class,
-                        &sop_instance,
-                        status::SUCCESS,
-                        None,
-                    ),
-                    context_id,
-                )
-            }
-            Ok(Err((e, path))) => {
-                tracing::error!(error = %e, "committing to the spool failed; refusing the object");
-                let _ = std::fs::remove_file(path);
-                if !e.is_disk_full() {
-                    self.ctx.spool_ok.store(false, Ordering::Relaxed);
-                }
-                self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
-                (
-                    fail(
-                        status::OUT_OF_RESOURCES,
-                        "could not store durably; retry later",
-                    ),
-                    context_id,
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool commit task failed");
-                self.ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
-                (
-                    fail(
-                        status::OUT_OF_RESOURCES,
-                        "could not store durably; retry later",
-                    ),
-                    context_id,
-                )
-            }
+        if let Some(rsp) = now {
+            actions.push(self.response(context.id, &rsp));
         }
     }
 }

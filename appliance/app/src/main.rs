@@ -362,10 +362,10 @@ fn print_status(s: &StatusReport) {
         ),
     }
     match s.config_source {
-        medgate_appliance::app::ConfigSource::LocalFile => {
+        medgate_appliance::handle::ConfigSource::LocalFile => {
             println!("config:      the local file")
         }
-        medgate_appliance::app::ConfigSource::Fleet { version } => println!(
+        medgate_appliance::handle::ConfigSource::Fleet { version } => println!(
             "config:      the fleet's version {version}, overriding the local file (which keeps [appliance], [status], [hardware], [fleet])"
         ),
     }
@@ -597,7 +597,10 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     }
                     sd.cancel();
                 });
-                medgate_appliance::fleet::run(cfg, Some(&config), shutdown).await
+                medgate_appliance::supervisor::run(cfg, shutdown, |local, hooks| {
+                    medgate_appliance::fleet::attach(local, Some(&config), hooks)
+                })
+                .await
             })?;
             Ok(())
         }

@@ -3,12 +3,14 @@
 //! Used by the DIMSE forwarder and by the simulated modalities of the demo.
 
 use crate::conn::{BoxStream, ConnError, Incoming, PduConn};
+use medgate_dicom::assemble::{Assembler, Piece};
 use medgate_dicom::command::{self, CommandSet, field, tags};
 use medgate_dicom::negotiate::{self, AcceptedContext};
 use medgate_dicom::pdata::{
     FrameLimits, PDU_HEADER_LEN, PDV_HEADER_LEN, encode_command_pdus, pdata_header,
 };
-use medgate_dicom::pdu::{AssociationRJResult, Pdu};
+use medgate_dicom::pdu::{AssociationAC, AssociationRQ, Pdu};
+use medgate_dicom::requestor::{self, Answer, Interruption};
 use medgate_dicom::{part10, uids};
 use std::path::Path;
 use std::sync::Arc;
@@ -154,28 +156,15 @@ impl ScuAssociation {
             .collect();
         let rq =
             negotiate::association_rq(&opts.calling_ae, &opts.called_ae, &contexts, SCU_MAX_PDU);
-        conn.send(&Pdu::AssociationRQ(rq.clone())).await?;
-        match conn.read(timeout_secs).await? {
-            Incoming::Other(Pdu::AssociationAC(ac)) => {
-                let (contexts, peer_max_pdu) = negotiate::accepted_by_peer(&rq, &ac);
-                Ok(ScuAssociation {
-                    conn,
-                    contexts,
-                    peer_max_pdu,
-                    next_message_id: 1,
-                    timeout_secs,
-                    buf: Vec::new(),
-                })
-            }
-            Incoming::Other(Pdu::AssociationRJ(rj)) => Err(ScuError::Rejected {
-                permanent: rj.result == AssociationRJResult::Permanent,
-                reason: rj.source.to_string(),
-            }),
-            Incoming::Other(Pdu::AbortRQ { .. }) => Err(ScuError::Aborted),
-            _ => Err(ScuError::Protocol(
-                "unexpected answer to A-ASSOCIATE-RQ".into(),
-            )),
-        }
+        let (_, contexts, peer_max_pdu) = request(&mut conn, &rq, timeout_secs).await?;
+        Ok(ScuAssociation {
+            conn,
+            contexts,
+            peer_max_pdu,
+            next_message_id: 1,
+            timeout_secs,
+            buf: Vec::new(),
+        })
     }
 
     /// The accepted contexts.
@@ -276,26 +265,23 @@ impl ScuAssociation {
         expected: u16,
         message_id: u16,
     ) -> Result<CommandSet, ScuError> {
-        let mut cmd = Vec::new();
+        let mut assembler = Assembler::new(self.contexts.iter().map(|c| c.id));
         loop {
             match self.conn.read(self.timeout_secs).await? {
                 Incoming::PData(pdvs) => {
-                    let mut done = false;
                     for pdv in pdvs {
-                        if !pdv.is_command {
-                            return Err(ScuError::Protocol(
-                                "unexpected data set in a response".into(),
-                            ));
-                        }
-                        cmd.extend_from_slice(pdv.data);
-                        if cmd.len() > command::MAX_COMMAND_LEN {
-                            return Err(ScuError::Protocol("response command too large".into()));
-                        }
-                        done = pdv.is_last;
-                    }
-                    if done {
-                        let rsp = CommandSet::decode(&cmd)
+                        let piece = assembler
+                            .push(&pdv)
                             .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        let rsp = match piece {
+                            Piece::Partial => continue,
+                            Piece::Data { .. } => {
+                                return Err(ScuError::Protocol(
+                                    "unexpected data set in a response".into(),
+                                ));
+                            }
+                            Piece::Command { command, .. } => command,
+                        };
                         if rsp.command_field() != expected
                             || rsp.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO) != Some(message_id)
                         {
@@ -307,13 +293,7 @@ impl ScuAssociation {
                         return Ok(rsp);
                     }
                 }
-                Incoming::Other(Pdu::AbortRQ { .. }) => return Err(ScuError::Aborted),
-                Incoming::Other(other) => {
-                    return Err(ScuError::Protocol(format!(
-                        "unexpected {}",
-                        other.short_description()
-                    )));
-                }
+                Incoming::Other(pdu) => return Err(interrupted(&pdu)),
             }
         }
     }
@@ -326,6 +306,42 @@ impl ScuAssociation {
     /// Aborts the association.
     pub async fn abort(mut self) {
         self.conn.abort(0).await;
+    }
+}
+
+/// Sends the A-ASSOCIATE-RQ and reads the answer: the A-ASSOCIATE-AC, the accepted contexts and
+/// the peer's max PDU, or why not.
+pub(crate) async fn request(
+    conn: &mut PduConn,
+    rq: &AssociationRQ,
+    timeout_secs: u64,
+) -> Result<(AssociationAC, Vec<AcceptedContext>, u32), ScuError> {
+    conn.send(&Pdu::AssociationRQ(rq.clone())).await?;
+    let unexpected = || ScuError::Protocol("unexpected answer to A-ASSOCIATE-RQ".into());
+    let pdu = match conn.read(timeout_secs).await? {
+        Incoming::Other(pdu) => pdu,
+        Incoming::PData(_) => return Err(unexpected()),
+    };
+    match requestor::answer(rq, pdu) {
+        Answer::Accepted {
+            ac,
+            contexts,
+            peer_max_pdu,
+        } => Ok((ac, contexts, peer_max_pdu)),
+        Answer::Rejected { permanent, reason } => Err(ScuError::Rejected { permanent, reason }),
+        Answer::Aborted => Err(ScuError::Aborted),
+        Answer::Unexpected => Err(unexpected()),
+    }
+}
+
+/// The error of a PDU other than P-DATA-TF while a response is awaited.
+pub(crate) fn interrupted(pdu: &Pdu) -> ScuError {
+    match requestor::interruption(pdu) {
+        Interruption::Aborted => ScuError::Aborted,
+        Interruption::ReleaseRequested => {
+            ScuError::Protocol(format!("unexpected {}", pdu.short_description()))
+        }
+        Interruption::Unexpected(why) => ScuError::Protocol(why),
     }
 }
 

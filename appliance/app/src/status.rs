@@ -2,7 +2,7 @@
 //! `quarantine` sub-commands use. Bound to loopback by default; it shows AE titles, counts and
 //! UIDs of SOP classes, never patient data.
 
-use crate::app::App;
+use crate::handle::App;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -53,7 +53,7 @@ pub struct StatusReport {
     pub spool: Option<SpoolStatus>,
     /// Where the running configuration comes from (the local file, or the fleet's version).
     #[serde(default)]
-    pub config_source: crate::app::ConfigSource,
+    pub config_source: crate::handle::ConfigSource,
     /// Per destination.
     pub destinations: Vec<DestinationStatus>,
     /// What start-up reconciliation found.
@@ -173,56 +173,56 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     // Queue gauges are read at scrape time, not as of the last housekeeping tick.
-    for d in &app.hub.destinations {
+    for d in &app.hub().destinations {
         d.refresh_gauges();
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render()
-            + &app.listener.workflow.render_metrics()
-            + &app.listener.rules.render_metrics()
+        app.metrics().render()
+            + &app.workflow().render_metrics()
+            + &app.listener().rules.render_metrics()
             + &fleet_metrics(&app),
     )
 }
 
 /// Builds the status report.
 pub fn report(app: &App) -> StatusReport {
-    let u = app.spool.usage();
-    let m = &app.metrics;
+    let u = app.spool().usage();
+    let m = &app.metrics();
     let health = app.health();
     StatusReport {
-        name: app.cfg.appliance.name.clone(),
+        name: app.cfg().appliance.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_secs: app.started.elapsed().as_secs(),
+        uptime_secs: app.started().elapsed().as_secs(),
         healthy: health.is_ok(),
         health_problem: health.err(),
-        ae_title: app.cfg.listener.ae_title.clone(),
-        bind: app.cfg.listener.bind.to_string(),
-        tls_bind: app.cfg.listener.tls_bind.map(|a| a.to_string()),
+        ae_title: app.cfg().listener.ae_title.clone(),
+        bind: app.cfg().listener.bind.to_string(),
+        tls_bind: app.cfg().listener.tls_bind.map(|a| a.to_string()),
         associations_active: m.associations_active.load(Ordering::Relaxed),
         objects_received: m.objects_received.load(Ordering::Relaxed),
         bytes_received: m.bytes_received.load(Ordering::Relaxed),
         spool_objects: u.objects,
         spool_bytes: u.spool_bytes,
         spool_used_percent: u.used_percent,
-        high_watermark_percent: app.cfg.spool.high_watermark_percent,
+        high_watermark_percent: app.cfg().spool.high_watermark_percent,
         disk_free_bytes: u.fs_free_bytes,
         spool: Some(SpoolStatus {
             objects: u.objects,
             bytes: u.spool_bytes,
-            max_bytes: app.cfg.spool.max_bytes,
+            max_bytes: app.cfg().spool.max_bytes,
             cap_used_percent: u.cap_used_percent,
             filesystem_bytes: u.fs_total_bytes,
             filesystem_free_bytes: u.fs_free_bytes,
             filesystem_used_bytes: u.fs_used_bytes,
             filesystem_used_percent: u.fs_used_percent,
-            high_watermark_percent: app.cfg.spool.high_watermark_percent,
-            low_watermark_percent: app.cfg.spool.low_watermark_percent,
-            retention_hours: app.cfg.spool.retention_hours,
+            high_watermark_percent: app.cfg().spool.high_watermark_percent,
+            low_watermark_percent: app.cfg().spool.low_watermark_percent,
+            retention_hours: app.cfg().spool.retention_hours,
         }),
-        config_source: app.config_source,
+        config_source: app.config_source(),
         destinations: app
-            .hub
+            .hub()
             .destinations
             .iter()
             .map(|d| {
@@ -243,16 +243,13 @@ pub fn report(app: &App) -> StatusReport {
                 }
             })
             .collect(),
-        startup: serde_json::to_value(&app.reconcile).unwrap_or_default(),
+        startup: serde_json::to_value(app.reconcile()).unwrap_or_default(),
         hardware: app
-            .inventory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|(inv, alarms)| serde_json::json!({ "inventory": inv, "alarms": alarms })),
-        rules: app.listener.rules.status(),
-        workflow: app.listener.workflow.status(),
-        fleet: app.fleet.status().map(|f| FleetStatus {
+            .hardware()
+            .map(|h| serde_json::json!({ "inventory": h.inventory, "alarms": h.alarms })),
+        rules: app.listener().rules.status(),
+        workflow: app.workflow().status(),
+        fleet: app.fleet_status().map(|f| FleetStatus {
             connected: f.connected,
             connects: f.connects,
             outbox: f.outbox_len as u64,
@@ -265,7 +262,7 @@ pub fn report(app: &App) -> StatusReport {
 
 /// The fleet link's gauges (nothing without a fleet).
 fn fleet_metrics(app: &App) -> String {
-    let Some(f) = app.fleet.status() else {
+    let Some(f) = app.fleet_status() else {
         return String::new();
     };
     let mut o = String::new();
@@ -316,7 +313,7 @@ async fn qc_flags(
     State(app): State<Arc<App>>,
     Query(q): Query<QcQuery>,
 ) -> axum::response::Response {
-    let Some(service) = app.listener.workflow.qc.clone() else {
+    let Some(service) = app.workflow().qc.clone() else {
         return (
             StatusCode::NOT_FOUND,
             "quality checks are off: add a [qc] section to the configuration (docs/workflow.md)\n",
@@ -346,12 +343,12 @@ where
 }
 
 async fn peers(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let spool = app.spool.clone();
+    let spool = app.spool().clone();
     spool_json(move || spool.peers()).await
 }
 
 async fn quarantine(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let spool = app.spool.clone();
+    let spool = app.spool().clone();
     spool_json(move || spool.quarantined()).await
 }
 
@@ -400,7 +397,7 @@ async fn retry_now(
     Query(q): Query<RetryNowQuery>,
 ) -> axum::response::Response {
     let names: Vec<String> = app
-        .hub
+        .hub()
         .destinations
         .iter()
         .map(|d| d.name.clone())
@@ -408,7 +405,7 @@ async fn retry_now(
         .collect();
     if names.is_empty() {
         let known: Vec<&str> = app
-            .hub
+            .hub()
             .destinations
             .iter()
             .map(|d| d.name.as_str())
@@ -423,7 +420,7 @@ async fn retry_now(
         )
             .into_response();
     }
-    app.hub.retry_now(q.destination.as_deref());
+    app.hub().retry_now(q.destination.as_deref());
     Json(RetryNowResult {
         destinations: names,
     })

@@ -3,10 +3,14 @@
 //!
 //! - [`uids`]: the standard storage SOP classes and transfer syntaxes we negotiate.
 //! - [`pdata`]: framing of PDUs on the wire and of P-DATA-TF value items (zero-copy).
+//! - [`acceptor`]: the acceptor after A-ASSOCIATE-AC: PDU/PDV in, the step to carry out out.
+//! - [`assemble`]: DIMSE messages from PDVs (command joined, data set streamed), every role.
 //! - [`command`]: DIMSE command sets (implicit VR little endian), statuses and builders.
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
+//! - [`requestor`]: the requestor's reading of the A-ASSOCIATE answer and of interruptions.
 //! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
 //! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
+//! - [`store`]: the C-STORE SCP's pure checks: request vs context, data set vs command.
 //! - [`dataset`]: decoding and encoding of the small data sets of non-storage DIMSE messages.
 //! - [`commitment`]: Storage Commitment Push Model (PS3.4 Annex J) messages and their data sets.
 //! - [`worklist`]: Modality Worklist C-FIND matching and return keys (PS3.4 Annex K, C.2.2.2).
@@ -14,13 +18,17 @@
 //! The PDU codec itself (A-ASSOCIATE-RQ/AC/RJ, release, abort) is dicom-ul's `pdu` module;
 //! P-DATA is framed here so that data values can be streamed to disk without copies.
 
+pub mod acceptor;
+pub mod assemble;
 pub mod command;
 pub mod commitment;
 pub mod dataset;
 pub mod negotiate;
 pub mod part10;
 pub mod pdata;
+pub mod requestor;
 pub mod scan;
+pub mod store;
 pub mod uids;
 pub mod worklist;
 
@@ -31,43 +39,9 @@ pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.8002810713691576776336193828699
 /// Our implementation version name (at most 16 characters).
 pub const IMPLEMENTATION_VERSION_NAME: &str = "MEDGATE_01";
 
-/// Checks an application entity title: 1 to 16 characters of the default repertoire, without
-/// backslash or control characters, not only spaces.
-pub fn validate_ae_title(ae: &str) -> Result<(), String> {
-    let trimmed = ae.trim();
-    if trimmed.is_empty() {
-        return Err("an AE title must not be empty or only spaces".into());
-    }
-    if ae.len() > 16 {
-        return Err(format!("AE title {ae:?} is longer than 16 characters"));
-    }
-    if ae
-        .chars()
-        .any(|c| !c.is_ascii() || c.is_ascii_control() || c == '\\')
-    {
-        return Err(format!(
-            "AE title {ae:?} may only hold printable ASCII characters without backslash"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a UID: 1 to 64 characters, digits and dots, no empty component, no leading zero in a
-/// component.
-pub fn validate_uid(uid: &str) -> Result<(), String> {
-    if uid.is_empty() || uid.len() > 64 {
-        return Err(format!("UID {uid:?} must have 1 to 64 characters"));
-    }
-    for part in uid.split('.') {
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("UID {uid:?} must be dot-separated numbers"));
-        }
-        if part.len() > 1 && part.starts_with('0') {
-            return Err(format!("UID {uid:?} has a component with a leading zero"));
-        }
-    }
-    Ok(())
-}
+/// AE title and UID checks: the configuration's own, so that the appliance and the fleet (which
+/// links `medgate-config`, not this crate) apply one rule.
+pub use medgate_config::check::{validate_ae_title, validate_uid};
 
 /// Trims the padding a UID may carry on the wire (trailing NUL or space).
 pub fn trim_uid(uid: &str) -> &str {

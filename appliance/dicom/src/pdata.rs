@@ -31,6 +31,18 @@ pub mod pdu_type {
     pub const ABORT: u8 = 0x07;
 }
 
+/// A-ABORT reasons (service provider, PS3.8 9.3.8).
+pub mod abort_reason {
+    /// Reason not specified.
+    pub const NOT_SPECIFIED: u8 = 0;
+    /// Unrecognized PDU.
+    pub const UNRECOGNIZED_PDU: u8 = 1;
+    /// Unexpected PDU.
+    pub const UNEXPECTED_PDU: u8 = 2;
+    /// Invalid PDU parameter value.
+    pub const INVALID_PARAMETER: u8 = 6;
+}
+
 /// Errors in the framing of PDUs and PDVs. Every one of them ends the association with an
 /// A-ABORT: the peer is not speaking DICOM correctly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -2,8 +2,6 @@
 //! birth, state, telemetry, events, commands, desired configuration; broker outage and reporter
 //! restart with no event lost; then mutual TLS with certificates made by rcgen.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use medgate_contract::*;
 use medgate_report::*;
-use support::{Collector, Mosquitto, Pki, free_port};
+use medgate_testkit::{Collector, Mosquitto, Pki, free_port};
 
 struct Appliance {
     received: AtomicU64,
@@ -40,6 +38,7 @@ impl TelemetrySource for Appliance {
                 free_bytes: 50,
             },
             peers: vec![],
+            config_schema: None,
         }
     }
 }
@@ -163,7 +162,7 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
     init_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut broker = Mosquitto::start(dir.path(), port, "allow_anonymous true");
+    let mut broker = Mosquitto::start(dir.path(), port, "allow_anonymous true").expect("mosquitto");
     let fleet = Collector::start(port, "fleet", "medgate/v1/#", None).await;
     // Let the collector subscribe before anything is published (non-retained events).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -409,7 +408,7 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
     );
     assert!(reporter.status().outbox_len >= 100);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    broker.restart();
+    broker.restart().expect("mosquitto restart");
     fleet
         .wait(30, "events after the outage", |c| {
             events(c)
@@ -451,7 +450,7 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
     reporter.shutdown(Duration::from_secs(2)).await;
     let reporter = Reporter::start(config(port), &outbox, app, handler).expect("restart again");
     assert_eq!(reporter.status().outbox_len, 20, "kept across a restart");
-    broker.restart();
+    broker.restart().expect("mosquitto restart");
     fleet
         .wait(30, "events after the restart", |c| {
             events(c)
@@ -493,7 +492,7 @@ async fn reports_over_mutual_tls_and_refuses_without_a_client_certificate() {
     let (dev_crt, dev_key) = pki.issue("dev-1", &[], "dev-1");
     let (fleet_crt, fleet_key) = pki.issue("fleet", &[], "fleet");
     let port = free_port();
-    let _broker = Mosquitto::start(dir.path(), port, &pki.mosquitto_tls());
+    let _broker = Mosquitto::start(dir.path(), port, &pki.mosquitto_tls()).expect("mosquitto");
 
     let mut fleet_cfg = config(port);
     fleet_cfg.tls = Some(TlsFiles {

@@ -1,6 +1,6 @@
 //! Validated rules, ready to evaluate: which coercions apply to an object and where it goes.
 
-use crate::config::{self, OneOrMany, Problem, RulesConfig, When};
+use crate::config::{self, Problem, RulesConfig, When};
 use crate::tag::{self, TagNo};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -356,13 +356,6 @@ impl Rules {
             destinations,
             routes,
         }
-    }
-}
-
-/// `tags = { X = "a" }` as written.
-impl std::fmt::Display for OneOrMany {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.values().join(" | "))
     }
 }
 

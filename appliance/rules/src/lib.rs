@@ -7,8 +7,9 @@
 //! values to standard ones — each under conditions on modality, calling AE, SOP class or any
 //! element — and routes each object to one or more of the configured destinations.
 //!
-//! - [`config`]: the `[rules]` TOML section and its validation (one problem per exact key).
-//! - [`tag`]: keywords and tags, VRs, what values may be written.
+//! - [`config`]: the `[rules]` TOML section and its validation (one problem per exact key), from
+//!   `medgate-config`.
+//! - [`tag`]: keywords and tags, VRs, what values may be written (from `medgate-config`).
 //! - [`engine`]: compiled [`Rules`]: coercions in order, routing, the rules hash.
 //! - [`dataset`]: a streaming walk over the top-level elements of a data set.
 //! - [`rewrite`]: [`inspect`] an object and [`write_coerced`] it: only changed top-level elements
@@ -17,11 +18,14 @@
 //!
 //! Values of elements are shown only by the local dry run; nothing here logs.
 
-pub mod config;
 pub mod dataset;
 pub mod engine;
 pub mod rewrite;
-pub mod tag;
+
+/// The `[rules]` section and its validation live in `medgate-config` (the fleet validates them
+/// without linking this crate's DICOM code); re-exported under their old paths.
+pub use medgate_config::rules as config;
+pub use medgate_config::tag;
 
 pub use config::{CoerceRule, OneOrMany, Problem, RouteRule, RulesConfig, When, validate};
 pub use engine::{Change, Context, Routing, Rules, rules_hash};

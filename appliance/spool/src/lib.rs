@@ -14,15 +14,21 @@
 //!   destination (at-least-once; the archive deduplicates by SOP Instance UID);
 //! - a record whose file is missing is dropped (the file was released before sled flushed);
 //! - a file is deleted only when its record says every destination confirmed it.
+//!
+//! The workflow services' state (storage commitment requests, worklist cache, quality checks)
+//! cannot be rebuilt from the files: it is kept apart, in [`WorkflowStore`]
+//! (`<data_dir>/workflow/`), which an index rebuild never touches.
 
 mod dirsync;
 mod record;
 mod store;
 mod usage;
+mod workflow_store;
 
 pub use record::{ObjectRecord, PeerRecord, QuarantineEntry};
 pub use store::{Admission, ReconcileReport, Router, Spool, SpoolConfig, TempObject};
 pub use usage::Usage;
+pub use workflow_store::{WorkflowStore, WorkflowStoreReport};
 
 /// Errors of the spool. Each says what failed and where.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The prefix of the index trees earlier versions kept the workflow state in.
+const LEGACY_STATE_PREFIX: &str = "state:";
+
 /// How much of a file's head is read to re-index it.
 const REINDEX_HEAD: usize = 64 * 1024;
 
@@ -117,7 +120,7 @@ pub struct Spool {
     router: RouterSlot,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -141,7 +144,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// sled 0.34 reports a held lock as `ErrorKind::Other` with the text "could not acquire lock
 /// on …" (the `WouldBlock` of `try_lock_exclusive` only inside that text): a lock held by a live
 /// process is not damage, and must never make the caller rebuild or move the database aside.
-fn is_lock_held(e: &sled::Error) -> bool {
+pub(crate) fn is_lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
         || io.to_string().contains("could not acquire lock"))
 }
@@ -158,9 +161,17 @@ fn index_config(dir: &Path) -> sled::Config {
 
 /// Opens the index, waiting up to [`LOCK_WAIT`] while its lock is still held.
 fn open_waiting_for_lock(dir: &Path) -> std::result::Result<sled::Db, sled::Error> {
+    open_config_waiting_for_lock(|| index_config(dir))
+}
+
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] while its lock is still held (a previous
+/// instance of the appliance in this process, or a process that is still exiting).
+pub(crate) fn open_config_waiting_for_lock(
+    config: impl Fn() -> sled::Config,
+) -> std::result::Result<sled::Db, sled::Error> {
     let started = std::time::Instant::now();
     loop {
-        match index_config(dir).open() {
+        match config().open() {
             Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -872,11 +883,24 @@ impl Spool {
         Ok(out)
     }
 
-    /// A named tree of the index for the state of other services (storage commitment requests,
-    /// worklist cache, quality flags). Names must not be `objects` or `peers`.
-    pub fn state_tree(&self, name: &str) -> Result<sled::Tree> {
-        debug_assert!(name != "objects" && name != "peers");
-        Ok(self._db.open_tree(format!("state:{name}"))?)
+    /// The trees in which earlier versions kept the workflow services' state in this index
+    /// (`state:<name>`), by name. Only for migrating them to the [`crate::WorkflowStore`].
+    pub fn legacy_state(&self) -> Result<Vec<(String, sled::Tree)>> {
+        let mut out = Vec::new();
+        for raw in self._db.tree_names() {
+            if let Some(name) = raw.strip_prefix(LEGACY_STATE_PREFIX.as_bytes()) {
+                let name = String::from_utf8_lossy(name).into_owned();
+                out.push((name, self._db.open_tree(&raw)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a legacy state tree once its entries are durable in the workflow store.
+    pub fn drop_legacy_state(&self, name: &str) -> Result<()> {
+        self._db.drop_tree(format!("{LEGACY_STATE_PREFIX}{name}"))?;
+        self._db.flush()?;
+        Ok(())
     }
 
     /// The records of the objects whose SOP Instance UID is one of `uids` (one scan of the index).

@@ -1,7 +1,7 @@
 //! The spool's promises, on a real filesystem.
 
 use medgate_dicom::part10::{FileMeta, encode_meta};
-use medgate_spool::{Admission, ObjectRecord, Spool, SpoolConfig};
+use medgate_spool::{Admission, ObjectRecord, Spool, SpoolConfig, WorkflowStore};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -298,13 +298,15 @@ fn lookup_by_sop_instance_and_service_state_survive_a_reopen() {
                 .expect("empty")
                 .is_empty()
         );
-        let t = spool.state_tree("commitment").expect("tree");
+        let (state, _) = WorkflowStore::open(dir.path()).expect("workflow store");
+        let t = state.tree("commitment").expect("tree");
         t.insert(b"txn", b"pending").expect("insert");
         t.flush().expect("flush");
         spool.flush().expect("flush");
     }
-    let (spool, _) = Spool::open(cfg(dir.path())).expect("reopen");
-    let t = spool.state_tree("commitment").expect("tree");
+    let (_spool, _) = Spool::open(cfg(dir.path())).expect("reopen");
+    let (state, _) = WorkflowStore::open(dir.path()).expect("workflow store");
+    let t = state.tree("commitment").expect("tree");
     assert_eq!(
         t.get(b"txn").expect("get").as_deref(),
         Some(&b"pending"[..])
@@ -421,4 +423,96 @@ fn an_index_held_by_another_handle_is_not_rebuilt() {
         .collect();
     assert!(!names.iter().any(|n| n.contains("broken")), "{names:?}");
     assert_eq!(spool.get(a.id).expect("get").map(|r| r.id), Some(a.id));
+}
+
+#[test]
+fn workflow_state_survives_an_index_rebuild() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        let (store, report) = WorkflowStore::open(dir.path()).expect("store");
+        assert_eq!(report, Default::default());
+        store
+            .tree("commitment")
+            .expect("tree")
+            .insert("2.25.1", &b"pending"[..])
+            .expect("insert");
+        store.flush().expect("flush");
+        spool.flush().expect("flush");
+    }
+    // Damage the index beyond repair: it is rebuilt from the files.
+    let index = dir.path().join("index");
+    std::fs::remove_dir_all(&index).expect("rm index");
+    std::fs::write(&index, b"not a directory").expect("garbage");
+    let (spool, report) = Spool::open(cfg(dir.path())).expect("reopen");
+    assert!(report.index_rebuilt);
+    let (store, _) = WorkflowStore::open(dir.path()).expect("store");
+    assert_eq!(store.migrate_from(&spool).expect("migrate"), 0);
+    let tree = store.tree("commitment").expect("tree");
+    assert_eq!(
+        tree.get("2.25.1").expect("get").as_deref(),
+        Some(&b"pending"[..])
+    );
+}
+
+#[test]
+fn workflow_state_of_an_earlier_version_is_migrated_once_from_the_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // What an earlier version left: its state in `state:<name>` trees of the index.
+        let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+        drop(spool);
+        let db = sled::open(dir.path().join("index")).expect("index");
+        let old = db.open_tree("state:commitment").expect("tree");
+        old.insert("2.25.1", &b"old-1"[..]).expect("insert");
+        old.insert("2.25.2", &b"old-2"[..]).expect("insert");
+        db.open_tree("state:worklist")
+            .expect("tree")
+            .insert("q", &b"cached"[..])
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("open");
+    let (store, _) = WorkflowStore::open(dir.path()).expect("store");
+    // An entry the store has already is the newer one: never overwritten.
+    store
+        .tree("commitment")
+        .expect("tree")
+        .insert("2.25.2", &b"new-2"[..])
+        .expect("insert");
+    assert_eq!(store.migrate_from(&spool).expect("migrate"), 2);
+    let get = |tree: &str, k: &str| {
+        store
+            .tree(tree)
+            .expect("tree")
+            .get(k)
+            .expect("get")
+            .map(|v| v.to_vec())
+    };
+    assert_eq!(get("commitment", "2.25.1"), Some(b"old-1".to_vec()));
+    assert_eq!(get("commitment", "2.25.2"), Some(b"new-2".to_vec()));
+    assert_eq!(get("worklist", "q"), Some(b"cached".to_vec()));
+    // The old trees are gone from the index: the migration happens once.
+    assert!(spool.legacy_state().expect("legacy").is_empty());
+    store
+        .tree("commitment")
+        .expect("tree")
+        .remove("2.25.1")
+        .expect("remove");
+    assert_eq!(store.migrate_from(&spool).expect("again"), 0);
+    assert_eq!(get("commitment", "2.25.1"), None);
+    drop((spool, store));
+    // And it lasts: both reopen with the same content.
+    let (spool, _) = Spool::open(cfg(dir.path())).expect("reopen");
+    assert!(spool.legacy_state().expect("legacy").is_empty());
+    let (store, _) = WorkflowStore::open(dir.path()).expect("store");
+    assert_eq!(
+        store
+            .tree("worklist")
+            .expect("tree")
+            .get("q")
+            .expect("get")
+            .as_deref(),
+        Some(&b"cached"[..])
+    );
 }

@@ -223,6 +223,7 @@ async fn simulate(
         nics: vec![],
         disk: Disk::default(),
         peers: vec![],
+        config_schema: None,
     };
     let interval_secs = period.as_secs().max(1) as u32;
     let birth = Birth {

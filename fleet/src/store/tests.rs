@@ -153,6 +153,7 @@ async fn a_peer_shows_its_modalities_and_refusal_and_an_older_state_never_wins()
             nics: vec![],
             disk: Disk::default(),
             peers,
+            config_schema: None,
         },
         config_version: 0,
         telemetry_interval_secs: 10,

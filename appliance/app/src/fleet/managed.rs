@@ -3,8 +3,9 @@
 //!
 //! The local file owns what belongs to this box and nobody else: `appliance.data_dir`,
 //! `appliance.fleet_enrollment`, `[fleet]`, `[hardware]` and `[status]`. The fleet owns the
-//! rest (name, listener, spool limits, retry policy, destinations, rules). A desired
-//! configuration is validated by the same code as the local file before anything changes.
+//! rest (`medgate_config::DesiredConfig`: name, listener, spool limits, retry policy,
+//! destinations, rules, workflow services). A desired configuration is validated by the same
+//! code as the local file before anything changes.
 
 use crate::config::{Config, Problem};
 use medgate_contract::{ConfigProblem, Token};
@@ -20,24 +21,18 @@ pub struct Applied {
     pub config: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Builds the configuration to run from a desired one and the local file. Every problem is
-/// returned, with its key.
+/// Builds the configuration to run from a desired one and the local file: the desired document
+/// is `medgate-config`'s [`medgate_config::DesiredConfig`] (unknown keys refused); box-local keys
+/// in it (a whole file sent as JSON, or a document kept by an older version) are dropped — the
+/// local file owns them. Every problem is returned, with its key.
 pub fn merge(
     desired: &serde_json::Map<String, serde_json::Value>,
     local: &Config,
 ) -> Result<Config, Vec<Problem>> {
-    let mut cfg: Config = serde_json::from_value(serde_json::Value::Object(desired.clone()))
-        .map_err(|e| {
-            vec![Problem {
-                key: "config".into(),
-                message: e.to_string(),
-            }]
-        })?;
-    cfg.appliance.data_dir = local.appliance.data_dir.clone();
-    cfg.appliance.fleet_enrollment = local.appliance.fleet_enrollment.clone();
-    cfg.fleet = local.fleet.clone();
-    cfg.hardware = local.hardware.clone();
-    cfg.status = local.status.clone();
+    let mut doc = desired.clone();
+    medgate_config::strip_box_local(&mut doc);
+    let desired = medgate_config::DesiredConfig::from_json(doc).map_err(|p| vec![p])?;
+    let cfg = Config::from_parts(local, desired);
     let mut problems = cfg.validate();
     problems.extend(cfg.validate_files());
     if problems.is_empty() {
@@ -163,6 +158,19 @@ bind = "127.0.0.1:18104"
         let mut typo = desired("OK");
         typo.insert("listner".into(), serde_json::json!({}));
         assert!(merge(&typo, &local(dir.path())).is_err());
+    }
+
+    #[test]
+    fn a_document_without_box_local_keys_is_enough() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut doc = desired("SITE");
+        doc.remove("appliance");
+        doc.remove("status");
+        let cfg = merge(&doc, &local(dir.path())).expect("valid");
+        assert_eq!(cfg.appliance.name, "local", "no name: the local one stays");
+        assert_eq!(cfg.listener.ae_title, "SITE");
+        assert_eq!(cfg.appliance.data_dir, dir.path());
+        assert_eq!(cfg.status.bind.to_string(), "127.0.0.1:18104");
     }
 
     #[test]

@@ -1,61 +1,37 @@
 //! The appliance's side of the fleet: enrollment, reporting (telemetry, inventory, events) and
 //! the fleet's commands, around the running appliance.
 //!
-//! [`run`] is the supervisor the `run` command uses: it runs the appliance ([`crate::app`]) and,
-//! when fleet reporting is configured, the reporter ([`medgate_report`]). A new configuration
-//! from the fleet, or a restart command, replaces the running appliance in this process: it waits
-//! for DICOM to go idle (bounded), stops the appliance, starts it with the new configuration and
-//! keeps it only if it turns healthy in time; otherwise the previous configuration is started
-//! again and the fleet is told `rolled_back`. Capture never waits on MQTT: events go to the
+//! [`attach`] connects the reporter ([`medgate_report`]) to the supervisor
+//! ([`crate::supervisor`]) when fleet reporting is configured: telemetry and inventory from the
+//! running appliance, the fleet's commands carried out on it, a new configuration or a restart
+//! handed to the supervisor as a [`Request`] (which rolls back a configuration that does not
+//! come up; the fleet is then told `rolled_back` with its code), and a configuration that proved
+//! healthy kept for the next start ([`managed`]). Capture never waits on MQTT: events go to the
 //! reporter's outbox and the reporter runs on its own task.
 
 pub mod enroll;
 pub mod managed;
 
-use crate::app::{App, AppError, ConfigSource, Hooks};
+use crate::app::AppError;
 use crate::config::Config;
+use crate::handle::{App, Hooks};
+use crate::supervisor::{Attachment, Request, RunError};
 use medgate_contract::{
     CommandOutput, ConfigProblem, DesiredConfig, Disk, ErrorCounts, Flow, Inventory, Nic,
     Percentiles, QueueStats, TelemetrySnapshot, Token,
 };
 use medgate_report::{
     ApplyOutcome, CommandFailure, CommandHandler, CommandResult, Reporter, ReporterConfig,
-    ReporterStatus, TelemetrySource,
+    TelemetrySource,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 /// Calling AEs listed in the inventory (the birth message); the local list has them all.
 const MAX_PEERS: usize = 64;
-/// How long a new configuration has to make the appliance healthy.
-const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
-/// How long a configuration change or a restart waits for DICOM to go idle.
-const IDLE_WITHIN: Duration = Duration::from_secs(120);
-
-/// The reporter's state as the local status shows it (set once reporting runs).
-#[derive(Default)]
-pub struct Probe {
-    status: std::sync::OnceLock<Box<dyn Fn() -> Option<ReporterStatus> + Send + Sync>>,
-}
-
-impl std::fmt::Debug for Probe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probe")
-            .field("reporting", &self.status.get().is_some())
-            .finish()
-    }
-}
-
-impl Probe {
-    /// The reporter's state, if reporting runs.
-    pub fn status(&self) -> Option<ReporterStatus> {
-        self.status.get().and_then(|f| f())
-    }
-}
 
 /// Where the fleet settings come from.
 #[derive(Debug, Clone)]
@@ -78,16 +54,6 @@ pub fn settings(cfg: &Config) -> Result<Settings, String> {
         Some(p) if !p.exists() => Ok(Settings::NotEnrolled(p.clone())),
         Some(p) => enroll::read_settings(p).map(|c| Settings::On(Box::new(c))),
     }
-}
-
-enum Request {
-    Apply {
-        cfg: Box<Config>,
-        version: u64,
-        desired: serde_json::Map<String, serde_json::Value>,
-        reply: oneshot::Sender<Result<(), Vec<ConfigProblem>>>,
-    },
-    Restart,
 }
 
 /// Cumulative figures of appliance instances that have stopped (a configuration change starts a
@@ -118,15 +84,6 @@ pub struct Link {
     started: Instant,
     carried: Mutex<Carried>,
     os_version: String,
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Request::Apply { version, .. } => write!(f, "Apply({version})"),
-            Request::Restart => f.write_str("Restart"),
-        }
-    }
 }
 
 fn token_or(s: &str, fallback: &str) -> Token {
@@ -161,7 +118,7 @@ fn os_version() -> String {
 
 /// The quality checks' flag counts (zero when they are off).
 fn qc_counts(app: &App) -> medgate_contract::QcCounts {
-    let Some(qc) = &app.listener.workflow.qc else {
+    let Some(qc) = &app.workflow().qc else {
         return medgate_contract::QcCounts::default();
     };
     let c = qc.counts();
@@ -177,7 +134,7 @@ fn qc_counts(app: &App) -> medgate_contract::QcCounts {
 }
 
 fn counters(app: &App) -> Carried {
-    let m = &app.metrics;
+    let m = &app.metrics();
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let store_failures: u64 = m
         .store_failures
@@ -242,7 +199,7 @@ impl TelemetrySource for Link {
             };
         };
         let now = counters(&app);
-        let m = &app.metrics;
+        let m = &app.metrics();
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let mut queue = QueueStats::default();
         let mut quarantine = 0;
@@ -261,7 +218,7 @@ impl TelemetrySource for Link {
             latency.p99 = latency.p99.max(q(0.99));
             latency.max = latency.max.max(q(1.0));
         }
-        let usage = app.spool.usage();
+        let usage = app.spool().usage();
         TelemetrySnapshot {
             uptime_secs: self.started.elapsed().as_secs(),
             received: add(base.received, now.received),
@@ -286,14 +243,9 @@ impl TelemetrySource for Link {
 
     fn inventory(&self) -> Inventory {
         let app = self.hooks.app();
-        let hw = app.as_ref().and_then(|a| {
-            a.inventory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        });
-        let (serial, profile, nics) = match &hw {
-            Some((inv, _)) => (
+        let hw = app.as_ref().and_then(|a| a.hardware());
+        let (serial, profile, nics) = match hw.as_ref().map(|h| &h.inventory) {
+            Some(inv) => (
                 inv.identity
                     .serial
                     .clone()
@@ -319,9 +271,9 @@ impl TelemetrySource for Link {
         };
         let (disk, peers, ae_title) = match &app {
             Some(a) => {
-                let u = a.spool.usage();
+                let u = a.spool().usage();
                 let peers = a
-                    .spool
+                    .spool()
                     .peers()
                     .unwrap_or_default()
                     .iter()
@@ -335,7 +287,7 @@ impl TelemetrySource for Link {
                         free_bytes: u.fs_free_bytes,
                     },
                     peers,
-                    medgate_contract::AeTitle::new(a.cfg.listener.ae_title.as_str()).ok(),
+                    medgate_contract::AeTitle::new(a.cfg().listener.ae_title.as_str()).ok(),
                 )
             }
             None => (Disk::default(), Vec::new(), None),
@@ -349,6 +301,7 @@ impl TelemetrySource for Link {
             nics,
             disk,
             peers,
+            config_schema: Some(medgate_config::SCHEMA_VERSION),
         }
     }
 }
@@ -363,18 +316,29 @@ impl CommandHandler for Link {
             }
         };
         let (reply, answer) = oneshot::channel();
+        let version = desired.version;
         let req = Request::Apply {
             cfg: Box::new(cfg),
-            version: desired.version,
-            desired: desired.config.clone(),
+            version,
             reply,
         };
         if self.requests.send(req).await.is_err() {
             return ApplyOutcome::Rejected(vec![problem("shutting_down", None)]);
         }
         match answer.await {
-            Ok(Ok(())) => ApplyOutcome::Applied,
-            Ok(Err(p)) => ApplyOutcome::RolledBack(p),
+            Ok(Ok(())) => {
+                // Healthy with it: kept for the next start.
+                let applied = managed::Applied {
+                    version,
+                    config: desired.config.clone(),
+                };
+                if let Err(e) = self.store.save(&applied) {
+                    tracing::error!(error = %e, "cannot keep the applied configuration; it runs until the next restart");
+                }
+                ApplyOutcome::Applied
+            }
+            // Why, as a code the fleet can show (the message stays in the log).
+            Ok(Err(code)) => ApplyOutcome::RolledBack(vec![problem(code, None)]),
             Err(_) => ApplyOutcome::Rejected(vec![problem("shutting_down", None)]),
         }
     }
@@ -443,7 +407,7 @@ impl CommandHandler for Link {
 
     async fn retry_now(&self, destination: Option<Token>) -> CommandResult {
         let app = self.app()?;
-        retry_now(&app.hub, destination.as_ref())
+        retry_now(app.hub(), destination.as_ref())
     }
 }
 
@@ -477,140 +441,29 @@ fn problem(code: &str, field: Option<&str>) -> ConfigProblem {
     }
 }
 
-/// One running appliance.
-struct Instance {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), AppError>>,
-}
-
-impl Instance {
-    fn start(cfg: Config, hooks: &Hooks, parent: &CancellationToken) -> Instance {
-        let cancel = parent.child_token();
-        let task = tokio::spawn(crate::app::run_with(cfg, cancel.clone(), hooks.clone()));
-        Instance { cancel, task }
-    }
-
-    /// Healthy within `limit`, or why not.
-    async fn healthy(&mut self, hooks: &Hooks, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.task.is_finished() {
-                return Err("the appliance stopped while starting".into());
-            }
-            if let Some(app) = hooks.app() {
-                if app.health().is_ok() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(hooks
-                    .app()
-                    .and_then(|a| a.health().err())
-                    .unwrap_or_else(|| "not serving".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops it and waits; returns its error if it failed.
-    async fn stop(self, link: &Link) -> Option<AppError> {
-        if let Some(app) = link.hooks.app() {
-            link.retire(&app);
-        }
-        self.cancel.cancel();
-        match self.task.await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(e) => Some(AppError::Internal(e.to_string())),
-        }
-    }
-}
-
-/// Waits (at most 15 s) for the first hardware inventory when a hardware profile is configured,
-/// so that the birth message carries it.
-async fn inventory_ready(hooks: &Hooks) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while let Some(app) = hooks.app() {
-        let ready = app.cfg.hardware.profile.is_none()
-            || app
-                .inventory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some();
-        if ready || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits (bounded, and not past a shutdown) until no association is open, so a change never
-/// cuts a study in flight.
-async fn idle(hooks: &Hooks, shutdown: &CancellationToken) {
-    let deadline = Instant::now() + IDLE_WITHIN;
-    while let Some(app) = hooks.app() {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        let active = app.metrics.associations_active.load(Ordering::Relaxed);
-        if active == 0 {
-            return;
-        }
-        if Instant::now() > deadline {
-            tracing::warn!(
-                active,
-                "DICOM still busy after {} s; going on",
-                IDLE_WITHIN.as_secs()
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Errors that stop the supervisor.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The appliance could not start or failed.
-    #[error(transparent)]
-    App(#[from] AppError),
-    /// The reporter could not start.
-    #[error(
-        "fleet reporting: {0}; fix [fleet] or the enrollment file, or remove it to run without the fleet"
-    )]
-    Report(#[from] medgate_report::ReportError),
-}
-
-/// Runs the appliance with `local` (from `config_file`) until `shutdown`, with fleet reporting
-/// and commands when configured.
-pub async fn run(
-    local: Config,
+/// Connects fleet reporting and commands to the supervisor when `local` configures it (`None`:
+/// no fleet, or settings unusable — the appliance then runs alone, which the log says). Called
+/// by [`crate::supervisor::run`] once the data directory is claimed.
+pub fn attach(
+    local: &Config,
     config_file: Option<&Path>,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
-    crate::app::install_crypto_provider();
-    // Before anything under data_dir is read or written: one appliance per directory.
-    let _claim =
-        crate::datadir::DataDir::claim(&local.appliance.data_dir).map_err(AppError::from)?;
-    let reporter_cfg = match settings(&local) {
-        Ok(Settings::On(c)) => Some(*c),
-        Ok(Settings::Off) => None,
+    hooks: &Hooks,
+) -> Result<Option<Attachment>, RunError> {
+    let reporter_cfg = match settings(local) {
+        Ok(Settings::On(c)) => *c,
+        Ok(Settings::Off) => return Ok(None),
         Ok(Settings::NotEnrolled(p)) => {
             tracing::warn!(file = %p.display(), "not enrolled with the fleet yet: running without reporting; run `medgate-appliance enroll` (the image does it at first boot), then restart");
-            None
+            return Ok(None);
         }
         Err(e) => {
             tracing::error!(error = %e, "fleet settings unusable: running without reporting; fix them and restart");
-            None
+            return Ok(None);
         }
     };
-    let Some(reporter_cfg) = reporter_cfg else {
-        return Ok(crate::app::run_with(local, shutdown, Hooks::default()).await?);
-    };
 
-    let hooks = Hooks::default();
     let store = managed::Store::new(&local.appliance.data_dir);
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, requests) = mpsc::channel(4);
     let link = Arc::new(Link {
         hooks: hooks.clone(),
         requests: tx,
@@ -623,31 +476,26 @@ pub async fn run(
     });
 
     // The configuration to run: the last one the fleet set that proved healthy, else the file.
-    let mut current = local.clone();
-    let mut from_fleet = false;
-    let mut source = ConfigSource::LocalFile;
-    match store.load() {
-        Ok(Some(applied)) => match managed::merge(&applied.config, &local) {
+    let kept = match store.load() {
+        Ok(Some(applied)) => match managed::merge(&applied.config, local) {
             Ok(cfg) => {
                 tracing::info!(
                     version = applied.version,
                     "running the configuration last applied from the fleet"
                 );
-                current = cfg;
-                from_fleet = true;
-                source = ConfigSource::Fleet {
-                    version: applied.version,
-                };
+                Some((cfg, applied.version))
             }
             Err(p) => {
-                tracing::error!(problems = ?p, "the configuration kept from the fleet is no longer valid; running the local file")
+                tracing::error!(problems = ?p, "the configuration kept from the fleet is no longer valid; running the local file");
+                None
             }
         },
-        Ok(None) => {}
+        Ok(None) => None,
         Err(e) => {
-            tracing::error!(error = %e, "cannot read the configuration kept from the fleet; running the local file")
+            tracing::error!(error = %e, "cannot read the configuration kept from the fleet; running the local file");
+            None
         }
-    }
+    };
 
     let outbox = local.appliance.data_dir.join("fleet").join("outbox");
     std::fs::create_dir_all(&outbox).map_err(|e| {
@@ -664,10 +512,9 @@ pub async fn run(
     )?);
     {
         let weak = Arc::downgrade(&reporter);
-        let _ = hooks
+        hooks
             .fleet
-            .status
-            .set(Box::new(move || weak.upgrade().map(|r| r.status())));
+            .connect(Box::new(move || weak.upgrade().map(|r| r.status())));
     }
     {
         let weak = Arc::downgrade(&reporter);
@@ -685,101 +532,30 @@ pub async fn run(
             }
         }));
     }
-
-    hooks.set_config_source(source);
-    let mut instance = Instance::start(current.clone(), &hooks, &shutdown);
-    match instance.healthy(&hooks, HEALTHY_WITHIN).await {
-        Err(why) if from_fleet => {
-            tracing::error!(reason = %why, "the configuration kept from the fleet does not come up; running the local file");
-            let _ = instance.stop(&link).await;
-            current = local.clone();
-            source = ConfigSource::LocalFile;
-            hooks.set_config_source(source);
-            instance = Instance::start(current.clone(), &hooks, &shutdown);
-        }
-        Err(why) => tracing::warn!(reason = %why, "not healthy yet"),
-        Ok(()) => {}
-    }
-    // The birth carries the inventory of the running appliance.
-    inventory_ready(&hooks).await;
-    reporter.refresh_inventory();
-
-    let result = loop {
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                break instance.stop(&link).await.map_or(Ok(()), Err);
+    let weak = Arc::downgrade(&reporter);
+    Ok(Some(Attachment {
+        requests,
+        kept,
+        on_retire: Box::new(move |app| link.retire(app)),
+        // The birth carries the inventory of the running appliance.
+        on_inventory: Box::new(move || {
+            if let Some(r) = weak.upgrade() {
+                r.refresh_inventory();
             }
-            finished = &mut instance.task => {
-                break match finished {
-                    Ok(r) => r,
-                    Err(e) => Err(AppError::Internal(e.to_string())),
-                };
-            }
-            Some(req) = rx.recv() => match req {
-                Request::Apply { cfg, version, desired, reply } => {
-                    idle(&hooks, &shutdown).await;
-                    tracing::info!(version, "switching to the configuration from the fleet");
-                    let _ = instance.stop(&link).await;
-                    hooks.set_reason(format!("fleet configuration v{version}"));
-                    hooks.set_config_source(ConfigSource::Fleet { version });
-                    let mut next = Instance::start((*cfg).clone(), &hooks, &shutdown);
-                    match next.healthy(&hooks, HEALTHY_WITHIN).await {
-                        Ok(()) => {
-                            if let Err(e) = store.save(&managed::Applied { version, config: desired }) {
-                                tracing::error!(error = %e, "cannot keep the applied configuration; it runs until the next restart");
-                            }
-                            tracing::info!(version, "configuration from the fleet applied: the appliance is healthy with it");
-                            current = *cfg;
-                            source = ConfigSource::Fleet { version };
-                            instance = next;
-                            inventory_ready(&hooks).await;
-                            reporter.refresh_inventory();
-                            let _ = reply.send(Ok(()));
-                        }
-                        Err(why) => {
-                            let failed = next.stop(&link).await;
-                            tracing::error!(version, reason = %why, error = ?failed, "the configuration from the fleet does not bring the appliance up: rolling back");
-                            hooks.set_reason(format!("rollback from fleet configuration v{version}"));
-                            hooks.set_config_source(source);
-                            instance = Instance::start(current.clone(), &hooks, &shutdown);
-                            if let Err(e) = instance.healthy(&hooks, HEALTHY_WITHIN).await {
-                                tracing::error!(reason = %e, "the previous configuration does not come back up either");
-                            }
-                            reporter.refresh_inventory();
-                            // Why, as a code the fleet can show (the message stays in the log).
-                            let code = match failed {
-                                Some(AppError::Bind { .. }) => "listener_down",
-                                Some(AppError::Tls { .. }) => "tls_unusable",
-                                Some(AppError::Destination { .. }) => "destination_unusable",
-                                Some(AppError::Spool { .. }) => "spool_unusable",
-                                _ => "unhealthy",
-                            };
-                            let _ = reply.send(Err(vec![problem(code, None)]));
-                        }
+        }),
+        finish: Box::new(move || {
+            Box::pin(async move {
+                match Arc::try_unwrap(reporter) {
+                    Ok(r) => r.shutdown(Duration::from_secs(5)).await,
+                    Err(_) => {
+                        tracing::warn!(
+                            "reporter still in use at shutdown; its outbox is flushed by sled"
+                        )
                     }
                 }
-                Request::Restart => {
-                    idle(&hooks, &shutdown).await;
-                    tracing::info!("restarting the appliance (fleet command)");
-                    let _ = instance.stop(&link).await;
-                    hooks.set_reason("restart (fleet command)");
-                    instance = Instance::start(current.clone(), &hooks, &shutdown);
-                    if let Err(why) = instance.healthy(&hooks, HEALTHY_WITHIN).await {
-                        tracing::error!(reason = %why, "not healthy after the restart");
-                    }
-                    inventory_ready(&hooks).await;
-                    reporter.refresh_inventory();
-                }
-            }
-        }
-    };
-    match Arc::try_unwrap(reporter) {
-        Ok(r) => r.shutdown(Duration::from_secs(5)).await,
-        Err(_) => {
-            tracing::warn!("reporter still in use at shutdown; its outbox is flushed by sled")
-        }
-    }
-    Ok(result?)
+            })
+        }),
+    }))
 }
 
 #[cfg(test)]

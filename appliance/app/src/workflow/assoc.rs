@@ -6,11 +6,13 @@
 
 use crate::conn::{BoxStream, Incoming, PduConn};
 use crate::scu::ScuError;
-use medgate_dicom::command::{self, CommandSet};
+use medgate_dicom::assemble::{Assembler, Piece};
+use medgate_dicom::command::CommandSet;
 use medgate_dicom::dataset::MAX_SMALL_DATASET;
 use medgate_dicom::negotiate::{self, AcceptedContext, AcceptorPolicy, Decision};
 use medgate_dicom::pdata::{FrameLimits, encode_command_pdus, encode_dataset_pdus};
-use medgate_dicom::pdu::{AssociationRJResult, Pdu, RequestorRoles, UserVariableItem};
+use medgate_dicom::pdu::{Pdu, RequestorRoles, UserVariableItem};
+use medgate_dicom::requestor::{self, Interruption};
 use std::time::Duration;
 
 /// Our max PDU length on these associations.
@@ -97,29 +99,17 @@ impl MessageAssociation {
                     *r,
                 ));
         }
-        conn.send(&Pdu::AssociationRQ(rq.clone())).await?;
-        match conn.read(timeout_secs).await? {
-            Incoming::Other(Pdu::AssociationAC(ac)) => {
-                let (contexts, peer_max_pdu) = negotiate::accepted_by_peer(&rq, &ac);
-                Ok(MessageAssociation {
-                    conn,
-                    contexts,
-                    roles: roles_of(&ac.user_variables),
-                    peer_ae: called_ae.to_string(),
-                    peer_max_pdu,
-                    timeout_secs,
-                    next_message_id: 1,
-                })
-            }
-            Incoming::Other(Pdu::AssociationRJ(rj)) => Err(ScuError::Rejected {
-                permanent: rj.result == AssociationRJResult::Permanent,
-                reason: rj.source.to_string(),
-            }),
-            Incoming::Other(Pdu::AbortRQ { .. }) => Err(ScuError::Aborted),
-            _ => Err(ScuError::Protocol(
-                "unexpected answer to A-ASSOCIATE-RQ".into(),
-            )),
-        }
+        let (ac, contexts, peer_max_pdu) =
+            crate::scu::request(&mut conn, &rq, timeout_secs).await?;
+        Ok(MessageAssociation {
+            conn,
+            contexts,
+            roles: roles_of(&ac.user_variables),
+            peer_ae: called_ae.to_string(),
+            peer_max_pdu,
+            timeout_secs,
+            next_message_id: 1,
+        })
     }
 
     /// Accepts an association on `stream` by `policy`; the requestor's role selection items for
@@ -224,72 +214,59 @@ impl MessageAssociation {
 
     /// Receives the next whole message; `None` if the peer released the association (answered).
     pub async fn receive(&mut self) -> Result<Option<Message>, ScuError> {
-        let mut cmd_bytes = Vec::new();
-        let mut command: Option<(u8, CommandSet)> = None;
+        let mut assembler = Assembler::new(self.contexts.iter().map(|c| c.id))
+            .with_data_limit(MAX_SMALL_DATASET as u64);
+        let mut command: Option<CommandSet> = None;
         let mut data = Vec::new();
         loop {
             match self.conn.read(self.timeout_secs).await? {
                 Incoming::PData(pdvs) => {
                     for pdv in pdvs {
-                        if pdv.is_command {
-                            if command.is_some() {
-                                return Err(ScuError::Protocol(
-                                    "a command arrived while a data set was expected".into(),
-                                ));
-                            }
-                            cmd_bytes.extend_from_slice(pdv.data);
-                            if cmd_bytes.len() > command::MAX_COMMAND_LEN {
-                                return Err(ScuError::Protocol("command set too large".into()));
-                            }
-                            if pdv.is_last {
-                                let c = CommandSet::decode(&cmd_bytes)
-                                    .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        let piece = assembler
+                            .push(&pdv)
+                            .map_err(|e| ScuError::Protocol(e.to_string()))?;
+                        match piece {
+                            Piece::Partial => {}
+                            Piece::Command {
+                                context_id,
+                                command: c,
+                            } => {
                                 if !c.has_dataset() {
                                     return Ok(Some(Message {
-                                        context_id: pdv.context_id,
+                                        context_id,
                                         command: c,
                                         dataset: None,
                                     }));
                                 }
-                                command = Some((pdv.context_id, c));
+                                command = Some(c);
                             }
-                        } else {
-                            let Some((context_id, _)) = &command else {
-                                return Err(ScuError::Protocol(
-                                    "a data set arrived without a command".into(),
-                                ));
-                            };
-                            let context_id = *context_id;
-                            data.extend_from_slice(pdv.data);
-                            if data.len() > MAX_SMALL_DATASET {
-                                return Err(ScuError::Protocol(format!(
-                                    "data set larger than {MAX_SMALL_DATASET} bytes"
-                                )));
-                            }
-                            if pdv.is_last {
-                                let (_, c) = command.take().ok_or_else(|| {
-                                    ScuError::Protocol("data set without a command".into())
-                                })?;
-                                return Ok(Some(Message {
-                                    context_id,
-                                    command: c,
-                                    dataset: Some(std::mem::take(&mut data)),
-                                }));
+                            Piece::Data {
+                                context_id,
+                                data: fragment,
+                                is_last,
+                            } => {
+                                data.extend_from_slice(fragment);
+                                if is_last {
+                                    let c = command.take().ok_or_else(|| {
+                                        ScuError::Protocol("data set without a command".into())
+                                    })?;
+                                    return Ok(Some(Message {
+                                        context_id,
+                                        command: c,
+                                        dataset: Some(std::mem::take(&mut data)),
+                                    }));
+                                }
                             }
                         }
                     }
                 }
-                Incoming::Other(Pdu::ReleaseRQ) => {
+                Incoming::Other(pdu) => {
+                    if requestor::interruption(&pdu) != Interruption::ReleaseRequested {
+                        return Err(crate::scu::interrupted(&pdu));
+                    }
                     let _ = self.conn.send(&Pdu::ReleaseRP).await;
                     self.conn.close().await;
                     return Ok(None);
-                }
-                Incoming::Other(Pdu::AbortRQ { .. }) => return Err(ScuError::Aborted),
-                Incoming::Other(other) => {
-                    return Err(ScuError::Protocol(format!(
-                        "unexpected {}",
-                        other.short_description()
-                    )));
                 }
             }
         }

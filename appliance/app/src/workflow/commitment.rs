@@ -170,12 +170,13 @@ impl Drop for Registration {
 const INFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Commitment {
-    /// Opens the service's state in the spool index.
+    /// Opens the service's state in the workflow store (it must outlive an index rebuild).
     pub fn open(
         cfg: CommitmentSection,
         spool: Arc<Spool>,
+        store: &medgate_spool::WorkflowStore,
     ) -> Result<Self, medgate_spool::SpoolError> {
-        let tree = spool.state_tree("commitment")?;
+        let tree = store.tree("commitment")?;
         Ok(Commitment {
             cfg,
             spool,

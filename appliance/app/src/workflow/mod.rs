@@ -25,15 +25,18 @@ pub struct Workflow {
 }
 
 impl Workflow {
-    /// Opens the configured services' state in the spool index.
+    /// Opens the configured services' state in the workflow store (`store`, apart from the
+    /// rebuildable spool index).
     pub fn start(
         cfg: &crate::config::Config,
         spool: &Arc<medgate_spool::Spool>,
+        store: &medgate_spool::WorkflowStore,
     ) -> Result<Self, medgate_spool::SpoolError> {
         let commitment = match &cfg.commitment {
             Some(c) => Some(Arc::new(commitment::Commitment::open(
                 c.clone(),
                 spool.clone(),
+                store,
             )?)),
             None => None,
         };
@@ -41,12 +44,16 @@ impl Workflow {
             Some(w) => Some(Arc::new(worklist::Worklist::open(
                 w.clone(),
                 &cfg.listener.ae_title,
-                spool,
+                store,
             )?)),
             None => None,
         };
         let qc = match &cfg.qc {
-            Some(q) => Some(Arc::new(qc_service::QcService::open(q, spool.clone())?)),
+            Some(q) => Some(Arc::new(qc_service::QcService::open(
+                q,
+                spool.clone(),
+                store,
+            )?)),
             None => None,
         };
         Ok(Workflow {

@@ -74,11 +74,15 @@ impl std::fmt::Debug for QcService {
 }
 
 impl QcService {
-    /// Opens the state in the spool index; counts are those of the flags kept.
-    pub fn open(cfg: &QcSection, spool: Arc<Spool>) -> Result<Self, medgate_spool::SpoolError> {
-        let hashes = spool.state_tree("qc-hashes")?;
-        let studies = spool.state_tree("qc-studies")?;
-        let flags = spool.state_tree("qc-flags")?;
+    /// Opens the state in the workflow store; counts are those of the flags kept.
+    pub fn open(
+        cfg: &QcSection,
+        spool: Arc<Spool>,
+        store: &medgate_spool::WorkflowStore,
+    ) -> Result<Self, medgate_spool::SpoolError> {
+        let hashes = store.tree("qc-hashes")?;
+        let studies = store.tree("qc-studies")?;
+        let flags = store.tree("qc-flags")?;
         let counts: BTreeMap<Check, AtomicU64> =
             Check::ALL.iter().map(|c| (*c, AtomicU64::new(0))).collect();
         for (_, v) in flags.iter().flatten() {

@@ -95,13 +95,13 @@ enum Answer {
 }
 
 impl Worklist {
-    /// Opens the cache in the spool index.
+    /// Opens the cache in the workflow store.
     pub fn open(
         cfg: WorklistSection,
         listener_ae: &str,
-        spool: &medgate_spool::Spool,
+        store: &medgate_spool::WorkflowStore,
     ) -> Result<Self, medgate_spool::SpoolError> {
-        let tree = spool.state_tree("worklist")?;
+        let tree = store.tree("worklist")?;
         Ok(Worklist {
             calling_ae: cfg
                 .calling_ae_title

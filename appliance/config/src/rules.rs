@@ -101,13 +101,13 @@ impl OneOrMany {
     }
 }
 
-/// One problem, with the exact key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key, e.g. `rules.coerce[0].set.IssuerOfPatientID`.
-    pub key: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
+pub use crate::Problem;
+
+/// `tags = { X = "a" }` as written.
+impl std::fmt::Display for OneOrMany {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.values().join(" | "))
+    }
 }
 
 fn key_part(k: &str) -> String {
@@ -121,7 +121,7 @@ fn key_part(k: &str) -> String {
 }
 
 /// A target element of a rule: its tag and the VR values are checked against.
-pub(crate) fn target(name: &str) -> Result<(TagNo, [u8; 2]), String> {
+pub fn target(name: &str) -> Result<(TagNo, [u8; 2]), String> {
     let t = tag::parse_tag(name)?;
     if let Some(why) = tag::protected(t) {
         return Err(format!("{}: {why}", tag::describe(t)));
@@ -143,7 +143,7 @@ pub(crate) fn target(name: &str) -> Result<(TagNo, [u8; 2]), String> {
 }
 
 /// A tag a condition may look at: any top-level data element, private ones included.
-pub(crate) fn condition_tag(name: &str) -> Result<TagNo, String> {
+pub fn condition_tag(name: &str) -> Result<TagNo, String> {
     let t = tag::parse_tag(name)?;
     if t >> 16 < 0x0008 || t >> 16 >= 0xFFFA || t & 0xFFFF == 0 {
         return Err(format!(
@@ -180,13 +180,13 @@ fn check_when(p: &mut Vec<Problem>, base: &str, w: &When) {
     }
     for (field, list) in [("calling_ae", &w.calling_ae), ("called_ae", &w.called_ae)] {
         for (i, ae) in list.iter().enumerate() {
-            if let Err(e) = medgate_dicom::validate_ae_title(ae) {
+            if let Err(e) = crate::check::validate_ae_title(ae) {
                 bad(format!("{base}.{field}[{i}]"), e);
             }
         }
     }
     for (i, uid) in w.sop_class.iter().enumerate() {
-        if let Err(e) = medgate_dicom::validate_uid(uid) {
+        if let Err(e) = crate::check::validate_uid(uid) {
             bad(format!("{base}.sop_class[{i}]"), e);
         }
     }

@@ -174,8 +174,8 @@ pub fn check_value(vr: &[u8; 2], v: &str) -> Result<(), String> {
         b"TM" => v.bytes().all(|b| b.is_ascii_digit() || b == b'.'),
         b"IS" => v.trim().parse::<i64>().is_ok(),
         b"DS" => v.trim().parse::<f64>().is_ok(),
-        b"UI" => medgate_dicom::validate_uid(v).is_ok(),
-        b"AE" => medgate_dicom::validate_ae_title(v).is_ok(),
+        b"UI" => crate::check::validate_uid(v).is_ok(),
+        b"AE" => crate::check::validate_ae_title(v).is_ok(),
         _ => true,
     };
     if ok {

@@ -58,6 +58,24 @@ fn listening_in(table: &str, port: u16) -> bool {
     })
 }
 
+/// One look of a wait for `port`: `Ok(true)` once it listens, `Ok(false)` to look again, an
+/// error when the peer exited (`alive` failed) or `timeout` passed since `started`.
+fn listening_yet(
+    port: u16,
+    started: Instant,
+    timeout: Duration,
+    alive: &mut impl FnMut() -> Result<()>,
+) -> Result<bool> {
+    if is_listening(port) {
+        return Ok(true);
+    }
+    alive().with_context(|| format!("while waiting for port {port} to listen"))?;
+    if started.elapsed() > timeout {
+        bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+    }
+    Ok(false)
+}
+
 /// Waits until something listens on `port`, at most `timeout`. `alive` is polled too: when it
 /// returns an error (the peer exited), waiting stops with that error.
 pub async fn wait_listening(
@@ -66,16 +84,23 @@ pub async fn wait_listening(
     mut alive: impl FnMut() -> Result<()>,
 ) -> Result<()> {
     let started = Instant::now();
-    loop {
-        if is_listening(port) {
-            return Ok(());
-        }
-        alive().with_context(|| format!("while waiting for port {port} to listen"))?;
-        if started.elapsed() > timeout {
-            bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
-        }
+    while !listening_yet(port, started, timeout, &mut alive)? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+/// [`wait_listening`] for code that is not async (a broker started from a plain test).
+pub fn wait_listening_blocking(
+    port: u16,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    while !listening_yet(port, started, timeout, &mut alive)? {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

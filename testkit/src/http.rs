@@ -97,7 +97,8 @@ pub async fn reply(response: reqwest::Response) -> Result<HttpReply> {
     })
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
+/// `s`, cut to at most `max` bytes (on a character boundary) for an error message.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
