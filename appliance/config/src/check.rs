@@ -246,6 +246,21 @@ mod tests {
         assert!(n.contains("10.20.3.4".parse().expect("ip")));
         assert!(!n.contains("10.21.3.4".parse().expect("ip")));
         assert!(n.contains("::ffff:10.20.0.1".parse().expect("ip")));
+        assert!(
+            Network::parse("127.0.0.1")
+                .expect("host")
+                .contains("127.0.0.1".parse().expect("ip"))
+        );
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .expect("any")
+                .contains("8.8.8.8".parse().expect("ip"))
+        );
+        assert!(
+            Network::parse("fd00::/8")
+                .expect("v6")
+                .contains("fd12::1".parse().expect("ip"))
+        );
         assert!(Network::parse("nonsense").is_err());
     }
 
