@@ -110,6 +110,6 @@ pub fn encode<M: Message>(message: &M) -> Result<Vec<u8>, serde_json::Error> {
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }

@@ -257,8 +257,8 @@ fn garbage_never_panics() {
     for _ in 0..5_000 {
         let mut p = valid.clone();
         for _ in 0..(next() % 4 + 1) {
-            let i = (next() as usize) % p.len();
-            p[i] = next() as u8;
+            let i = usize::try_from(next()).expect("64-bit") % p.len();
+            p[i] = next().to_le_bytes()[0];
         }
         if decode::<Birth>(&p).is_err() {
             refused += 1;

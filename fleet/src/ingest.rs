@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use medgate_contract::{
     Birth, CommandAck, DeviceTopics, Event, EventId, EventReceipt, Kind, MAX_PAYLOAD_BYTES,
-    ReportedConfig, Schema, State, Telemetry, decode, now_ms,
+    ReportedConfig, Schema, State, Telemetry, decode,
 };
 use rumqttc::{
     AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Packet, Publish, QoS, Transport,
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::{BrokerMode, FleetConfig};
-use crate::store::{Message, Recorded, StoreError};
+use crate::store::{Message, Recorded, StoreError, db_int, now_db};
 
 const WORKERS: usize = 8;
 
@@ -145,7 +145,7 @@ pub fn start(app: Arc<App>, client: AsyncClient, mut eventloop: EventLoop, confi
                     paused += since.elapsed();
                     if last_pause_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                         tracing::warn!(
-                            paused_ms = paused.as_millis() as u64,
+                            paused_ms = u64::try_from(paused.as_millis()).unwrap_or(u64::MAX),
                             worker = shard,
                             "the database is behind: reading from the broker paused while a worker queue was full"
                         );
@@ -159,11 +159,11 @@ pub fn start(app: Arc<App>, client: AsyncClient, mut eventloop: EventLoop, confi
                         .metrics
                         .mqtt_connected
                         .store(0, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(error = %e, delay_ms = backoff.as_millis() as u64, "fleet lost the broker; reconnecting");
+                    tracing::warn!(error = %e, delay_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "fleet lost the broker; reconnecting");
                     tokio::time::sleep(
                         backoff
                             + Duration::from_millis(fastrand::u64(
-                                0..=backoff.as_millis() as u64 / 2,
+                                0..=u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX) / 2,
                             )),
                     )
                     .await;
@@ -208,7 +208,7 @@ fn shard_of(topic: &str) -> usize {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % WORKERS as u64) as usize
+    usize::try_from(h % WORKERS as u64).unwrap_or(0)
 }
 
 /// A decoded device message.
@@ -248,7 +248,7 @@ async fn worker(app: Arc<App>, mut rx: mpsc::Receiver<Publish>) {
         if items.is_empty() {
             continue;
         }
-        let now = now_ms() as i64;
+        let now = now_db();
         let results = match record_batch(&app, &items, now).await {
             Ok(r) => r,
             Err(e) => {
@@ -458,14 +458,16 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
     let m = &app.metrics;
     let topic = item.topic.as_str();
     let device = &item.dev.device;
-    let recorded_at = now_ms() as i64;
+    let recorded_at = now_db();
     match result {
         Ok(Recorded::New) => {
             m.messages.inc();
             match &item.msg {
-                Msg::Telemetry(t) => m.observe_latency(recorded_at - t.sent_at_ms as i64),
+                Msg::Telemetry(t) => {
+                    m.observe_latency(recorded_at.saturating_sub(db_int(t.sent_at_ms)))
+                }
                 Msg::Event(e) => {
-                    m.observe_latency(recorded_at - e.at_ms as i64);
+                    m.observe_latency(recorded_at.saturating_sub(db_int(e.at_ms)));
                     m.events_new.inc();
                     app.ops.live(json!({"type": "event", "device": device, "site": item.dev.site, "id": e.id, "at_ms": e.at_ms, "event": e.event}));
                 }

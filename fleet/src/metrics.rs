@@ -69,7 +69,8 @@ impl Metrics {
             .position(|b| ms <= *b)
             .unwrap_or(LATENCY_BUCKETS_MS.len());
         self.latency[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_ms.fetch_add(ms as u64, Ordering::Relaxed);
+        self.latency_sum_ms
+            .fetch_add(u64::try_from(ms).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The upper bound of the bucket holding the given quantile (0..1), in ms; None if empty.
@@ -83,6 +84,11 @@ impl Metrics {
         if total == 0 {
             return None;
         }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "q in 0..=1 times a count; `as` saturates"
+        )]
         let target = (q * total as f64).ceil() as u64;
         let mut seen = 0;
         for (i, c) in counts.iter().enumerate() {

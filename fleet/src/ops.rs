@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::publish::{PublishError, Publisher};
 use crate::store::config::Document;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, db_int, from_db, now_db};
 
 /// Errors of fleet operations, mapped to HTTP statuses by the API.
 #[derive(Debug, thiserror::Error)]
@@ -372,11 +372,7 @@ impl Ops {
         id: &str,
         status: DeviceStatus,
     ) -> Result<Option<Device>, OpError> {
-        if !self
-            .store
-            .set_device_status(id, status, now_ms() as i64)
-            .await?
-        {
+        if !self.store.set_device_status(id, status, now_db()).await? {
             return Ok(None);
         }
         tracing::info!(device = %id, %status, "device registry status changed");
@@ -417,7 +413,7 @@ impl Ops {
         if name.is_empty() || name.len() > 200 {
             return Err(OpError::Invalid("name: 1-200 characters".into()));
         }
-        self.store.upsert_site(site, name, now_ms() as i64).await?;
+        self.store.upsert_site(site, name, now_db()).await?;
         Ok(SiteName {
             id: site.clone(),
             name: name.to_owned(),
@@ -438,8 +434,13 @@ impl Ops {
             )));
         }
         let token = random_token()?;
-        let now = now_ms() as i64;
-        let expires_ms = now + (self.config.devices.claim_token_hours * 3_600_000) as i64;
+        let now = now_db();
+        let expires_ms = now.saturating_add(db_int(
+            self.config
+                .devices
+                .claim_token_hours
+                .saturating_mul(3_600_000),
+        ));
         self.store
             .create_claim(
                 &sha256_hex(token.as_bytes()),
@@ -460,7 +461,7 @@ impl Ops {
     /// Enrolls a device with its claim token (used once) and CSR: signs its certificate and
     /// approves it, in one transaction.
     pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Enrolled, OpError> {
-        let now = now_ms() as i64;
+        let now = now_db();
         let Some(claim) = self
             .store
             .use_claim(&sha256_hex(token.trim().as_bytes()), now)
@@ -520,9 +521,9 @@ impl Ops {
         let topics = self.topics_of(device).await?;
         let id = format!("c-{}", &random_token()?[..24]);
         let now = now_ms();
-        let expires = expires_in.map(|d| now + d.as_millis() as u64);
+        let expires = expires_in.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.store
-            .create_command(&id, device, &action, expires.map(|e| e as i64), now as i64)
+            .create_command(&id, device, &action, expires.map(db_int), db_int(now))
             .await?;
         let cmd = Command {
             schema: Schema::default(),
@@ -554,7 +555,7 @@ impl Ops {
             .into_iter()
             .filter(|c| c.status == CommandState::Queued)
         {
-            let expires = c.expires_ms.map(|e| e.max(0) as u64);
+            let expires = c.expires_ms.map(from_db);
             if expires.is_some_and(|e| e < now) {
                 continue;
             }
@@ -623,7 +624,7 @@ impl Ops {
         }
         let revision = self
             .store
-            .put_config_document(scope, target, &config, now_ms() as i64)
+            .put_config_document(scope, target, &config, now_db())
             .await?;
         let mut updated = Vec::new();
         for device in self.store.devices_in(scope, target).await? {
@@ -647,7 +648,7 @@ impl Ops {
         };
         let (version, changed) = self
             .store
-            .set_device_desired(device, &source, &config, now_ms() as i64)
+            .set_device_desired(device, &source, &config, now_db())
             .await?;
         if changed {
             self.publish_desired(device, version, config).await?;
@@ -665,7 +666,7 @@ impl Ops {
         let topics = self.topics_of(device).await?;
         let d = DesiredConfig {
             schema: Schema::default(),
-            version: version as u64,
+            version: from_db(version),
             issued_at_ms: now_ms(),
             config,
         };
@@ -738,7 +739,7 @@ impl Ops {
     /// One round of upkeep: offline detection from missed heartbeats, and, when `downsample`,
     /// telemetry downsampling and retention.
     pub async fn upkeep(&self, downsample: bool) {
-        let now = now_ms() as i64;
+        let now = now_db();
         match self
             .store
             .sweep_offline(self.config.devices.missed_heartbeats, now)
@@ -754,8 +755,10 @@ impl Ops {
         }
         if downsample {
             let t = &self.config.telemetry;
-            let raw_before = now - (t.raw_retention_hours * 3_600_000) as i64;
-            let buckets_before = now - (t.retention_days * 86_400_000) as i64;
+            let raw_before =
+                now.saturating_sub(db_int(t.raw_retention_hours.saturating_mul(3_600_000)));
+            let buckets_before =
+                now.saturating_sub(db_int(t.retention_days.saturating_mul(86_400_000)));
             match self
                 .store
                 .downsample(raw_before, t.bucket_secs, buckets_before)

@@ -289,7 +289,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         rep_a.status()
     );
     broker.restart().expect("mosquitto restart");
-    let total = produced as i64;
+    let total = i64::try_from(produced).expect("a test count");
     api.wait(
         60,
         "every event after the outage",
@@ -316,7 +316,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     loop {
         let dup = running.app.metrics.events_duplicate.get()
             + running2.app.metrics.events_duplicate.get();
-        if dup >= total as u64 {
+        if dup >= produced {
             break;
         }
         assert!(
@@ -343,7 +343,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
 
     // Telemetry downsampling on PostgreSQL: every raw sample folds into buckets.
     let store = &running.app.ops.store;
-    let raw_before = now_ms() as i64 + 1;
+    let raw_before = medgate_fleet::store::now_db() + 1;
     let (folded, _) = store
         .downsample(raw_before, 60, 0)
         .await

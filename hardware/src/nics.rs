@@ -141,8 +141,8 @@ impl NicInfo {
 /// Parses a `speed` attribute: Mbit/s, or `None` for "unknown" (`-1`, or absurd values).
 pub fn parse_speed(text: &str) -> Option<u32> {
     parse_i64(text)
+        .and_then(|v| u32::try_from(v).ok())
         .filter(|v| (1..=1_000_000).contains(v))
-        .map(|v| v as u32)
 }
 
 /// Parses a `carrier` attribute (`0` or `1`).

@@ -285,7 +285,7 @@ impl Orthanc {
         let v = self.get_json("/statistics").await?;
         v.get("CountInstances")
             .and_then(Value::as_u64)
-            .map(|n| n as usize)
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| anyhow!("GET /statistics has no CountInstances: {v}"))
     }
 

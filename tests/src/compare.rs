@@ -96,7 +96,7 @@ pub fn dataset_bytes_identical(a: impl AsRef<Path>, b: impl AsRef<Path>) -> Resu
     let mut bb = vec![0_u8; 1 << 20];
     let mut left = len_a;
     while left > 0 {
-        let n = left.min(ba.len() as u64) as usize;
+        let n = usize::try_from(left.min(ba.len() as u64)).expect("at most the buffer");
         ra.read_exact(&mut ba[..n])
             .with_context(|| format!("reading {}", a.display()))?;
         rb.read_exact(&mut bb[..n])
@@ -323,7 +323,7 @@ mod tests {
             "1.2.840.10008.1.2.1",
             sample("Doe^Jane"),
         );
-        let offset = dataset_offset(&a).expect("offset") as usize;
+        let offset = usize::try_from(dataset_offset(&a).expect("offset")).expect("64-bit");
         let bytes = std::fs::read(&a).expect("read");
         // The data set starts with its first element, (0008,0016).
         assert_eq!(&bytes[offset..offset + 4], &[0x08, 0x00, 0x16, 0x00]);

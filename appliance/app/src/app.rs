@@ -436,8 +436,14 @@ async fn housekeeping(app: Arc<App>, shutdown: CancellationToken) {
         m.spool_bytes.store(u.spool_bytes, Ordering::Relaxed);
         m.spool_objects.store(u.objects, Ordering::Relaxed);
         m.disk_free_bytes.store(u.fs_free_bytes, Ordering::Relaxed);
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a float in 0..=100 (or bytes ≤ the disk); `as` saturates and maps NaN to 0"
+        )]
+        let centipercent = (u.used_percent.clamp(0.0, 100.0) * 100.0) as u64;
         m.spool_used_centipercent
-            .store((u.used_percent * 100.0) as u64, Ordering::Relaxed);
+            .store(centipercent, Ordering::Relaxed);
         let full = u.used_percent >= app.cfg().spool.high_watermark_percent;
         if full != was_full {
             if full {

@@ -180,7 +180,7 @@ impl Events {
                 .filter_map(|c| SopClassUid::new(c.as_str()).ok())
                 .collect(),
             received: Flow { objects, bytes },
-            duration_ms: duration.as_millis() as u64,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         });
     }
 
@@ -212,7 +212,9 @@ impl Events {
         });
         t.objects += 1;
         t.bytes += bytes;
-        t.latency_ms = t.latency_ms.max(latency.as_millis() as u64);
+        t.latency_ms = t
+            .latency_ms
+            .max(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
         t.attempts = t.attempts.max(attempts);
         t.last = Instant::now();
     }
@@ -274,7 +276,7 @@ impl Events {
             } else {
                 Crossing::Below
             },
-            used_percent: used_percent.clamp(0.0, 100.0) as u8,
+            used_percent: percent_u8(used_percent),
         });
     }
 
@@ -364,6 +366,16 @@ impl Events {
     }
 }
 
+/// A percentage as a whole number 0..=100.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a float in 0..=100 (or bytes ≤ the disk); `as` saturates and maps NaN to 0"
+)]
+fn percent_u8(p: f64) -> u8 {
+    p.clamp(0.0, 100.0) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +405,7 @@ mod tests {
                 Some("CT"),
                 100,
                 Duration::from_millis(10 * i),
-                1 + i as u32,
+                1 + u32::try_from(i).expect("a small loop"),
             );
         }
         e.object_forwarded("archive", Some("1.2.4"), Some("US"), 7, Duration::ZERO, 1);

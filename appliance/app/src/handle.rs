@@ -207,8 +207,10 @@ impl App {
         &self,
         older_than: Option<Duration>,
     ) -> Result<(u64, u64), String> {
-        let cutoff =
-            older_than.map(|d| medgate_contract::now_ms().saturating_sub(d.as_millis() as u64));
+        let cutoff = older_than.map(|d| {
+            medgate_contract::now_ms()
+                .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
         let spool = self.parts.spool.clone();
         let (done, left) = tokio::task::spawn_blocking(move || {
             let done = spool.purge_quarantine(cutoff)?;

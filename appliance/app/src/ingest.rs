@@ -27,8 +27,8 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let _ = nix::fcntl::posix_fadvise(
         file.as_raw_fd(),
-        offset as i64,
-        len as i64,
+        i64::try_from(offset).unwrap_or(i64::MAX),
+        i64::try_from(len).unwrap_or(i64::MAX),
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
     );
 }
@@ -241,7 +241,7 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
     };
 
     // Is it a data set at all, and the one the command announced?
-    let whole = dataset_len as usize <= SCAN_HEAD;
+    let whole = dataset_len <= SCAN_HEAD as u64;
     let summary = match store::check_dataset(&request, &head, &transfer_syntax, whole) {
         Ok(s) => s,
         Err(refusal) => {
@@ -291,7 +291,7 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
                 .fetch_add(rec.size, Ordering::Relaxed);
             ctx.spool_ok.store(true, Ordering::Relaxed);
             ctx.workflow.on_stored(&rec);
-            tracing::debug!(id = rec.id, size = rec.size, calling_ae = %origin.calling_ae, elapsed_ms = started.elapsed().as_millis() as u64, "object stored");
+            tracing::debug!(id = rec.id, size = rec.size, calling_ae = %origin.calling_ae, elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "object stored");
             ctx.forward.enqueue_routed(&rec);
             done(request.response(status::SUCCESS, None), Some(rec))
         }

@@ -56,8 +56,10 @@ impl Histogram {
                 c.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -67,6 +69,11 @@ impl Histogram {
         if total == 0 {
             return None;
         }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "q in 0..=1 times a count; `as` saturates"
+        )]
         let rank = (q * total as f64).ceil() as u64;
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             if c.load(Ordering::Relaxed) >= rank {
@@ -421,6 +428,16 @@ impl Metrics {
         }
         o
     }
+}
+
+/// Seconds as whole milliseconds (rounded; negative and NaN as 0).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "`as` saturates and maps NaN to 0"
+)]
+pub fn secs_to_ms(secs: f64) -> u64 {
+    (secs * 1000.0).round() as u64
 }
 
 #[cfg(test)]

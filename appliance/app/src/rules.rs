@@ -91,7 +91,7 @@ pub struct RulesRuntime {
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -573,7 +573,7 @@ mod tests {
             d.extend_from_slice(&g.to_le_bytes());
             d.extend_from_slice(&e.to_le_bytes());
             d.extend_from_slice(vr);
-            d.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            d.extend_from_slice(&medgate_dicom::length::len16(v.len()).to_le_bytes());
             d.extend_from_slice(&v);
         };
         el(0x0008, 0x0016, b"UI", "1.2.840.10008.5.1.4.1.1.7");

@@ -150,9 +150,8 @@ impl ScuAssociation {
         let mut conn = PduConn::new(stream, limits);
         let contexts: Vec<(u8, String, Vec<String>)> = proposals
             .iter()
-            .take(128)
-            .enumerate()
-            .map(|(i, (a, ts))| ((i * 2 + 1) as u8, a.clone(), ts.clone()))
+            .zip((1u8..=255).step_by(2))
+            .map(|((a, ts), id)| (id, a.clone(), ts.clone()))
             .collect();
         let rq =
             negotiate::association_rq(&opts.calling_ae, &opts.called_ae, &contexts, SCU_MAX_PDU);
@@ -214,7 +213,7 @@ impl ScuAssociation {
             .await
             .map_err(|e| file_err(&e))?;
         let size = file.metadata().await.map_err(|e| file_err(&e))?.len();
-        let mut head = vec![0u8; (size as usize).min(64 * 1024)];
+        let mut head = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).min(64 * 1024)];
         file.read_exact(&mut head).await.map_err(|e| file_err(&e))?;
         let (meta, offset) = part10::parse_meta(&head).map_err(|e| file_err(&e))?;
         let ctx = self
@@ -244,8 +243,8 @@ impl ScuAssociation {
         let header_len = PDU_HEADER_LEN + PDV_HEADER_LEN;
         self.buf.resize(header_len + chunk, 0);
         while remaining > 0 {
-            let n = (remaining as usize).min(chunk);
-            let last = remaining as usize == n;
+            let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk);
+            let last = remaining == n as u64;
             file.read_exact(&mut self.buf[header_len..header_len + n])
                 .await
                 .map_err(|e| file_err(&e))?;

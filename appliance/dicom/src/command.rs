@@ -223,7 +223,7 @@ impl CommandSet {
             .sum();
         let mut out = Vec::with_capacity(12 + body_len);
         out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
-        out.extend_from_slice(&(body_len as u32).to_le_bytes());
+        out.extend_from_slice(&crate::length::len32(body_len).to_le_bytes());
         for (element, value) in self
             .elements
             .iter()
@@ -231,7 +231,7 @@ impl CommandSet {
         {
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&element.to_le_bytes());
-            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crate::length::len32(value.len()).to_le_bytes());
             out.extend_from_slice(value);
         }
         out

@@ -8,6 +8,7 @@
 //! - [`command`]: DIMSE command sets (implicit VR little endian), statuses and builders.
 //! - [`negotiate`]: the association acceptor's decision (A-ASSOCIATE-AC/RJ) from a policy.
 //! - [`requestor`]: the requestor's reading of the A-ASSOCIATE answer and of interruptions.
+//! - [`length`]: a value's byte count as its 16- or 32-bit length field, explicit and bounded.
 //! - [`part10`]: the Part 10 file meta header we put in front of the received dataset bytes.
 //! - [`scan`]: a bounded scan of a dataset's first bytes for the few attributes we index.
 //! - [`store`]: the C-STORE SCP's pure checks: request vs context, data set vs command.
@@ -23,6 +24,7 @@ pub mod assemble;
 pub mod command;
 pub mod commitment;
 pub mod dataset;
+pub mod length;
 pub mod negotiate;
 pub mod part10;
 pub mod pdata;

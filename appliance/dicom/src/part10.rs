@@ -41,9 +41,9 @@ fn push_element(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8], pad
     out.extend_from_slice(vr);
     if vr == b"OB" {
         out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crate::length::len32(v.len()).to_le_bytes());
     } else {
-        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(&crate::length::len16(v.len()).to_le_bytes());
     }
     out.extend_from_slice(&v);
 }
@@ -90,7 +90,7 @@ pub fn encode_meta(meta: &FileMeta) -> Vec<u8> {
         &mut out,
         0x0000,
         b"UL",
-        &(group.len() as u32).to_le_bytes(),
+        &crate::length::len32(group.len()).to_le_bytes(),
         0,
     );
     out.extend_from_slice(&group);

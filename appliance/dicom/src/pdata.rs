@@ -205,7 +205,7 @@ pub fn decode_other(header: PduHeader, body: &[u8]) -> Result<Pdu, FramingError>
     framed.push(0);
     framed.extend_from_slice(&header.length.to_be_bytes());
     framed.extend_from_slice(body);
-    let max = (framed.len() as u32).clamp(
+    let max = u32::try_from(framed.len()).unwrap_or(u32::MAX).clamp(
         dicom_ul::pdu::MINIMUM_PDU_SIZE,
         dicom_ul::pdu::MAXIMUM_PDU_SIZE,
     );
@@ -239,8 +239,9 @@ pub fn encode_other(pdu: &Pdu) -> Result<Vec<u8>, FramingError> {
 
 /// The 12 bytes in front of a single-PDV P-DATA-TF PDU carrying `data_len` bytes.
 pub fn pdata_header(context_id: u8, is_command: bool, is_last: bool, data_len: usize) -> [u8; 12] {
-    let item_len = (data_len + 2) as u32;
-    let pdu_len = item_len + 4;
+    // `data_len` is at most the peer's maximum PDU length, itself a u32.
+    let item_len = crate::length::len32(data_len.saturating_add(2));
+    let pdu_len = item_len.saturating_add(4);
     let mut h = [0u8; 12];
     h[0] = pdu_type::P_DATA;
     h[2..6].copy_from_slice(&pdu_len.to_be_bytes());

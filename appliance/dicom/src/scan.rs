@@ -283,9 +283,9 @@ mod tests {
         out.extend_from_slice(vr);
         if LONG_VRS.contains(&vr) {
             out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crate::length::len32(v.len()).to_le_bytes());
         } else {
-            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            out.extend_from_slice(&crate::length::len16(v.len()).to_le_bytes());
         }
         out.extend_from_slice(v);
     }
@@ -365,7 +365,7 @@ mod tests {
         ] {
             d.extend_from_slice(&g.to_le_bytes());
             d.extend_from_slice(&e.to_le_bytes());
-            d.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            d.extend_from_slice(&crate::length::len32(v.len()).to_le_bytes());
             d.extend_from_slice(v);
         }
         let s = scan(&d, DatasetEncoding::ImplicitLittle, true).expect("scans");

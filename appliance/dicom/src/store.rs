@@ -144,7 +144,7 @@ mod tests {
         out.extend_from_slice(&g.to_le_bytes());
         out.extend_from_slice(&e.to_le_bytes());
         out.extend_from_slice(vr);
-        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(&crate::length::len16(v.len()).to_le_bytes());
         out.extend_from_slice(v);
     }
 

@@ -189,14 +189,15 @@ mod tests {
             d.published_entry(seq, true);
         }
         assert_eq!(d.room(), 0);
-        for pkid in 1..=WINDOW as u16 {
+        let window_pkid = u16::try_from(WINDOW).expect("a small window");
+        for pkid in 1..=window_pkid {
             d.on_outgoing_publish(pkid);
             d.on_puback(pkid, now);
         }
         assert_eq!(d.room(), WINDOW);
         // A fleet that never answers: publishing stops at AWAITING_MAX.
         let mut seq = WINDOW as u64;
-        let mut pkid = WINDOW as u16;
+        let mut pkid = window_pkid;
         while d.room() > 0 {
             seq += 1;
             pkid += 1;

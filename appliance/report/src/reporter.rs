@@ -275,10 +275,12 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                     }
                     // Jitter: between half and all of the backoff.
                     let half = backoff / 2;
-                    let delay =
-                        half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));
+                    let delay = half
+                        + Duration::from_millis(fastrand::u64(
+                            0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX),
+                        ));
                     tracing::info!(
-                        delay_ms = delay.as_millis() as u64,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         "reconnecting to the broker after a pause"
                     );
                     tokio::select! {
@@ -301,7 +303,7 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
         opts.set_keep_alive(self.config.keep_alive());
         opts.set_clean_session(true);
         opts.set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024);
-        opts.set_inflight((WINDOW + 16) as u16);
+        opts.set_inflight(u16::try_from(WINDOW + 16).unwrap_or(u16::MAX));
         opts.set_request_channel_capacity(WINDOW * 4);
         let will = State {
             schema: Schema::default(),
@@ -556,7 +558,8 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                 .ok()
                 .flatten()
                 .unwrap_or(0),
-            telemetry_interval_secs: self.config.telemetry_interval_secs as u32,
+            telemetry_interval_secs: u32::try_from(self.config.telemetry_interval_secs)
+                .unwrap_or(u32::MAX),
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::dataset::{self, ElementPos, Walk, WalkError};
 use crate::engine::{Change, Context, Routing, Rules, Values};
 use crate::tag::{self, TagNo, is_long_vr, is_text_vr};
+use medgate_dicom::length::{len16, len32};
 use medgate_dicom::part10;
 use medgate_dicom::uids::{self, DatasetEncoding};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -88,12 +89,12 @@ pub fn encode_element(tag: TagNo, vr: [u8; 2], explicit: bool, value: &str) -> V
         out.extend_from_slice(&vr);
         if is_long_vr(&vr) {
             out.extend_from_slice(&[0, 0]);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(&len32(v.len()).to_le_bytes());
         } else {
-            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            out.extend_from_slice(&len16(v.len()).to_le_bytes());
         }
     } else {
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(&len32(v.len()).to_le_bytes());
     }
     out.extend_from_slice(&v);
     out

@@ -4,6 +4,7 @@
 //! Expected files are built independently, element by element, and checked byte for byte, then
 //! parsed by dicom-object.
 
+use medgate_dicom::length::len32;
 use medgate_dicom::part10::{FileMeta, encode_meta};
 use medgate_rules::{Context, Routing, Rules, RulesConfig, inspect, write_coerced};
 use std::io::Cursor;
@@ -26,7 +27,7 @@ fn head(out: &mut Vec<u8>, explicit: bool, g: u16, e: u16, vr: &[u8; 2], len: u3
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&len.to_le_bytes());
         } else {
-            out.extend_from_slice(&(len as u16).to_le_bytes());
+            out.extend_from_slice(&u16::try_from(len).expect("short value").to_le_bytes());
         }
     } else {
         out.extend_from_slice(&len.to_le_bytes());
@@ -35,7 +36,7 @@ fn head(out: &mut Vec<u8>, explicit: bool, g: u16, e: u16, vr: &[u8; 2], len: u3
 
 fn el(out: &mut Vec<u8>, explicit: bool, g: u16, e: u16, vr: &[u8; 2], v: &[u8]) {
     assert!(v.len() % 2 == 0, "test values are already padded");
-    head(out, explicit, g, e, vr, v.len() as u32);
+    head(out, explicit, g, e, vr, len32(v.len()));
     out.extend_from_slice(v);
 }
 
@@ -104,9 +105,9 @@ fn dataset_with(explicit: bool, coerced: bool, un: bool) -> Vec<u8> {
     el(&mut item, explicit, 0x0010, 0x0020, b"LO", b"OTHER1");
     let mut sq = Vec::new();
     sq.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
-    sq.extend_from_slice(&(item.len() as u32).to_le_bytes());
+    sq.extend_from_slice(&len32(item.len()).to_le_bytes());
     sq.extend_from_slice(&item);
-    head(&mut d, explicit, 0x0010, 0x1002, b"SQ", sq.len() as u32);
+    head(&mut d, explicit, 0x0010, 0x1002, b"SQ", len32(sq.len()));
     d.extend_from_slice(&sq);
     // Mapped value, odd after mapping ("CHEST" -> "CHEST ").
     if coerced {
@@ -342,9 +343,10 @@ fn damaged_input_never_panics_and_is_never_half_rewritten() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let i = meta_len + (seed as usize) % (good.len() - meta_len);
+            let span = u64::try_from(good.len() - meta_len).expect("fits");
+            let i = meta_len + usize::try_from(seed % span).expect("below the length");
             let mut flipped = good.clone();
-            flipped[i] ^= (seed >> 32) as u8 | 1;
+            flipped[i] ^= seed.to_le_bytes()[4] | 1;
             for input in [std::mem::take(&mut damaged), flipped] {
                 let ctx = Context::default();
                 let insp = inspect(&r, Cursor::new(&input), input.len() as u64, &ctx)

@@ -123,14 +123,14 @@ pub struct Spool {
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -372,7 +372,7 @@ impl Spool {
             .read_to_end(&mut head)
             .map_err(|e| e.to_string())?;
         let (meta, offset) = part10::parse_meta(&head).map_err(|e| e.to_string())?;
-        let whole = size as usize <= REINDEX_HEAD;
+        let whole = size <= REINDEX_HEAD as u64;
         let summary = scan::scan(
             &head[offset..],
             uids::dataset_encoding(&meta.transfer_syntax),
@@ -511,10 +511,11 @@ impl Spool {
         // Bytes to free for each measure to fall below the watermark (with one more per cent).
         // Freeing x bytes moves them from used to available; their sum stays.
         let usable = usage.fs_used_bytes + usage.fs_free_bytes;
-        let fs_target = (usable as f64 * (high - 1.0).max(0.0) / 100.0) as u64;
+        let share = |bytes: u64| percent_of(bytes, (high - 1.0).max(0.0));
+        let fs_target = share(usable);
         let mut need = usage.fs_used_bytes.saturating_sub(fs_target);
         if self.cfg.max_bytes > 0 {
-            let cap_target = (self.cfg.max_bytes as f64 * (high - 1.0).max(0.0) / 100.0) as u64;
+            let cap_target = share(self.cfg.max_bytes);
             need = need.max(usage.spool_bytes.saturating_sub(cap_target));
         }
         let (mut freed, mut deleted) = (0u64, 0u64);
@@ -711,7 +712,7 @@ impl Spool {
     pub fn evict(&self) -> Result<u64> {
         let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
-        let retention_ms = self.cfg.retention.as_millis() as u64;
+        let retention_ms = u64::try_from(self.cfg.retention.as_millis()).unwrap_or(u64::MAX);
         let mut deleted = 0;
         loop {
             let candidate = {
@@ -932,4 +933,14 @@ impl Spool {
         self.peers.flush()?;
         Ok(())
     }
+}
+
+/// `percent` per cent of `bytes`, rounded down.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a float in 0..=100 (or bytes ≤ the disk); `as` saturates and maps NaN to 0"
+)]
+fn percent_of(bytes: u64, percent: f64) -> u64 {
+    (bytes as f64 * percent / 100.0) as u64
 }

@@ -23,7 +23,7 @@ fn dataset(instance: &str) -> Vec<u8> {
         d.extend_from_slice(&g.to_le_bytes());
         d.extend_from_slice(&e.to_le_bytes());
         d.extend_from_slice(vr);
-        d.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        d.extend_from_slice(&medgate_dicom::length::len16(v.len()).to_le_bytes());
         d.extend_from_slice(v);
     };
     el(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\0");

@@ -225,7 +225,7 @@ async fn simulate(
         peers: vec![],
         config_schema: None,
     };
-    let interval_secs = period.as_secs().max(1) as u32;
+    let interval_secs = u32::try_from(period.as_secs().max(1)).unwrap_or(u32::MAX);
     let birth = Birth {
         schema: Schema::default(),
         sent_at_ms: now_ms(),
@@ -270,7 +270,7 @@ async fn simulate(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Spread the devices over the period.
     tokio::time::sleep(Duration::from_millis(fastrand::u64(
-        0..=period.as_millis() as u64,
+        0..=u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
     )))
     .await;
     while Instant::now() < deadline {

@@ -182,15 +182,15 @@ impl Store {
              desired_version = $3, status = $4, problems = $5, at_ms = $6",
         )
         .bind(device.as_str())
-        .bind(r.running_version as i64)
-        .bind(r.desired_version as i64)
+        .bind(super::db_int(r.running_version))
+        .bind(super::db_int(r.desired_version))
         .bind(status)
         .bind(serde_json::to_string(&r.problems)?)
-        .bind(r.at_ms as i64)
+        .bind(super::db_int(r.at_ms))
         .execute(&mut *c)
         .await?;
         sqlx::query("UPDATE devices SET running_config_version = $1 WHERE id = $2")
-            .bind(r.running_version as i64)
+            .bind(super::db_int(r.running_version))
             .bind(device.as_str())
             .execute(&mut *c)
             .await?;

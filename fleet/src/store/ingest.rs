@@ -112,7 +112,7 @@ impl Store {
             for (device, t) in &rest[..n] {
                 q = q
                     .bind(device.as_str())
-                    .bind(t.sent_at_ms as i64)
+                    .bind(super::db_int(t.sent_at_ms))
                     .bind(serde_json::to_string(&t.snapshot)?);
             }
             for r in q.fetch_all(&mut *c).await? {
@@ -136,7 +136,7 @@ impl Store {
         Ok(rows
             .iter()
             .map(|(d, t)| {
-                if inserted.remove(&(d.as_str().to_owned(), t.sent_at_ms as i64)) {
+                if inserted.remove(&(d.as_str().to_owned(), super::db_int(t.sent_at_ms))) {
                     Recorded::New
                 } else {
                     Recorded::Duplicate
@@ -165,7 +165,7 @@ impl Store {
                 q = q
                     .bind(device.as_str())
                     .bind(id.clone())
-                    .bind(e.at_ms as i64)
+                    .bind(super::db_int(e.at_ms))
                     .bind(now)
                     .bind(event_kind(&e.event)?)
                     .bind(serde_json::to_string(&e.event)?);

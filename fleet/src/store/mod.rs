@@ -97,6 +97,23 @@ pub enum Recorded {
     Refused(Refused),
 }
 
+/// A time in ms, a version or a count as the database's signed 64-bit integer. Values come from
+/// devices too: one beyond `i64::MAX` (no clock or counter gets there) is kept as `i64::MAX`,
+/// never wrapped into a negative number.
+pub fn db_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The database's integer back as unsigned (the store never writes a negative one; read as 0).
+pub fn from_db(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Now, in ms since the epoch, as the database stores it.
+pub fn now_db() -> i64 {
+    db_int(medgate_contract::now_ms())
+}
+
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         Migration::new(

@@ -59,8 +59,8 @@ impl Store {
         .bind(serde_json::to_string(&p.modalities)?)
         .bind(i64::from(p.accepted))
         .bind(refusal)
-        .bind(p.associations as i64)
-        .bind(p.last_seen_ms as i64)
+        .bind(super::db_int(p.associations))
+        .bind(super::db_int(p.last_seen_ms))
         .execute(&mut *c)
         .await?;
         Ok(())

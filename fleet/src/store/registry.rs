@@ -200,7 +200,7 @@ impl Store {
         .bind(inventory)
         .bind(format!("{:016x}", birth.boot_id))
         .bind(i64::from(birth.telemetry_interval_secs))
-        .bind(birth.config_version as i64)
+        .bind(super::db_int(birth.config_version))
         .bind(Connection::Online.as_str())
         .bind(now)
         .bind(device.as_str())
@@ -246,7 +246,7 @@ impl Store {
             "SELECT id FROM devices WHERE connection = $3 AND last_seen_ms IS NOT NULL \
              AND last_seen_ms + COALESCE(telemetry_interval_secs, 60) * 1000 * $1 < $2",
         )
-        .bind(missed as i64)
+        .bind(super::db_int(missed))
         .bind(now)
         .bind(Connection::Online.as_str())
         .fetch_all(&self.pool)
@@ -269,7 +269,7 @@ impl Store {
             )
             .bind(now)
             .bind(&id)
-            .bind(missed as i64)
+            .bind(super::db_int(missed))
             .bind(Connection::Offline.as_str())
             .bind(Connection::Online.as_str())
             .execute(&mut *tx)
@@ -399,7 +399,7 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|Two(serial, at)| (serial, at.max(0) as u64))
+            .map(|Two(serial, at)| (serial, super::from_db(at)))
             .collect())
     }
 

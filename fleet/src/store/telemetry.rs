@@ -58,7 +58,7 @@ impl Store {
     ) -> Result<(u64, u64)> {
         /// Windows folded per call at most (the next call goes on).
         const MAX_WINDOWS: usize = 1000;
-        let bucket_ms = (bucket_secs * 1000) as i64;
+        let bucket_ms = super::db_int(bucket_secs.saturating_mul(1000));
         let mut folded = 0;
         for _ in 0..MAX_WINDOWS {
             let One(oldest) = sqlx::query_as::<_, One<Option<i64>>>(
@@ -89,7 +89,7 @@ impl Store {
                 let mut q = sqlx::query(insert)
                     .bind(start)
                     .bind(end)
-                    .bind(bucket_secs as i64);
+                    .bind(super::db_int(bucket_secs));
                 for d in &rest[..n] {
                     q = q.bind(d.as_str());
                 }

@@ -1,4 +1,10 @@
 //! `medgate-sim`: writes synthetic DICOM studies to a directory (for benchmarks and manual tests).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    reason = "the part index of the generator's own files"
+)]
 
 use std::path::PathBuf;
 use std::time::Instant;

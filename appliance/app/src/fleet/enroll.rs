@@ -275,7 +275,10 @@ pub async fn enroll(p: &Provisioning, dir: &Path) -> Result<Enrolled, EnrollErro
     table.insert("site".into(), a.site.clone().into());
     table.insert("device".into(), a.device.clone().into());
     if let Some(t) = p.telemetry_interval_secs {
-        table.insert("telemetry_interval_secs".into(), (t as i64).into());
+        table.insert(
+            "telemetry_interval_secs".into(),
+            i64::try_from(t).unwrap_or(i64::MAX).into(),
+        );
     }
     if a.broker_tls {
         let mut tls = toml::Table::new();

@@ -208,11 +208,7 @@ impl TelemetrySource for Link {
             queue.depth += ld(&d.queue_depth);
             queue.oldest_age_secs = queue.oldest_age_secs.max(ld(&d.oldest_age_secs));
             quarantine += ld(&d.quarantined);
-            let q = |p: f64| {
-                d.latency
-                    .quantile(p)
-                    .map_or(0, |s| (s * 1000.0).round() as u64)
-            };
+            let q = |p: f64| d.latency.quantile(p).map_or(0, crate::metrics::secs_to_ms);
             latency.p50 = latency.p50.max(q(0.5));
             latency.p90 = latency.p90.max(q(0.9));
             latency.p99 = latency.p99.max(q(0.99));
@@ -229,7 +225,7 @@ impl TelemetrySource for Link {
                 total_bytes: usage.fs_total_bytes,
                 free_bytes: usage.fs_free_bytes,
             },
-            associations_active: ld(&m.associations_active) as u32,
+            associations_active: u32::try_from(ld(&m.associations_active)).unwrap_or(u32::MAX),
             forward_latency_ms: latency,
             errors: ErrorCounts {
                 receive: base.errors.receive + now.errors.receive,

@@ -140,7 +140,7 @@ impl Destination {
         let q = self.lock();
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
             .unwrap_or(0);
         let oldest_age_secs = q
             .oldest()
@@ -151,7 +151,7 @@ impl Destination {
             LastErrorSnapshot {
                 message: e.message.clone(),
                 age_secs: age.as_secs(),
-                at_ms: now_ms().saturating_sub(age.as_millis() as u64),
+                at_ms: now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
                 cleared: e.cleared,
             }
         });

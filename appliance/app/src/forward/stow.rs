@@ -247,7 +247,8 @@ fn failed_reason(body: &str, sop_instance: &str) -> Option<u16> {
                 .and_then(|v| v.get(0))
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0x0110);
-            return Some(reason as u16);
+            // A reason beyond 16 bits is not a DICOM status: a processing failure.
+            return Some(u16::try_from(reason).unwrap_or(0x0110));
         }
     }
     None

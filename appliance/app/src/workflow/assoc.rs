@@ -79,10 +79,10 @@ impl MessageAssociation {
         );
         let contexts: Vec<(u8, String, Vec<String>)> = proposals
             .iter()
-            .enumerate()
-            .map(|(i, a)| {
+            .zip((1u8..=255).step_by(2))
+            .map(|(a, id)| {
                 (
-                    (i * 2 + 1) as u8,
+                    id,
                     a.to_string(),
                     vec![
                         medgate_dicom::uids::EXPLICIT_VR_LE.to_string(),
