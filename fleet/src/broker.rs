@@ -10,13 +10,38 @@ use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+/// Why the embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The address is taken or not ours.
+    #[error(
+        "the embedded MQTT broker cannot listen on {listen}: {source}; set [broker] listen to a free port"
+    )]
+    Bind {
+        /// `[broker] listen`.
+        listen: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No thread for it.
+    #[error("cannot start the embedded MQTT broker's thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// It did not take the port within 10 s.
+    #[error(
+        "the embedded MQTT broker did not start listening on {0} within 10 s; see its log lines above"
+    )]
+    NotListening(SocketAddr),
+}
+
 /// Starts the broker on its own thread (`Broker::start` blocks) and waits until it accepts
 /// connections. The broker lives as long as the process.
-pub fn start_embedded(listen: SocketAddr) -> Result<(), String> {
+pub fn start_embedded(listen: SocketAddr) -> Result<(), BrokerError> {
     // rumqttd logs a bind failure on its thread and goes on; find it here instead.
-    drop(std::net::TcpListener::bind(listen).map_err(|e| {
-        format!("the embedded MQTT broker cannot listen on {listen}: {e}; set [broker] listen to a free port")
-    })?);
+    drop(
+        std::net::TcpListener::bind(listen)
+            .map_err(|source| BrokerError::Bind { listen, source })?,
+    );
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: medgate_contract::MAX_PAYLOAD_BYTES + 1024,
@@ -52,14 +77,12 @@ pub fn start_embedded(listen: SocketAddr) -> Result<(), String> {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })
-        .map_err(|e| format!("cannot start the broker thread: {e}"))?;
+        .map_err(BrokerError::Thread)?;
     // Ready when the port is taken (probing with a connection would log an error in rumqttd).
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpListener::bind(listen).is_ok() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "the embedded MQTT broker did not start listening on {listen}"
-            ));
+            return Err(BrokerError::NotListening(listen));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

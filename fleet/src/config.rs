@@ -187,38 +187,78 @@ impl Default for DevicesSection {
     }
 }
 
-impl FleetConfig {
-    /// Reads and validates a file; `None`: the defaults.
-    pub fn load(path: Option<&Path>) -> Result<FleetConfig, String> {
-        Self::load_checked(path).map_err(|problems| problems.join("\n"))
-    }
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}; check the path and its permissions", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key or a wrong type (the message names the key and the line).
+    #[error("{}{message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when read from one.
+        path: Option<PathBuf>,
+        /// The parser's message.
+        message: String,
+    },
+    /// Values that cannot work, one line each, naming its key.
+    #[error("{}", problems.join("\n"))]
+    Invalid {
+        /// Every problem.
+        problems: Vec<String>,
+    },
+}
 
-    /// Reads and validates a file (`None`: the defaults); on failure, every problem, one line
-    /// each, naming its key.
-    pub fn load_checked(path: Option<&Path>) -> Result<FleetConfig, Vec<String>> {
+impl ConfigError {
+    /// Every problem, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { problems } => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl FleetConfig {
+    /// Reads and validates a file (`None`: the defaults); on failure, every problem
+    /// ([`ConfigError::problems`]), each naming its key.
+    pub fn load(path: Option<&Path>) -> Result<FleetConfig, ConfigError> {
         let config = match path {
             None => FleetConfig::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    vec![format!(
-                        "cannot read {}: {e}; check the path and its permissions",
-                        p.display()
-                    )]
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
                 })?;
-                Self::parse(&text).map_err(|e| vec![format!("{}: {e}", p.display())])?
+                Self::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { message, .. } => ConfigError::Parse {
+                        path: Some(p.to_owned()),
+                        message,
+                    },
+                    other => other,
+                })?
             }
         };
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(problems)
+            Err(ConfigError::Invalid { problems })
         }
     }
 
     /// Parses TOML text (no validation). The error names the key and the line.
-    pub fn parse(text: &str) -> Result<FleetConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    pub fn parse(text: &str) -> Result<FleetConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string().trim_end().to_owned(),
+        })
     }
 
     /// Every problem, one line each.
@@ -379,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("fleet.toml");
         std::fs::write(&file, example_in(dir.path())).expect("write");
-        let c = FleetConfig::load_checked(Some(&file)).expect("example valid");
+        let c = FleetConfig::load(Some(&file)).expect("example valid");
         assert_eq!(
             c.database_url(),
             "postgres://medgate@db.region.example:5432/medgate"
@@ -457,7 +497,9 @@ mod tests {
             "[broker]\nmode = \"external\"\nclient_id = \"\"\n[devices]\nmissed_heartbeats = 0\n",
         )
         .expect("write");
-        let problems = FleetConfig::load_checked(Some(&file)).expect_err("invalid");
+        let problems = FleetConfig::load(Some(&file))
+            .expect_err("invalid")
+            .problems();
         for key in [
             "broker.address",
             "broker.client_id",
@@ -469,7 +511,7 @@ mod tests {
             );
         }
         std::fs::write(&file, "[http]\nbnid = \"x\"\n").expect("write");
-        let problems = FleetConfig::load_checked(Some(&file)).expect_err("typo");
+        let problems = FleetConfig::load(Some(&file)).expect_err("typo").problems();
         assert!(problems[0].contains("bnid"), "{problems:?}");
     }
 }

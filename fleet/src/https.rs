@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::pem::{self, TlsError};
+
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,28 +24,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn server_config(
     certificate: &Path,
     private_key: &Path,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read(certificate)?.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", certificate.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate in it",
-            certificate.display()
-        ));
-    }
-    let key = rustls_pemfile::private_key(&mut read(private_key)?.as_slice())
-        .map_err(|e| format!("{}: {e}", private_key.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key in it", private_key.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("{}: {e}", certificate.display()))?;
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = pem::certificates("http.tls.certificate", certificate)?;
+    let key = pem::private_key("http.tls.private_key", private_key)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(pem::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(pem::refused("http.tls"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(pem::refused("http.tls"))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::config::{BrokerMode, FleetConfig};
+use crate::pem::{self, TlsError};
 use crate::store::{Message, Recorded, StoreError, db_int, now_db};
 
 const WORKERS: usize = 8;
@@ -55,8 +56,8 @@ pub fn broker_endpoint(config: &FleetConfig) -> (String, u16) {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// A TLS file of `[broker.tls]` is missing or wrong (the message names the key).
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The fleet's MQTT client, not connected yet: the client (for the publisher) and its event
@@ -174,29 +175,19 @@ pub fn start(app: Arc<App>, client: AsyncClient, mut eventloop: EventLoop, confi
     });
 }
 
-fn client_tls(tls: &crate::config::BrokerTls) -> Result<Arc<rustls::ClientConfig>, String> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("broker.tls: cannot read {}: {e}", p.display()))
-    };
+fn client_tls(tls: &crate::config::BrokerTls) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut read(&tls.ca)?.as_slice()) {
-        let c = c.map_err(|e| format!("broker.tls.ca: {e}"))?;
-        roots.add(c).map_err(|e| format!("broker.tls.ca: {e}"))?;
+    for c in pem::certificates("broker.tls.ca", &tls.ca)? {
+        roots.add(c).map_err(pem::refused("broker.tls.ca"))?;
     }
-    let chain: Result<Vec<_>, _> =
-        rustls_pemfile::certs(&mut read(&tls.certificate)?.as_slice()).collect();
-    let chain = chain.map_err(|e| format!("broker.tls.certificate: {e}"))?;
-    let key = rustls_pemfile::private_key(&mut read(&tls.private_key)?.as_slice())
-        .map_err(|e| format!("broker.tls.private_key: {e}"))?
-        .ok_or("broker.tls.private_key: no key in the file")?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .map_err(|e| format!("broker.tls: {e}"))?;
+    let chain = pem::certificates("broker.tls.certificate", &tls.certificate)?;
+    let key = pem::private_key("broker.tls.private_key", &tls.private_key)?;
+    let config = rustls::ClientConfig::builder_with_provider(pem::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(pem::refused("broker.tls"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(pem::refused("broker.tls"))?;
     Ok(Arc::new(config))
 }
 

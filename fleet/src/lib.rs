@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod ops;
+pub mod pem;
 pub mod publish;
 pub mod store;
 
@@ -71,8 +72,8 @@ pub enum ServeError {
     )]
     ShortAdminToken(std::path::PathBuf),
     /// The embedded broker did not start.
-    #[error("{0}")]
-    Broker(String),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
     /// The database.
     #[error("database {url}: {source}")]
     Database {
@@ -92,8 +93,8 @@ pub enum ServeError {
     #[error(transparent)]
     Op(#[from] ops::OpError),
     /// `[http] tls`.
-    #[error("http.tls: {0}")]
-    HttpTls(String),
+    #[error(transparent)]
+    HttpTls(#[from] pem::TlsError),
 }
 
 /// Reads the admin token file, creating it (0600, random) if missing. Returns the token.
@@ -161,10 +162,8 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
     let router = api::router(app.clone());
     let https = match &config.http.tls {
         Some(t) => {
-            let tls = https::server_config(&t.certificate, &t.private_key)
-                .map_err(ServeError::HttpTls)?;
-            let listener = https::TlsListener::new(listener, tls)
-                .map_err(|e| ServeError::HttpTls(e.to_string()))?;
+            let tls = https::server_config(&t.certificate, &t.private_key)?;
+            let listener = https::TlsListener::new(listener, tls).map_err(bind_error)?;
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
                     tracing::error!(error = %e, "HTTPS server stopped");

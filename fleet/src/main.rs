@@ -122,7 +122,8 @@ async fn run() -> anyhow::Result<()> {
 /// `config check`: the settings in effect, or every problem (one line each, with its key).
 fn check(file: &std::path::Path) -> Result<String, String> {
     use std::fmt::Write;
-    let c = FleetConfig::load_checked(Some(file)).map_err(|problems| {
+    let c = FleetConfig::load(Some(file)).map_err(|e| {
+        let problems = e.problems();
         let mut out = format!("{}: invalid\n", file.display());
         for p in &problems {
             let _ = writeln!(out, "  {p}");
@@ -167,9 +168,7 @@ fn check(file: &std::path::Path) -> Result<String, String> {
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let c = FleetConfig::load(config.as_deref())
-        .map_err(anyhow::Error::msg)
-        .context("configuration invalid")?;
+    let c = FleetConfig::load(config.as_deref()).context("configuration invalid")?;
     let running = medgate_fleet::serve(c.clone())
         .await
         .map_err(anyhow::Error::msg)?;
@@ -213,9 +212,7 @@ fn broker_config(
     bind: String,
     port: u16,
 ) -> anyhow::Result<()> {
-    let c = FleetConfig::load(config.as_deref())
-        .map_err(anyhow::Error::msg)
-        .context("configuration invalid")?;
+    let c = FleetConfig::load(config.as_deref()).context("configuration invalid")?;
     if hostnames.iter().any(|h| h.trim().is_empty()) {
         bail!("--hostname must not be empty");
     }
