@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self as pki_pem, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why TLS material cannot be used.
@@ -60,7 +61,7 @@ pub fn certificates(
         path: path.to_owned(),
         what,
     };
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read(key, path)?.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&read(key, path)?)
         .collect::<Result<_, _>>()
         .map_err(|e| pem(e.to_string()))?;
     if certs.is_empty() {
@@ -76,9 +77,10 @@ pub fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'stat
         path: path.to_owned(),
         what,
     };
-    rustls_pemfile::private_key(&mut read(key, path)?.as_slice())
-        .map_err(|e| pem(e.to_string()))?
-        .ok_or_else(|| pem("no PEM private key in it".into()))
+    PrivateKeyDer::from_pem_slice(&read(key, path)?).map_err(|e| match e {
+        pki_pem::Error::NoItemsFound => pem("no PEM private key in it".into()),
+        e => pem(e.to_string()),
+    })
 }
 
 /// The one crypto provider of the fleet's own TLS.

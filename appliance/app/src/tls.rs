@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Errors loading TLS material.
@@ -42,7 +43,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         path: path.display().to_string(),
         source,
     })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
@@ -60,9 +61,8 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.display().to_string(),
         source,
     })?;
-    rustls_pemfile::private_key(&mut data.as_slice())
+    PrivateKeyDer::from_pem_slice(&data)
         .ok()
-        .flatten()
         .ok_or_else(|| TlsError::Empty {
             path: path.display().to_string(),
             what: "private key",

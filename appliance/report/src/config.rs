@@ -272,7 +272,9 @@ fn read_certs(
         path: path.to_owned(),
         source,
     })?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect();
     let certs = certs
         .map_err(|e| ConfigError::Tls(format!("{}: not PEM certificates: {e}", path.display())))?;
     if certs.is_empty() {
@@ -290,9 +292,13 @@ fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, Co
         path: path.to_owned(),
         source,
     })?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| ConfigError::Tls(format!("{}: no private key found", path.display())))
+    use rustls::pki_types::pem::{self, PemObject};
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            ConfigError::Tls(format!("{}: no private key found", path.display()))
+        }
+        e => ConfigError::Tls(format!("{}: {e}", path.display())),
+    })
 }
 
 #[cfg(test)]

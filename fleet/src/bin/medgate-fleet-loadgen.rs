@@ -7,6 +7,8 @@
 //! broker-config`): with `--tls-ca-dir`, every simulated device gets its own client certificate
 //! from the fleet CA (CN = device id, as enrollment issues), so the broker's per-device ACL applies.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -141,13 +143,12 @@ fn device_tls(
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let (issued, key_pem) = ca.issue_with_key(device, &[], 1)?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.cert_pem().as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
         roots.add(c?)?;
     }
     let chain: Result<Vec<_>, _> =
-        rustls_pemfile::certs(&mut issued.certificate_pem.as_bytes()).collect();
-    let key =
-        rustls_pemfile::private_key(&mut key_pem.as_bytes())?.context("issued key unreadable")?;
+        CertificateDer::pem_slice_iter(issued.certificate_pem.as_bytes()).collect();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("issued key unreadable")?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
