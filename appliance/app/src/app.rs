@@ -2,7 +2,7 @@
 //! starts the listeners, the forwarders, housekeeping and the local status endpoint — and stops
 //! them in order on SIGTERM or Ctrl-C. What runs is shared as the handle [`App`].
 
-use crate::config::{Config, DestinationKind, DestinationSection, Network, split_host_port};
+use crate::config::{Config, DestinationKind, DestinationSection};
 use crate::forward::queue::Backoff;
 use crate::forward::stow::{Auth, StowSender};
 use crate::forward::{Destination, ForwardHub, Sender, dimse::DimseSender};
@@ -11,6 +11,7 @@ use crate::listener::{self, ListenerContext};
 use crate::metrics::Metrics;
 use crate::scu::ScuOptions;
 use crate::tls;
+use medgate_config::{AeTitle, Destination as Endpoint};
 use medgate_dicom::negotiate::AcceptorPolicy;
 use medgate_dicom::pdata::FrameLimits;
 use medgate_spool::{Spool, SpoolConfig, WorkflowStore};
@@ -60,6 +61,12 @@ pub enum AppError {
     /// An internal task failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The configuration does not parse into its checked values (`config check` says the same).
+    #[error("the configuration is invalid: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config {
+        /// Every problem.
+        problems: Vec<medgate_config::Problem>,
+    },
     /// A destination could not be set up.
     #[error("destination {name}: {reason}")]
     Destination {
@@ -126,22 +133,22 @@ fn read_secret(path: &std::path::Path, name: &str) -> Result<String, AppError> {
         })
 }
 
-fn senders(cfg: &Config, d: &DestinationSection) -> Result<Vec<Sender>, AppError> {
+fn senders(d: &DestinationSection, to: &Endpoint) -> Result<Vec<Sender>, AppError> {
     let timeout = Duration::from_secs(d.timeout_secs);
-    match d.kind {
-        DestinationKind::Dimse => {
-            let address = d.address.clone().unwrap_or_default();
-            let host = split_host_port(&address)
-                .map(|(h, _)| h)
-                .unwrap_or_default();
+    match to {
+        Endpoint::Dimse {
+            address,
+            called_ae,
+            calling_ae,
+        } => {
             let tls = match d.tls {
-                Some(_) => Some(client_tls(d, &host)?),
+                Some(_) => Some(client_tls(d, &address.host)?),
                 None => None,
             };
             let opts = ScuOptions {
-                address,
-                calling_ae: cfg.calling_ae_for(d).to_string(),
-                called_ae: d.called_ae_title.clone().unwrap_or_default(),
+                address: address.to_string(),
+                calling_ae: calling_ae.to_string(),
+                called_ae: called_ae.to_string(),
                 timeout,
                 tls,
             };
@@ -149,8 +156,7 @@ fn senders(cfg: &Config, d: &DestinationSection) -> Result<Vec<Sender>, AppError
                 .map(|_| Sender::Dimse(DimseSender::new(opts.clone())))
                 .collect())
         }
-        DestinationKind::Stow => {
-            let url = d.url.clone().unwrap_or_default();
+        Endpoint::Stow { url } => {
             let host = url
                 .split("://")
                 .nth(1)
@@ -163,7 +169,7 @@ fn senders(cfg: &Config, d: &DestinationSection) -> Result<Vec<Sender>, AppError
                 (_, _, Some(t)) => Auth::Bearer(read_secret(t, &d.name)?),
                 _ => Auth::None,
             };
-            let sender = StowSender::new(&url, timeout, tls, auth).map_err(|reason| {
+            let sender = StowSender::new(url, timeout, tls, auth).map_err(|reason| {
                 AppError::Destination {
                     name: d.name.clone(),
                     reason,
@@ -248,9 +254,14 @@ pub async fn run_with(
         max: Duration::from_secs(cfg.forward.max_backoff_secs),
     };
 
+    // The peers as checked types: the values wired below are the values that were validated.
+    let endpoints = cfg
+        .desired()
+        .endpoints()
+        .map_err(|problems| AppError::Config { problems })?;
     let mut hub = ForwardHub::default();
     let mut workers = Vec::new();
-    for d in &cfg.destinations {
+    for (d, to) in cfg.destinations.iter().zip(&endpoints.destinations) {
         let kind = match d.kind {
             DestinationKind::Dimse => "dimse",
             DestinationKind::Stow => "stow",
@@ -269,7 +280,7 @@ pub async fn run_with(
                 source,
             })?,
         );
-        for s in senders(&cfg, d)? {
+        for s in senders(d, to)? {
             workers.push((dest.clone(), s));
         }
         hub.destinations.push(dest);
@@ -277,11 +288,7 @@ pub async fn run_with(
     let hub = Arc::new(hub);
 
     let l = &cfg.listener;
-    let networks = l
-        .allowed_networks
-        .iter()
-        .filter_map(|n| Network::parse(n).ok())
-        .collect();
+    let networks = endpoints.allowed_networks.clone();
     let workflow = Arc::new(
         crate::workflow::Workflow::start(&cfg, &spool, &workflow_store).map_err(|source| {
             AppError::Spool {
@@ -292,9 +299,17 @@ pub async fn run_with(
     );
     let ctx = Arc::new(ListenerContext {
         policy: AcceptorPolicy {
-            ae_title: l.ae_title.clone(),
-            called_ae_titles: l.allowed_called_ae_titles.clone(),
-            calling_ae_titles: l.allowed_calling_ae_titles.clone(),
+            ae_title: endpoints.listener_ae.to_string(),
+            called_ae_titles: endpoints
+                .allowed_called
+                .iter()
+                .map(AeTitle::to_string)
+                .collect(),
+            calling_ae_titles: endpoints
+                .allowed_calling
+                .iter()
+                .map(AeTitle::to_string)
+                .collect(),
             private_sop_classes: l.private_sop_classes.clone(),
             transfer_syntaxes: l.transfer_syntaxes.clone(),
             max_pdu: l.max_pdu_bytes,

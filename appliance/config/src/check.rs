@@ -25,6 +25,28 @@ pub fn validate_ae_title(ae: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A checked AE title: made only by [`AeTitle::parse`] (see [`validate_ae_title`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AeTitle(String);
+
+impl AeTitle {
+    /// Parses an AE title, with a message that says what is wrong.
+    pub fn parse(ae: &str) -> Result<AeTitle, String> {
+        validate_ae_title(ae).map(|()| AeTitle(ae.to_string()))
+    }
+
+    /// The title as written (without padding).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AeTitle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Checks a UID: 1 to 64 characters, digits and dots, no empty component, no leading zero in a
 /// component. The one UID check (`medgate_dicom::validate_uid` is this function).
 pub fn validate_uid(uid: &str) -> Result<(), String> {

@@ -1,9 +1,7 @@
 //! [`DesiredConfig`]: the part of the configuration the fleet owns, as one document — the
 //! appliance's TOML file without its box-local keys, or the JSON object the fleet sends.
 
-use crate::check::{
-    HostPort, Network, binds_overlap, is_standard_transfer_syntax, validate_ae_title, validate_uid,
-};
+use crate::check::{binds_overlap, is_standard_transfer_syntax, validate_uid};
 use crate::sections::{
     DestinationKind, DestinationSection, ForwardSection, ListenerSection, SpoolSection,
 };
@@ -115,24 +113,17 @@ impl DesiredConfig {
             }
         }
         let l = &self.listener;
-        if let Err(e) = validate_ae_title(&l.ae_title) {
-            bad("listener.ae_title", e);
+        // AE titles, networks and destination addresses: the parse the appliance wires from.
+        let (listener_keys, destination_keys): (Vec<Problem>, Vec<Problem>) = self
+            .endpoints()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|p| p.key.starts_with("listener."));
+        for p in listener_keys {
+            bad(&p.key, p.message);
         }
-        for (i, ae) in l.allowed_called_ae_titles.iter().enumerate() {
-            if let Err(e) = validate_ae_title(ae) {
-                bad(&format!("listener.allowed_called_ae_titles[{i}]"), e);
-            }
-        }
-        for (i, ae) in l.allowed_calling_ae_titles.iter().enumerate() {
-            if let Err(e) = validate_ae_title(ae) {
-                bad(&format!("listener.allowed_calling_ae_titles[{i}]"), e);
-            }
-        }
-        for (i, n) in l.allowed_networks.iter().enumerate() {
-            if let Err(e) = Network::parse(n) {
-                bad(&format!("listener.allowed_networks[{i}]"), e);
-            }
-        }
+        let mut destination_keys = destination_keys.into_iter().peekable();
         for (i, uid) in l.private_sop_classes.iter().enumerate() {
             if let Err(e) = validate_uid(uid) {
                 bad(&format!("listener.private_sop_classes[{i}]"), e);
@@ -270,35 +261,12 @@ impl DesiredConfig {
             if !(1..=3600).contains(&d.timeout_secs) {
                 bad(&k("timeout_secs"), "must be between 1 and 3600".into());
             }
+            let prefix = format!("destination[{i}].");
+            while let Some(p) = destination_keys.next_if(|p| p.key.starts_with(&prefix)) {
+                bad(&p.key, p.message);
+            }
             match d.kind {
                 DestinationKind::Dimse => {
-                    match d.address.as_deref() {
-                        None => bad(
-                            &k("address"),
-                            "is required for kind = \"dimse\" (host:port)".into(),
-                        ),
-                        Some(a) => {
-                            if let Err(e) = HostPort::parse(a) {
-                                bad(&k("address"), e);
-                            }
-                        }
-                    }
-                    match d.called_ae_title.as_deref() {
-                        None => bad(
-                            &k("called_ae_title"),
-                            "is required for kind = \"dimse\"".into(),
-                        ),
-                        Some(ae) => {
-                            if let Err(e) = validate_ae_title(ae) {
-                                bad(&k("called_ae_title"), e);
-                            }
-                        }
-                    }
-                    if let Some(ae) = d.calling_ae_title.as_deref() {
-                        if let Err(e) = validate_ae_title(ae) {
-                            bad(&k("calling_ae_title"), e);
-                        }
-                    }
                     if d.url.is_some() {
                         bad(
                             &k("url"),
@@ -307,20 +275,6 @@ impl DesiredConfig {
                     }
                 }
                 DestinationKind::Stow => {
-                    match d.url.as_deref() {
-                        None => bad(
-                            &k("url"),
-                            "is required for kind = \"stow\" (the DICOMweb base URL)".into(),
-                        ),
-                        Some(u) => {
-                            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                                bad(
-                                    &k("url"),
-                                    format!("{u:?} must start with http:// or https://"),
-                                );
-                            }
-                        }
-                    }
                     if d.address.is_some() || d.called_ae_title.is_some() {
                         bad(
                             &k("address"),
@@ -360,7 +314,8 @@ impl DesiredConfig {
         p
     }
 
-    /// The calling AE title a destination uses.
+    /// The calling AE title a destination uses (as written; [`DesiredConfig::endpoints`] has it
+    /// parsed).
     pub fn calling_ae_for<'a>(&'a self, d: &'a DestinationSection) -> &'a str {
         d.calling_ae_title
             .as_deref()

@@ -1,7 +1,8 @@
 //! What the Medgate fleet may set on an appliance, as a crate both sides link: the fleet-owned
 //! tables of the configuration ([`DesiredConfig`]), their validation with one [`Problem`] per
 //! exact key, the checked values they hold ([`check`]: AE titles, UIDs, `host:port`, networks,
-//! listening addresses) and the configuration schema versions ([`schema`]).
+//! listening addresses), the parsed peers the appliance wires from ([`endpoints`]) and the
+//! configuration schema versions ([`schema`]).
 //!
 //! Sans-IO and light: no sockets, no files, no spool, no hardware, no DICOM codec — the fleet
 //! manager links it instead of the whole appliance. The box-local part of the file
@@ -10,14 +11,16 @@
 
 pub mod check;
 pub mod desired;
+pub mod endpoints;
 pub mod rules;
 pub mod schema;
 pub mod sections;
 pub mod tag;
 pub mod workflow;
 
-pub use check::{HostPort, Network, parse_bind, validate_ae_title, validate_uid};
+pub use check::{AeTitle, HostPort, Network, parse_bind, validate_ae_title, validate_uid};
 pub use desired::{BOX_LOCAL_KEYS, DesiredAppliance, DesiredConfig, strip_box_local};
+pub use endpoints::{Destination, Endpoints};
 pub use schema::{SCHEMA_VERSION, keys_not_known};
 pub use sections::{
     DestinationKind, DestinationSection, DestinationTls, ForwardSection, ListenerSection,
