@@ -122,6 +122,7 @@ async fn archive_down_then_back_everything_arrives() -> Result<()> {
     let files = ct_files(&t.path().join("ct"), 11, 20)?;
     let report = appliance.storescu().send(&paths(&files)).await?;
     report.expect_all_success(files.len())?;
+    let acknowledged = Instant::now();
 
     // Capture does not wait on forwarding; the queue holds everything and says why.
     // The first attempt fails at once; poll rather than guess how long a loaded CI host takes.
@@ -165,12 +166,49 @@ async fn archive_down_then_back_everything_arrives() -> Result<()> {
         );
     }
 
+    let down_for = acknowledged.elapsed();
     let mut archive = Storescp::start(&t.path().join("archive"), archive_port, "ARCHIVE").await?;
     appliance.wait_drained(Duration::from_secs(60)).await?;
     let got = archive
         .wait_for_files(files.len(), Duration::from_secs(30))
         .await?;
     assert_eq!(got.len(), files.len());
+    // Delivery time counts from the modality's C-STORE success: every object waited at least
+    // as long as the archive was down after it was acknowledged.
+    let metrics = medgate_e2e::http_client()
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            appliance.status_port
+        ))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let count = format!(
+        "medgate_delivery_seconds_count{{destination=\"archive\"}} {}",
+        files.len()
+    );
+    assert!(
+        metrics.lines().any(|l| l == count),
+        "{count} not in\n{metrics}"
+    );
+    let faster = metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("medgate_delivery_seconds_bucket{destination=\"archive\",le=\"")
+        })
+        .filter_map(|l| l.split_once("\"} "))
+        .filter(|(le, _)| {
+            le.parse::<f64>()
+                .is_ok_and(|le| le < down_for.as_secs_f64())
+        })
+        .map(|(le, n)| (le.to_string(), n.to_string()))
+        .filter(|(_, n)| n != "0")
+        .collect::<Vec<_>>();
+    assert!(
+        faster.is_empty(),
+        "delivered faster than the archive was down ({down_for:?}): {faster:?}"
+    );
     for f in &files {
         assert!(
             archive.file_for(&f.sop_instance_uid).is_some(),

@@ -129,6 +129,9 @@ pub struct DestinationMetrics {
     pub up: AtomicU64,
     /// Time from taking an object to its confirmation.
     pub latency: Histogram,
+    /// Time from the object's C-STORE success here (durable in the spool) to the destination's
+    /// confirmation: queueing, retries and sending together — how late the archive has it.
+    pub delivery: Histogram,
 }
 
 impl Default for DestinationMetrics {
@@ -143,6 +146,7 @@ impl Default for DestinationMetrics {
             quarantined: AtomicU64::new(0),
             up: AtomicU64::new(1),
             latency: Histogram::new(LATENCY_BUCKETS),
+            delivery: Histogram::new(LATENCY_BUCKETS),
         }
     }
 }
@@ -426,6 +430,19 @@ impl Metrics {
                 &format!("destination=\"{dest}\""),
             );
         }
+        write_header(
+            &mut o,
+            "medgate_delivery_seconds",
+            "histogram",
+            "Time from the C-STORE success given to the modality to the destination's confirmation.",
+        );
+        for (dest, m) in &self.destinations {
+            m.delivery.render(
+                &mut o,
+                "medgate_delivery_seconds",
+                &format!("destination=\"{dest}\""),
+            );
+        }
         o
     }
 }
@@ -458,6 +475,7 @@ mod tests {
         assert!(text.contains("medgate_fsync_seconds_bucket{le=\"0.001\"} 0"));
         assert!(text.contains("medgate_queue_depth{destination=\"archive\"} 0"));
         assert!(text.contains("medgate_forward_seconds_count{destination=\"archive\"} 0"));
+        assert!(text.contains("medgate_delivery_seconds_count{destination=\"archive\"} 0"));
     }
 
     #[test]

@@ -282,6 +282,7 @@ impl Destination {
                 m.latency.observe(elapsed);
                 if let Some(r) = &rec {
                     let since_receipt = now_ms().saturating_sub(r.received_at_ms);
+                    m.delivery.observe(Duration::from_millis(since_receipt));
                     self.events.object_forwarded(
                         &self.name,
                         r.summary.study_instance_uid.as_deref(),
