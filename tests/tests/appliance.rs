@@ -263,6 +263,74 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() -> Result<()> {
     Ok(())
 }
 
+/// Thirty kill -9 during ingest and forwarding (issue 11's loop): whatever the modality was told
+/// "success" for is at the archive in the end, byte-identical, and no restart leaves temp files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_kills_during_ingest_lose_nothing_acknowledged() -> Result<()> {
+    const KILLS: usize = 30;
+    let (t, mut archive, mut appliance) = rig("kill30", "").await?;
+    let files = ct_files(&t.path().join("ct"), 22, 150)?;
+    let mut acked: std::collections::BTreeSet<String> = Default::default();
+    let mut remaining: Vec<GeneratedFile> = files.clone();
+    let (mut kills, mut rounds) = (0, 0);
+    while !remaining.is_empty() || kills < KILLS {
+        rounds += 1;
+        assert!(
+            rounds < KILLS + 20,
+            "did not converge: {} left",
+            remaining.len()
+        );
+        // Once everything is acknowledged, kills go on during forwarding (and right after start).
+        let batch = if remaining.is_empty() {
+            Vec::new()
+        } else {
+            paths(&remaining)
+        };
+        let scu = appliance.storescu();
+        let send = tokio::spawn(async move {
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            scu.send(&batch).await.map(Some)
+        });
+        let killing = kills < KILLS;
+        if killing {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(20..500))).await;
+            appliance.kill9()?;
+            kills += 1;
+        }
+        if let Some(report) = send.await?? {
+            let ok = acknowledged(&report, &remaining);
+            acked.extend(ok.iter().cloned());
+            remaining.retain(|f| !ok.contains(&f.sop_instance_uid));
+        }
+        if killing {
+            appliance.restart().await?;
+            let tmp = t.path().join("appliance/data/spool/tmp");
+            let orphans = std::fs::read_dir(&tmp)?.count();
+            assert_eq!(orphans, 0, "temp files left after restart {kills}");
+        }
+    }
+    assert_eq!(kills, KILLS);
+    assert_eq!(acked.len(), files.len());
+    appliance.wait_drained(Duration::from_secs(120)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(60))
+        .await?;
+    for f in &files {
+        let got = archive.file_for(&f.sop_instance_uid).with_context(|| {
+            format!(
+                "acknowledged {} lost after {KILLS} kills",
+                f.sop_instance_uid
+            )
+        })?;
+        medgate_e2e::assert_dataset_equal(&f.path, &got)?;
+    }
+    let s = appliance.status().await?;
+    assert_eq!(s["destinations"][0]["queue_depth"], 0, "{s}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spool_past_watermark_refuses_then_resumes() -> Result<()> {
     let t = tempdir("full")?;
