@@ -166,44 +166,50 @@ impl Session {
         small.data.extend_from_slice(data);
     }
 
-    /// The data set is complete: the answers to send.
+    /// The data set is complete: the answers to send (the shell of [`plan`]: it persists a
+    /// commitment request or starts a worklist query, and counts refusals).
     pub async fn finish(
         &mut self,
         small: Small,
         calling_ae: &str,
         called_ae: &str,
     ) -> Vec<Outgoing> {
-        let ctx = small.context_id;
-        if let Some(r) = small.refusal {
-            tracing::warn!(calling_ae, "workflow request refused: data set too large");
-            return vec![(ctx, r, None)];
-        }
-        let message_id = small.command.message_id().unwrap_or(0);
-        match small.command.command_field() {
-            field::N_ACTION_RQ => {
-                let Some(service) = self.workflow.commitment.clone() else {
-                    return vec![(
-                        ctx,
-                        medgate_dicom::command::unsupported_rsp(&small.command),
-                        None,
-                    )];
-                };
-                let request = match sc::decode_request(&small.data, &small.transfer_syntax) {
-                    Ok(r) => r,
-                    Err(r) => {
-                        service.counters.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(calling_ae, reason = %r, "storage commitment N-ACTION refused");
-                        return vec![(
-                            ctx,
-                            sc::action_rsp(message_id, r.status, Some(&r.comment)),
-                            None,
-                        )];
+        let services = Services {
+            commitment: self.workflow.commitment.is_some(),
+            worklist: self.workflow.worklist.is_some(),
+        };
+        match plan(small, services) {
+            Plan::Answer { answer, refused } => {
+                match refused {
+                    Some(Service::Commitment) => {
+                        if let Some(c) = &self.workflow.commitment {
+                            c.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                    Some(Service::Worklist) => {
+                        if let Some(w) = &self.workflow.worklist {
+                            w.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {}
+                }
+                if let Some((service, reason)) = refused.zip(answer.1.string(tags::ERROR_COMMENT)) {
+                    tracing::warn!(calling_ae, ?service, reason = %reason, "workflow request refused");
+                }
+                vec![answer]
+            }
+            Plan::Commit {
+                context_id,
+                message_id,
+                request,
+            } => {
+                let Some(service) = self.workflow.commitment.clone() else {
+                    return Vec::new();
                 };
                 let (calling, called) = (calling_ae.to_string(), called_ae.to_string());
-                let s = service.clone();
                 let saved =
-                    tokio::task::spawn_blocking(move || s.accept(request, &calling, &called)).await;
+                    tokio::task::spawn_blocking(move || service.accept(request, &calling, &called))
+                        .await;
                 let rsp = match saved {
                     Ok(Ok(())) => sc::action_rsp(message_id, status::SUCCESS, None),
                     Ok(Err(e)) => {
@@ -219,41 +225,24 @@ impl Session {
                         sc::action_rsp(message_id, status::PROCESSING_FAILURE, None)
                     }
                 };
-                vec![(ctx, rsp, None)]
+                vec![(context_id, rsp, None)]
             }
-            field::C_FIND_RQ => {
+            Plan::Find {
+                context_id,
+                message_id,
+                transfer_syntax,
+                query,
+            } => {
                 let Some(service) = self.workflow.worklist.clone() else {
-                    return vec![(
-                        ctx,
-                        medgate_dicom::command::unsupported_rsp(&small.command),
-                        None,
-                    )];
+                    return Vec::new();
                 };
-                let query =
-                    match medgate_dicom::dataset::decode(&small.data, &small.transfer_syntax) {
-                        Ok(q) => q,
-                        Err(e) => {
-                            service.counters.refused.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(calling_ae, error = %e, "worklist query refused");
-                            return vec![(
-                                ctx,
-                                mwl::find_rsp(
-                                    message_id,
-                                    status::CANNOT_UNDERSTAND,
-                                    false,
-                                    Some(&e.to_string()),
-                                ),
-                                None,
-                            )];
-                        }
-                    };
                 let (tx, rx) = mpsc::channel(16);
                 let cancel = CancellationToken::new();
                 tokio::spawn(service.find(
                     query,
                     calling_ae.to_string(),
                     message_id,
-                    (ctx, small.transfer_syntax.clone()),
+                    (context_id, transfer_syntax),
                     cancel.clone(),
                     tx,
                 ));
@@ -264,11 +253,6 @@ impl Session {
                 });
                 Vec::new()
             }
-            _ => vec![(
-                ctx,
-                medgate_dicom::command::unsupported_rsp(&small.command),
-                None,
-            )],
         }
     }
 
@@ -370,6 +354,126 @@ impl Session {
     }
 }
 
+/// Which workflow services this appliance runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Services {
+    /// Storage commitment SCP configured.
+    pub commitment: bool,
+    /// Modality Worklist proxy configured.
+    pub worklist: bool,
+}
+
+/// A workflow service, for counting its refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Storage commitment.
+    Commitment,
+    /// Modality Worklist.
+    Worklist,
+}
+
+/// What a complete workflow request asks for, decided from the request alone (no IO).
+#[derive(Debug)]
+pub enum Plan {
+    /// Answer at once: a refusal (counted against `refused`) or an unsupported request.
+    Answer {
+        /// The response.
+        answer: Outgoing,
+        /// The service whose refusal this is.
+        refused: Option<Service>,
+    },
+    /// Persist this storage commitment request, then answer its N-ACTION.
+    Commit {
+        /// Presentation context of the request.
+        context_id: u8,
+        /// Its message id.
+        message_id: u16,
+        /// The decoded request.
+        request: sc::Request,
+    },
+    /// Answer this worklist query in the background (cache or upstream RIS).
+    Find {
+        /// Presentation context of the query.
+        context_id: u8,
+        /// Its message id.
+        message_id: u16,
+        /// The context's transfer syntax (the responses use it).
+        transfer_syntax: String,
+        /// The decoded identifier.
+        query: medgate_dicom::dataset::Dataset,
+    },
+}
+
+/// Decides what a complete request asks for: a too-large data set or one that does not decode
+/// is refused with its status; a request of a service that is not configured is unsupported.
+pub fn plan(small: Small, services: Services) -> Plan {
+    let ctx = small.context_id;
+    let message_id = small.command.message_id().unwrap_or(0);
+    let field = small.command.command_field();
+    let service = match field {
+        field::N_ACTION_RQ => Some(Service::Commitment),
+        field::C_FIND_RQ => Some(Service::Worklist),
+        _ => None,
+    };
+    if let Some(r) = small.refusal {
+        return Plan::Answer {
+            answer: (ctx, r, None),
+            refused: service,
+        };
+    }
+    let unsupported = |small: &Small| Plan::Answer {
+        answer: (
+            ctx,
+            medgate_dicom::command::unsupported_rsp(&small.command),
+            None,
+        ),
+        refused: None,
+    };
+    match service {
+        Some(Service::Commitment) if services.commitment => {
+            match sc::decode_request(&small.data, &small.transfer_syntax) {
+                Ok(request) => Plan::Commit {
+                    context_id: ctx,
+                    message_id,
+                    request,
+                },
+                Err(r) => Plan::Answer {
+                    answer: (
+                        ctx,
+                        sc::action_rsp(message_id, r.status, Some(&r.comment)),
+                        None,
+                    ),
+                    refused: Some(Service::Commitment),
+                },
+            }
+        }
+        Some(Service::Worklist) if services.worklist => {
+            match medgate_dicom::dataset::decode(&small.data, &small.transfer_syntax) {
+                Ok(query) => Plan::Find {
+                    context_id: ctx,
+                    message_id,
+                    transfer_syntax: small.transfer_syntax,
+                    query,
+                },
+                Err(e) => Plan::Answer {
+                    answer: (
+                        ctx,
+                        mwl::find_rsp(
+                            message_id,
+                            status::CANNOT_UNDERSTAND,
+                            false,
+                            Some(&e.to_string()),
+                        ),
+                        None,
+                    ),
+                    refused: Some(Service::Worklist),
+                },
+            }
+        }
+        _ => unsupported(&small),
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(f) = &self.find {
@@ -381,5 +485,142 @@ impl Drop for Session {
                 c.not_delivered(txn, "association ended before the N-EVENT-REPORT-RSP");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medgate_dicom::command;
+    use medgate_dicom::uids::EXPLICIT_VR_LE;
+
+    const BOTH: Services = Services {
+        commitment: true,
+        worklist: true,
+    };
+
+    fn small(command: CommandSet, data: &[u8]) -> Small {
+        let mut s = Small {
+            context_id: 3,
+            transfer_syntax: EXPLICIT_VR_LE.to_string(),
+            command,
+            data: Vec::new(),
+            refusal: None,
+        };
+        Session::push(&mut s, data);
+        s
+    }
+
+    fn commitment_request() -> Vec<u8> {
+        let rq = sc::Request {
+            transaction_uid: "1.2.3.4".into(),
+            references: vec![sc::Reference {
+                sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
+                sop_instance: "1.2.3.4.5".into(),
+            }],
+        };
+        medgate_dicom::dataset::encode(&sc::request_dataset(&rq), EXPLICIT_VR_LE).expect("encodes")
+    }
+
+    fn answer(p: Plan) -> (CommandSet, Option<Service>) {
+        match p {
+            Plan::Answer { answer, refused } => {
+                assert_eq!(answer.0, 3, "answered on the request's context");
+                (answer.1, refused)
+            }
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_commitment_request_is_persisted_before_it_is_answered() {
+        match plan(small(sc::action_rq(7), &commitment_request()), BOTH) {
+            Plan::Commit {
+                context_id,
+                message_id,
+                request,
+            } => {
+                assert_eq!((context_id, message_id), (3, 7));
+                assert_eq!(request.transaction_uid, "1.2.3.4");
+                assert_eq!(request.references.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_commitment_data_set_that_does_not_decode_is_refused_and_counted() {
+        let (rsp, refused) = answer(plan(small(sc::action_rq(8), b"\x08\x00garbage"), BOTH));
+        assert_eq!(refused, Some(Service::Commitment));
+        assert_eq!(rsp.command_field(), field::N_ACTION_RSP);
+        assert_ne!(rsp.status(), Some(status::SUCCESS));
+        assert_eq!(rsp.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO), Some(8));
+    }
+
+    #[test]
+    fn a_data_set_over_the_cap_is_dropped_and_refused_out_of_resources() {
+        let mut s = small(sc::action_rq(9), &[0u8; 1024]);
+        Session::push(&mut s, &vec![0u8; MAX_SMALL_DATASET]);
+        assert!(s.data.is_empty(), "the data are dropped, not kept");
+        Session::push(&mut s, &[0u8; 16]);
+        let (rsp, refused) = answer(plan(s, BOTH));
+        assert_eq!(refused, Some(Service::Commitment));
+        assert_eq!(rsp.status(), Some(status::OUT_OF_RESOURCES));
+        let (rsp, refused) = answer(plan(
+            {
+                let mut f = small(mwl::find_rq(10), &[]);
+                Session::push(&mut f, &vec![0u8; MAX_SMALL_DATASET + 1]);
+                f
+            },
+            BOTH,
+        ));
+        assert_eq!(refused, Some(Service::Worklist));
+        assert_eq!(rsp.command_field(), field::C_FIND_RSP);
+        assert_eq!(rsp.status(), Some(status::OUT_OF_RESOURCES));
+    }
+
+    #[test]
+    fn a_worklist_query_runs_in_the_background_or_is_refused_as_not_understood() {
+        let query = medgate_dicom::dataset::encode(
+            &sc::request_dataset(&sc::Request {
+                transaction_uid: "1.2".into(),
+                references: vec![],
+            }),
+            EXPLICIT_VR_LE,
+        )
+        .expect("encodes");
+        match plan(small(mwl::find_rq(11), &query), BOTH) {
+            Plan::Find {
+                context_id,
+                message_id,
+                transfer_syntax,
+                ..
+            } => assert_eq!(
+                (context_id, message_id, transfer_syntax.as_str()),
+                (3, 11, EXPLICIT_VR_LE)
+            ),
+            other => panic!("{other:?}"),
+        }
+        let (rsp, refused) = answer(plan(
+            small(mwl::find_rq(12), b"\x10\x00\x10\x00PN\xff\x00ab"),
+            BOTH,
+        ));
+        assert_eq!(refused, Some(Service::Worklist));
+        assert_eq!(rsp.status(), Some(status::CANNOT_UNDERSTAND));
+    }
+
+    #[test]
+    fn a_request_of_a_service_not_configured_is_unsupported_not_counted() {
+        let none = Services {
+            commitment: false,
+            worklist: false,
+        };
+        let (rsp, refused) = answer(plan(small(sc::action_rq(13), &commitment_request()), none));
+        assert_eq!(refused, None);
+        assert_eq!(rsp.command_field(), field::N_ACTION_RSP);
+        assert_ne!(rsp.status(), Some(status::SUCCESS));
+        let (rsp, refused) = answer(plan(small(command::echo_rq(14), &[]), BOTH));
+        assert_eq!(refused, None);
+        assert_ne!(rsp.status(), Some(status::SUCCESS));
     }
 }
