@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod brokerconf;
 pub mod ca;
@@ -47,8 +48,31 @@ pub struct Running {
     pub https: bool,
     /// The broker (host, port) the fleet uses.
     pub broker: (String, u16),
-    /// The admin token file.
+    /// The admin token file (break-glass: docs/fleet.md).
     pub admin_token_file: std::path::PathBuf,
+    /// While no user exists: the one-time token of the first-run setup link (printed once;
+    /// see [`Running::setup_hint`]).
+    pub setup_token: Option<String>,
+}
+
+impl Running {
+    /// The base URL (`http://…` or `https://…`) of this fleet.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
+
+    /// How to use the setup token, for stdout and the log: the request that creates the first
+    /// admin (`None` once a user exists).
+    pub fn setup_hint(&self) -> Option<String> {
+        self.setup_token.as_ref().map(|t| {
+            format!(
+                "no user exists yet: create the first admin, once, within {} h, with\n  curl -X POST {}/api/v1/auth/setup -H 'content-type: application/json' -d '{{\"token\": \"{t}\", \"user\": \"NAME\", \"password\": \"12 OR MORE CHARACTERS\"}}'\n  (or run `medgate-fleet admin create --user NAME --role admin`)",
+                self.app.ops.config.auth.setup_link_hours,
+                self.base_url()
+            )
+        })
+    }
 }
 
 /// The fleet could not start; the message names the configuration key or file concerned.
@@ -149,6 +173,7 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
     ingest::start(app.clone(), client, eventloop, &config);
     app.spawn_upkeep();
     app.ops.write_crl().await?;
+    let setup_token = app.ops.issue_setup_token().await?;
     let bind_error = |source| ServeError::Io {
         what: "http.bind",
         path: config.http.bind.to_string().into(),
@@ -166,7 +191,8 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
             let listener = https::TlsListener::new(listener, tls)
                 .map_err(|e| ServeError::HttpTls(e.to_string()))?;
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
+                let service = router.into_make_service_with_connect_info::<api::Peer>();
+                if let Err(e) = axum::serve(listener, service).await {
                     tracing::error!(error = %e, "HTTPS server stopped");
                 }
             });
@@ -174,20 +200,26 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
         }
         None => {
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
+                let service = router.into_make_service_with_connect_info::<api::Peer>();
+                if let Err(e) = axum::serve(listener, service).await {
                     tracing::error!(error = %e, "HTTP server stopped");
                 }
             });
             false
         }
     };
-    Ok(Running {
+    let running = Running {
         app,
         http,
         https,
         broker: ingest::broker_endpoint(&config),
         admin_token_file: token_file,
-    })
+        setup_token,
+    };
+    if let Some(hint) = running.setup_hint() {
+        tracing::warn!("{hint}");
+    }
+    Ok(running)
 }
 
 /// A database URL without its password.
