@@ -950,6 +950,25 @@ mod tests {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    #[test]
+    fn the_router_serves_exactly_the_policy_tables_routes() {
+        let mut added = routes().added;
+        let mut table: Vec<_> = policy::ROUTES.iter().map(|r| (r.verb, r.path)).collect();
+        added.sort();
+        table.sort();
+        assert_eq!(added, table);
+    }
+
+    #[test]
+    fn a_csrf_form_field_is_found_as_sent() {
+        assert_eq!(
+            form_field(b"a=1&csrf_token=ab12", "csrf_token").as_deref(),
+            Some("ab12")
+        );
+        assert_eq!(form_field(b"csrf_token", "csrf_token"), None);
+        assert_eq!(form_field(&[0xff, b'='], "csrf_token"), None);
+    }
+
     #[tokio::test]
     async fn handlers_answer_with_the_operations_results_and_errors() {
         let (base, _dir) = serve().await;
