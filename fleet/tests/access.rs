@@ -534,3 +534,90 @@ async fn setup_login_csrf_sessions_throttling_and_audit() {
         "no secret in the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_create_makes_users_for_scripts_and_ends_the_setup_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fleet_config(dir.path());
+    let file = dir.path().join("fleet.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\n[http]\nbind = \"127.0.0.1:0\"\n[broker]\nlisten = \"{}\"\n",
+            config.data_dir, config.broker.listen
+        ),
+    )
+    .expect("write");
+    let bin = env!("CARGO_BIN_EXE_medgate-fleet");
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(bin)
+            .args(["admin", "create", "--config"])
+            .arg(&file)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(
+        &["--user", "ops", "--role", "operator", "--site", "site-a"],
+        "",
+    );
+    assert!(ok, "{err}");
+    let generated = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown only now): "))
+        .expect("a generated password")
+        .to_owned();
+    assert_eq!(generated.len(), 20);
+    let (ok, _, err) = run(
+        &["--user", "root", "--role", "admin", "--password-stdin"],
+        "typed on stdin, long enough\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["--user", "x", "--role", "root"], "");
+    assert!(
+        !ok && err.contains("--role \"root\": give admin, operator"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["--user", "ops", "--role", "viewer"], "");
+    assert!(!ok && err.contains("exists already"), "{err}");
+
+    // The fleet on that database: no setup link any more; both users log in.
+    let running = medgate_fleet::serve(
+        medgate_fleet::config::FleetConfig::load(Some(&file)).expect("config"),
+    )
+    .await
+    .expect("serve");
+    assert!(running.setup_token.is_none() && running.setup_hint().is_none());
+    let base = format!("http://{}", running.http);
+    let ops = Browser::login(&base, "ops", &generated).await;
+    assert_eq!(
+        (&ops.me["role"], &ops.me["sites"]),
+        (&json!("operator"), &json!(["site-a"]))
+    );
+    Browser::login(&base, "root", "typed on stdin, long enough").await;
+    let api = Api::new(&running);
+    let (_, log) = api.get("/api/v1/audit?action=user.create").await;
+    let actors: Vec<&str> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert_eq!(actors, ["cli", "cli"]);
+}
