@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::policy::{self, Permission, Target, Verb};
-use crate::auth::{Credential, csrf};
+use crate::auth::{Credential, Source, csrf};
 use crate::model::{
     CommandRecord, ConfigScope, Device, DeviceConfig, DeviceStatus, EventRecord, PeerRecord, Site,
     TelemetrySample,
@@ -206,6 +206,23 @@ pub fn routes() -> Routes {
     Routes::new()
         .add(G, "/healthz", get(|| async { "ok\n" }))
         .add(G, "/metrics", get(metrics))
+        .add(
+            G,
+            crate::console::assets::HTMX_PATH,
+            get(crate::console::htmx),
+        )
+        .add(
+            G,
+            crate::console::assets::CSS_PATH,
+            get(crate::console::css),
+        )
+        .add(G, "/setup", get(crate::console::setup_page))
+        .add(Po, "/setup", post(crate::console::setup_submit))
+        .add(G, "/login", get(crate::console::login_page))
+        .add(Po, "/login", post(crate::console::login_submit))
+        .add(Po, "/logout", post(crate::console::logout))
+        .add(G, "/", get(crate::console::overview))
+        .add(G, "/devices", get(crate::console::devices))
         .add(G, "/api/v1/openapi.json", get(openapi_json))
         .add(Po, "/api/v1/enroll", post(enroll))
         .add(Po, "/api/v1/auth/setup", post(account::setup))
@@ -271,11 +288,6 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The request's source address (the TCP peer; `X-Forwarded-For` is not trusted), for every
-/// matched route, public ones included.
-#[derive(Debug, Clone, Copy)]
-pub struct Source(pub Option<std::net::IpAddr>);
-
 /// The TCP peer of a connection (axum's connect info), over HTTP or HTTPS.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
@@ -330,6 +342,9 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     }
     let principal = match authenticate(&app, &parts.headers).await {
         Ok(Some(p)) => p,
+        Ok(None) if route.is_page() => {
+            return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+        }
         Ok(None) => {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -367,6 +382,13 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
             app.ops
                 .audit(&actor, "csrf", &target_text, Outcome::Denied, None, None)
                 .await;
+            if route.is_page() {
+                return crate::console::error_page(
+                    StatusCode::FORBIDDEN,
+                    "this form is out of date or did not come from this console; reload the page and try again",
+                    Some(&actor.principal),
+                );
+            }
             return error(
                 StatusCode::FORBIDDEN,
                 "missing or wrong CSRF token: send the session's token (GET /api/v1/auth/me) in the X-CSRF-Token header",
@@ -380,14 +402,14 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
                 .audit(&actor, "access", &target_text, Outcome::Denied, None, None)
                 .await;
         }
-        return error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "your role {} may not {} {path}; ask an admin for a role that may",
-                actor.principal.role, route.verb
-            ),
-        )
-        .into_response();
+        let msg = format!(
+            "your role {} may not {} {path}; ask an admin for a role that may",
+            actor.principal.role, route.verb
+        );
+        if route.is_page() {
+            return crate::console::error_page(StatusCode::FORBIDDEN, &msg, Some(&actor.principal));
+        }
+        return error(StatusCode::FORBIDDEN, msg).into_response();
     }
     if let Err(resp) = check_scope(&app, &actor, route.target, &mut parts).await {
         if csrf::changes_state(&parts.method) {

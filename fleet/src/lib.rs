@@ -12,6 +12,8 @@
 //! - [`app`]: the shared state (operations, counters, admin token).
 //! - [`api`], [`openapi`]: REST under `/api/v1` (parse, call [`ops`], serialise), SSE live
 //!   feed, `/metrics`.
+//! - [`auth`]: identity and access (passwords, sessions, CSRF, throttle, tokens, the policy
+//!   table); [`console`]: the server-rendered pages.
 //! - [`ca`]: the fleet CA and enrollment certificates; [`brokerconf`]: Mosquitto configuration.
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod broker;
 pub mod brokerconf;
 pub mod ca;
 pub mod config;
+pub mod console;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
@@ -62,14 +65,14 @@ impl Running {
         format!("{scheme}://{}", self.http)
     }
 
-    /// How to use the setup token, for stdout and the log: the request that creates the first
-    /// admin (`None` once a user exists).
+    /// The first-run setup link (the console's page, with the one-time token), for stdout and
+    /// the log, with the API request that does the same (`None` once a user exists).
     pub fn setup_hint(&self) -> Option<String> {
         self.setup_token.as_ref().map(|t| {
+            let base = self.base_url();
             format!(
-                "no user exists yet: create the first admin, once, within {} h, with\n  curl -X POST {}/api/v1/auth/setup -H 'content-type: application/json' -d '{{\"token\": \"{t}\", \"user\": \"NAME\", \"password\": \"12 OR MORE CHARACTERS\"}}'\n  (or run `medgate-fleet admin create --user NAME --role admin`)",
+                "no user exists yet: create the first admin, once, within {} h, at\n  {base}/setup?token={t}\n  (or: curl -X POST {base}/api/v1/auth/setup -H 'content-type: application/json' -d '{{\"token\": \"{t}\", \"user\": \"NAME\", \"password\": \"12 OR MORE CHARACTERS\"}}'; or `medgate-fleet admin create --user NAME --role admin`)",
                 self.app.ops.config.auth.setup_link_hours,
-                self.base_url()
             )
         })
     }

@@ -1,7 +1,8 @@
 //! Identity and access through HTTP, on a fleet started as in production (`serve`):
 //! - the role × route matrix, generated from the policy table itself (`auth::policy::ROUTES`):
-//!   every route × every role and no credential, each cell asserted (401, 403, or allowed: 200
-//!   for reads, neither 401 nor 403 for changes), so a new route is covered the day it is added;
+//!   every route (API and console pages) × every role and no credential, each cell asserted
+//!   (401 — for a page, 303 to the login page —, 403, or allowed: 200 for reads, neither 401
+//!   nor 403 for changes), so a new route is covered the day it is added;
 //! - site scope: an operator of site B gets 404 for site A's device and does not see it listed;
 //! - first-run setup by its one-time token, password login, the session cookie, CSRF, logout,
 //!   session listing, revocation and expiry, throttling, personal tokens, the audit log.
@@ -144,7 +145,10 @@ async fn every_route_times_every_role_and_no_credential() {
         let token = user_with_token(&api, role.as_str(), role, None).await;
         principals.push((role.to_string(), Some(role), Some(token)));
     }
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     let mut cells = 0;
     let mut table = String::new();
     for route in ROUTES {
@@ -171,7 +175,9 @@ async fn every_route_times_every_role_and_no_credential() {
                 Some(r) => route.permission.granted_to(*r),
             };
             let cell = format!("{} {} as {label}: {got}", route.verb, route.path);
-            if !allowed && role.is_none() {
+            if !allowed && role.is_none() && route.is_page() {
+                assert_eq!(got, StatusCode::SEE_OTHER, "{cell}");
+            } else if !allowed && role.is_none() {
                 assert_eq!(got, StatusCode::UNAUTHORIZED, "{cell}");
             } else if !allowed {
                 assert_eq!(got, StatusCode::FORBIDDEN, "{cell}");
@@ -620,4 +626,251 @@ async fn admin_create_makes_users_for_scripts_and_ends_the_setup_link() {
         .filter_map(|e| e["actor"].as_str())
         .collect();
     assert_eq!(actors, ["cli", "cli"]);
+}
+
+/// A browser without JavaScript: forms, cookies by hand, no redirects followed.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_pages_from_first_run_to_logout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = medgate_fleet::serve(fleet_config(dir.path()))
+        .await
+        .expect("serve");
+    let api = Api::new(&running);
+    enroll(&api, "site-a", "ct-1").await;
+    enroll(&api, "site-b", "mr-1").await;
+    let base = api.base.clone();
+    let http = no_redirects();
+    let form = |path: &str, body: &str, cookie: Option<&str>| {
+        let mut r = http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned());
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut r = http.get(format!("{base}{path}"));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    // Without a session, a page sends to the login page.
+    let r = get("/", None).await.expect("get");
+    assert_eq!(
+        (r.status(), &r.headers()["location"]),
+        (
+            StatusCode::SEE_OTHER,
+            &"/login".parse::<reqwest::header::HeaderValue>().expect("v")
+        )
+    );
+
+    // The printed setup link opens the form; the form makes the admin and logs it in.
+    let token = running.setup_token.clone().expect("setup token");
+    let hint = running.setup_hint().expect("hint");
+    assert!(
+        hint.contains(&format!("{base}/setup?token={token}")),
+        "{hint}"
+    );
+    let r = get(&format!("/setup?token={token}"), None)
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'self'; script-src 'self'; style-src 'self'")
+            && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains(&format!(r#"name="token" value="{token}""#))
+    );
+    let r = form(
+        "/setup",
+        &format!(
+            "token={token}&user=root&password=a+long+enough+password&confirm=another+long+password"
+        ),
+        None,
+    )
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 400, "the passwords differ");
+    let r = form(
+        "/setup",
+        &format!(
+            "token={token}&user=root&password=a+long+enough+password&confirm=a+long+enough+password"
+        ),
+        None,
+    )
+    .await
+    .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let r = get("/setup", None).await.expect("get");
+    assert!(r.text().await.expect("text").contains("Setup is done"));
+
+    // The overview counts by state and by site, with what needs attention first.
+    let r = get("/", Some(&cookie)).await.expect("get");
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.expect("text");
+    assert!(
+        html.contains("Fleet overview") && html.contains("root · admin"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span class="n">2</span><span class="label">devices</span>"#),
+        "{html}"
+    );
+    assert!(html.contains("enrolled but never connected"), "{html}");
+    assert!(
+        html.contains(r#"href="/devices?site=site-a""#)
+            && html.contains(r#"href="/devices?site=site-b""#)
+    );
+    // The devices list filters from the URL and keeps the filter in the form.
+    let r = get("/devices?site=site-b&q=MR", Some(&cookie))
+        .await
+        .expect("get");
+    let html = r.text().await.expect("text");
+    assert!(
+        html.contains("1 devices match")
+            && html.contains("<strong>mr-1</strong>")
+            && !html.contains("<strong>ct-1</strong>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<option value="site-b" selected>"#),
+        "{html}"
+    );
+    let r = get("/devices?status=gone", Some(&cookie))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 400);
+    // The vendored htmx is served with the hash the page names.
+    let r = get(medgate_fleet::console::assets::HTMX_PATH, None)
+        .await
+        .expect("get");
+    let js = r.bytes().await.expect("bytes");
+    assert_eq!(
+        medgate_fleet::console::assets::sri_sha384(&js),
+        medgate_fleet::console::assets::HTMX_SRI
+    );
+
+    // A scoped operator sees only its site; an auditor has no device pages.
+    let (s, v) = api.send(Method::POST, "/api/v1/users", json!({"name": "op-a", "role": "operator", "sites": ["site-a"], "password": "a long enough password"})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            json!({"name": "aud", "role": "auditor", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let login = |user: &str| {
+        form(
+            "/login",
+            &format!("user={user}&password=a+long+enough+password"),
+            None,
+        )
+    };
+    let r = form("/login", "user=op-a&password=wrong", None)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains("user name or password wrong")
+    );
+    let r = login("op-a").await.expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let op = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let html = get("/devices", Some(&op))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        html.contains("<strong>ct-1</strong>")
+            && !html.contains("mr-1")
+            && !html.contains("site-b"),
+        "{html}"
+    );
+    let r = login("aud").await.expect("post");
+    let aud = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let r = get("/", Some(&aud)).await.expect("get");
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains("your role auditor may not GET /")
+    );
+
+    // Logout is a form with the session's CSRF token; without it, refused.
+    let html = get("/", Some(&cookie))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    let csrf = html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field")
+        .to_owned();
+    let r = form("/logout", "csrf_token=forged", Some(&cookie))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = form("/logout", &format!("csrf_token={csrf}"), Some(&cookie))
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        get("/", Some(&cookie)).await.expect("get").status(),
+        StatusCode::SEE_OTHER
+    );
 }

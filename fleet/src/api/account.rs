@@ -10,9 +10,9 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, ErrorBody, Source, bad};
+use super::{ApiError, ApiResult, ErrorBody, bad};
 use crate::app::App;
-use crate::auth::{Credential, Role, session};
+use crate::auth::{Credential, Role, Source, session};
 use crate::ops::Actor;
 use crate::ops::access::{NewToken, NewUserCreated, UserChange};
 use crate::store::audit::{self, AuditEntry, AuditFilter};

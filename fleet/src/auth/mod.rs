@@ -141,6 +141,11 @@ impl SiteScope {
     }
 }
 
+/// A request's source address: the TCP peer (`X-Forwarded-For` is not trusted), put on every
+/// matched request by the HTTP shell, public routes included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source(pub Option<std::net::IpAddr>);
+
 /// How a request authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {

@@ -157,6 +157,16 @@ pub struct Route {
     pub target: Target,
 }
 
+impl Route {
+    /// A console page (HTML): without a session it redirects to the login page instead of
+    /// answering 401, and refusals are pages.
+    pub fn is_page(&self) -> bool {
+        !self.path.starts_with("/api/")
+            && !self.path.starts_with("/static/")
+            && !matches!(self.path, "/healthz" | "/metrics")
+    }
+}
+
 const fn r(verb: Verb, path: &'static str, permission: Permission, target: Target) -> Route {
     Route {
         verb,
@@ -174,6 +184,15 @@ use Verb as V;
 pub const ROUTES: &[Route] = &[
     r(V::Get, "/healthz", P::Public, T::None),
     r(V::Get, "/metrics", P::Public, T::None),
+    r(V::Get, "/static/htmx-2.0.11.min.js", P::Public, T::None),
+    r(V::Get, "/static/console.css", P::Public, T::None),
+    r(V::Get, "/setup", P::Public, T::None),
+    r(V::Post, "/setup", P::Public, T::None),
+    r(V::Get, "/login", P::Public, T::None),
+    r(V::Post, "/login", P::Public, T::None),
+    r(V::Post, "/logout", P::Account, T::None),
+    r(V::Get, "/", P::DevicesRead, T::Filtered),
+    r(V::Get, "/devices", P::DevicesRead, T::Filtered),
     r(V::Get, "/api/v1/openapi.json", P::Public, T::None),
     r(V::Post, "/api/v1/enroll", P::Public, T::None),
     r(V::Post, "/api/v1/auth/setup", P::Public, T::None),
@@ -324,6 +343,12 @@ mod tests {
             [
                 "/healthz",
                 "/metrics",
+                "/static/htmx-2.0.11.min.js",
+                "/static/console.css",
+                "/setup",
+                "/setup",
+                "/login",
+                "/login",
                 "/api/v1/openapi.json",
                 "/api/v1/enroll",
                 "/api/v1/auth/setup",
