@@ -254,14 +254,14 @@ pub fn devices(
                     tbody {
                         @for d in shown {
                             tr {
-                                td { strong { (d.id) } }
-                                td { (d.site) }
+                                td.nowrap { strong { (d.id) } }
+                                td.nowrap { (d.site) }
                                 td { (d.room.clone().unwrap_or_default()) }
-                                td class=(format!("state-{}", d.status.as_str())) { (d.status.as_str()) }
-                                td class=(format!("state-{}", d.connection.as_str())) { (d.connection.as_str()) }
-                                td { @if let Some(t) = d.last_seen_ms { span title=(view::utc(t)) { (view::ago(now_ms, t)) } } @else { span.muted { "never" } } }
-                                td { (d.inventory.as_ref().map(|i| i.appliance_version.as_str().to_owned()).unwrap_or_default()) }
-                                td class=(format!("state-{}", d.config_drift.as_str())) { (d.config_drift.as_str().replace('_', " ")) }
+                                td class=(format!("nowrap state-{}", d.status.as_str())) { (d.status.as_str()) }
+                                td class=(format!("nowrap state-{}", d.connection.as_str())) { (d.connection.as_str()) }
+                                td.nowrap { @if let Some(t) = d.last_seen_ms { span title=(view::utc(t)) { (view::ago(now_ms, t)) } } @else { span.muted { "never" } } }
+                                td.nowrap { (d.inventory.as_ref().map(|i| i.appliance_version.as_str().to_owned()).unwrap_or_default()) }
+                                td class=(format!("nowrap state-{}", d.config_drift.as_str())) { (d.config_drift.as_str().replace('_', " ")) }
                                 td { (d.tags.join(", ")) }
                                 td { @if let Some(r) = view::attention(d) { (r.words(d, now_ms)) } }
                             }
