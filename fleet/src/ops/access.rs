@@ -107,6 +107,23 @@ fn random<const N: usize>() -> Result<[u8; N], OpError> {
     Ok(b)
 }
 
+/// Microseconds since the epoch, strictly increasing within this process.
+fn next_audit_micros() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -222,11 +239,9 @@ impl Ops {
         let now = now_ms();
         let suffix = random::<4>().map(|b| hex(&b)).unwrap_or_default();
         let e = AuditEntry {
-            // Microseconds, zero-padded: id order is time order.
-            id: format!(
-                "{:016}{suffix}",
-                now.saturating_mul(1000) + u64::from(std::process::id() % 1000)
-            ),
+            // Microseconds, strictly increasing within the process, zero-padded, then a random
+            // suffix (unique across replicas): id order is time order.
+            id: format!("{:016}{suffix}", next_audit_micros()),
             at_ms: now as i64,
             actor: who.to_owned(),
             source: source.map(|s| s.to_string()),
@@ -816,5 +831,26 @@ impl Ops {
             Some(c) => self.device_in_scope(scope, &c.device).await,
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_ids_increase_and_generated_passwords_are_long_and_plain() {
+        let ids: Vec<u64> = (0..1000).map(|_| next_audit_micros()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(format!("{:016}", ids[0]).len(), 16);
+        let p = generate_password().expect("random");
+        assert_eq!(p.chars().count(), 20);
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii_alphanumeric() && !"01lIoO".contains(c)),
+            "{p}"
+        );
+        assert_ne!(p, generate_password().expect("random"));
+        assert!(password::check_new(&p).is_ok());
     }
 }
