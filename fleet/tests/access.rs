@@ -1,6 +1,7 @@
 //! Identity and access through HTTP, on a fleet started as in production (`serve`):
 //! - the role × route matrix, generated from the policy table itself (`auth::policy::ROUTES`):
-//!   every route (API and console pages) × every role and no credential, each cell asserted
+//!   every route (API and console pages) × no credential and every role, by personal token
+//!   and by session cookie with its CSRF token, each cell asserted
 //!   (401 — for a page, 303 to the login page —, 403, or allowed: 200 for reads, neither 401
 //!   nor 403 for changes), so a new route is covered the day it is added;
 //! - site scope: an operator of site B gets 404 for site A's device and does not see it listed;
@@ -15,17 +16,31 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
 
-/// A request with a bearer token (or none).
+/// How a matrix cell authenticates.
+enum Cred {
+    /// Not at all.
+    None,
+    /// `Authorization: Bearer`.
+    Bearer(String),
+    /// The session cookie and its CSRF token.
+    Session(String, String),
+}
+
+/// A request of the matrix: an empty JSON body for changes.
 async fn call(
     http: &reqwest::Client,
     base: &str,
     verb: Verb,
     path: &str,
-    bearer: Option<&str>,
+    cred: &Cred,
 ) -> StatusCode {
     let mut r = http.request(verb.method(), format!("{base}{path}"));
-    if let Some(t) = bearer {
-        r = r.bearer_auth(t);
+    match cred {
+        Cred::None => {}
+        Cred::Bearer(t) => r = r.bearer_auth(t),
+        Cred::Session(cookie, csrf) => {
+            r = r.header("cookie", cookie).header("x-csrf-token", csrf);
+        }
     }
     if verb != Verb::Get {
         r = r.json(&json!({}));
@@ -139,11 +154,29 @@ async fn every_route_times_every_role_and_no_credential() {
         .await;
     assert_eq!(s, 201, "{cmd}");
     let command = cmd["id"].as_str().expect("id").to_owned();
-    let mut principals: Vec<(String, Option<Role>, Option<String>)> =
-        vec![("no credential".into(), None, None)];
+    // The user the /users/{name} routes act on (not one of the matrix's own).
+    let (s, v) = api
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            json!({"name": "subject", "role": "viewer", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // Columns: no credential, then each role by personal token and by session cookie (with
+    // its CSRF token, as the console sends it).
+    let mut principals: Vec<(String, Option<Role>, Cred)> = vec![("none".into(), None, Cred::None)];
     for role in Role::ALL {
         let token = user_with_token(&api, role.as_str(), role, None).await;
-        principals.push((role.to_string(), Some(role), Some(token)));
+        principals.push((format!("{role}/token"), Some(role), Cred::Bearer(token)));
+    }
+    for role in Role::ALL {
+        let b = Browser::login(&api.base, role.as_str(), "a long enough password").await;
+        principals.push((
+            format!("{role}/session"),
+            Some(role),
+            Cred::Session(b.cookie, b.csrf),
+        ));
     }
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -165,11 +198,11 @@ async fn every_route_times_every_role_and_no_credential() {
         let path = route
             .path
             .replace("{id}", id)
-            .replace("{name}", "viewer")
+            .replace("{name}", "subject")
             .replace("{tag}", "ct");
-        table.push_str(&format!("{:6} {:40}", route.verb, route.path));
-        for (label, role, token) in &principals {
-            let got = call(&http, &api.base, route.verb, &path, token.as_deref()).await;
+        table.push_str(&format!("{:6} {:36}", route.verb, route.path));
+        for (label, role, cred) in &principals {
+            let got = call(&http, &api.base, route.verb, &path, cred).await;
             let allowed = match role {
                 None => route.permission == Permission::Public,
                 Some(r) => route.permission.granted_to(*r),
@@ -197,13 +230,24 @@ async fn every_route_times_every_role_and_no_credential() {
             cells += 1;
         }
         table.push('\n');
+        // Logging out ends each session column's session: log them in again.
+        if route.path.ends_with("/logout") {
+            for (_, role, cred) in principals.iter_mut() {
+                if let (Some(r), Cred::Session(..)) = (*role, &*cred) {
+                    let b = Browser::login(&api.base, r.as_str(), "a long enough password").await;
+                    *cred = Cred::Session(b.cookie, b.csrf);
+                }
+            }
+        }
     }
+    let labels: Vec<&str> = principals.iter().map(|p| p.0.as_str()).collect();
     println!(
-        "role × route matrix ({} routes × {} principals = {cells} cells): none admin operator viewer auditor vendor\n{table}",
+        "role × route matrix: {} routes × {} principals = {cells} cells\ncolumns: {}\n{table}",
         ROUTES.len(),
-        principals.len()
+        principals.len(),
+        labels.join(" ")
     );
-    assert_eq!(cells, ROUTES.len() * 6);
+    assert_eq!(cells, ROUTES.len() * (1 + 2 * Role::ALL.len()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
