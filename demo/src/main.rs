@@ -736,6 +736,12 @@ async fn main() -> anyhow::Result<()> {
         fleet.broker.0,
         fleet.broker.1
     );
+    match &fleet.setup_token {
+        Some(t) => {
+            println!("console:   {fleet_url}/   first admin (once): {fleet_url}/setup?token={t}")
+        }
+        None => println!("console:   {fleet_url}/"),
+    }
 
     // 3. Two appliances, one per modality room, enrolled with the fleet.
     let (ct_dest, us_dest) = match &archive {

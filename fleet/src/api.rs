@@ -1,19 +1,26 @@
 //! The REST API under `/api/v1`, the live feed (SSE), `/metrics` and `/healthz`.
 //!
-//! Every `/api/v1` route but `openapi.json` and `enroll` needs `Authorization: Bearer <admin
-//! token>`; `enroll` is authorised by its one-time claim token.
+//! Every route is in [`crate::auth::policy::ROUTES`] with the permission it needs; the router
+//! is built from it ([`Routes`] refuses a route the table lacks) and one middleware
+//! ([`guard`]) authenticates (session cookie, personal token, or the break-glass admin token),
+//! checks CSRF on cookie-authenticated state changes, the permission and the site scope, then
+//! hands the handler the [`Actor`]. Handlers parse, call one operation, serialise.
+
+pub mod account;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRequestParts, MatchedPath, Path, Query, RawPathParams, Request, State,
+};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use axum::{Extension, Json, Router};
 use medgate_contract::{CommandAction, DeviceId, SiteId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,12 +28,15 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use crate::app::App;
+use crate::auth::policy::{self, Permission, Target, Verb};
+use crate::auth::{Credential, Source, csrf};
 use crate::model::{
     CommandRecord, ConfigScope, Device, DeviceConfig, DeviceStatus, EventRecord, PeerRecord, Site,
     TelemetrySample,
 };
-use crate::ops::{ConfigApplied, Enrolled, NewClaim, OpError, SiteName, sha256_hex};
+use crate::ops::{Actor, ConfigApplied, Enrolled, NewClaim, OpError, SiteName};
 use crate::store::StoreError;
+use crate::store::audit::Outcome;
 
 /// An error answer: `{"error": …, "problems": [...]}`.
 #[derive(Debug)]
@@ -34,7 +44,14 @@ pub struct ApiError(StatusCode, Value);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let retry = self.1["retry_after_secs"].as_u64();
+        let mut r = (self.0, Json(self.1)).into_response();
+        if let Some(secs) = retry
+            && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
     }
 }
 
@@ -46,6 +63,8 @@ impl From<OpError> for ApiError {
             OpError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             OpError::Conflict(_) => StatusCode::CONFLICT,
             OpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            OpError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            OpError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             OpError::Store(_)
             | OpError::Publish(_)
             | OpError::Ca(_)
@@ -64,7 +83,11 @@ impl From<OpError> for ApiError {
             error: e.to_string(),
             problems,
         };
-        ApiError(status, json!(body))
+        let mut v = json!(body);
+        if let OpError::Throttled { retry_after_secs } = &e {
+            v["retry_after_secs"] = json!(retry_after_secs);
+        }
+        ApiError(status, v)
     }
 }
 
@@ -72,6 +95,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         OpError::Store(e).into()
     }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> ApiError {
+    ApiError(status, json!({"error": msg.into(), "problems": []}))
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -144,45 +171,364 @@ pub struct Sites {
     sites: Vec<Site>,
 }
 
-/// The router.
+/// The router under construction: each route is added with its method and must be in the policy
+/// table ([`policy::ROUTES`]), so none can be served without a permission.
+#[derive(Debug)]
+pub struct Routes {
+    router: Router<Arc<App>>,
+    /// (method, path) of every route added.
+    pub added: Vec<(Verb, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            added: Vec::new(),
+        }
+    }
+
+    /// Adds a route. Panics (at start, in every test) if the policy table lacks it.
+    fn add(mut self, verb: Verb, path: &'static str, handler: MethodRouter<Arc<App>>) -> Routes {
+        assert!(
+            policy::route(&verb.method(), path).is_some(),
+            "{verb} {path} is not in auth::policy::ROUTES: add it there with its permission"
+        );
+        self.added.push((verb, path));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+/// Every route with its handler (state and middleware are added by [`router`]).
+pub fn routes() -> Routes {
+    use Verb::{Delete as D, Get as G, Patch as Pa, Post as Po, Put as Pu};
+    Routes::new()
+        .add(G, "/healthz", get(|| async { "ok\n" }))
+        .add(G, "/metrics", get(metrics))
+        .add(
+            G,
+            crate::console::assets::HTMX_PATH,
+            get(crate::console::htmx),
+        )
+        .add(
+            G,
+            crate::console::assets::CSS_PATH,
+            get(crate::console::css),
+        )
+        .add(G, "/setup", get(crate::console::setup_page))
+        .add(Po, "/setup", post(crate::console::setup_submit))
+        .add(G, "/login", get(crate::console::login_page))
+        .add(Po, "/login", post(crate::console::login_submit))
+        .add(Po, "/logout", post(crate::console::logout))
+        .add(G, "/", get(crate::console::overview))
+        .add(G, "/devices", get(crate::console::devices))
+        .add(G, "/api/v1/openapi.json", get(openapi_json))
+        .add(Po, "/api/v1/enroll", post(enroll))
+        .add(Po, "/api/v1/auth/setup", post(account::setup))
+        .add(Po, "/api/v1/auth/login", post(account::login))
+        .add(Po, "/api/v1/auth/logout", post(account::logout))
+        .add(G, "/api/v1/auth/me", get(account::me))
+        .add(G, "/api/v1/auth/sessions", get(account::my_sessions))
+        .add(
+            D,
+            "/api/v1/auth/sessions/{id}",
+            delete(account::revoke_my_session),
+        )
+        .add(G, "/api/v1/tokens", get(account::my_tokens))
+        .add(Po, "/api/v1/tokens", post(account::create_token))
+        .add(D, "/api/v1/tokens/{id}", delete(account::revoke_token))
+        .add(G, "/api/v1/users", get(account::list_users))
+        .add(Po, "/api/v1/users", post(account::create_user))
+        .add(Pa, "/api/v1/users/{name}", patch(account::patch_user))
+        .add(
+            G,
+            "/api/v1/users/{name}/sessions",
+            get(account::user_sessions),
+        )
+        .add(
+            D,
+            "/api/v1/users/{name}/sessions",
+            delete(account::revoke_user_sessions),
+        )
+        .add(G, "/api/v1/audit", get(account::audit))
+        .add(G, "/api/v1/devices", get(list_devices))
+        .add(G, "/api/v1/devices/{id}", get(get_device))
+        .add(Pa, "/api/v1/devices/{id}", patch(patch_device))
+        .add(Po, "/api/v1/devices/{id}/approve", post(approve_device))
+        .add(Po, "/api/v1/devices/{id}/revoke", post(revoke_device))
+        .add(
+            Po,
+            "/api/v1/devices/{id}/decommission",
+            post(decommission_device),
+        )
+        .add(G, "/api/v1/devices/{id}/events", get(device_events))
+        .add(G, "/api/v1/devices/{id}/telemetry", get(device_telemetry))
+        .add(G, "/api/v1/devices/{id}/peers", get(device_peers))
+        .add(Po, "/api/v1/devices/{id}/peers/approve", post(approve_peer))
+        .add(G, "/api/v1/devices/{id}/config", get(device_config))
+        .add(Pu, "/api/v1/devices/{id}/config", put(put_device_config))
+        .add(G, "/api/v1/devices/{id}/commands", get(device_commands))
+        .add(Po, "/api/v1/devices/{id}/commands", post(post_command))
+        .add(G, "/api/v1/commands/{id}", get(get_command))
+        .add(G, "/api/v1/sites", get(list_sites))
+        .add(Pu, "/api/v1/sites/{id}", put(put_site))
+        .add(Pu, "/api/v1/sites/{id}/config", put(put_site_config))
+        .add(Pu, "/api/v1/tags/{tag}/config", put(put_tag_config))
+        .add(G, "/api/v1/events", get(list_events))
+        .add(Po, "/api/v1/claims", post(create_claim))
+        .add(G, "/api/v1/live", get(live))
+}
+
+/// The router: [`routes`] behind [`guard`].
 pub fn router(app: Arc<App>) -> Router {
-    let api = Router::new()
-        .route("/devices", get(list_devices))
-        .route("/devices/{id}", get(get_device).patch(patch_device))
-        .route("/devices/{id}/approve", post(approve_device))
-        .route("/devices/{id}/revoke", post(revoke_device))
-        .route("/devices/{id}/decommission", post(decommission_device))
-        .route("/devices/{id}/events", get(device_events))
-        .route("/devices/{id}/telemetry", get(device_telemetry))
-        .route("/devices/{id}/peers", get(device_peers))
-        .route("/devices/{id}/peers/approve", post(approve_peer))
-        .route(
-            "/devices/{id}/config",
-            get(device_config).put(put_device_config),
-        )
-        .route(
-            "/devices/{id}/commands",
-            get(device_commands).post(post_command),
-        )
-        .route("/commands/{id}", get(get_command))
-        .route("/sites", get(list_sites))
-        .route("/sites/{id}", put(put_site))
-        .route("/sites/{id}/config", put(put_site_config))
-        .route("/tags/{tag}/config", put(put_tag_config))
-        .route("/events", get(list_events))
-        .route("/claims", post(create_claim))
-        .route("/live", get(live))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            require_admin,
-        ))
-        .route("/openapi.json", get(openapi_json))
-        .route("/enroll", post(enroll));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+    routes()
+        .router
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// The TCP peer of a connection (axum's connect info), over HTTP or HTTPS.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*s.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::https::TlsListener>,
+    > for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, crate::https::TlsListener>) -> Peer {
+        Peer(*s.remote_addr())
+    }
+}
+
+/// Largest form body the guard reads to find a CSRF field.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// The one middleware: the route's policy entry decides (see the module's documentation).
+async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(path) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+    else {
+        return next.run(req).await;
+    };
+    let Some(route) = policy::route(req.method(), &path) else {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not served on {path}", req.method()),
+        )
+        .into_response();
+    };
+    let source = Source(
+        req.extensions()
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0.0.ip()),
+    );
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(source);
+    if route.permission == Permission::Public {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let principal = match authenticate(&app, &parts.headers).await {
+        Ok(Some(p)) => p,
+        Ok(None) if route.is_page() => {
+            return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+        }
+        Ok(None) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "log in (POST /api/v1/auth/login) or send `Authorization: Bearer <token>` with a personal API token",
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let actor = Actor::new(principal, source.0);
+    let target_text = format!("{} {path}", route.verb);
+    // CSRF: a cookie-authenticated request that changes state carries the session's token.
+    let mut body = axum::body::Body::new(body);
+    if let Credential::Session { csrf: expected, .. } = &actor.principal.credential
+        && csrf::changes_state(&parts.method)
+    {
+        let mut sent = parts
+            .headers
+            .get(csrf::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if sent.is_none() && form {
+            let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
+            };
+            sent = form_field(&bytes, csrf::FORM_FIELD);
+            body = axum::body::Body::from(bytes);
+        }
+        if !csrf::matches(sent.as_deref(), expected) {
+            app.ops
+                .audit(&actor, "csrf", &target_text, Outcome::Denied, None, None)
+                .await;
+            if route.is_page() {
+                return crate::console::error_page(
+                    StatusCode::FORBIDDEN,
+                    "this form is out of date or did not come from this console; reload the page and try again",
+                    Some(&actor.principal),
+                );
+            }
+            return error(
+                StatusCode::FORBIDDEN,
+                "missing or wrong CSRF token: send the session's token (GET /api/v1/auth/me) in the X-CSRF-Token header",
+            )
+            .into_response();
+        }
+    }
+    if !policy::permits(&actor.principal, route) {
+        if csrf::changes_state(&parts.method) {
+            app.ops
+                .audit(&actor, "access", &target_text, Outcome::Denied, None, None)
+                .await;
+        }
+        let msg = format!(
+            "your role {} may not {} {path}; ask an admin for a role that may",
+            actor.principal.role, route.verb
+        );
+        if route.is_page() {
+            return crate::console::error_page(StatusCode::FORBIDDEN, &msg, Some(&actor.principal));
+        }
+        return error(StatusCode::FORBIDDEN, msg).into_response();
+    }
+    if let Err(resp) = check_scope(&app, &actor, route.target, &mut parts).await {
+        if csrf::changes_state(&parts.method) {
+            app.ops
+                .audit(
+                    &actor,
+                    "access",
+                    &target_text,
+                    Outcome::Denied,
+                    None,
+                    Some(json!({"reason": "site scope"}).to_string()),
+                )
+                .await;
+        }
+        return resp;
+    }
+    parts.extensions.insert(actor);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// A field of an `application/x-www-form-urlencoded` body, as sent (not percent-decoded: the
+/// CSRF token is hexadecimal, which a form never encodes; anything else does not match).
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The principal of a request: a session cookie, else a bearer token.
+async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<crate::auth::Principal>, OpError> {
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return app
+            .ops
+            .authenticate_bearer(t, &app.admin_token_sha256)
+            .await;
+    }
+    for cookie in headers.get_all(header::COOKIE) {
+        if let Some(secret) = cookie
+            .to_str()
+            .ok()
+            .and_then(crate::auth::session::from_cookie_header)
+        {
+            return app.ops.authenticate_session(secret).await;
+        }
+    }
+    Ok(None)
+}
+
+/// The site-scope check of a route's [`Target`].
+async fn check_scope(
+    app: &App,
+    actor: &Actor,
+    target: Target,
+    parts: &mut axum::http::request::Parts,
+) -> Result<(), Response> {
+    let scope = &actor.principal.sites;
+    let id = match RawPathParams::from_request_parts(parts, &()).await {
+        Ok(p) => p
+            .iter()
+            .find(|(k, _)| *k == "id")
+            .map(|(_, v)| v.to_owned()),
+        Err(_) => None,
+    };
+    let failed = |e: OpError| ApiError::from(e).into_response();
+    match target {
+        Target::None | Target::Filtered => Ok(()),
+        Target::Device => match id {
+            Some(id) if app.ops.device_in_scope(scope, &id).await.map_err(failed)? => Ok(()),
+            _ => Err(not_found("such device").into_response()),
+        },
+        Target::Command => match id {
+            Some(id) if app.ops.command_in_scope(scope, &id).await.map_err(failed)? => Ok(()),
+            _ => Err(not_found("such command").into_response()),
+        },
+        Target::Site => {
+            let id = id.unwrap_or_default();
+            actor.check_site(&id).map_err(failed)
+        }
+        Target::QueryDevice => {
+            let device = Query::<DeviceQuery>::try_from_uri(&parts.uri)
+                .map(|q| q.0.device)
+                .unwrap_or_default();
+            match device {
+                Some(d) if app.ops.device_in_scope(scope, &d).await.map_err(failed)? => Ok(()),
+                Some(_) => Err(not_found("such device").into_response()),
+                None if scope.is_all() => Ok(()),
+                None => Err(error(
+                    StatusCode::FORBIDDEN,
+                    "your user is limited to some sites: give ?device= of one of their devices",
+                )
+                .into_response()),
+            }
+        }
+        Target::AllSites => {
+            if scope.is_all() {
+                Ok(())
+            } else {
+                Err(error(
+                    StatusCode::FORBIDDEN,
+                    "this reaches devices of every site; your user is limited to some sites",
+                )
+                .into_response())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DeviceQuery {
+    device: Option<String>,
 }
 
 #[utoipa::path(get, path = "/openapi.json", summary = "This document", responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
@@ -190,41 +536,25 @@ async fn openapi_json() -> Json<Value> {
     Json(crate::openapi::document())
 }
 
-async fn require_admin(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        Some(t) if sha256_hex(t.trim().as_bytes()) == app.admin_token_sha256 => next.run(req).await,
-        _ => ApiError(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "send `Authorization: Bearer <token>` with the admin token (file shown at start-up)"}),
-        )
-        .into_response(),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct SiteFilter {
     site: Option<String>,
 }
 
-#[utoipa::path(get, path = "/devices", summary = "List devices (optional ?site=) with connection, registry status, inventory and config drift", params(("site" = Option<String>, Query, description = "Only this site's devices")), responses((status = 200, body = Devices), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices", summary = "List devices (optional ?site=) with connection, registry status, inventory and config drift", params(("site" = Option<String>, Query, description = "Only this site's devices")), responses((status = 200, body = Devices), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn list_devices(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<SiteFilter>,
 ) -> ApiResult<Devices> {
-    let devices = app.ops.devices(q.site.as_deref()).await?;
+    let devices = app
+        .ops
+        .devices(&actor.principal.sites, q.site.as_deref())
+        .await?;
     Ok(Json(Devices { devices }))
 }
 
-#[utoipa::path(get, path = "/devices/{id}", summary = "One device", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices/{id}", summary = "One device", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn get_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
     found(app.ops.device(&id).await?, "such device")
 }
@@ -241,43 +571,57 @@ struct DevicePatch {
     tags: Option<Vec<String>>,
 }
 
-#[utoipa::path(patch, path = "/devices/{id}", summary = "Set room and tags", params(("id" = String, Path, description = "Device id")), request_body = DevicePatch, responses((status = 200, body = Device), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(patch, path = "/devices/{id}", summary = "Set room and tags", params(("id" = String, Path, description = "Device id")), request_body = DevicePatch, responses((status = 200, body = Device), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn patch_device(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(p): Json<DevicePatch>,
 ) -> ApiResult<Device> {
     let d = app
         .ops
-        .patch_device(&id, p.room.as_deref(), p.tags.as_deref())
+        .patch_device(&actor, &id, p.room.as_deref(), p.tags.as_deref())
         .await?;
     found(d, "such device")
 }
 
-#[utoipa::path(post, path = "/devices/{id}/approve", summary = "Approve a device (pending → approved)", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
-async fn approve_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
-    found(
-        app.ops.set_status(&id, DeviceStatus::Approved).await?,
-        "such device",
-    )
-}
-
-#[utoipa::path(post, path = "/devices/{id}/revoke", summary = "Revoke a device: its messages are refused, its certificate goes on the broker's revocation list", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
-async fn revoke_device(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Device> {
-    found(
-        app.ops.set_status(&id, DeviceStatus::Revoked).await?,
-        "such device",
-    )
-}
-
-#[utoipa::path(post, path = "/devices/{id}/decommission", summary = "Decommission a device", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
-async fn decommission_device(
+#[utoipa::path(post, path = "/devices/{id}/approve", summary = "Approve a device (pending → approved)", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn approve_device(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Device> {
     found(
         app.ops
-            .set_status(&id, DeviceStatus::Decommissioned)
+            .set_status(&actor, &id, DeviceStatus::Approved)
+            .await?,
+        "such device",
+    )
+}
+
+#[utoipa::path(post, path = "/devices/{id}/revoke", summary = "Revoke a device: its messages are refused, its certificate goes on the broker's revocation list", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn revoke_device(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Device> {
+    found(
+        app.ops
+            .set_status(&actor, &id, DeviceStatus::Revoked)
+            .await?,
+        "such device",
+    )
+}
+
+#[utoipa::path(post, path = "/devices/{id}/decommission", summary = "Decommission a device", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = Device), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn decommission_device(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Device> {
+    found(
+        app.ops
+            .set_status(&actor, &id, DeviceStatus::Decommissioned)
             .await?,
         "such device",
     )
@@ -290,7 +634,7 @@ struct EventQuery {
     limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/events", summary = "Events of every device (or ?device=), newest first", params(("device" = Option<String>, Query, description = "Only this device"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = Events), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/events", summary = "Events of every device (or ?device=), newest first", params(("device" = Option<String>, Query, description = "Only this device"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = Events), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn list_events(
     State(app): State<Arc<App>>,
     Query(q): Query<EventQuery>,
@@ -302,7 +646,7 @@ async fn list_events(
     Ok(Json(Events { events }))
 }
 
-#[utoipa::path(get, path = "/devices/{id}/events", summary = "Events of a device, newest first, with their total", params(("id" = String, Path, description = "Device id"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = DeviceEvents), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices/{id}/events", summary = "Events of a device, newest first, with their total", params(("id" = String, Path, description = "Device id"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = DeviceEvents), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn device_events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -327,7 +671,7 @@ struct RangeQuery {
     limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/devices/{id}/telemetry", summary = "Telemetry history (raw samples and buckets), oldest first", params(("id" = String, Path, description = "Device id"), ("from_ms" = Option<i64>, Query, description = "From (Unix ms)"), ("to_ms" = Option<i64>, Query, description = "To (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 1000, up to 100,000)")), responses((status = 200, body = DeviceTelemetry), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices/{id}/telemetry", summary = "Telemetry history (raw samples and buckets), oldest first", params(("id" = String, Path, description = "Device id"), ("from_ms" = Option<i64>, Query, description = "From (Unix ms)"), ("to_ms" = Option<i64>, Query, description = "To (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 1000, up to 100,000)")), responses((status = 200, body = DeviceTelemetry), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn device_telemetry(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -340,7 +684,7 @@ async fn device_telemetry(
     }))
 }
 
-#[utoipa::path(get, path = "/devices/{id}/peers", summary = "Calling AEs the device has seen", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DevicePeers), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices/{id}/peers", summary = "Calling AEs the device has seen", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DevicePeers), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn device_peers(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -355,16 +699,19 @@ struct ApprovePeer {
     calling_ae: String,
 }
 
-#[utoipa::path(post, path = "/devices/{id}/peers/approve", summary = "Approve a calling AE: added to the device's allow-list through its desired configuration", params(("id" = String, Path, description = "Device id")), request_body = ApprovePeer, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "No desired configuration", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(post, path = "/devices/{id}/peers/approve", summary = "Approve a calling AE: added to the device's allow-list through its desired configuration", params(("id" = String, Path, description = "Device id")), request_body = ApprovePeer, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "No desired configuration", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn approve_peer(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(b): Json<ApprovePeer>,
 ) -> ApiResult<ConfigApplied> {
-    Ok(Json(app.ops.approve_peer(&id, &b.calling_ae).await?))
+    Ok(Json(
+        app.ops.approve_peer(&actor, &id, &b.calling_ae).await?,
+    ))
 }
 
-#[utoipa::path(get, path = "/devices/{id}/config", summary = "Desired and reported configuration, with drift", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DeviceConfig), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices/{id}/config", summary = "Desired and reported configuration, with drift", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DeviceConfig), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn device_config(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -380,38 +727,45 @@ struct ConfigBody {
     config: Value,
 }
 
-#[utoipa::path(put, path = "/devices/{id}/config", summary = "Set a device's desired configuration (the appliance TOML as JSON), validated by the appliance's code", params(("id" = String, Path, description = "Device id")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(put, path = "/devices/{id}/config", summary = "Set a device's desired configuration (the appliance TOML as JSON), validated by the appliance's code", params(("id" = String, Path, description = "Device id")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn put_device_config(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(b): Json<ConfigBody>,
 ) -> ApiResult<ConfigApplied> {
     Ok(Json(
         app.ops
-            .put_config(ConfigScope::Device, &id, b.config)
+            .put_config(&actor, ConfigScope::Device, &id, b.config)
             .await?,
     ))
 }
 
-#[utoipa::path(put, path = "/sites/{id}/config", summary = "Set a site's desired configuration", params(("id" = String, Path, description = "Site id")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(put, path = "/sites/{id}/config", summary = "Set a site's desired configuration", params(("id" = String, Path, description = "Site id")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn put_site_config(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(b): Json<ConfigBody>,
 ) -> ApiResult<ConfigApplied> {
     Ok(Json(
-        app.ops.put_config(ConfigScope::Site, &id, b.config).await?,
+        app.ops
+            .put_config(&actor, ConfigScope::Site, &id, b.config)
+            .await?,
     ))
 }
 
-#[utoipa::path(put, path = "/tags/{tag}/config", summary = "Set the desired configuration of every device with a tag", params(("tag" = String, Path, description = "Tag")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(put, path = "/tags/{tag}/config", summary = "Set the desired configuration of every device with a tag", params(("tag" = String, Path, description = "Tag")), request_body = ConfigBody, responses((status = 200, body = ConfigApplied), (status = 400, description = "Invalid request", body = ErrorBody), (status = 422, description = "Not valid for the appliance", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn put_tag_config(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(tag): Path<String>,
     Json(b): Json<ConfigBody>,
 ) -> ApiResult<ConfigApplied> {
     Ok(Json(
-        app.ops.put_config(ConfigScope::Tag, &tag, b.config).await?,
+        app.ops
+            .put_config(&actor, ConfigScope::Tag, &tag, b.config)
+            .await?,
     ))
 }
 
@@ -424,20 +778,26 @@ struct CommandBody {
     expires_in_secs: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/devices/{id}/commands", summary = "Send a command; re-sent when the device next connects while queued", params(("id" = String, Path, description = "Device id")), request_body = CommandBody, responses((status = 201, body = CommandRecord), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(post, path = "/devices/{id}/commands", summary = "Send a command; re-sent when the device next connects while queued", params(("id" = String, Path, description = "Device id")), request_body = CommandBody, responses((status = 201, body = CommandRecord), (status = 400, description = "Invalid request", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn post_command(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(b): Json<CommandBody>,
 ) -> Result<(StatusCode, Json<CommandRecord>), ApiError> {
     let c = app
         .ops
-        .create_command(&id, b.action, b.expires_in_secs.map(Duration::from_secs))
+        .create_command(
+            &actor,
+            &id,
+            b.action,
+            b.expires_in_secs.map(Duration::from_secs),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-#[utoipa::path(get, path = "/devices/{id}/commands", summary = "Commands of a device, newest first", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DeviceCommands), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/devices/{id}/commands", summary = "Commands of a device, newest first", params(("id" = String, Path, description = "Device id")), responses((status = 200, body = DeviceCommands), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn device_commands(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -449,7 +809,7 @@ async fn device_commands(
     }))
 }
 
-#[utoipa::path(get, path = "/commands/{id}", summary = "One command", params(("id" = String, Path, description = "Command id")), responses((status = 200, body = CommandRecord), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/commands/{id}", summary = "One command", params(("id" = String, Path, description = "Command id")), responses((status = 200, body = CommandRecord), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn get_command(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -457,10 +817,13 @@ async fn get_command(
     found(app.ops.command(&id).await?, "such command")
 }
 
-#[utoipa::path(get, path = "/sites", summary = "Sites with device counts", responses((status = 200, body = Sites), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
-async fn list_sites(State(app): State<Arc<App>>) -> ApiResult<Sites> {
+#[utoipa::path(get, path = "/sites", summary = "Sites with device counts", responses((status = 200, body = Sites), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn list_sites(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Sites> {
     Ok(Json(Sites {
-        sites: app.ops.sites().await?,
+        sites: app.ops.sites(&actor.principal.sites).await?,
     }))
 }
 
@@ -470,14 +833,15 @@ struct SiteBody {
     name: String,
 }
 
-#[utoipa::path(put, path = "/sites/{id}", summary = "Create or rename a site", params(("id" = String, Path, description = "Site id")), request_body = SiteBody, responses((status = 200, body = SiteName), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(put, path = "/sites/{id}", summary = "Create or rename a site", params(("id" = String, Path, description = "Site id")), request_body = SiteBody, responses((status = 200, body = SiteName), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn put_site(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(b): Json<SiteBody>,
 ) -> ApiResult<SiteName> {
     let site = SiteId::new(id.as_str()).map_err(|e| bad(e.to_string()))?;
-    Ok(Json(app.ops.put_site(&site, &b.name).await?))
+    Ok(Json(app.ops.put_site(&actor, &site, &b.name).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -487,16 +851,17 @@ struct ClaimBody {
     device: String,
 }
 
-#[utoipa::path(post, path = "/claims", summary = "A one-time claim token for a device at a site", request_body = ClaimBody, responses((status = 201, body = NewClaim), (status = 400, description = "Invalid request", body = ErrorBody), (status = 409, description = "The device is registered at another site", body = ErrorBody), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(post, path = "/claims", summary = "A one-time claim token for a device at a site", request_body = ClaimBody, responses((status = 201, body = NewClaim), (status = 400, description = "Invalid request", body = ErrorBody), (status = 409, description = "The device is registered at another site", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn create_claim(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Json(b): Json<ClaimBody>,
 ) -> Result<(StatusCode, Json<NewClaim>), ApiError> {
     let site = SiteId::new(b.site.as_str()).map_err(|e| bad(e.to_string()))?;
     let device = DeviceId::new(b.device.as_str()).map_err(|e| bad(e.to_string()))?;
     Ok((
         StatusCode::CREATED,
-        Json(app.ops.create_claim(site, device).await?),
+        Json(app.ops.create_claim(&actor, site, device).await?),
     ))
 }
 
@@ -512,7 +877,7 @@ async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiRe
     Ok(Json(app.ops.enroll(&b.token, &b.csr_pem).await?))
 }
 
-#[utoipa::path(get, path = "/live", summary = "Live feed (text/event-stream): a full snapshot, then device, event and command changes", responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = String), (status = 401, description = "No or wrong admin token", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/live", summary = "Live feed (text/event-stream): a full snapshot, then device, event and command changes", responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = String), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn live(
     State(app): State<Arc<App>>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -573,6 +938,7 @@ mod tests {
 
     use super::*;
     use crate::config::FleetConfig;
+    use crate::ops::sha256_hex;
     use crate::publish::Publisher;
     use crate::store::Store;
 
@@ -604,6 +970,25 @@ mod tests {
         let r = r.send().await.expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn the_router_serves_exactly_the_policy_tables_routes() {
+        let mut added = routes().added;
+        let mut table: Vec<_> = policy::ROUTES.iter().map(|r| (r.verb, r.path)).collect();
+        added.sort();
+        table.sort();
+        assert_eq!(added, table);
+    }
+
+    #[test]
+    fn a_csrf_form_field_is_found_as_sent() {
+        assert_eq!(
+            form_field(b"a=1&csrf_token=ab12", "csrf_token").as_deref(),
+            Some("ab12")
+        );
+        assert_eq!(form_field(b"csrf_token", "csrf_token"), None);
+        assert_eq!(form_field(&[0xff, b'='], "csrf_token"), None);
     }
 
     #[tokio::test]

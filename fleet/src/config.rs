@@ -22,6 +22,8 @@ pub struct FleetConfig {
     pub telemetry: TelemetrySection,
     /// Online/offline detection.
     pub devices: DevicesSection,
+    /// Users, sessions and the first-run setup link.
+    pub auth: AuthSection,
 }
 
 impl Default for FleetConfig {
@@ -33,6 +35,7 @@ impl Default for FleetConfig {
             broker: BrokerSection::default(),
             telemetry: TelemetrySection::default(),
             devices: DevicesSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -66,6 +69,29 @@ impl Default for HttpSection {
             bind: SocketAddr::from(([127, 0, 0, 1], 8800)),
             admin_token_file: None,
             tls: None,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// A session ends this many minutes after its last request.
+    pub session_idle_minutes: u64,
+    /// A session ends this many hours after login, however active.
+    pub session_absolute_hours: u64,
+    /// The first-run setup link expires after this many hours (a new one is printed at every
+    /// start while no user exists).
+    pub setup_link_hours: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            setup_link_hours: 24,
         }
     }
 }
@@ -264,6 +290,26 @@ impl FleetConfig {
     /// Every problem, one line each.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
+        let a = &self.auth;
+        for (key, v, max) in [
+            ("auth.session_idle_minutes", a.session_idle_minutes, 24 * 60),
+            (
+                "auth.session_absolute_hours",
+                a.session_absolute_hours,
+                24 * 31,
+            ),
+            ("auth.setup_link_hours", a.setup_link_hours, 24 * 7),
+        ] {
+            if v == 0 || v > max {
+                p.push(format!("{key}: give 1 to {max}"));
+            }
+        }
+        if a.session_idle_minutes > a.session_absolute_hours * 60 {
+            p.push(
+                "auth.session_idle_minutes: longer than auth.session_absolute_hours; shorten it"
+                    .into(),
+            );
+        }
         if let Some(url) = &self.database.url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -462,6 +508,10 @@ mod tests {
             "claim_token_hours",
             "certificate_days",
             "public_url",
+            "[auth]",
+            "session_idle_minutes",
+            "session_absolute_hours",
+            "setup_link_hours",
         ] {
             let documented = EXAMPLE.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);

@@ -12,14 +12,18 @@
 //! - [`app`]: the shared state (operations, counters, admin token).
 //! - [`api`], [`openapi`]: REST under `/api/v1` (parse, call [`ops`], serialise), SSE live
 //!   feed, `/metrics`.
+//! - [`auth`]: identity and access (passwords, sessions, CSRF, throttle, tokens, the policy
+//!   table); [`console`]: the server-rendered pages.
 //! - [`ca`]: the fleet CA and enrollment certificates; [`brokerconf`]: Mosquitto configuration.
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod brokerconf;
 pub mod ca;
 pub mod config;
+pub mod console;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
@@ -48,8 +52,31 @@ pub struct Running {
     pub https: bool,
     /// The broker (host, port) the fleet uses.
     pub broker: (String, u16),
-    /// The admin token file.
+    /// The admin token file (break-glass: docs/fleet.md).
     pub admin_token_file: std::path::PathBuf,
+    /// While no user exists: the one-time token of the first-run setup link (printed once;
+    /// see [`Running::setup_hint`]).
+    pub setup_token: Option<String>,
+}
+
+impl Running {
+    /// The base URL (`http://…` or `https://…`) of this fleet.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
+
+    /// The first-run setup link (the console's page, with the one-time token), for stdout and
+    /// the log, with the API request that does the same (`None` once a user exists).
+    pub fn setup_hint(&self) -> Option<String> {
+        self.setup_token.as_ref().map(|t| {
+            let base = self.base_url();
+            format!(
+                "no user exists yet: create the first admin, once, within {} h, at\n  {base}/setup?token={t}\n  (or: curl -X POST {base}/api/v1/auth/setup -H 'content-type: application/json' -d '{{\"token\": \"{t}\", \"user\": \"NAME\", \"password\": \"12 OR MORE CHARACTERS\"}}'; or `medgate-fleet admin create --user NAME --role admin`)",
+                self.app.ops.config.auth.setup_link_hours,
+            )
+        })
+    }
 }
 
 /// The fleet could not start; the message names the configuration key or file concerned.
@@ -150,6 +177,7 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
     ingest::start(app.clone(), client, eventloop, &config);
     app.spawn_upkeep();
     app.ops.write_crl().await?;
+    let setup_token = app.ops.issue_setup_token().await?;
     let bind_error = |source| ServeError::Io {
         what: "http.bind",
         path: config.http.bind.to_string().into(),
@@ -165,7 +193,8 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
             let tls = https::server_config(&t.certificate, &t.private_key)?;
             let listener = https::TlsListener::new(listener, tls).map_err(bind_error)?;
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
+                let service = router.into_make_service_with_connect_info::<api::Peer>();
+                if let Err(e) = axum::serve(listener, service).await {
                     tracing::error!(error = %e, "HTTPS server stopped");
                 }
             });
@@ -173,20 +202,26 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
         }
         None => {
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
+                let service = router.into_make_service_with_connect_info::<api::Peer>();
+                if let Err(e) = axum::serve(listener, service).await {
                     tracing::error!(error = %e, "HTTP server stopped");
                 }
             });
             false
         }
     };
-    Ok(Running {
+    let running = Running {
         app,
         http,
         https,
         broker: ingest::broker_endpoint(&config),
         admin_token_file: token_file,
-    })
+        setup_token,
+    };
+    if let Some(hint) = running.setup_hint() {
+        tracing::warn!("{hint}");
+    }
+    Ok(running)
 }
 
 /// A database URL without its password.

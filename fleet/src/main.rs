@@ -34,6 +34,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ConfigCmd,
     },
+    /// Users, for scripts and first installs (the console and the API do the rest).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
     /// Write a Mosquitto configuration for production: mutual TLS with certificates of the fleet
     /// CA, the certificate CN as username, per-device ACLs (a device reads and writes only its own
     /// topics). Also writes the broker's server certificate and the fleet's client certificate.
@@ -53,6 +58,29 @@ enum Cmd {
         /// Listener port.
         #[arg(long, default_value_t = 8883)]
         port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCmd {
+    /// Create a user in the fleet's database. The password is read from stdin with
+    /// `--password-stdin` (one line); otherwise one is generated and printed, once.
+    Create {
+        /// Fleet configuration (for the database).
+        #[arg(long, short, env = "MEDGATE_FLEET_CONFIG")]
+        config: Option<PathBuf>,
+        /// The user name (a-z, 0-9, '.', '_', '-').
+        #[arg(long)]
+        user: String,
+        /// admin, operator, viewer, auditor or vendor.
+        #[arg(long)]
+        role: String,
+        /// Limit the user to a site (repeat the flag); without it, every site.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -91,6 +119,16 @@ async fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Cmd::Serve { config } => serve(config).await,
+        Cmd::Admin {
+            command:
+                AdminCmd::Create {
+                    config,
+                    user,
+                    role,
+                    sites,
+                    password_stdin,
+                },
+        } => admin_create(config, &user, &role, sites, password_stdin).await,
         Cmd::Config {
             command: ConfigCmd::Check { file },
         } => match check(&file) {
@@ -198,10 +236,65 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         medgate_fleet::redact(&c.database_url()),
         running.app.ops.store.backend
     );
+    if let Some(hint) = running.setup_hint() {
+        println!("  first run    {hint}");
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     println!("stopping");
+    Ok(())
+}
+
+/// `admin create`: a user straight into the database, audited as `cli`.
+async fn admin_create(
+    config: Option<PathBuf>,
+    user: &str,
+    role: &str,
+    sites: Vec<String>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    use medgate_fleet::auth::Role;
+    let c = FleetConfig::load(config.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("configuration invalid")?;
+    let role: Role = role.parse().map_err(|_| {
+        anyhow::anyhow!("--role {role:?}: give admin, operator, viewer, auditor or vendor")
+    })?;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        None
+    };
+    let url = c.database_url();
+    let store = medgate_fleet::store::Store::connect(&url, Some(1))
+        .await
+        .with_context(|| format!("database {}", medgate_fleet::redact(&url)))?;
+    let ca = medgate_fleet::ca::Ca::load_or_create(&c.data_dir.join("ca"))?;
+    let ops =
+        medgate_fleet::ops::Ops::new(store, c, ca, medgate_fleet::publish::Publisher::memory().0);
+    let sites = (!sites.is_empty()).then_some(sites);
+    let created = ops
+        .create_user(
+            &medgate_fleet::ops::Actor::cli(),
+            user,
+            role,
+            sites,
+            password,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "user {} created with role {}",
+        created.user.name, created.user.role
+    );
+    if let Some(p) = created.generated_password {
+        println!("password (shown only now): {p}");
+    }
     Ok(())
 }
 

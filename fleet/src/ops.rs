@@ -7,6 +7,8 @@
 //! [`Ops`] is given its [`Publisher`] at construction: a command or configuration is handed to
 //! the MQTT client, which sends it once (re)connected; tests give it a memory.
 
+pub mod access;
+
 use std::time::Duration;
 
 use medgate_contract::{
@@ -23,8 +25,11 @@ use crate::model::{
     PeerRecord, Site, TelemetrySample,
 };
 use crate::publish::{PublishError, Publisher};
+use crate::store::audit::Outcome;
 use crate::store::config::Document;
 use crate::store::{Store, StoreError, db_int, from_db, now_db};
+
+pub use access::Actor;
 
 /// Errors of fleet operations, mapped to HTTP statuses by the API.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +46,21 @@ pub enum OpError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
-    /// Not allowed (an unknown, expired or used claim token).
+    /// Not allowed (an unknown, expired or used claim token; outside the caller's role or
+    /// sites).
     #[error("{0}")]
     Forbidden(String),
+    /// Not authenticated (a wrong password, an unknown or expired setup token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Too many failed logins for this user or from this address.
+    #[error(
+        "too many failed logins for this user or from this address; try again in {retry_after_secs} s"
+    )]
+    Throttled {
+        /// Seconds until a login may be tried again.
+        retry_after_secs: u64,
+    },
     /// Database.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -209,6 +226,8 @@ pub struct Ops {
     pub ca: Ca,
     publisher: Publisher,
     live_tx: broadcast::Sender<String>,
+    /// Failed logins (per process).
+    throttle: std::sync::Mutex<crate::auth::throttle::Throttle>,
 }
 
 impl Ops {
@@ -221,6 +240,7 @@ impl Ops {
             ca,
             publisher,
             live_tx,
+            throttle: std::sync::Mutex::new(crate::auth::throttle::Throttle::standard()),
         }
     }
 
@@ -261,9 +281,15 @@ impl Ops {
 
     // ---- reads ----
 
-    /// Devices (of a site).
-    pub async fn devices(&self, site: Option<&str>) -> Result<Vec<Device>, OpError> {
-        Ok(self.store.devices(site).await?)
+    /// Devices (of a site) within a site scope.
+    pub async fn devices(
+        &self,
+        scope: &crate::auth::SiteScope,
+        site: Option<&str>,
+    ) -> Result<Vec<Device>, OpError> {
+        let mut devices = self.store.devices(site).await?;
+        devices.retain(|d| scope.allows(&d.site));
+        Ok(devices)
     }
 
     /// One device.
@@ -330,9 +356,11 @@ impl Ops {
         Ok(self.store.command(id).await?)
     }
 
-    /// Sites with device counts.
-    pub async fn sites(&self) -> Result<Vec<Site>, OpError> {
-        Ok(self.store.sites().await?)
+    /// Sites with device counts, within a site scope.
+    pub async fn sites(&self, scope: &crate::auth::SiteScope) -> Result<Vec<Site>, OpError> {
+        let mut sites = self.store.sites().await?;
+        sites.retain(|s| scope.allows(&s.id));
+        Ok(sites)
     }
 
     // ---- registry ----
@@ -341,13 +369,14 @@ impl Ops {
     /// configuration follows its new tags. `None` if no such device.
     pub async fn patch_device(
         &self,
+        actor: &Actor,
         id: &str,
         room: Option<&str>,
         tags: Option<&[String]>,
     ) -> Result<Option<Device>, OpError> {
-        if self.store.registration(id).await?.is_none() {
+        let Some(before) = self.store.device(id).await? else {
             return Ok(None);
-        }
+        };
         if let Some(t) = tags
             .unwrap_or_default()
             .iter()
@@ -362,16 +391,29 @@ impl Ops {
             self.refresh_desired(id).await?;
         }
         self.live_device(id).await;
-        self.device(id).await
+        let after = self.device(id).await?;
+        let meta = |d: &Device| json!({"room": d.room, "tags": d.tags}).to_string();
+        self.audit(
+            actor,
+            "device.patch",
+            &format!("device:{id}"),
+            Outcome::Ok,
+            Some(meta(&before)),
+            after.as_ref().map(meta),
+        )
+        .await;
+        Ok(after)
     }
 
     /// Sets a device's registry status and rewrites the broker's revocation list (a failure to
     /// write it is logged: the status stands). `None` if no such device.
     pub async fn set_status(
         &self,
+        actor: &Actor,
         id: &str,
         status: DeviceStatus,
     ) -> Result<Option<Device>, OpError> {
+        let before = self.store.registration(id).await?;
         if !self.store.set_device_status(id, status, now_db()).await? {
             return Ok(None);
         }
@@ -380,6 +422,15 @@ impl Ops {
             tracing::error!(device = %id, error = %e, "the broker's revocation list was not updated");
         }
         self.live_device(id).await;
+        self.audit(
+            actor,
+            &format!("device.{}", status.as_str()),
+            &format!("device:{id}"),
+            Outcome::Ok,
+            before.map(|r| json!({"status": r.status}).to_string()),
+            Some(json!({"status": status}).to_string()),
+        )
+        .await;
         self.device(id).await
     }
 
@@ -408,12 +459,33 @@ impl Ops {
     }
 
     /// Creates or renames a site (name: 1-200 characters, trimmed).
-    pub async fn put_site(&self, site: &SiteId, name: &str) -> Result<SiteName, OpError> {
+    pub async fn put_site(
+        &self,
+        actor: &Actor,
+        site: &SiteId,
+        name: &str,
+    ) -> Result<SiteName, OpError> {
+        actor.check_site(site.as_str())?;
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(OpError::Invalid("name: 1-200 characters".into()));
         }
+        let before = self
+            .store
+            .sites()
+            .await?
+            .into_iter()
+            .find(|s| s.id == site.as_str());
         self.store.upsert_site(site, name, now_db()).await?;
+        self.audit(
+            actor,
+            "site.put",
+            &format!("site:{site}"),
+            Outcome::Ok,
+            before.map(|s| json!({"name": s.name}).to_string()),
+            Some(json!({"name": name}).to_string()),
+        )
+        .await;
         Ok(SiteName {
             id: site.clone(),
             name: name.to_owned(),
@@ -424,7 +496,13 @@ impl Ops {
 
     /// A one-time claim token for a device at a site; refused if the device is registered at
     /// another site.
-    pub async fn create_claim(&self, site: SiteId, device: DeviceId) -> Result<NewClaim, OpError> {
+    pub async fn create_claim(
+        &self,
+        actor: &Actor,
+        site: SiteId,
+        device: DeviceId,
+    ) -> Result<NewClaim, OpError> {
+        actor.check_site(site.as_str())?;
         if let Some(reg) = self.store.registration(device.as_str()).await?
             && reg.site != site.as_str()
         {
@@ -450,6 +528,16 @@ impl Ops {
                 now,
             )
             .await?;
+        // The token itself is never written anywhere but to the caller.
+        self.audit(
+            actor,
+            "claim.create",
+            &format!("device:{device}"),
+            Outcome::Ok,
+            None,
+            Some(json!({"site": site, "device": device, "expires_ms": expires_ms}).to_string()),
+        )
+        .await;
         Ok(NewClaim {
             token,
             site,
@@ -514,6 +602,7 @@ impl Ops {
     /// Creates a command and sends it; it is re-sent when the device next connects if still queued.
     pub async fn create_command(
         &self,
+        actor: &Actor,
         device: &str,
         action: CommandAction,
         expires_in: Option<Duration>,
@@ -536,6 +625,15 @@ impl Ops {
         self.live(
             json!({"type": "command", "device": device, "id": id, "status": CommandState::Queued}),
         );
+        self.audit(
+            actor,
+            "command.create",
+            &format!("device:{device}"),
+            Outcome::Ok,
+            None,
+            Some(json!({"command": id, "action": cmd.action, "expires_ms": expires}).to_string()),
+        )
+        .await;
         self.store
             .command(&id)
             .await?
@@ -582,6 +680,7 @@ impl Ops {
     /// Returns the devices and their new versions.
     pub async fn put_config(
         &self,
+        actor: &Actor,
         scope: ConfigScope,
         target: &str,
         config: Value,
@@ -626,6 +725,15 @@ impl Ops {
             .store
             .put_config_document(scope, target, &config, now_db())
             .await?;
+        self.audit(
+            actor,
+            "config.put",
+            &format!("{}:{target}", scope.as_str()),
+            Outcome::Ok,
+            None,
+            Some(json!({"revision": revision, "config": config}).to_string()),
+        )
+        .await;
         let mut updated = Vec::new();
         for device in self.store.devices_in(scope, target).await? {
             if let Some(v) = self.refresh_desired(&device).await? {
@@ -702,6 +810,7 @@ impl Ops {
     /// (`listener.allowed_calling_ae_titles`) through its desired configuration.
     pub async fn approve_peer(
         &self,
+        actor: &Actor,
         device: &str,
         calling_ae: &str,
     ) -> Result<ConfigApplied, OpError> {
@@ -730,7 +839,16 @@ impl Ops {
         {
             arr.push(json!(ae.as_str()));
         }
-        self.put_config(ConfigScope::Device, device, Value::Object(config))
+        self.audit(
+            actor,
+            "peer.approve",
+            &format!("device:{device}"),
+            Outcome::Ok,
+            None,
+            Some(json!({"calling_ae": ae.as_str()}).to_string()),
+        )
+        .await;
+        self.put_config(actor, ConfigScope::Device, device, Value::Object(config))
             .await
     }
 
@@ -838,7 +956,7 @@ mod tests {
             .expect("enroll");
         let d = f
             .ops
-            .set_status("d", DeviceStatus::Revoked)
+            .set_status(&Actor::cli(), "d", DeviceStatus::Revoked)
             .await
             .expect("status")
             .expect("known");
@@ -855,7 +973,7 @@ mod tests {
         );
         assert!(
             f.ops
-                .set_status("nobody", DeviceStatus::Revoked)
+                .set_status(&Actor::cli(), "nobody", DeviceStatus::Revoked)
                 .await
                 .expect("status")
                 .is_none()
@@ -874,6 +992,7 @@ mod tests {
         let err = f
             .ops
             .put_config(
+                &Actor::cli(),
                 ConfigScope::Device,
                 "d",
                 json!({"listener": {"ae_title": ""}}),
@@ -882,12 +1001,14 @@ mod tests {
             .expect_err("invalid");
         assert!(matches!(err, OpError::InvalidConfig(p) if !p.is_empty()));
         assert!(matches!(
-            f.ops.put_config(ConfigScope::Device, "d", json!([])).await,
+            f.ops
+                .put_config(&Actor::cli(), ConfigScope::Device, "d", json!([]))
+                .await,
             Err(OpError::Invalid(_))
         ));
         let r = f
             .ops
-            .put_config(ConfigScope::Site, "s", example_config())
+            .put_config(&Actor::cli(), ConfigScope::Site, "s", example_config())
             .await
             .expect("site config");
         assert_eq!(
@@ -896,7 +1017,7 @@ mod tests {
         );
         // The same document again changes nothing: no new version, nothing sent.
         f.ops
-            .put_config(ConfigScope::Site, "s", example_config())
+            .put_config(&Actor::cli(), ConfigScope::Site, "s", example_config())
             .await
             .expect("again");
         let sent = f.sent.lock().expect("sent").clone();
@@ -916,7 +1037,12 @@ mod tests {
         assert_eq!(c.drift, crate::model::Drift::Pending);
         assert!(matches!(
             f.ops
-                .put_config(ConfigScope::Device, "nobody", example_config())
+                .put_config(
+                    &Actor::cli(),
+                    ConfigScope::Device,
+                    "nobody",
+                    example_config()
+                )
                 .await,
             Err(OpError::NotFound(_))
         ));
@@ -935,7 +1061,7 @@ mod tests {
             serde_json::from_value(json!({"type": "retry_now"})).expect("action");
         let c = f
             .ops
-            .create_command("d", action, Some(Duration::from_secs(60)))
+            .create_command(&Actor::cli(), "d", action, Some(Duration::from_secs(60)))
             .await
             .expect("command");
         assert_eq!(c.status, CommandState::Queued);
@@ -948,7 +1074,9 @@ mod tests {
                 .all(|s| s.topic == topics("s", "d").topic(Kind::Cmd) && !s.retain)
         );
         assert!(matches!(
-            f.ops.create_command("nobody", c.action, None).await,
+            f.ops
+                .create_command(&Actor::cli(), "nobody", c.action, None)
+                .await,
             Err(OpError::NotFound(_))
         ));
     }
@@ -964,10 +1092,14 @@ mod tests {
             .expect("register");
         let (other, _) = ids("t", "d");
         assert!(matches!(
-            f.ops.create_claim(other, dev.clone()).await,
+            f.ops.create_claim(&Actor::cli(), other, dev.clone()).await,
             Err(OpError::Conflict(_))
         ));
-        let claim = f.ops.create_claim(site, dev).await.expect("claim");
+        let claim = f
+            .ops
+            .create_claim(&Actor::cli(), site, dev)
+            .await
+            .expect("claim");
         // A bad CSR: the token is used up all the same (one attempt per token).
         assert!(matches!(
             f.ops.enroll(&claim.token, "not a CSR").await,
@@ -990,13 +1122,13 @@ mod tests {
             .expect("register");
         assert!(matches!(
             f.ops
-                .patch_device("d", None, Some(&["no spaces".into()]))
+                .patch_device(&Actor::cli(), "d", None, Some(&["no spaces".into()]))
                 .await,
             Err(OpError::Invalid(_))
         ));
         let d = f
             .ops
-            .patch_device("d", Some("CT room"), Some(&["ct".into()]))
+            .patch_device(&Actor::cli(), "d", Some("CT room"), Some(&["ct".into()]))
             .await
             .expect("patch")
             .expect("known");
@@ -1006,7 +1138,7 @@ mod tests {
         );
         assert!(
             f.ops
-                .patch_device("nobody", None, None)
+                .patch_device(&Actor::cli(), "nobody", None, None)
                 .await
                 .expect("patch")
                 .is_none()

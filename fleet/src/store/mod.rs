@@ -7,9 +7,11 @@
 //! One module per aggregate, each an `impl Store` block: [`registry`] (devices, sites, tags,
 //! status, births and states), [`claims`], [`ingest`] (admission of device messages and the bulk
 //! writes of telemetry and events), [`telemetry`] (history, downsampling), [`config`] (documents,
-//! desired and reported configuration, drift), [`commands`], [`peers`]. Rows are read by column
+//! desired and reported configuration, drift), [`commands`], [`peers`], [`users`] (users,
+//! sessions, API tokens, the setup token), [`audit`] (append-only). Rows are read by column
 //! name into the types of [`crate::model`].
 
+pub mod audit;
 pub mod claims;
 pub mod commands;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod ingest;
 pub mod peers;
 pub mod registry;
 pub mod telemetry;
+pub mod users;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -114,7 +117,9 @@ pub fn now_db() -> i64 {
     db_int(medgate_contract::now_ms())
 }
 
-fn migrator() -> Migrator {
+/// The migrations of a backend: the same portable ones on both, then those only one dialect
+/// can say (the audit log's append-only triggers).
+fn migrator(sqlite: bool) -> Migrator {
     Migrator::with_migrations(vec![
         Migration::new(
             1,
@@ -128,6 +133,25 @@ fn migrator() -> Migrator {
             Cow::Borrowed("telemetry age index"),
             MigrationType::Simple,
             include_str!("../../migrations/0002_telemetry_age.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("users, sessions, tokens, audit"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0003_auth.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("audit append-only"),
+            MigrationType::Simple,
+            if sqlite {
+                include_str!("../../migrations/0004_audit_append_only.sqlite.sql")
+            } else {
+                include_str!("../../migrations/0004_audit_append_only.postgres.sql")
+            }
+            .into_sql_str(),
             false,
         ),
     ])
@@ -219,7 +243,7 @@ impl Store {
             })
             .connect(url)
             .await?;
-        migrator().run(&pool).await?;
+        migrator(sqlite).run(&pool).await?;
         if sqlite {
             spawn_checkpointer(pool.clone());
         }

@@ -1,0 +1,405 @@
+//! The one policy table: every HTTP route of the fleet, with the permission it needs and what
+//! its site scope is checked against. The router is built from it (a route missing here does not
+//! start: `api::router` refuses it) and one middleware consults it for every request, so no
+//! handler has a check of its own to forget. The role × route matrix test walks this table.
+
+use std::fmt;
+
+use axum::http::Method;
+
+use super::{Principal, Role};
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Anyone, unauthenticated (health, metrics counts, OpenAPI, enrollment by claim token,
+    /// login, first-run setup by its one-time token).
+    Public,
+    /// Any authenticated user: their own account, sessions and tokens.
+    Account,
+    /// Read devices, sites, events, telemetry, peers, configurations, commands.
+    DevicesRead,
+    /// Change devices: room and tags, approval, revocation, configuration, commands, peers.
+    DevicesOperate,
+    /// Site-wide and tag-wide configurations.
+    ConfigWrite,
+    /// Claim tokens for new appliances.
+    ClaimsCreate,
+    /// Create and rename sites.
+    SitesManage,
+    /// Users, their roles, sites and sessions.
+    UsersManage,
+    /// The audit log.
+    AuditRead,
+}
+
+impl Permission {
+    /// Whether `role` holds this permission (the role table).
+    pub fn granted_to(self, role: Role) -> bool {
+        use Permission as P;
+        match role {
+            Role::Admin => true,
+            Role::Operator => matches!(
+                self,
+                P::Public
+                    | P::Account
+                    | P::DevicesRead
+                    | P::DevicesOperate
+                    | P::ConfigWrite
+                    | P::ClaimsCreate
+            ),
+            Role::Viewer => matches!(self, P::Public | P::Account | P::DevicesRead),
+            Role::Auditor => matches!(self, P::Public | P::Account | P::AuditRead),
+            Role::Vendor => matches!(self, P::Public | P::Account),
+        }
+    }
+}
+
+/// Every permission.
+pub const PERMISSIONS: [Permission; 9] = [
+    Permission::Public,
+    Permission::Account,
+    Permission::DevicesRead,
+    Permission::DevicesOperate,
+    Permission::ConfigWrite,
+    Permission::ClaimsCreate,
+    Permission::SitesManage,
+    Permission::UsersManage,
+    Permission::AuditRead,
+];
+
+/// Whether `role` may hand out `other` (a token's role, a new user's role): only a role whose
+/// permissions are all its own.
+pub fn role_covers(role: Role, other: Role) -> bool {
+    PERMISSIONS
+        .iter()
+        .all(|p| !p.granted_to(other) || p.granted_to(role))
+}
+
+/// What a route's site scope is checked against (by the middleware, before the handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing site-bound (or the caller's own account).
+    None,
+    /// The path's `{id}` is a device: its site must be in scope, else 404 (another site's
+    /// device is not even said to exist).
+    Device,
+    /// The path's `{id}` is a site: in scope, else 403.
+    Site,
+    /// The path's `{id}` is a command: its device's site in scope, else 404.
+    Command,
+    /// `?device=` if given must be in scope (404); without it, every site must be.
+    QueryDevice,
+    /// A listing the operation filters to the scope (devices, sites), or a body naming its
+    /// site, which the operation checks.
+    Filtered,
+    /// Reaches devices of any site (tag-wide configuration, the live feed): only a principal
+    /// with every site.
+    AllSites,
+}
+
+/// HTTP methods of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verb {
+    /// GET (and HEAD).
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    /// From a request's method (HEAD is GET's).
+    pub fn of(m: &Method) -> Option<Verb> {
+        Some(match *m {
+            Method::GET | Method::HEAD => Verb::Get,
+            Method::POST => Verb::Post,
+            Method::PUT => Verb::Put,
+            Method::PATCH => Verb::Patch,
+            Method::DELETE => Verb::Delete,
+            _ => return None,
+        })
+    }
+
+    /// As a method.
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+            Verb::Patch => Method::PATCH,
+            Verb::Delete => Method::DELETE,
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.method().fmt(f)
+    }
+}
+
+/// One route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Method.
+    pub verb: Verb,
+    /// Path as the router has it (`{id}` parameters).
+    pub path: &'static str,
+    /// What it needs.
+    pub permission: Permission,
+    /// What its scope is checked against.
+    pub target: Target,
+}
+
+impl Route {
+    /// A console page (HTML): without a session it redirects to the login page instead of
+    /// answering 401, and refusals are pages.
+    pub fn is_page(&self) -> bool {
+        !self.path.starts_with("/api/")
+            && !self.path.starts_with("/static/")
+            && !matches!(self.path, "/healthz" | "/metrics")
+    }
+}
+
+const fn r(verb: Verb, path: &'static str, permission: Permission, target: Target) -> Route {
+    Route {
+        verb,
+        path,
+        permission,
+        target,
+    }
+}
+
+use Permission as P;
+use Target as T;
+use Verb as V;
+
+/// Every route the fleet serves.
+pub const ROUTES: &[Route] = &[
+    r(V::Get, "/healthz", P::Public, T::None),
+    r(V::Get, "/metrics", P::Public, T::None),
+    r(V::Get, "/static/htmx-2.0.11.min.js", P::Public, T::None),
+    r(V::Get, "/static/console.css", P::Public, T::None),
+    r(V::Get, "/setup", P::Public, T::None),
+    r(V::Post, "/setup", P::Public, T::None),
+    r(V::Get, "/login", P::Public, T::None),
+    r(V::Post, "/login", P::Public, T::None),
+    r(V::Post, "/logout", P::Account, T::None),
+    r(V::Get, "/", P::DevicesRead, T::Filtered),
+    r(V::Get, "/devices", P::DevicesRead, T::Filtered),
+    r(V::Get, "/api/v1/openapi.json", P::Public, T::None),
+    r(V::Post, "/api/v1/enroll", P::Public, T::None),
+    r(V::Post, "/api/v1/auth/setup", P::Public, T::None),
+    r(V::Post, "/api/v1/auth/login", P::Public, T::None),
+    r(V::Post, "/api/v1/auth/logout", P::Account, T::None),
+    r(V::Get, "/api/v1/auth/me", P::Account, T::None),
+    r(V::Get, "/api/v1/auth/sessions", P::Account, T::None),
+    r(V::Delete, "/api/v1/auth/sessions/{id}", P::Account, T::None),
+    r(V::Get, "/api/v1/tokens", P::Account, T::None),
+    r(V::Post, "/api/v1/tokens", P::Account, T::None),
+    r(V::Delete, "/api/v1/tokens/{id}", P::Account, T::None),
+    r(V::Get, "/api/v1/users", P::UsersManage, T::None),
+    r(V::Post, "/api/v1/users", P::UsersManage, T::None),
+    r(V::Patch, "/api/v1/users/{name}", P::UsersManage, T::None),
+    r(
+        V::Get,
+        "/api/v1/users/{name}/sessions",
+        P::UsersManage,
+        T::None,
+    ),
+    r(
+        V::Delete,
+        "/api/v1/users/{name}/sessions",
+        P::UsersManage,
+        T::None,
+    ),
+    r(V::Get, "/api/v1/audit", P::AuditRead, T::None),
+    r(V::Get, "/api/v1/devices", P::DevicesRead, T::Filtered),
+    r(V::Get, "/api/v1/devices/{id}", P::DevicesRead, T::Device),
+    r(
+        V::Patch,
+        "/api/v1/devices/{id}",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/api/v1/devices/{id}/approve",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/api/v1/devices/{id}/revoke",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/api/v1/devices/{id}/decommission",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Get,
+        "/api/v1/devices/{id}/events",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Get,
+        "/api/v1/devices/{id}/telemetry",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Get,
+        "/api/v1/devices/{id}/peers",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/api/v1/devices/{id}/peers/approve",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Get,
+        "/api/v1/devices/{id}/config",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Put,
+        "/api/v1/devices/{id}/config",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Get,
+        "/api/v1/devices/{id}/commands",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/api/v1/devices/{id}/commands",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(V::Get, "/api/v1/commands/{id}", P::DevicesRead, T::Command),
+    r(V::Get, "/api/v1/sites", P::DevicesRead, T::Filtered),
+    r(V::Put, "/api/v1/sites/{id}", P::SitesManage, T::Site),
+    r(V::Put, "/api/v1/sites/{id}/config", P::ConfigWrite, T::Site),
+    r(
+        V::Put,
+        "/api/v1/tags/{tag}/config",
+        P::ConfigWrite,
+        T::AllSites,
+    ),
+    r(V::Get, "/api/v1/events", P::DevicesRead, T::QueryDevice),
+    r(V::Post, "/api/v1/claims", P::ClaimsCreate, T::Filtered),
+    r(V::Get, "/api/v1/live", P::DevicesRead, T::AllSites),
+];
+
+/// The route of a request (its method and the router's matched path).
+pub fn route(method: &Method, matched_path: &str) -> Option<&'static Route> {
+    let verb = Verb::of(method)?;
+    ROUTES
+        .iter()
+        .find(|r| r.verb == verb && r.path == matched_path)
+}
+
+/// The permission decision for an authenticated principal (scope is checked after it).
+pub fn permits(principal: &Principal, route: &Route) -> bool {
+    route.permission.granted_to(principal.role)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_table_has_each_route_once_and_only_documented_public_routes() {
+        let mut seen = HashSet::new();
+        for r in ROUTES {
+            assert!(seen.insert((r.verb, r.path)), "{} {} twice", r.verb, r.path);
+        }
+        let public: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.permission == Permission::Public)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            public,
+            [
+                "/healthz",
+                "/metrics",
+                "/static/htmx-2.0.11.min.js",
+                "/static/console.css",
+                "/setup",
+                "/setup",
+                "/login",
+                "/login",
+                "/api/v1/openapi.json",
+                "/api/v1/enroll",
+                "/api/v1/auth/setup",
+                "/api/v1/auth/login"
+            ]
+        );
+        // Every state-changing device route checks the device's site.
+        for r in ROUTES {
+            if r.path.starts_with("/api/v1/devices/{id}") {
+                assert_eq!(r.target, Target::Device, "{} {}", r.verb, r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn roles_hold_what_the_documentation_says() {
+        use Permission as P;
+        let table: &[(Role, &[Permission])] = &[
+            (Role::Admin, &PERMISSIONS),
+            (
+                Role::Operator,
+                &[
+                    P::Public,
+                    P::Account,
+                    P::DevicesRead,
+                    P::DevicesOperate,
+                    P::ConfigWrite,
+                    P::ClaimsCreate,
+                ],
+            ),
+            (Role::Viewer, &[P::Public, P::Account, P::DevicesRead]),
+            (Role::Auditor, &[P::Public, P::Account, P::AuditRead]),
+            (Role::Vendor, &[P::Public, P::Account]),
+        ];
+        for (role, granted) in table {
+            for p in PERMISSIONS {
+                assert_eq!(p.granted_to(*role), granted.contains(&p), "{role} {p:?}");
+            }
+        }
+        assert!(role_covers(Role::Admin, Role::Operator));
+        assert!(role_covers(Role::Operator, Role::Viewer));
+        assert!(!role_covers(Role::Operator, Role::Admin));
+        assert!(!role_covers(Role::Viewer, Role::Auditor));
+        assert!(role_covers(Role::Auditor, Role::Vendor));
+    }
+
+    #[test]
+    fn requests_find_their_route_and_head_is_get() {
+        let r = route(&Method::HEAD, "/api/v1/devices/{id}").expect("route");
+        assert_eq!(r.permission, Permission::DevicesRead);
+        assert!(route(&Method::OPTIONS, "/api/v1/devices").is_none());
+        assert!(route(&Method::DELETE, "/api/v1/devices").is_none());
+    }
+}

@@ -1,0 +1,55 @@
+//! The console's static files, inside the binary: htmx (vendored from npm, fleet/assets/README.md)
+//! and the style sheet. Each is served with its content type and a long cache lifetime: the
+//! file names are versioned, so a new binary serves new names.
+
+/// htmx's path (its version in the name).
+pub const HTMX_PATH: &str = "/static/htmx-2.0.11.min.js";
+/// htmx 2.0.11, `dist/htmx.min.js` of npm `htmx.org`.
+pub const HTMX: &[u8] = include_bytes!("../../assets/htmx-2.0.11.min.js");
+/// Its Subresource Integrity hash, as the page's `<script integrity>` carries it.
+pub const HTMX_SRI: &str =
+    "sha384-2OatzQy1H+Zd/IIrjr1TcuDGqLXeHhbooAyJY1KdQMKnr4LZ22k31GBLdYKHmVjg";
+
+/// The style sheet's path.
+pub const CSS_PATH: &str = "/static/console.css";
+/// The style sheet (light and dark themes by `prefers-color-scheme`).
+pub const CSS: &str = include_str!("../../assets/console.css");
+
+/// The SRI form (`sha384-` and base64) of a file's SHA-384.
+pub fn sri_sha384(data: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let digest = ring::digest::digest(&ring::digest::SHA384, data);
+    let mut out = String::from("sha384-");
+    for chunk in digest.as_ref().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vendored_htmx_is_the_file_its_integrity_hash_names() {
+        assert_eq!(sri_sha384(HTMX), HTMX_SRI);
+        assert!(HTMX_PATH.ends_with("htmx-2.0.11.min.js"));
+        // The base64 of the SRI form, checked on a known vector (SHA-384 of "abc").
+        assert_eq!(
+            sri_sha384(b"abc"),
+            "sha384-ywB1P0WjXou1oD1pmsZQBycsMqsO3tFjGotgWkP/W+2AhgcroefMI1i67KE0yCWn"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The console: server-rendered pages served by the fleet itself, assets inside the binary.
+//! [`view`] computes what a page shows (pure), [`pages`] renders it (maud), [`assets`] holds
+//! htmx and the style sheet; the handlers here parse, call `ops`, render. Access is the policy
+//! table's, like the API's: `api::guard` redirects a page without a session to `/login` and
+//! answers refusals with [`pages::error`].
+//!
+//! Every page is sent with a strict Content-Security-Policy ([`CSP`]: only this origin's
+//! scripts and styles, no inline script or style, no framing) and `Cache-Control: no-store`.
+
+pub mod assets;
+pub mod pages;
+pub mod view;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
+use maud::Markup;
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::auth::{Principal, Source, session};
+use crate::ops::{Actor, OpError};
+
+/// The Content-Security-Policy of every page.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// A page with its security headers.
+pub fn page(status: StatusCode, markup: Markup) -> Response {
+    let mut r = (status, markup.into_string()).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A redirect after a form (303: the browser follows with GET).
+fn see_other(to: &'static str, cookie: Option<String>) -> Response {
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+    if let Some(c) = cookie
+        && let Ok(v) = HeaderValue::from_str(&c)
+    {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// A refusal or failure as a page (also the guard's).
+pub fn error_page(status: StatusCode, message: &str, who: Option<&Principal>) -> Response {
+    let title = match status {
+        StatusCode::FORBIDDEN => "Not permitted",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::BAD_REQUEST => "Not understood",
+        _ => "Something went wrong",
+    };
+    page(status, pages::error(title, message, who))
+}
+
+fn op_error_page(e: &OpError, who: Option<&Principal>) -> Response {
+    let status = match e {
+        OpError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpError::Invalid(_) | OpError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+        OpError::Forbidden(_) => StatusCode::FORBIDDEN,
+        OpError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        OpError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => {
+            tracing::error!(error = %e, "console page failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error_page(status, &e.to_string(), who)
+}
+
+/// `GET /static/htmx-….min.js`.
+pub async fn htmx() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        assets::HTMX,
+    )
+        .into_response()
+}
+
+/// `GET /static/console.css`.
+pub async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        assets::CSS,
+    )
+        .into_response()
+}
+
+/// `GET /login`.
+pub async fn login_page() -> Response {
+    page(StatusCode::OK, pages::login(None, ""))
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+}
+
+/// `POST /login`: on success the session cookie and the overview.
+pub async fn login_submit(
+    State(app): State<Arc<App>>,
+    Extension(source): Extension<Source>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    match app.ops.login(f.user.trim(), &f.password, source.0).await {
+        Ok(l) => see_other(
+            "/",
+            Some(session::set_cookie(&l.secret, app.ops.cookie_secure())),
+        ),
+        Err(e @ (OpError::Unauthenticated(_) | OpError::Throttled { .. })) => {
+            let status = if matches!(e, OpError::Throttled { .. }) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            page(status, pages::login(Some(&e.to_string()), f.user.trim()))
+        }
+        Err(e) => op_error_page(&e, None),
+    }
+}
+
+/// `POST /logout` (the form carries the CSRF token): ends the session, back to the login page.
+pub async fn logout(State(app): State<Arc<App>>, Extension(actor): Extension<Actor>) -> Response {
+    if let Err(e) = app.ops.logout(&actor).await {
+        return op_error_page(&e, Some(&actor.principal));
+    }
+    see_other(
+        "/login",
+        Some(session::clear_cookie(app.ops.cookie_secure())),
+    )
+}
+
+/// `GET /setup?token=…`.
+#[derive(Debug, Deserialize)]
+pub struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /setup`: the first-run form while no user exists.
+pub async fn setup_page(State(app): State<Arc<App>>, Query(q): Query<SetupQuery>) -> Response {
+    match app.ops.store.user_count().await {
+        Ok(n) => page(StatusCode::OK, pages::setup(&q.token, None, n > 0)),
+        Err(e) => op_error_page(&OpError::Store(e), None),
+    }
+}
+
+/// The first-run form.
+#[derive(Debug, Deserialize)]
+pub struct SetupForm {
+    token: String,
+    user: String,
+    password: String,
+    confirm: String,
+}
+
+/// `POST /setup`: creates the first admin and logs it in.
+pub async fn setup_submit(
+    State(app): State<Arc<App>>,
+    Extension(source): Extension<Source>,
+    Form(f): Form<SetupForm>,
+) -> Response {
+    let again = |status, msg: &str| page(status, pages::setup(&f.token, Some(msg), false));
+    if f.password != f.confirm {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "the two passwords differ; type the same one twice",
+        );
+    }
+    let user = f.user.trim();
+    match app.ops.setup(&f.token, user, &f.password, source.0).await {
+        Ok(_) => {}
+        Err(e @ (OpError::Invalid(_) | OpError::Unauthenticated(_))) => {
+            let status = if matches!(e, OpError::Invalid(_)) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return again(status, &e.to_string());
+        }
+        Err(e) => return op_error_page(&e, None),
+    }
+    match app.ops.login(user, &f.password, source.0).await {
+        Ok(l) => see_other(
+            "/",
+            Some(session::set_cookie(&l.secret, app.ops.cookie_secure())),
+        ),
+        Err(_) => see_other("/login", None),
+    }
+}
+
+/// `GET /`: the fleet overview of the caller's sites.
+pub async fn overview(State(app): State<Arc<App>>, Extension(actor): Extension<Actor>) -> Response {
+    let scope = &actor.principal.sites;
+    let (devices, sites) = match (
+        app.ops.devices(scope, None).await,
+        app.ops.sites(scope).await,
+    ) {
+        (Ok(d), Ok(s)) => (d, s),
+        (Err(e), _) | (_, Err(e)) => return op_error_page(&e, Some(&actor.principal)),
+    };
+    let o = view::Overview::of(&devices, &sites);
+    page(
+        StatusCode::OK,
+        pages::overview(&actor.principal, &o, &devices, crate::store::now_db()),
+    )
+}
+
+/// `GET /devices?site=&status=&connection=&q=&attention=&page=`: the filtered devices list.
+pub async fn devices(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<view::DeviceQuery>,
+) -> Response {
+    let who = Some(&actor.principal);
+    let f = match q.filter() {
+        Ok(f) => f,
+        Err(msg) => return error_page(StatusCode::BAD_REQUEST, &msg, who),
+    };
+    let scope = &actor.principal.sites;
+    let (all, sites) = match (
+        app.ops.devices(scope, None).await,
+        app.ops.sites(scope).await,
+    ) {
+        (Ok(d), Ok(s)) => (d, s),
+        (Err(e), _) | (_, Err(e)) => return op_error_page(&e, who),
+    };
+    let (shown, matched, pages_n) = view::page(&all, &f);
+    page(
+        StatusCode::OK,
+        pages::devices(
+            &actor.principal,
+            &f,
+            &shown,
+            matched,
+            pages_n,
+            &sites,
+            crate::store::now_db(),
+        ),
+    )
+}

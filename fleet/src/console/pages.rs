@@ -1,0 +1,352 @@
+//! The console's pages as HTML (maud: compile-time templates, every value escaped). Pure:
+//! each function takes what it shows and returns markup; no page has inline script or style
+//! (the Content-Security-Policy forbids both).
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::assets::{CSS_PATH, HTMX_PATH, HTMX_SRI};
+use super::view::{self, DeviceFilter, Overview};
+use crate::auth::{Credential, Principal};
+use crate::model::{Connection, Device, DeviceStatus, Site};
+
+/// Which navigation entry is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    /// None (login, setup, errors).
+    None,
+    /// The overview.
+    Overview,
+    /// The devices list.
+    Devices,
+}
+
+/// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
+/// from responses.
+const HTMX_CONFIG: &str =
+    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+
+fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> Markup {
+    let csrf = who.and_then(|p| match &p.credential {
+        Credential::Session { csrf, .. } => Some(csrf.as_str()),
+        _ => None,
+    });
+    let headers = csrf.map(|c| format!(r#"{{"X-CSRF-Token": "{c}"}}"#));
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="htmx-config" content=(HTMX_CONFIG);
+                title { (title) " · Medgate fleet" }
+                link rel="stylesheet" href=(CSS_PATH);
+                script src=(HTMX_PATH) integrity=(HTMX_SRI) defer {}
+            }
+            body hx-headers=[headers] {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { "Medgate fleet" }
+                    @if let Some(p) = who {
+                        nav aria-label="Main" {
+                            a href="/" aria-current=[(nav == Nav::Overview).then_some("page")] { "Overview" }
+                            a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
+                        }
+                        div.who {
+                            span { (p.user) " · " (p.role) (scope_words(p)) }
+                            @if let Some(c) = csrf {
+                                form method="post" action="/logout" {
+                                    input type="hidden" name="csrf_token" value=(c);
+                                    button.link type="submit" { "Log out" }
+                                }
+                            }
+                        }
+                    }
+                }
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+fn scope_words(p: &Principal) -> String {
+    match p.sites.to_list() {
+        None => String::new(),
+        Some(s) => format!(" (sites {})", s.join(", ")),
+    }
+}
+
+/// The login page.
+pub fn login(error: Option<&str>, user: &str) -> Markup {
+    layout(
+        "Log in",
+        Nav::None,
+        None,
+        html! {
+            div.narrow {
+                h1 { "Log in" }
+                @if let Some(e) = error { p.error role="alert" { (e) } }
+                form method="post" action="/login" {
+                    label { "User name" input name="user" value=(user) autocomplete="username" required autofocus; }
+                    label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                    button type="submit" { "Log in" }
+                }
+            }
+        },
+    )
+}
+
+/// The first-run page: create the first admin with the setup token (or say it is done).
+pub fn setup(token: &str, error: Option<&str>, done: bool) -> Markup {
+    layout(
+        "First-run setup",
+        Nav::None,
+        None,
+        html! {
+            div.narrow {
+                h1 { "Create the first admin" }
+                @if done {
+                    p { "Setup is done: a user exists. " a href="/login" { "Log in" } "." }
+                } @else {
+                    p.muted { "This page works once, with the link the fleet printed at start. The password needs 12 to 256 characters." }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/setup" {
+                        input type="hidden" name="token" value=(token);
+                        label { "User name" input name="user" autocomplete="username" required autofocus; }
+                        label { "Password" input type="password" name="password" autocomplete="new-password" minlength="12" required; }
+                        label { "Password again" input type="password" name="confirm" autocomplete="new-password" minlength="12" required; }
+                        button type="submit" { "Create admin and log in" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A refusal or failure, as a page.
+pub fn error(title: &str, message: &str, who: Option<&Principal>) -> Markup {
+    layout(
+        title,
+        Nav::None,
+        who,
+        html! {
+            h1 { (title) }
+            p role="alert" { (message) }
+            p { a href="/" { "Back to the overview" } }
+        },
+    )
+}
+
+fn card(n: usize, label: &str, href: &str) -> Markup {
+    html! {
+        a.card href=(href) { span.n { (n) } span.label { (label) } }
+    }
+}
+
+/// The fleet overview.
+pub fn overview(who: &Principal, o: &Overview, devices: &[Device], now_ms: i64) -> Markup {
+    let a = &o.all;
+    let by_id = |id: &str| devices.iter().find(|d| d.id == id);
+    html! {
+        (layout("Overview", Nav::Overview, Some(who), html! {
+            h1 { "Fleet overview" }
+            div.cards {
+                (card(a.total, "devices", "/devices"))
+                (card(a.online, "online", "/devices?connection=online"))
+                (card(a.offline, "offline", "/devices?connection=offline"))
+                (card(a.unknown, "never connected", "/devices?connection=unknown"))
+                (card(a.pending, "waiting for approval", "/devices?status=pending"))
+                (card(a.config_failed, "configuration failed", "/devices?attention=1"))
+                (card(a.attention, "need attention", "/devices?attention=1"))
+            }
+            h2 { "Needs attention first" }
+            @if o.attention.is_empty() {
+                p.muted { "Nothing: every approved device is online with its configuration applied." }
+            } @else {
+                ul.attention {
+                    @for (id, site, reason) in o.attention.iter().take(20) {
+                        li {
+                            strong { (id) } " at " (site) ": "
+                            @if let Some(d) = by_id(id) { (reason.words(d, now_ms)) }
+                        }
+                    }
+                }
+                @if o.attention.len() > 20 {
+                    p { a href="/devices?attention=1" { "All " (o.attention.len()) " devices needing attention" } }
+                }
+            }
+            h2 { "By site" }
+            table {
+                thead { tr {
+                    th scope="col" { "Site" }
+                    th.num scope="col" { "Devices" } th.num scope="col" { "Online" } th.num scope="col" { "Offline" }
+                    th.num scope="col" { "Never connected" } th.num scope="col" { "Waiting for approval" }
+                    th.num scope="col" { "Configuration failed" } th.num scope="col" { "Need attention" }
+                } }
+                tbody {
+                    @for (id, (name, c)) in &o.by_site {
+                        tr {
+                            td { a href=(format!("/devices?site={}", view::encode(id))) { (name) } " " span.muted { "(" (id) ")" } }
+                            td.num { (c.total) } td.num { (c.online) } td.num { (c.offline) }
+                            td.num { (c.unknown) } td.num { (c.pending) } td.num { (c.config_failed) } td.num { (c.attention) }
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// The devices list with its filters (kept in the URL).
+#[allow(clippy::too_many_arguments)]
+pub fn devices(
+    who: &Principal,
+    f: &DeviceFilter,
+    shown: &[&Device],
+    matched: usize,
+    pages: usize,
+    sites: &[Site],
+    now_ms: i64,
+) -> Markup {
+    let page = f.page.min(pages);
+    html! {
+        (layout("Devices", Nav::Devices, Some(who), html! {
+            h1 { "Devices" }
+            form.filters method="get" action="/devices" hx-get="/devices" hx-target="#device-table"
+                hx-select="#device-table" hx-swap="outerHTML" hx-push-url="true" hx-trigger="change, submit" {
+                label { "Site"
+                    select name="site" {
+                        option value="" { "All sites" }
+                        @for s in sites {
+                            option value=(s.id) selected[f.site.as_deref() == Some(s.id.as_str())] { (s.name) " (" (s.id) ")" }
+                        }
+                    }
+                }
+                label { "Status"
+                    select name="status" {
+                        option value="" { "Any status" }
+                        @for s in DeviceStatus::ALL {
+                            option value=(s.as_str()) selected[f.status == Some(*s)] { (s.as_str()) }
+                        }
+                    }
+                }
+                label { "Connection"
+                    select name="connection" {
+                        option value="" { "Any connection" }
+                        @for c in Connection::ALL {
+                            option value=(c.as_str()) selected[f.connection == Some(*c)] { (c.as_str()) }
+                        }
+                    }
+                }
+                label { "Search (id, room, tag)" input type="search" name="q" value=(f.q.clone().unwrap_or_default()); }
+                label.inline { input type="checkbox" name="attention" value="1" checked[f.attention]; "Needs attention" }
+                button type="submit" { "Apply" }
+                a href="/devices" { "Clear filters" }
+            }
+            div #device-table {
+                p { (matched) " devices match" @if pages > 1 { " · page " (page) " of " (pages) } "." }
+                table {
+                    thead { tr {
+                        th scope="col" { "Device" } th scope="col" { "Site" } th scope="col" { "Room" }
+                        th scope="col" { "Status" } th scope="col" { "Connection" } th scope="col" { "Last heard" }
+                        th scope="col" { "Version" } th scope="col" { "Configuration" } th scope="col" { "Tags" }
+                        th scope="col" { "Attention" }
+                    } }
+                    tbody {
+                        @for d in shown {
+                            tr {
+                                td.nowrap { strong { (d.id) } }
+                                td.nowrap { (d.site) }
+                                td { (d.room.clone().unwrap_or_default()) }
+                                td class=(format!("nowrap state-{}", d.status.as_str())) { (d.status.as_str()) }
+                                td class=(format!("nowrap state-{}", d.connection.as_str())) { (d.connection.as_str()) }
+                                td.nowrap { @if let Some(t) = d.last_seen_ms { span title=(view::utc(t)) { (view::ago(now_ms, t)) } } @else { span.muted { "never" } } }
+                                td.nowrap { (d.inventory.as_ref().map(|i| i.appliance_version.as_str().to_owned()).unwrap_or_default()) }
+                                td class=(format!("nowrap state-{}", d.config_drift.as_str())) { (d.config_drift.as_str().replace('_', " ")) }
+                                td { (d.tags.join(", ")) }
+                                td { @if let Some(r) = view::attention(d) { (r.words(d, now_ms)) } }
+                            }
+                        }
+                    }
+                }
+                @if pages > 1 {
+                    nav.pager aria-label="Pages" {
+                        @if page > 1 { a href=(format!("/devices?{}", f.query(page - 1))) rel="prev" { "← Previous" } }
+                        @if page < pages { a href=(format!("/devices?{}", f.query(page + 1))) rel="next" { "Next →" } }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, SiteScope};
+
+    fn viewer() -> Principal {
+        Principal {
+            user: "alice".into(),
+            role: Role::Viewer,
+            sites: SiteScope::from_list(Some(vec!["a".into()])),
+            credential: Credential::Session {
+                id: "s".into(),
+                csrf: "c0ffee".into(),
+            },
+        }
+    }
+
+    /// An `on…=` attribute (inline event handler) anywhere.
+    fn has_event_attribute(html: &str) -> bool {
+        html.match_indices(" on").any(|(i, _)| {
+            let rest = &html[i + 3..];
+            let name_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+            name_len > 0 && rest.as_bytes().get(name_len) == Some(&b'=')
+        })
+    }
+
+    #[test]
+    fn pages_escape_values_carry_the_csrf_token_and_no_inline_script_or_style() {
+        let mut d = Device {
+            id: "<script>x</script>".into(),
+            site: "a".into(),
+            room: Some("CT \"1\"".into()),
+            status: DeviceStatus::Approved,
+            connection: Connection::Offline,
+            last_seen_ms: Some(0),
+            inventory: None,
+            running_config_version: None,
+            events_received: 0,
+            desired_config_version: None,
+            config_drift: crate::model::Drift::None,
+            tags: vec![],
+        };
+        d.tags.push("t&t".into());
+        let f = DeviceFilter {
+            page: 1,
+            ..DeviceFilter::default()
+        };
+        let html = devices(&viewer(), &f, &[&d], 1, 1, &[], 60_000).into_string();
+        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;") && !html.contains("<script>x"));
+        assert!(html.contains("t&amp;t") && html.contains("CT &quot;1&quot;"));
+        assert!(html.contains(r#"name="csrf_token" value="c0ffee""#));
+        assert!(html.contains("X-CSRF-Token") && html.contains("alice · viewer (sites a)"));
+        for page in [
+            html,
+            login(Some("wrong"), "bob").into_string(),
+            setup("tok", None, false).into_string(),
+            overview(&viewer(), &Overview::of(&[d.clone()], &[]), &[d], 0).into_string(),
+        ] {
+            // The only script is htmx, by URL with its integrity hash; no style attributes.
+            assert_eq!(page.matches("<script").count(), 1, "{page}");
+            assert!(page.contains(&format!(
+                r#"<script src="{HTMX_PATH}" integrity="{HTMX_SRI}""#
+            )));
+            assert!(
+                !page.contains("style=") && !page.contains("<style"),
+                "{page}"
+            );
+            assert!(!has_event_attribute(&page), "{page}");
+        }
+    }
+}

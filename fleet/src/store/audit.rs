@@ -1,0 +1,225 @@
+//! The audit log: who did what, when, from where, to what, with what outcome, and the state
+//! before and after (JSON text; counts, states, names and configuration — never patient data,
+//! which the fleet does not have). Append-only: this module has no UPDATE or DELETE, and the
+//! database refuses them (triggers of migration 4, on SQLite and on PostgreSQL).
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Result, Store};
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Refused by the policy, the site scope, a CSRF check or the login throttle.
+    Denied,
+    /// Tried and failed (a wrong password, an invalid request).
+    Failed,
+}
+
+impl Outcome {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = crate::model::Unreadable;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "ok" => Ok(Outcome::Ok),
+            "denied" => Ok(Outcome::Denied),
+            "failed" => Ok(Outcome::Failed),
+            _ => Err(crate::model::Unreadable {
+                what: "audit outcome",
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+/// One entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Time-ordered id.
+    pub id: String,
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// Who: a user name, `alice (token …)`, `break-glass`, `cli`, or the name tried at a login.
+    pub actor: String,
+    /// From where (IP address), if known.
+    pub source: Option<String>,
+    /// What: `device.patch`, `login`, `user.create`, …
+    pub action: String,
+    /// To what: `device:ct-1`, `user:alice`, a route, …
+    pub target: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The state before (JSON text).
+    pub before: Option<String>,
+    /// The state after (JSON text).
+    pub after: Option<String>,
+}
+
+impl<'r> sqlx::FromRow<'r, AnyRow> for AuditEntry {
+    fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
+        Ok(AuditEntry {
+            id: r.try_get("id")?,
+            at_ms: r.try_get("at_ms")?,
+            actor: r.try_get("actor")?,
+            source: r.try_get("source")?,
+            action: r.try_get("action")?,
+            target: r.try_get("target")?,
+            outcome: super::word(r, "outcome")?,
+            before: r.try_get("before_json")?,
+            after: r.try_get("after_json")?,
+        })
+    }
+}
+
+/// Which entries to read; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Exactly this actor.
+    pub actor: Option<String>,
+    /// Actions starting with this (`device.` for every device action).
+    pub action: Option<String>,
+    /// Exactly this target.
+    pub target: Option<String>,
+    /// This outcome (`ok`, `denied`, `failed`).
+    pub outcome: Option<String>,
+    /// At or after (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Before (Unix ms).
+    pub until_ms: Option<i64>,
+    /// At most (default 1000, up to 100,000).
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// Appends an entry.
+    pub async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (id, at_ms, actor, source, action, target, outcome, before_json, after_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&e.id)
+        .bind(e.at_ms)
+        .bind(&e.actor)
+        .bind(e.source.as_deref())
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(e.outcome.as_str())
+        .bind(e.before.as_deref())
+        .bind(e.after.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Entries matching `f`, newest first.
+    pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let limit = f.limit.unwrap_or(1000).clamp(1, 100_000);
+        let action_prefix = f.action.as_deref().map(|a| {
+            // LIKE with the prefix's own wildcards escaped.
+            let escaped: String = a
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("{escaped}%")
+        });
+        Ok(sqlx::query_as::<_, AuditEntry>(
+            "SELECT id, at_ms, actor, source, action, target, outcome, before_json, after_json FROM audit \
+             WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action LIKE $2 ESCAPE '\\') AND ($3 = '' OR target = $3) \
+             AND ($4 = '' OR outcome = $4) AND at_ms >= $5 AND at_ms < $6 ORDER BY id DESC LIMIT $7",
+        )
+        .bind(f.actor.as_deref().unwrap_or(""))
+        .bind(action_prefix.as_deref().unwrap_or(""))
+        .bind(f.target.as_deref().unwrap_or(""))
+        .bind(f.outcome.as_deref().unwrap_or(""))
+        .bind(f.since_ms.unwrap_or(0))
+        .bind(f.until_ms.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// The entries as CSV (RFC 4180, a header line). A cell that a spreadsheet would read as a
+/// formula (starting with `=`, `+`, `-`, `@`) is prefixed with `'`.
+pub fn to_csv(entries: &[AuditEntry]) -> String {
+    fn cell(out: &mut String, v: &str) {
+        let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{v}")
+        } else {
+            v.to_owned()
+        };
+        if v.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&v.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&v);
+        }
+    }
+    let mut out = String::from("id,at_ms,actor,source,action,target,outcome,before,after\r\n");
+    for e in entries {
+        let at = e.at_ms.to_string();
+        let cells = [
+            e.id.as_str(),
+            &at,
+            &e.actor,
+            e.source.as_deref().unwrap_or(""),
+            &e.action,
+            &e.target,
+            e.outcome.as_str(),
+            e.before.as_deref().unwrap_or(""),
+            e.after.as_deref().unwrap_or(""),
+        ];
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            cell(&mut out, c);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_defuses_formulas() {
+        let e = AuditEntry {
+            id: "1".into(),
+            at_ms: 5,
+            actor: "=cmd()".into(),
+            source: None,
+            action: "device.patch".into(),
+            target: "device:a".into(),
+            outcome: Outcome::Ok,
+            before: Some(r#"{"room":"1, left"}"#.into()),
+            after: None,
+        };
+        assert_eq!(
+            to_csv(&[e]),
+            "id,at_ms,actor,source,action,target,outcome,before,after\r\n\
+             1,5,'=cmd(),,device.patch,device:a,ok,\"{\"\"room\"\":\"\"1, left\"\"}\",\r\n"
+        );
+    }
+}
