@@ -8,13 +8,13 @@
 //! - first-run setup by its one-time token, password login, the session cookie, CSRF, logout,
 //!   session listing, revocation and expiry, throttling, personal tokens, the audit log.
 
-mod support;
+mod fleet_support;
 
+use fleet_support::*;
 use medgate_fleet::auth::Role;
 use medgate_fleet::auth::policy::{Permission, ROUTES, Verb};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::*;
 
 /// How a matrix cell authenticates.
 enum Cred {
@@ -598,10 +598,10 @@ async fn admin_create_makes_users_for_scripts_and_ends_the_setup_link() {
         ),
     )
     .expect("write");
-    let bin = env!("CARGO_BIN_EXE_medgate-fleet");
+    let bin = medgate_testkit::workspace_bin("medgate-fleet").expect("built by ci/test");
     let run = |args: &[&str], stdin: &str| {
         use std::io::Write;
-        let mut child = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(&bin)
             .args(["admin", "create", "--config"])
             .arg(&file)
             .args(args)

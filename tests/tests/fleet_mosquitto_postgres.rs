@@ -6,12 +6,13 @@
 //!
 //! The outage lasts MEDGATE_TEST_OUTAGE_SECS seconds (default 10; the minute is 60).
 
-mod support;
+mod fleet_support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use fleet_support::*;
 use medgate_contract::*;
 use medgate_fleet::config::{BrokerMode, BrokerTls, FleetConfig};
 use medgate_report::{Reporter, ReporterConfig, TlsFiles};
@@ -19,7 +20,6 @@ use rumqttc::{
     AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport,
 };
 use serde_json::json;
-use support::*;
 
 fn write_device_files(
     dir: &Path,
@@ -77,23 +77,24 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     )
     .expect("write");
     let out = dir.path().join("broker");
-    let status = Command::new(env!("CARGO_BIN_EXE_medgate-fleet"))
-        .args(["broker-config", "--config"])
-        .arg(&fleet_toml)
-        .arg("--out")
-        .arg(&out)
-        .args([
-            "--hostname",
-            "localhost",
-            "--hostname",
-            "127.0.0.1",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-        ])
-        .arg(port.to_string())
-        .status()
-        .expect("medgate-fleet broker-config");
+    let status =
+        Command::new(medgate_testkit::workspace_bin("medgate-fleet").expect("built by ci/test"))
+            .args(["broker-config", "--config"])
+            .arg(&fleet_toml)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--hostname",
+                "localhost",
+                "--hostname",
+                "127.0.0.1",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+            ])
+            .arg(port.to_string())
+            .status()
+            .expect("medgate-fleet broker-config");
     assert!(status.success());
     let conf = out.join("mosquitto.conf");
     let text = std::fs::read_to_string(&conf).expect("conf");

@@ -2,13 +2,13 @@
 //! test): users, the one-time setup token, sessions, personal tokens, and the audit log, which
 //! the database itself refuses to update or delete.
 
-mod support;
+mod fleet_support;
 
+use fleet_support::*;
 use medgate_fleet::auth::{Role, SiteScope};
 use medgate_fleet::store::Store;
 use medgate_fleet::store::audit::{AuditEntry, AuditFilter, Outcome};
 use medgate_fleet::store::users::{ApiToken, NewUser};
-use support::*;
 
 fn entry(id: &str, at_ms: i64, action: &str, outcome: Outcome) -> AuditEntry {
     AuditEntry {

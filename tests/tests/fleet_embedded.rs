@@ -3,16 +3,16 @@
 //! configuration validated by the appliance's code, modality onboarding, live feed, metrics,
 //! OpenAPI and authentication.
 
-mod support;
+mod fleet_support;
 
 use std::time::Duration;
 
+use fleet_support::*;
 use futures_util::StreamExt;
 use medgate_fleet::openapi::api_routes;
 use medgate_report::Reporter;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_setup_fleet_with_a_reporting_device() {
