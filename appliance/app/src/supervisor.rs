@@ -192,6 +192,7 @@ pub mod machine {
             AppError::Tls { .. } => "tls_unusable",
             AppError::Destination { .. } => "destination_unusable",
             AppError::Spool { .. } => "spool_unusable",
+            AppError::Config { .. } => "config_invalid",
             _ => "unhealthy",
         }
     }
@@ -808,5 +809,16 @@ mod tests {
         };
         assert_eq!(failure_code(&dest), "destination_unusable");
         assert_eq!(failure_code(&AppError::Internal("x".into())), "unhealthy");
+        let config = AppError::Config {
+            problems: vec![medgate_config::Problem {
+                key: "listener.ae_title".into(),
+                message: "too long".into(),
+            }],
+        };
+        assert_eq!(failure_code(&config), "config_invalid");
+        assert!(
+            config.to_string().contains("listener.ae_title: too long"),
+            "{config}"
+        );
     }
 }
