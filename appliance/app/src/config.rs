@@ -366,23 +366,6 @@ impl Config {
             })
             .collect()
     }
-
-    /// The calling AE title a destination uses.
-    pub fn calling_ae_for<'a>(&'a self, d: &'a DestinationSection) -> &'a str {
-        d.calling_ae_title
-            .as_deref()
-            .unwrap_or(&self.listener.ae_title)
-    }
-}
-
-/// Splits "host:port" (also "[v6]:port").
-pub fn split_host_port(s: &str) -> Option<(String, u16)> {
-    parse_host_port(s).ok()
-}
-
-/// [`split_host_port`] with a message that says what is wrong ([`HostPort::parse`]).
-pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    HostPort::parse(s).map(|hp| (hp.host, hp.port))
 }
 
 #[cfg(test)]
@@ -453,13 +436,14 @@ mod tests {
 
     #[test]
     fn host_port() {
-        assert_eq!(split_host_port("pacs:104"), Some(("pacs".into(), 104)));
-        assert_eq!(split_host_port("[::1]:11112"), Some(("::1".into(), 11112)));
-        assert_eq!(split_host_port("pacs"), None);
-        assert_eq!(split_host_port("pacs:0"), None);
-        let e = parse_host_port("pacs:70000").expect_err("port");
+        let split = |s: &str| HostPort::parse(s).ok().map(|hp| (hp.host, hp.port));
+        assert_eq!(split("pacs:104"), Some(("pacs".into(), 104)));
+        assert_eq!(split("[::1]:11112"), Some(("::1".into(), 11112)));
+        assert_eq!(split("pacs"), None);
+        assert_eq!(split("pacs:0"), None);
+        let e = HostPort::parse("pacs:70000").expect_err("port");
         assert!(e.contains("the port 70000 is above 65535"), "{e}");
-        let e = parse_host_port("pacs").expect_err("no port");
+        let e = HostPort::parse("pacs").expect_err("no port");
         assert!(e.contains("must be host:port"), "{e}");
     }
 

@@ -313,12 +313,4 @@ impl DesiredConfig {
         p.extend(rules::validate(&self.rules, &names));
         p
     }
-
-    /// The calling AE title a destination uses (as written; [`DesiredConfig::endpoints`] has it
-    /// parsed).
-    pub fn calling_ae_for<'a>(&'a self, d: &'a DestinationSection) -> &'a str {
-        d.calling_ae_title
-            .as_deref()
-            .unwrap_or(&self.listener.ae_title)
-    }
 }
