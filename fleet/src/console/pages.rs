@@ -185,7 +185,7 @@ pub fn overview(who: &Principal, o: &Overview, devices: &[Device], now_ms: i64) 
                 tbody {
                     @for (id, (name, c)) in &o.by_site {
                         tr {
-                            td { a href=(format!("/devices?site={}", view::encode(id))) { (name) } " " span.muted { "(" (id) ")" } }
+                            td { a href=(format!("/devices?site={}", view::encode(id))) { (name) } @if name != id { " " span.muted { "(" (id) ")" } } }
                             td.num { (c.total) } td.num { (c.online) } td.num { (c.offline) }
                             td.num { (c.unknown) } td.num { (c.pending) } td.num { (c.config_failed) } td.num { (c.attention) }
                         }
@@ -217,7 +217,7 @@ pub fn devices(
                     select name="site" {
                         option value="" { "All sites" }
                         @for s in sites {
-                            option value=(s.id) selected[f.site.as_deref() == Some(s.id.as_str())] { (s.name) " (" (s.id) ")" }
+                            option value=(s.id) selected[f.site.as_deref() == Some(s.id.as_str())] { (s.name) @if s.name != s.id { " (" (s.id) ")" } }
                         }
                     }
                 }
