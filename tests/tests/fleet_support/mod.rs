@@ -2,6 +2,8 @@
 //! from medgate-testkit; a fleet in process, a device built on medgate-report.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
