@@ -19,7 +19,10 @@ async fn first_run_setup_login_logout_in_chromium() {
     enroll(&api, "st-marien", "ct-room-1").await;
     enroll(&api, "st-marien", "mr-room-2").await;
     enroll(&api, "nordklinik", "dx-room-1").await;
-    let token = running.setup_token.clone().expect("no user yet: a setup link");
+    let token = running
+        .setup_token
+        .clone()
+        .expect("no user yet: a setup link");
     let base = running.base_url();
     let setup_url = format!("{base}/setup?token={token}");
     run_scenario(
