@@ -103,7 +103,7 @@ pub fn setup(token: &str, error: Option<&str>, done: bool) -> Markup {
         None,
         html! {
             div.narrow {
-                h1 { "Create the first admin" }
+                h1 { @if done { "Setup is done" } @else { "Create the first admin" } }
                 @if done {
                     p { "Setup is done: a user exists. " a href="/login" { "Log in" } "." }
                 } @else {
