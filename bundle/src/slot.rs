@@ -374,3 +374,172 @@ impl SlotBackend for DirBackend {
         self.remove_probation()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type R = Result<(), Box<dyn std::error::Error>>;
+
+    fn v(s: &str) -> Version {
+        s.parse().expect("version")
+    }
+
+    fn put(b: &mut DirBackend, version: &str, bytes: &[u8]) -> Result<(), SlotError> {
+        let mut inst = b.begin_install(&v(version))?;
+        inst.write(bytes)?;
+        b.finish_install(inst)
+    }
+
+    fn active_payload(root: &Path) -> io::Result<Vec<u8>> {
+        fs::read(root.join("current").join("payload"))
+    }
+
+    /// 1.0.0 installed and in force, committed.
+    fn base(root: &Path) -> Result<DirBackend, SlotError> {
+        let mut b = DirBackend::open(root)?;
+        put(&mut b, "1.0.0", b"old")?;
+        b.switch(&v("1.0.0"))?;
+        Ok(b)
+    }
+
+    #[test]
+    fn install_switch_commit_and_restart() -> R {
+        let dir = tempfile::tempdir()?;
+        let mut b = base(dir.path())?;
+        let s = b.status()?;
+        assert_eq!(
+            (s.active, s.probation),
+            (Some(v("1.0.0")), None),
+            "the first install is not on probation"
+        );
+        put(&mut b, "1.1.0", b"new")?;
+        assert_eq!(b.status()?.installed, vec![v("1.1.0")]);
+        assert_eq!(
+            active_payload(dir.path())?,
+            b"old",
+            "installing does not touch the version in force"
+        );
+        b.switch(&v("1.1.0"))?;
+        assert_eq!(active_payload(dir.path())?, b"new");
+        // The restart into the new version finds it on probation.
+        let mut b = DirBackend::open(dir.path())?;
+        let p = Probation {
+            trying: v("1.1.0"),
+            previous: v("1.0.0"),
+        };
+        assert_eq!(b.status()?.probation, Some(p));
+        b.commit()?;
+        let s = DirBackend::open(dir.path())?.status()?;
+        assert_eq!(
+            (s.active, s.probation, s.installed),
+            (Some(v("1.1.0")), None, vec![v("1.0.0")])
+        );
+        assert!(matches!(b.commit(), Err(SlotError::NoProbation)));
+        assert!(matches!(
+            b.switch(&v("9.9.9")),
+            Err(SlotError::NotInstalled(_))
+        ));
+        assert!(matches!(
+            b.begin_install(&v("1.1.0")),
+            Err(SlotError::AlreadyActive(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn rollback_returns_to_the_previous_version() -> R {
+        let dir = tempfile::tempdir()?;
+        let mut b = base(dir.path())?;
+        put(&mut b, "1.1.0", b"bad")?;
+        b.switch(&v("1.1.0"))?;
+        b.rollback()?;
+        let s = DirBackend::open(dir.path())?.status()?;
+        assert_eq!((s.active, s.probation), (Some(v("1.0.0")), None));
+        assert_eq!(active_payload(dir.path())?, b"old");
+        Ok(())
+    }
+
+    #[test]
+    fn kill_during_install_leaves_the_old_version() -> R {
+        let dir = tempfile::tempdir()?;
+        let mut b = base(dir.path())?;
+        let mut inst = b.begin_install(&v("1.1.0"))?;
+        inst.write(b"half of the new ")?;
+        drop(inst); // killed here: never finished
+        drop(b);
+        let mut b = DirBackend::open(dir.path())?;
+        let s = b.status()?;
+        assert_eq!(
+            (s.active.clone(), s.installed.clone(), s.probation),
+            (Some(v("1.0.0")), vec![], None)
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("staging"))?.count(),
+            0,
+            "the half install is gone"
+        );
+        assert_eq!(active_payload(dir.path())?, b"old");
+        // ... and the device can try again.
+        put(&mut b, "1.1.0", b"new")?;
+        b.switch(&v("1.1.0"))?;
+        assert_eq!(active_payload(dir.path())?, b"new");
+        Ok(())
+    }
+
+    #[test]
+    fn kill_between_install_and_switch_keeps_the_install() -> R {
+        let dir = tempfile::tempdir()?;
+        let mut b = base(dir.path())?;
+        put(&mut b, "1.1.0", b"new")?;
+        drop(b);
+        let s = DirBackend::open(dir.path())?.status()?;
+        assert_eq!(
+            (s.active, s.installed),
+            (Some(v("1.0.0")), vec![v("1.1.0")])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn kill_during_switch_or_rollback_leaves_one_version_in_force() -> R {
+        let dir = tempfile::tempdir()?;
+        let mut b = base(dir.path())?;
+        put(&mut b, "1.1.0", b"new")?;
+        // Switch killed after the marker, before the link (and a half-made link left behind).
+        b.write_probation(&Probation {
+            trying: v("1.1.0"),
+            previous: v("1.0.0"),
+        })?;
+        std::os::unix::fs::symlink("versions/1.1.0", dir.path().join("current.new"))?;
+        drop(b);
+        let mut b = DirBackend::open(dir.path())?;
+        let s = b.status()?;
+        assert_eq!((s.active, s.probation), (Some(v("1.0.0")), None));
+        assert!(dir.path().join("current.new").symlink_metadata().is_err());
+        // Rollback killed after the link, before the marker was removed.
+        b.switch(&v("1.1.0"))?;
+        b.set_link("current", &v("1.0.0"))?;
+        drop(b);
+        let s = DirBackend::open(dir.path())?.status()?;
+        assert_eq!((s.active, s.probation), (Some(v("1.0.0")), None));
+        assert_eq!(active_payload(dir.path())?, b"old");
+        Ok(())
+    }
+
+    #[test]
+    fn prune_keeps_current_previous_and_the_new_one() -> R {
+        let dir = tempfile::tempdir()?;
+        let mut b = base(dir.path())?;
+        for (n, version) in ["1.1.0", "1.2.0"].iter().enumerate() {
+            put(&mut b, version, format!("v{n}").as_bytes())?;
+            b.switch(&v(version))?;
+            b.commit()?;
+        }
+        put(&mut b, "1.3.0", b"v3")?;
+        put(&mut b, "1.2.5", b"stray")?;
+        b.prune(&v("1.3.0"))?;
+        assert_eq!(b.status()?.installed, vec![v("1.1.0"), v("1.3.0")]);
+        Ok(())
+    }
+}
