@@ -281,8 +281,9 @@ pub enum Input {
         /// Bytes on disk.
         have: u64,
     },
-    /// Verification's outcome (everything, payload hash included).
-    Verified(Result<(), Refusal>),
+    /// Verification's outcome (everything, payload hash included): the version the verified
+    /// bundle installs.
+    Verified(Result<Version, Refusal>),
     /// The install into the inactive slot.
     Installed(Result<(), Refusal>),
     /// The switch.
@@ -764,10 +765,18 @@ impl Agent {
         }
     }
 
-    fn on_verified(&mut self, r: Result<(), Refusal>, out: &mut Vec<Action>) {
+    fn on_verified(&mut self, r: Result<Version, Refusal>, out: &mut Vec<Action>) {
         if self.phase != Phase::Verifying {
             return;
         }
+        let announced = self.job.as_ref().map(|j| j.version.clone());
+        let r = r.and_then(|version| match announced {
+            Some(a) if a != version => Err(Refusal::new(
+                "version_mismatch",
+                format!("the bundle installs version {version}, the campaign announced {a}: the fleet must name the bundle it sends"),
+            )),
+            _ => Ok(()),
+        });
         match r {
             Ok(()) => {
                 self.phase = Phase::Installing;
@@ -1083,7 +1092,7 @@ mod tests {
             [Action::Verify]
         );
         assert_eq!(
-            others(&a.handle(t(2), Input::Verified(Ok(())))),
+            others(&a.handle(t(2), Input::Verified(Ok("1.5.0".parse().expect("version"))))),
             [Action::Install]
         );
         a
@@ -1186,6 +1195,23 @@ mod tests {
         );
         assert_eq!(a.state(), Some(State::Refused));
         assert!(others(&a.handle(t(3), Input::Installed(Ok(())))).is_empty());
+        // A verified bundle of another version than announced is refused too.
+        let mut b = Agent::new(Policy::default());
+        b.handle(
+            t(0),
+            Input::Campaign {
+                instruction: job(Mode::Soft, None, None),
+                partial: 0,
+            },
+        );
+        b.handle(t(1), Input::DownloadComplete { have: 1000 });
+        let out = b.handle(t(2), Input::Verified(Ok("1.6.0".parse().expect("version"))));
+        assert_eq!(others(&out), [Action::DiscardDownload]);
+        assert!(
+            reports(&out)[0]
+                .1
+                .starts_with("version_mismatch: the bundle installs version 1.6.0")
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod canonical;
 pub mod format;
 pub mod keys;
+pub mod local;
 pub mod slot;
 pub mod trust;
 pub mod types;

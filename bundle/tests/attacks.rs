@@ -1,156 +1,17 @@
 //! The attacks TUF lists, each against a real bundle file and a real directory slot: every one
 //! is refused with its own error, and nothing is written to the slot.
 
-use medgate_bundle::format::{BundleSignature, MetaKind, Role, write_bundle};
+use medgate_bundle::format::{BundleSignature, Role, write_bundle};
 use medgate_bundle::keys::SigningKey;
 use medgate_bundle::slot::{DirBackend, SlotBackend};
-use medgate_bundle::trust::{KeySet, KeysKind, RegionPolicy, RootKind};
-use medgate_bundle::types::Serial;
+use medgate_bundle::trust::{KeySet, RegionPolicy};
 use medgate_bundle::{
-    BundleError, BundleMeta, Device, Digest, KeysDoc, PayloadKind, RootDoc, Signed, Timestamp,
-    TrustError, TrustStore, Unverified, Version,
+    BundleError, PayloadKind, Timestamp, TrustError, TrustStore, Unverified, Version,
 };
 use std::io::Cursor;
 
-type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-const DAY: u64 = 86_400;
-
-fn v(s: &str) -> Version {
-    s.parse().expect("test version")
-}
-
-struct World {
-    now: Timestamp,
-    root_keys: Vec<SigningKey>,
-    vendor: Vec<SigningKey>,
-    region: SigningKey,
-    trust: TrustStore,
-    device: Device,
-    payload: Vec<u8>,
-}
-
-fn root_doc(keys: &[&SigningKey], threshold: u32, version: u64, expires: Timestamp) -> RootDoc {
-    RootDoc {
-        kind: RootKind::Root,
-        version,
-        expires,
-        root: KeySet {
-            keys: keys.iter().map(|k| k.public()).collect(),
-            threshold,
-        },
-    }
-}
-
-fn keys_doc(keys: &[&SigningKey], threshold: u32, version: u64, expires: Timestamp) -> KeysDoc {
-    KeysDoc {
-        kind: KeysKind::Keys,
-        version,
-        expires,
-        signing: KeySet {
-            keys: keys.iter().map(|k| k.public()).collect(),
-            threshold,
-        },
-    }
-}
-
-fn signed<T: medgate_bundle::trust::Document>(doc: T, by: &[&SigningKey]) -> Signed<T> {
-    let mut s = Signed::new(doc);
-    for k in by {
-        s.sign(k);
-    }
-    s
-}
-
-impl World {
-    /// Root: 3 keys, threshold 2. Vendor: 3 keys, threshold 2. No region policy.
-    fn new() -> R<Self> {
-        let now: Timestamp = "2026-12-02T04:40:00Z".parse()?;
-        let root_keys = (0..3)
-            .map(|_| SigningKey::generate())
-            .collect::<Result<Vec<_>, _>>()?;
-        let vendor = (0..3)
-            .map(|_| SigningKey::generate())
-            .collect::<Result<Vec<_>, _>>()?;
-        let region = SigningKey::generate()?;
-        let rk: Vec<&SigningKey> = root_keys.iter().collect();
-        let root = signed(root_doc(&rk, 2, 1, now.plus_secs(365 * DAY)), &rk[..2]);
-        let vk: Vec<&SigningKey> = vendor.iter().collect();
-        let keys = signed(keys_doc(&vk, 2, 1, now.plus_secs(90 * DAY)), &rk[1..]);
-        let trust = TrustStore::new(root, keys, None, now)?;
-        let device = Device {
-            product: "medgate-appliance".parse()?,
-            hardware: "qemu-vm".parse()?,
-            installed: v("1.0.0"),
-            accepts: PayloadKind::ApplianceBinaries,
-            max_payload: 4 << 20,
-            allow_downgrade: false,
-        };
-        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        Ok(Self {
-            now,
-            root_keys,
-            vendor,
-            region,
-            trust,
-            device,
-            payload,
-        })
-    }
-
-    fn meta(&self, version: &str) -> R<BundleMeta> {
-        Ok(BundleMeta {
-            kind: MetaKind::Bundle,
-            product: "medgate-appliance".parse()?,
-            version: v(version),
-            hardware: vec!["generic-1u-2nic".parse()?, "qemu-vm".parse()?],
-            min_installed: Some(v("0.9.0")),
-            floor: None,
-            downgrade: false,
-            payload: PayloadKind::ApplianceBinaries,
-            size: self.payload.len() as u64,
-            sha256: Digest::of(&self.payload),
-            created: self.now,
-            expires: self.now.plus_secs(30 * DAY),
-            serial: Serial(medgate_bundle::keys::random_bytes()?),
-        })
-    }
-
-    fn file(
-        &self,
-        meta: &BundleMeta,
-        signers: &[(&SigningKey, Role)],
-        payload: &[u8],
-    ) -> R<Vec<u8>> {
-        let sigs: Vec<BundleSignature> = signers
-            .iter()
-            .map(|(k, role)| BundleSignature::make(meta, k, *role))
-            .collect();
-        let mut out = Vec::new();
-        write_bundle(
-            &mut out,
-            meta,
-            &sigs,
-            &mut Cursor::new(payload),
-            &mut |_| {},
-        )?;
-        Ok(out)
-    }
-
-    /// A good bundle: vendor keys 0 and 1.
-    fn good(&self, version: &str) -> R<(BundleMeta, Vec<u8>)> {
-        let meta = self.meta(version)?;
-        let file = self.file(
-            &meta,
-            &[
-                (&self.vendor[0], Role::Vendor),
-                (&self.vendor[1], Role::Vendor),
-            ],
-            &self.payload,
-        )?;
-        Ok((meta, file))
-    }
-}
+mod common;
+use common::*;
 
 /// Verify and install into a fresh directory slot; on refusal, check nothing was written.
 fn install(w: &World, bytes: &[u8]) -> Result<Version, BundleError> {
