@@ -564,7 +564,7 @@ fn inspect(file: &Path) -> anyhow::Result<()> {
             if m.downgrade { "sanctioned" } else { "no" }
         );
         println!(
-            "  payload        {} , {} bytes ({})",
+            "  payload        {}, {} bytes ({})",
             m.payload,
             m.size,
             mib(m.size)
