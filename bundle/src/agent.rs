@@ -21,11 +21,17 @@ use std::fmt;
 /// How the campaign wants the install done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Wait for idle DICOM and the window; give up at the deadline, if any.
-    Soft,
-    /// Wait like soft until the deadline, then skip the window and the queue bound (never an
-    /// open association or a study arriving).
-    TimeForced,
+    /// Wait for idle DICOM and the window; give up at `give_up_at`, if given.
+    Soft {
+        /// The last moment to switch; then the install is abandoned.
+        give_up_at: Option<Timestamp>,
+    },
+    /// Wait like soft until `at`, then skip the window and the queue bound (never an open
+    /// association or a study arriving).
+    TimeForced {
+        /// The moment the window and the queue bound stop counting.
+        at: Timestamp,
+    },
 }
 
 /// A daily maintenance window in UTC (the fleet converts the site's time zone).
@@ -65,10 +71,8 @@ pub struct Instruction {
     pub version: Version,
     /// The bundle file's size in bytes.
     pub size: u64,
-    /// Soft or time-forced.
+    /// Soft or time-forced, with its deadline.
     pub mode: Mode,
-    /// The soft install's last chance, or the forced install's moment.
-    pub deadline: Option<Timestamp>,
     /// The site's maintenance window.
     pub window: Option<Window>,
 }
@@ -89,6 +93,8 @@ pub struct Arriving {
 pub struct Activity {
     /// Associations open now.
     pub associations: u32,
+    /// When the last object (of any study) arrived.
+    pub last_object: Option<Timestamp>,
     /// Studies that received an object within their stable age.
     pub arriving: Vec<Arriving>,
     /// Objects waiting to be forwarded.
@@ -107,6 +113,13 @@ pub enum WaitReason {
         /// Its modality.
         modality: String,
         /// Seconds until it has been quiet for its stable age.
+        quiet_in_secs: u64,
+    },
+    /// An object arrived moments ago (a modality between two associations).
+    RecentObject {
+        /// Seconds since it arrived.
+        ago_secs: u64,
+        /// Seconds until the quiet period is over.
         quiet_in_secs: u64,
     },
     /// Outside the maintenance window.
@@ -142,6 +155,15 @@ impl fmt::Display for WaitReason {
             } => {
                 write!(f, "{modality} study arriving, quiet in {quiet_in_secs} s")
             }
+            Self::RecentObject {
+                ago_secs,
+                quiet_in_secs,
+            } => {
+                write!(
+                    f,
+                    "an object arrived {ago_secs} s ago, quiet in {quiet_in_secs} s"
+                )
+            }
             Self::OutsideWindow { opens } => {
                 write!(f, "outside the maintenance window, opens {opens}")
             }
@@ -163,6 +185,9 @@ impl fmt::Display for WaitReason {
 pub struct Policy {
     /// At most this many objects waiting to be forwarded at the switch (before a forced deadline).
     pub queue_bound: u64,
+    /// DICOM counts as idle only this long after the last object (modalities open one
+    /// association per series: the gap between two is not idle).
+    pub quiet_secs: u64,
     /// An activity report older than this is not trusted.
     pub activity_max_age_secs: u64,
     /// The new version must be healthy within this after the switch, else it is rolled back.
@@ -181,6 +206,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             queue_bound: 100,
+            quiet_secs: 10,
             activity_max_age_secs: 15,
             health_deadline_secs: 120,
             probe_interval_secs: 5,
@@ -397,7 +423,10 @@ pub struct Report {
     pub version: Version,
     /// Where it stands.
     pub state: State,
-    /// Words: the wait reason, the refusal, why it rolled back; a code first for final states.
+    /// For a final state other than `installed`: a stable `snake_case` code of why
+    /// (`bad_signature`, `health_deadline`, `deadline_passed`, …).
+    pub code: Option<String>,
+    /// Words: progress, the wait reason, the refusal, why it rolled back.
     pub detail: String,
 }
 
@@ -424,6 +453,7 @@ enum Phase {
     },
     Committing,
     RollingBack {
+        code: &'static str,
         why: String,
     },
     Over(State),
@@ -470,8 +500,16 @@ pub fn idle_verdict(
             quiet_in_secs,
         });
     }
-    let forced_now =
-        instruction.mode == Mode::TimeForced && instruction.deadline.is_some_and(|d| now >= d);
+    if let Some(last) = activity.last_object {
+        let quiet_in_secs = last.plus_secs(policy.quiet_secs).secs_since(now);
+        if quiet_in_secs > 0 {
+            return Err(WaitReason::RecentObject {
+                ago_secs: now.secs_since(last),
+                quiet_in_secs,
+            });
+        }
+    }
+    let forced_now = matches!(instruction.mode, Mode::TimeForced { at } if now >= at);
     if forced_now {
         return Ok(());
     }
@@ -536,18 +574,23 @@ impl Agent {
     }
 
     fn report(&self, state: State, detail: impl Into<String>, out: &mut Vec<Action>) {
+        self.report_code(state, None, detail.into(), out);
+    }
+
+    fn report_code(&self, state: State, code: Option<&str>, detail: String, out: &mut Vec<Action>) {
         if let Some(job) = &self.job {
             out.push(Action::Report(Report {
                 campaign: job.campaign.clone(),
                 version: job.version.clone(),
                 state,
-                detail: detail.into(),
+                code: code.map(str::to_owned),
+                detail,
             }));
         }
     }
 
-    fn finish(&mut self, state: State, detail: String, out: &mut Vec<Action>) {
-        self.report(state, detail, out);
+    fn finish(&mut self, state: State, code: Option<&str>, detail: String, out: &mut Vec<Action>) {
+        self.report_code(state, code, detail, out);
         self.phase = Phase::Over(state);
     }
 
@@ -644,6 +687,7 @@ impl Agent {
                 out.push(Action::DiscardDownload);
                 self.finish(
                     State::Cancelled,
+                    Some("cancelled"),
                     "cancelled by the fleet before the switch".into(),
                     out,
                 );
@@ -663,30 +707,11 @@ impl Agent {
                 self.download_from(have, attempts, out);
             }
             Phase::WaitingIdle { .. } => self.try_switch(now, out),
-            Phase::Probing {
-                since,
-                last_probe,
-                last,
-                ..
-            } => {
-                if now.secs_since(since) >= self.policy.health_deadline_secs {
-                    let why = match last {
-                        None => format!(
-                            "no health report within {} s of the switch",
-                            self.policy.health_deadline_secs
-                        ),
-                        Some(h) => format!(
-                            "not healthy within {} s of the switch: {}",
-                            self.policy.health_deadline_secs,
-                            if h.ok() {
-                                "not enough healthy probes in a row".to_owned()
-                            } else {
-                                h.failing().join(", ")
-                            }
-                        ),
-                    };
-                    self.roll_back(why, out);
-                } else if now.secs_since(last_probe) >= self.policy.probe_interval_secs {
+            Phase::Probing { last_probe, .. } => {
+                if self.past_health_deadline(now, out) {
+                    return;
+                }
+                if now.secs_since(last_probe) >= self.policy.probe_interval_secs {
                     if let Phase::Probing { last_probe, .. } = &mut self.phase {
                         *last_probe = now;
                     }
@@ -695,6 +720,38 @@ impl Agent {
             }
             _ => {}
         }
+    }
+
+    /// Past the health deadline: roll back (true).
+    fn past_health_deadline(&mut self, now: Timestamp, out: &mut Vec<Action>) -> bool {
+        let Phase::Probing { since, last, .. } = &self.phase else {
+            return false;
+        };
+        let limit = self.policy.health_deadline_secs;
+        if now.secs_since(*since) < limit {
+            return false;
+        }
+        let (code, why) = match last {
+            None => (
+                "no_health_report",
+                format!("no health report within {limit} s of the switch"),
+            ),
+            Some(h) if h.ok() => (
+                "health_deadline",
+                format!(
+                    "not healthy within {limit} s of the switch: not enough healthy probes in a row"
+                ),
+            ),
+            Some(h) => (
+                "health_deadline",
+                format!(
+                    "not healthy within {limit} s of the switch: {}",
+                    h.failing().join(", ")
+                ),
+            ),
+        };
+        self.roll_back(code, why, out);
+        true
     }
 
     fn on_progress(&mut self, have: u64, out: &mut Vec<Action>) {
@@ -750,10 +807,9 @@ impl Agent {
             self.on_stopped(now, have, "the server ended the download early", out);
         } else if have > size {
             out.push(Action::DiscardDownload);
-            let detail = format!(
-                "download_size: {have} bytes, the campaign announced {size}; the bundle was discarded"
-            );
-            self.finish(State::Failed, detail, out);
+            let detail =
+                format!("{have} bytes, the campaign announced {size}; the bundle was discarded");
+            self.finish(State::Failed, Some("download_size"), detail, out);
         } else {
             self.phase = Phase::Verifying;
             self.report(
@@ -785,11 +841,7 @@ impl Agent {
             }
             Err(refusal) => {
                 out.push(Action::DiscardDownload);
-                self.finish(
-                    State::Refused,
-                    format!("{}: {}", refusal.code, refusal.message),
-                    out,
-                );
+                self.finish(State::Refused, Some(&refusal.code), refusal.message, out);
             }
         }
     }
@@ -804,11 +856,7 @@ impl Agent {
                 self.try_switch(now, out);
             }
             Err(refusal) => {
-                self.finish(
-                    State::Failed,
-                    format!("{}: {}", refusal.code, refusal.message),
-                    out,
-                );
+                self.finish(State::Failed, Some(&refusal.code), refusal.message, out);
             }
         }
     }
@@ -822,12 +870,12 @@ impl Agent {
                 out.push(Action::Switch);
             }
             Err(reason) => {
-                let soft_over = job.mode == Mode::Soft && job.deadline.is_some_and(|d| now >= d);
+                let soft_over = matches!(job.mode, Mode::Soft { give_up_at: Some(d) } if now >= d);
                 if soft_over {
                     let detail = format!(
-                        "deadline_passed: DICOM was not idle before the deadline (last: {reason}); the new version stays installed in the inactive slot"
+                        "DICOM was not idle before the deadline (last: {reason}); the new version stays installed in the inactive slot"
                     );
-                    self.finish(State::Abandoned, detail, out);
+                    self.finish(State::Abandoned, Some("deadline_passed"), detail, out);
                     return;
                 }
                 let changed =
@@ -853,11 +901,20 @@ impl Agent {
         }
         match r {
             Ok(()) => self.probe_from(now, out),
-            Err(refusal) => self.roll_back(format!("the switch failed: {}", refusal.message), out),
+            Err(refusal) => {
+                self.roll_back(
+                    "switch_failed",
+                    format!("the switch failed: {}", refusal.message),
+                    out,
+                );
+            }
         }
     }
 
     fn on_health(&mut self, now: Timestamp, h: Health, out: &mut Vec<Action>) {
+        if self.past_health_deadline(now, out) {
+            return;
+        }
         let need = self.policy.healthy_probes;
         let Phase::Probing {
             healthy,
@@ -877,8 +934,11 @@ impl Agent {
         }
     }
 
-    fn roll_back(&mut self, why: String, out: &mut Vec<Action>) {
-        self.phase = Phase::RollingBack { why: why.clone() };
+    fn roll_back(&mut self, code: &'static str, why: String, out: &mut Vec<Action>) {
+        self.phase = Phase::RollingBack {
+            code,
+            why: why.clone(),
+        };
         out.push(Action::RollBack { why });
     }
 
@@ -887,20 +947,27 @@ impl Agent {
             return;
         }
         match r {
-            Ok(()) => self.finish(State::Installed, "healthy and committed".into(), out),
-            Err(refusal) => self.roll_back(format!("the commit failed: {}", refusal.message), out),
+            Ok(()) => self.finish(State::Installed, None, "healthy and committed".into(), out),
+            Err(refusal) => {
+                self.roll_back(
+                    "commit_failed",
+                    format!("the commit failed: {}", refusal.message),
+                    out,
+                );
+            }
         }
     }
 
     fn on_rolled_back(&mut self, r: Result<(), Refusal>, out: &mut Vec<Action>) {
-        let Phase::RollingBack { why } = self.phase.clone() else {
+        let Phase::RollingBack { code, why } = self.phase.clone() else {
             return;
         };
         match r {
-            Ok(()) => self.finish(State::RolledBack, format!("rolled_back: {why}"), out),
+            Ok(()) => self.finish(State::RolledBack, Some(code), why, out),
             Err(refusal) => self.finish(
                 State::Failed,
-                format!("rollback_failed: {why}; the rollback failed too ({}): the boot counter falls back at the next restart", refusal.message),
+                Some("rollback_failed"),
+                format!("{why}; the rollback failed too ({}): the boot counter falls back at the next restart", refusal.message),
                 out,
             ),
         }
@@ -917,13 +984,16 @@ mod tests {
         Timestamp::from_unix(T0 + secs)
     }
 
-    fn job(mode: Mode, deadline: Option<u64>, window: Option<Window>) -> Instruction {
+    fn soft() -> Mode {
+        Mode::Soft { give_up_at: None }
+    }
+
+    fn job(mode: Mode, window: Option<Window>) -> Instruction {
         Instruction {
             campaign: "c-42".parse().expect("name"),
             version: "1.5.0".parse().expect("version"),
             size: 1000,
             mode,
-            deadline: deadline.map(t),
             window,
         }
     }
@@ -946,7 +1016,7 @@ mod tests {
 
     #[test]
     fn waiting_rules() {
-        let soft = job(Mode::Soft, None, None);
+        let soft = job(soft(), None);
         assert_eq!(verdict(quiet(), 100, &soft, 100), Ok(()));
         let two = Activity {
             associations: 2,
@@ -994,6 +1064,15 @@ mod tests {
             verdict(two_studies, 100, &soft, 100),
             Err("MR study arriving, quiet in 115 s".into())
         );
+        let recent = Activity {
+            last_object: Some(t(97)),
+            ..quiet()
+        };
+        assert_eq!(
+            verdict(recent.clone(), 100, &soft, 100),
+            Err("an object arrived 3 s ago, quiet in 7 s".into())
+        );
+        assert_eq!(verdict(recent, 106, &soft, 107), Ok(()));
         let queue = Activity {
             forward_queue: 340,
             ..quiet()
@@ -1024,14 +1103,14 @@ mod tests {
         assert_eq!(window.next_open(t(0)).to_string(), "2026-11-30T02:00:00Z");
         assert!(window.contains(t(27 * 60)));
         assert!(!window.contains(t(27 * 60 + 7200)));
-        let soft = job(Mode::Soft, None, Some(window));
+        let soft = job(soft(), Some(window));
         assert_eq!(
             verdict(quiet(), 0, &soft, 0),
             Err("outside the maintenance window, opens 2026-11-30T02:00:00Z".into())
         );
         assert_eq!(verdict(quiet(), 1700, &soft, 1700), Ok(()));
         // Forced at 600 s: before it, the window and the queue hold; after, only DICOM in flight.
-        let forced = job(Mode::TimeForced, Some(600), Some(window));
+        let forced = job(Mode::TimeForced { at: t(600) }, Some(window));
         assert!(verdict(quiet(), 100, &forced, 100).is_err());
         let busy_queue = Activity {
             forward_queue: 5000,
@@ -1060,7 +1139,12 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Report(r) => Some((r.state, r.detail.clone())),
+                Action::Report(r) => Some((
+                    r.state,
+                    r.code
+                        .as_ref()
+                        .map_or_else(|| r.detail.clone(), |c| format!("{c}: {}", r.detail)),
+                )),
                 _ => None,
             })
             .collect()
@@ -1104,7 +1188,7 @@ mod tests {
         let out = a.handle(
             t(0),
             Input::Campaign {
-                instruction: job(Mode::Soft, None, None),
+                instruction: job(soft(), None),
                 partial: 200,
             },
         );
@@ -1173,7 +1257,7 @@ mod tests {
         a.handle(
             t(0),
             Input::Campaign {
-                instruction: job(Mode::Soft, None, None),
+                instruction: job(soft(), None),
                 partial: 0,
             },
         );
@@ -1200,7 +1284,7 @@ mod tests {
         b.handle(
             t(0),
             Input::Campaign {
-                instruction: job(Mode::Soft, None, None),
+                instruction: job(soft(), None),
                 partial: 0,
             },
         );
@@ -1216,7 +1300,7 @@ mod tests {
 
     #[test]
     fn waits_for_idle_dicom_and_says_why_then_switches() {
-        let mut a = installed(job(Mode::Soft, None, None));
+        let mut a = installed(job(soft(), None));
         let out = a.handle(t(3), Input::Installed(Ok(())));
         assert_eq!(others(&out), [Action::Wait(WaitReason::ActivityUnknown)]);
         let out = a.handle(
@@ -1271,7 +1355,12 @@ mod tests {
 
     #[test]
     fn a_soft_install_gives_up_at_its_deadline() {
-        let mut a = installed(job(Mode::Soft, Some(100), None));
+        let mut a = installed(job(
+            Mode::Soft {
+                give_up_at: Some(t(100)),
+            },
+            None,
+        ));
         a.handle(
             t(3),
             Input::Activity(Activity {
@@ -1305,7 +1394,7 @@ mod tests {
     }
 
     fn switched() -> Agent {
-        let mut a = installed(job(Mode::Soft, None, None));
+        let mut a = installed(job(soft(), None));
         a.handle(t(3), Input::Activity(quiet()));
         assert_eq!(
             others(&a.handle(t(3), Input::Installed(Ok(())))),
@@ -1362,7 +1451,7 @@ mod tests {
         let out = a.handle(t(131), Input::RolledBack(Ok(())));
         assert_eq!(
             reports(&out),
-            [(State::RolledBack, format!("rolled_back: {why}"))]
+            [(State::RolledBack, format!("health_deadline: {why}"))]
         );
         assert_eq!(
             a.state(),
@@ -1372,9 +1461,28 @@ mod tests {
     }
 
     #[test]
+    fn healthy_only_after_the_deadline_still_rolls_back() {
+        let mut a = switched();
+        a.handle(
+            t(11),
+            Input::Health(Health {
+                echo: false,
+                ..healthy()
+            }),
+        );
+        let out = a.handle(t(130), Input::Health(healthy()));
+        assert!(
+            matches!(others(&out)[..], [Action::RollBack { .. }]),
+            "{out:?}"
+        );
+        assert!(a.handle(t(131), Input::Health(healthy())).is_empty());
+        let out = a.handle(t(132), Input::RolledBack(Ok(())));
+        assert_eq!(reports(&out)[0].0, State::RolledBack);
+    }
+
+    #[test]
     fn no_health_report_at_all_rolls_back_too() {
-        let (mut a, out) =
-            Agent::on_probation(Policy::default(), job(Mode::Soft, None, None), t(0));
+        let (mut a, out) = Agent::on_probation(Policy::default(), job(soft(), None), t(0));
         assert_eq!(others(&out), [Action::ProbeHealth]);
         assert_eq!(others(&a.handle(t(5), Input::Tick)), [Action::ProbeHealth]);
         let out = a.handle(t(120), Input::Tick);
@@ -1388,7 +1496,7 @@ mod tests {
 
     #[test]
     fn cancel_before_the_switch_only() {
-        let mut a = installed(job(Mode::Soft, None, None));
+        let mut a = installed(job(soft(), None));
         a.handle(t(3), Input::Installed(Ok(())));
         let out = a.handle(t(4), Input::Cancel);
         assert_eq!(others(&out), [Action::DiscardDownload]);

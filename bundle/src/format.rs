@@ -373,15 +373,13 @@ impl BundleError {
 
     /// The bundle error an I/O error from [`Payload`] carries, if it carries one.
     pub fn from_io(e: io::Error) -> Self {
-        if e.get_ref().is_some_and(|inner| inner.is::<BundleError>()) {
-            if let Some(inner) = e.into_inner() {
-                if let Ok(b) = inner.downcast::<BundleError>() {
-                    return *b;
-                }
-            }
-            return Self::TrailingData;
+        if !e.get_ref().is_some_and(|inner| inner.is::<BundleError>()) {
+            return Self::Io(e);
         }
-        Self::Io(e)
+        match e.into_inner().map(|inner| inner.downcast::<BundleError>()) {
+            Some(Ok(b)) => *b,
+            _ => Self::Io(io::Error::other("the payload check failed")),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use medgate_bundle::format::{BundleSignature, MetaKind, Role, hash_stream, write_bundle};
 use medgate_bundle::keys::{PrivateKeyFile, PublicKey, PublicKeyFile, SigningKey, random_bytes};
 use medgate_bundle::trust::{Document, KeySet, KeysKind, RegionPolicy, RootKind};
-use medgate_bundle::types::Serial;
+use medgate_bundle::types::{Hasher, Serial};
 use medgate_bundle::{
     BundleMeta, Device, KeysDoc, Name, PayloadKind, RootDoc, Signed, Timestamp, TrustStore,
     Unverified, Version,
@@ -475,6 +475,20 @@ fn sign_bundle(cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Write a bundle whose payload comes from `source` at `offset` (a file or another bundle),
 /// and check the written payload's hash.
 fn write_with_payload(
@@ -492,13 +506,25 @@ fn write_with_payload(
         File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
     );
     let mut progress = Progress::new("writing bundle", meta.size);
-    let mut limited = input.take(meta.size);
-    write_bundle(&mut w, meta, sigs, &mut limited, &mut |n| {
+    let mut payload = Hashing {
+        inner: input.take(meta.size),
+        hasher: Hasher::default(),
+    };
+    write_bundle(&mut w, meta, sigs, &mut payload, &mut |n| {
         progress.update(n)
     })?;
     progress.done();
     let f = w.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
+    if payload.hasher.finish() != meta.sha256 {
+        drop(f);
+        fs::remove_file(&tmp)?;
+        bail!(
+            "the payload read from {} is not the one hashed or signed (changed meanwhile, or the \
+             bundle's payload was altered): nothing written",
+            source.display()
+        );
+    }
     fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }

@@ -135,7 +135,12 @@ impl DirBackend {
         let staging = root.join("staging");
         for entry in fs::read_dir(&staging).map_err(io_err("list", &staging))? {
             let path = entry.map_err(io_err("list", &staging))?.path();
-            fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(io_err("remove", &path))?;
         }
         sync_dir(&staging)?;
         for tmp in ["current.new", "previous.new", "probation.new"] {

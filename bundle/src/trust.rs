@@ -358,6 +358,9 @@ impl TrustStore {
             serde_json::from_slice(bytes).map_err(|e| TrustError::Malformed(e.to_string()))?;
         check_root(&store.root, Timestamp::from_unix(0))?;
         check_keys(&store.keys, &store.root.signed, Timestamp::from_unix(0))?;
+        if let Some(region) = &store.region {
+            region.keys.check("region")?;
+        }
         Ok(store)
     }
 

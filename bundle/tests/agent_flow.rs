@@ -164,8 +164,7 @@ impl Shell {
             campaign: format!("rollout-{version}").parse()?,
             version: v(version),
             size: file.len() as u64,
-            mode: Mode::Soft,
-            deadline: None,
+            mode: Mode::Soft { give_up_at: None },
             window: None,
         })
     }
@@ -323,9 +322,10 @@ fn a_campaign_installs_waits_for_idle_dicom_commits_and_a_sick_version_rolls_bac
         "back on the previous version"
     );
     let last = sh.reports.last().ok_or("a report")?;
+    assert_eq!(last.code.as_deref(), Some("health_deadline"));
     assert_eq!(
         last.detail,
-        "rolled_back: not healthy within 120 s of the switch: the listener did not answer C-ECHO"
+        "not healthy within 120 s of the switch: the listener did not answer C-ECHO"
     );
 
     // A tampered download is refused, discarded, and nothing is installed.
@@ -347,7 +347,8 @@ fn a_campaign_installs_waits_for_idle_dicom_commits_and_a_sick_version_rolls_bac
     assert!(
         sh.reports
             .last()
-            .is_some_and(|r| r.detail.starts_with("payload_digest_mismatch: "))
+            .is_some_and(|r| r.code.as_deref() == Some("payload_digest_mismatch")
+                && r.detail.starts_with("the payload's sha256 is "))
     );
     assert!(!sh.download.exists(), "the refused download is discarded");
     assert!(!sh.slots.status()?.installed.contains(&v("1.3.0")));

@@ -207,6 +207,22 @@ fn ceremonies_sign_verify_countersign_rotate() -> R {
         ],
     )?;
     assert!(err.contains("refused (payload_digest_mismatch)"), "{err}");
+    // Nobody countersigns an altered bundle by mistake: the tool checks the payload it copies.
+    let err = fails(
+        d,
+        &[
+            "countersign",
+            "bad.mgb",
+            "--role",
+            "region",
+            "--sign-with",
+            "north.key",
+            "--out",
+            "bad-north.mgb",
+        ],
+    )?;
+    assert!(err.contains("nothing written"), "{err}");
+    assert!(!d.join("bad-north.mgb").exists() && !d.join("bad-north.mgb.tmp").exists());
 
     // One vendor key is not enough; a second one added later is.
     ok(
