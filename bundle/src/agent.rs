@@ -8,6 +8,10 @@
 //! written) → install into the inactive slot → wait for DICOM to be idle → switch → prove
 //! health within a deadline → commit, or roll back by itself and say why.
 //!
+//! A switch restarts (directory slots) or reboots (A/B image) the process that runs the agent:
+//! the shell keeps the instruction on disk and the new process starts with
+//! [`Agent::on_probation`] when the slot backend reports a probation.
+//!
 //! Waiting rules ([`idle_verdict`]): never while an association is open or a study is still
 //! arriving (quiet for less than its stable age) — not even past a forced deadline, since
 //! switching would cut a study in flight (promise 3); before the deadline also not outside the

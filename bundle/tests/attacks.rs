@@ -506,3 +506,42 @@ fn invalid_key_sets_are_refused() -> R {
     ));
     Ok(())
 }
+
+#[test]
+fn every_single_byte_change_is_refused() -> R {
+    let mut w = World::new()?;
+    w.payload = (0..700u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
+    let (_, file) = w.good("1.1.0")?;
+    assert_eq!(install(&w, &file)?, v("1.1.0"));
+    let mut codes = std::collections::BTreeSet::new();
+    for at in 0..file.len() {
+        for bit in [0x01u8, 0x20, 0x80] {
+            let mut bad = file.clone();
+            bad[at] ^= bit;
+            let opened = Unverified::open(Cursor::new(&bad), w.device.max_payload);
+            let result = opened
+                .and_then(|u| u.verify(&w.trust, &w.device, w.now))
+                .and_then(|ok| ok.payload().check_all(&mut |_| {}));
+            match result {
+                Ok(_) => panic!("byte {at} ^ {bit:#04x} of {} was accepted", file.len()),
+                Err(e) => codes.insert(e.code()),
+            };
+        }
+    }
+    // Every part of the file is covered, each by its own check.
+    for code in [
+        "not_a_bundle",
+        "unsupported_format",
+        "oversized",
+        "truncated",
+        "malformed_metadata",
+        "tampered_metadata",
+        "bad_signature",
+        "unknown_key",
+        "mix_and_match",
+        "payload_digest_mismatch",
+    ] {
+        assert!(codes.contains(code), "{code} never seen: {codes:?}");
+    }
+    Ok(())
+}
