@@ -20,6 +20,7 @@
 //! the spool and resumes after the switch); a soft install gives up and says why.
 
 use crate::types::{Name, Timestamp, Version};
+use medgate_contract::Modality;
 use std::fmt;
 
 /// How the campaign wants the install done.
@@ -85,7 +86,7 @@ pub struct Instruction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arriving {
     /// Its modality (`CT`), for the reason in words.
-    pub modality: String,
+    pub modality: Modality,
     /// When its last object arrived.
     pub last_object: Timestamp,
     /// How long it must be quiet to count as complete (the appliance's stable age for it).
@@ -115,7 +116,7 @@ pub enum WaitReason {
     /// A study arriving, quiet in so many seconds.
     StudyArriving {
         /// Its modality.
-        modality: String,
+        modality: Modality,
         /// Seconds until it has been quiet for its stable age.
         quiet_in_secs: u64,
     },
@@ -1008,7 +1009,7 @@ mod tests {
 
     fn ct(last: u64) -> Arriving {
         Arriving {
-            modality: "CT".into(),
+            modality: Modality::new("CT").expect("modality"),
             last_object: t(last),
             stable_age_secs: 60,
         }
@@ -1057,7 +1058,7 @@ mod tests {
             arriving: vec![
                 ct(80),
                 Arriving {
-                    modality: "MR".into(),
+                    modality: Modality::new("MR").expect("modality"),
                     last_object: t(95),
                     stable_age_secs: 120,
                 },

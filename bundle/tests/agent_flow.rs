@@ -241,7 +241,7 @@ fn a_campaign_installs_waits_for_idle_dicom_commits_and_a_sick_version_rolls_bac
     assert_eq!(last.detail, "waiting for idle DICOM: 2 associations active");
     // A CT study keeps arriving after the associations closed.
     let arriving = medgate_bundle::agent::Arriving {
-        modality: "CT".into(),
+        modality: "CT".parse()?,
         last_object: sh.w.now,
         stable_age_secs: 40,
     };
