@@ -471,6 +471,8 @@ pub struct Agent {
     job: Option<Instruction>,
     phase: Phase,
     activity: Option<(Timestamp, Activity)>,
+    /// The final report of the last install, repeated when the fleet repeats its instruction.
+    outcome: Option<Report>,
 }
 
 /// Whether DICOM is idle enough to switch now, or why not.
@@ -542,6 +544,7 @@ impl Agent {
             job: None,
             phase: Phase::Idle,
             activity: None,
+            outcome: None,
         }
     }
 
@@ -557,6 +560,7 @@ impl Agent {
             job: Some(instruction),
             phase: Phase::Idle,
             activity: None,
+            outcome: None,
         };
         let mut out = Vec::new();
         agent.probe_from(now, &mut out);
@@ -596,6 +600,10 @@ impl Agent {
 
     fn finish(&mut self, state: State, code: Option<&str>, detail: String, out: &mut Vec<Action>) {
         self.report_code(state, code, detail, out);
+        self.outcome = match out.last() {
+            Some(Action::Report(r)) => Some(r.clone()),
+            _ => None,
+        };
         self.phase = Phase::Over(state);
     }
 
@@ -658,10 +666,17 @@ impl Agent {
 
     fn on_campaign(&mut self, instruction: Instruction, partial: u64, out: &mut Vec<Action>) {
         let busy = !matches!(self.phase, Phase::Idle | Phase::Over(_));
-        if self.job.as_ref() == Some(&instruction) && busy {
-            // The fleet repeats itself: say where we are.
-            let state = self.state().unwrap_or(State::Downloading);
-            self.report(state, "already under way", out);
+        if self.job.as_ref() == Some(&instruction) {
+            // The fleet repeats itself (a retained message, a reconnect): say where we are, and
+            // never start over an install that already ended — a version that rolled back is
+            // not tried again until the fleet issues a new instruction.
+            match (&self.outcome, busy) {
+                (Some(report), false) => out.push(Action::Report(report.clone())),
+                _ => {
+                    let state = self.state().unwrap_or(State::Downloading);
+                    self.report(state, "already under way", out);
+                }
+            }
             return;
         }
         let past_switch = matches!(
@@ -1483,6 +1498,48 @@ mod tests {
         assert!(a.handle(t(131), Input::Health(healthy())).is_empty());
         let out = a.handle(t(132), Input::RolledBack(Ok(())));
         assert_eq!(reports(&out)[0].0, State::RolledBack);
+    }
+
+    #[test]
+    fn a_repeated_instruction_never_starts_an_ended_install_again() {
+        let mut a = switched();
+        a.handle(t(130), Input::Tick);
+        let out = a.handle(t(131), Input::RolledBack(Ok(())));
+        let final_report = out.clone();
+        // The fleet's retained instruction arrives again (reconnect): the outcome is repeated.
+        let out = a.handle(
+            t(200),
+            Input::Campaign {
+                instruction: job(soft(), None),
+                partial: 0,
+            },
+        );
+        assert_eq!(out, final_report);
+        assert_eq!(a.state(), Some(State::RolledBack));
+        // A new instruction (another campaign) starts a new install.
+        let mut again = job(soft(), None);
+        again.campaign = "c-43".parse().expect("name");
+        let out = a.handle(
+            t(201),
+            Input::Campaign {
+                instruction: again.clone(),
+                partial: 0,
+            },
+        );
+        assert_eq!(others(&out), [Action::Download { from: 0 }]);
+        // While under way, a repeat only says so.
+        let out = a.handle(
+            t(202),
+            Input::Campaign {
+                instruction: again,
+                partial: 0,
+            },
+        );
+        assert_eq!(
+            reports(&out),
+            [(State::Downloading, "already under way".into())]
+        );
+        assert!(others(&out).is_empty());
     }
 
     #[test]

@@ -822,6 +822,10 @@ impl<R: Read> Payload<R> {
     pub fn remaining(&self) -> u64 {
         self.remaining
     }
+    /// Whether it was read to its end and its size and hash checked out.
+    pub fn is_checked(&self) -> bool {
+        self.checked
+    }
     fn check_end(&mut self) -> io::Result<()> {
         let mut one = [0u8; 1];
         loop {

@@ -56,6 +56,9 @@ pub enum SlotError {
     /// Switch to the version in force.
     #[error("version {0} is already the one in force")]
     AlreadyActive(Version),
+    /// Install over the version a rollback would return to.
+    #[error("version {0} is the one a rollback returns to: commit or roll back the switch first")]
+    InUse(Version),
     /// Nothing to go back to.
     #[error("no switch on probation: nothing to commit or roll back")]
     NoProbation,
@@ -245,6 +248,12 @@ impl DirBackend {
         if self.link("current")?.as_ref() == Some(version) {
             return Err(SlotError::AlreadyActive(version.clone()));
         }
+        if self
+            .read_probation()?
+            .is_some_and(|p| p.previous == *version)
+        {
+            return Err(SlotError::InUse(version.clone()));
+        }
         let staging = self.root.join("staging").join(version.to_string());
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io_err("remove", &staging))?;
@@ -331,7 +340,16 @@ impl SlotBackend for DirBackend {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             match payload.read(&mut buf) {
-                Ok(0) => break,
+                Ok(0) if payload.is_checked() => break,
+                Ok(0) => {
+                    // Only an empty read buffer gives 0 before the end; ours is not empty.
+                    let staging = inst.staging.clone();
+                    drop(inst);
+                    fs::remove_dir_all(&staging).map_err(io_err("remove", &staging))?;
+                    return Err(SlotError::Payload(BundleError::Truncated {
+                        what: "payload",
+                    }));
+                }
                 Ok(n) => inst.write(&buf[..n])?,
                 Err(e) => {
                     let staging = inst.staging.clone();
@@ -449,6 +467,13 @@ mod tests {
             b.begin_install(&v("1.1.0")),
             Err(SlotError::AlreadyActive(_))
         ));
+        put(&mut b, "1.2.0", b"newer")?;
+        b.switch(&v("1.2.0"))?;
+        let back = b.begin_install(&v("1.1.0"));
+        assert!(
+            matches!(back, Err(SlotError::InUse(_))),
+            "the way back is kept"
+        );
         Ok(())
     }
 
