@@ -41,6 +41,7 @@ fn debian_package(path: &str) -> &'static str {
         "mosquitto_pub" | "mosquitto_sub" => "mosquitto-clients",
         "postgres" | "initdb" | "pg_ctl" | "psql" => "postgresql",
         "chromium" => "chromium",
+        "promtool" => "prometheus",
         _ => "the package providing it",
     }
 }

@@ -10,6 +10,7 @@
 //! - [`fleet`]: [`Fleet`] (the real `medgate-fleet serve`, zero-setup) and [`MqttCapture`] (every
 //!   MQTT message, by `mosquitto_sub`).
 //! - [`http`]: an HTTP client for loopback, STOW-RS requests.
+//! - [`monitoring`]: the shipped Prometheus rules and Grafana dashboard, as the metrics see them.
 //! - [`compare`]: [`dataset_equal`] / [`dataset_diff`] (element by element) and
 //!   [`dataset_bytes_identical`] (raw data set bytes after the file meta group).
 //!
@@ -19,6 +20,7 @@
 pub mod appliance;
 pub mod compare;
 pub mod fleet;
+pub mod monitoring;
 // The peers themselves live in medgate-testkit, shared with the other suites.
 pub use medgate_testkit::{dcmtk, http, mosquitto, orthanc, peer, ports};
 

@@ -265,6 +265,14 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
         .await?;
     assert_eq!(d["site"], SITE);
     assert_eq!(d["status"], "approved");
+    // The fleet-link gauges the shipped alerting rules use (the rest: tests/tests/monitoring.rs).
+    let exported = medgate_e2e::monitoring::exported_families(&appliance.metrics().await?);
+    for m in medgate_e2e::monitoring::FLEET_LINK_METRICS {
+        assert!(
+            exported.contains(m),
+            "{m} missing from an enrolled appliance's /metrics"
+        );
+    }
 
     // Studies with known patients pass through.
     let (patients, accessions, files) = studies(&t.path().join("studies"))?;
