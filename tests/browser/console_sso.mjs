@@ -18,7 +18,7 @@ const path = (page) => new URL(page.url()).pathname;
 
 /** Only the fleet and the provider: nothing from the internet. */
 async function isolated(browser) {
-  const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+  const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 }, baseURL: BASE_URL });
   await ctx.route((url) => !url.href.startsWith(BASE_URL) && !url.href.startsWith(PROVIDER),
     (route) => route.abort());
   return ctx;
@@ -39,12 +39,11 @@ async function ssoLogin(page, account) {
     page.locator('button[type="submit"]').click(),
   ]);
   await page.waitForLoadState('load');
-  // A successful sign-in answers a page that moves on by itself (meta refresh) to the console.
-  let moving = false;
-  try {
-    moving = path(page).startsWith('/auth/oidc') && (await page.locator('meta[http-equiv="refresh"]').count()) > 0;
-  } catch { moving = true; /* it moved on while we looked */ }
-  if (moving) await page.waitForURL((u) => !u.pathname.startsWith('/auth/oidc'));
+  // A successful sign-in answers a page that moves on by itself (meta refresh) to the console;
+  // a refused one stays on the callback with its words.
+  if (path(page).startsWith('/auth/oidc')) {
+    await page.waitForURL((u) => !u.pathname.startsWith('/auth/oidc'), { timeout: 4000 }).catch(() => {});
+  }
   await page.waitForLoadState('load');
   return page;
 }
