@@ -364,7 +364,8 @@ pub fn tokens(who: &Principal, tokens: &[ApiToken], f: &Flash, now_ms: i64) -> M
                 form.stack method="post" action="/tokens" {
                     (csrf_field(who))
                     label { "What it is for" input name="name" required maxlength="100" placeholder="e.g. backup script on it-srv-2"; }
-                    label { "Role" (role_select(who, "role", Some(who.role))) }
+                    // Least privilege by default: read-only, when the user may give it.
+                    label { "Role" (role_select(who, "role", Some(if role_covers(who.role, Role::Viewer) { Role::Viewer } else { who.role }))) }
                     label { "Expires in (days, 1 to 366)" input type="number" name="expires_in_days" value="90" min="1" max="366" required; }
                     div { button type="submit" { "Create token" } }
                 }
@@ -560,7 +561,7 @@ pub fn audit(
                     tbody {
                         @for e in shown {
                             tr {
-                                td.nowrap { (utc(e.at_ms).trim_end_matches(" UTC")) }
+                                td.nowrap { (when(e.at_ms)) }
                                 td { (e.actor) }
                                 td.nowrap { (e.source.clone().unwrap_or_default()) }
                                 td.nowrap { code { (e.action) } }
@@ -594,14 +595,53 @@ pub fn audit(
     }
 }
 
-/// A short line for an entry's change.
+/// A short line for an entry's change: the fields that differ (`role: viewer → operator`), or
+/// the beginning of the document.
 fn summary(e: &AuditEntry) -> String {
+    use serde_json::Value;
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Map<String, Value>>(t).ok())
+    };
+    let short = |v: Option<&Value>| -> String {
+        let t = match v {
+            None | Some(Value::Null) => "—".to_owned(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        };
+        let mut s: String = t.chars().take(30).collect();
+        if t.chars().count() > 30 {
+            s.push('…');
+        }
+        s
+    };
+    if let (Some(b), Some(a)) = (parse(&e.before), parse(&e.after)) {
+        let changed: Vec<String> = a
+            .keys()
+            .chain(b.keys().filter(|k| !a.contains_key(*k)))
+            .filter(|k| !k.ends_with("_ms") || k.as_str() == "disabled_ms")
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k}: {} → {}", short(b.get(k)), short(a.get(k))))
+            .collect();
+        if !changed.is_empty() {
+            return changed.join("; ");
+        }
+    }
     let text = e.after.as_deref().or(e.before.as_deref()).unwrap_or("");
     let mut s: String = text.chars().take(60).collect();
     if text.chars().count() > 60 {
         s.push('…');
     }
     s
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC).
+fn when(ms: i64) -> String {
+    format!(
+        "{}:{:02}",
+        utc(ms).trim_end_matches(" UTC"),
+        ms.div_euclid(1000).rem_euclid(60)
+    )
 }
 
 #[cfg(test)]
@@ -716,6 +756,27 @@ mod tests {
             html.contains("single sign-on") && !html.contains("Reset password"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn a_change_is_summed_up_by_the_fields_that_differ() {
+        let e = AuditEntry {
+            id: "1".into(),
+            at_ms: 61_000,
+            actor: "root".into(),
+            source: None,
+            action: "user.update".into(),
+            target: "user:vera".into(),
+            outcome: Outcome::Ok,
+            before: Some(
+                r#"{"name":"vera","role":"viewer","updated_ms":1,"disabled_ms":null}"#.into(),
+            ),
+            after: Some(
+                r#"{"name":"vera","role":"operator","updated_ms":2,"disabled_ms":5}"#.into(),
+            ),
+        };
+        assert_eq!(summary(&e), "disabled_ms: — → 5; role: viewer → operator");
+        assert_eq!(when(61_000), "1970-01-01 00:01:01");
     }
 
     #[test]
