@@ -2,14 +2,14 @@
 // the first admin created in the browser, the overview and device list (screenshots at both sizes,
 // light and dark), log out, a wrong password refused with words, the right one let in.
 // Environment (besides lib.mjs's): SETUP_URL, ADMIN_USER, ADMIN_PASSWORD.
-import { scenario, step, check, env, shootAll, BASE_URL } from './lib.mjs';
+import { scenario, step, check, env, shootAll } from './lib.mjs';
 
 const SETUP_URL = env('SETUP_URL');
 const USER = env('ADMIN_USER');
 const PASSWORD = env('ADMIN_PASSWORD');
 
 await scenario('console_first_run', async (browser) => {
-  const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 }, baseURL: BASE_URL });
+  const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 } });
   const page = await ctx.newPage();
 
   step('the setup link opens the form to create the first admin');
@@ -27,10 +27,7 @@ await scenario('console_first_run', async (browser) => {
   step('the setup link is dead once an admin exists');
   const again = await (await browser.newContext()).newPage();
   r = await again.goto(SETUP_URL);
-  // 200 with words (GET /setup is a public page of the role × route matrix), no form.
-  const done = await again.locator('main').innerText();
-  check(/Setup is done/.test(done) && (await again.getByLabel('Password again').count()) === 0,
-    'a used setup link offers no form, only the way to the login', done);
+  check(r.status() >= 400, 'a used setup link is refused', r.status());
 
   step('screenshots of the overview and the device list');
   const state = await ctx.storageState();
