@@ -218,9 +218,9 @@ pub fn routes() -> Routes {
         )
         .add(G, "/setup", get(crate::console::setup_page))
         .add(Po, "/setup", post(crate::console::setup_submit))
-        .add(G, "/login", get(crate::console::login_page))
-        .add(Po, "/login", post(crate::console::login_submit))
-        .add(Po, "/logout", post(crate::console::logout))
+        .add(G, "/login", get(crate::console::signin::login_page))
+        .add(Po, "/login", post(crate::console::signin::login_submit))
+        .add(Po, "/logout", post(crate::console::signin::logout))
         .add(G, "/", get(crate::console::overview))
         .add(G, "/devices", get(crate::console::devices))
         .add(G, "/api/v1/openapi.json", get(openapi_json))
@@ -278,6 +278,37 @@ pub fn routes() -> Routes {
         .add(G, "/api/v1/events", get(list_events))
         .add(Po, "/api/v1/claims", post(create_claim))
         .add(G, "/api/v1/live", get(live))
+        // console-auth (issue 12): single sign-on and the account and administration pages.
+        .add(G, "/auth/oidc/start", get(crate::console::signin::sso_start))
+        .add(G, "/auth/oidc/callback", get(crate::console::signin::sso_callback))
+        .add(G, "/users", get(crate::console::admin_pages::users_page))
+        .add(Po, "/users", post(crate::console::admin_pages::users_create))
+        .add(G, "/users/{name}", get(crate::console::admin_pages::user_page))
+        .add(Po, "/users/{name}", post(crate::console::admin_pages::user_change))
+        .add(
+            Po,
+            "/users/{name}/password",
+            post(crate::console::admin_pages::user_password),
+        )
+        .add(
+            Po,
+            "/users/{name}/sessions/{id}/revoke",
+            post(crate::console::admin_pages::user_session_revoke),
+        )
+        .add(G, "/tokens", get(crate::console::admin_pages::tokens_page))
+        .add(Po, "/tokens", post(crate::console::admin_pages::tokens_create))
+        .add(
+            Po,
+            "/tokens/{id}/revoke",
+            post(crate::console::admin_pages::token_revoke),
+        )
+        .add(G, "/sessions", get(crate::console::admin_pages::sessions_page))
+        .add(
+            Po,
+            "/sessions/{id}/revoke",
+            post(crate::console::admin_pages::session_revoke),
+        )
+        .add(G, "/audit", get(crate::console::admin_pages::audit_page))
 }
 
 /// The router: [`routes`] behind [`guard`].
@@ -343,7 +374,16 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let principal = match authenticate(&app, &parts.headers).await {
         Ok(Some(p)) => p,
         Ok(None) if route.is_page() => {
-            return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+            // console-auth (issue 12): a session cookie that no longer holds says so on the
+            // login page.
+            let ended = parts.headers.get_all(header::COOKIE).iter().any(|c| {
+                c.to_str()
+                    .ok()
+                    .and_then(crate::auth::session::from_cookie_header)
+                    .is_some()
+            });
+            let to = if ended { "/login?ended=1" } else { "/login" };
+            return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
         }
         Ok(None) => {
             return error(

@@ -84,6 +84,9 @@ pub struct AuthSection {
     /// The first-run setup link expires after this many hours (a new one is printed at every
     /// start while no user exists).
     pub setup_link_hours: u64,
+    /// console-auth (issue 12): single sign-on by OpenID Connect (`[auth.oidc]`); the local
+    /// password login stays as break-glass.
+    pub oidc: Option<crate::auth::oidc::OidcSection>,
 }
 
 impl Default for AuthSection {
@@ -92,6 +95,7 @@ impl Default for AuthSection {
             session_idle_minutes: 30,
             session_absolute_hours: 12,
             setup_link_hours: 24,
+            oidc: None,
         }
     }
 }
@@ -310,6 +314,12 @@ impl FleetConfig {
                     .into(),
             );
         }
+        // console-auth (issue 12): `[auth.oidc]`, its client secret file read.
+        if let Some(o) = &a.oidc
+            && let Err(problems) = crate::auth::oidc::Settings::parse(o)
+        {
+            p.extend(problems);
+        }
         if let Some(url) = &self.database.url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -512,6 +522,22 @@ mod tests {
             "session_idle_minutes",
             "session_absolute_hours",
             "setup_link_hours",
+            "[auth.oidc]",
+            "name",
+            "issuer",
+            "client_id",
+            "client_secret_file",
+            "redirect_url",
+            "scopes",
+            "algorithms",
+            "groups_claim",
+            "username_claim",
+            "post_logout_redirect_url",
+            "ca_file",
+            "[[auth.oidc.roles]]",
+            "group",
+            "role",
+            "sites",
         ] {
             let documented = EXAMPLE.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);

@@ -8,6 +8,8 @@
 //! the MQTT client, which sends it once (re)connected; tests give it a memory.
 
 pub mod access;
+// console-auth (issue 12): single sign-on.
+pub mod sso;
 
 use std::time::Duration;
 
@@ -228,12 +230,17 @@ pub struct Ops {
     live_tx: broadcast::Sender<String>,
     /// Failed logins (per process).
     throttle: std::sync::Mutex<crate::auth::throttle::Throttle>,
+    // console-auth (issue 12): the identity provider, and the key signing the login form's
+    // CSRF token and the pending single sign-on cookie (per process).
+    sso: Option<sso::Sso>,
+    form_key: std::sync::OnceLock<ring::hmac::Key>,
 }
 
 impl Ops {
     /// The operations over a store, sending through `publisher`.
     pub fn new(store: Store, config: FleetConfig, ca: Ca, publisher: Publisher) -> Ops {
         let (live_tx, _) = broadcast::channel(4096);
+        let sso = sso::from_config(&config);
         Ops {
             store,
             config,
@@ -241,6 +248,8 @@ impl Ops {
             publisher,
             live_tx,
             throttle: std::sync::Mutex::new(crate::auth::throttle::Throttle::standard()),
+            sso,
+            form_key: std::sync::OnceLock::new(),
         }
     }
 

@@ -36,3 +36,245 @@ async fn first_run_setup_login_logout_in_chromium() {
     )
     .await;
 }
+
+// ---- console-auth (issue 12): single sign-on, the account and administration pages, and the
+// login's defences ----
+
+/// A real OpenID provider (tests/browser/oidc_provider.mjs, oidc-provider from npm) on a free
+/// loopback port, for a fleet whose console is at `fleet_base`; killed when dropped.
+struct OidcProvider {
+    peer: medgate_testkit::Peer,
+    issuer: String,
+}
+
+impl OidcProvider {
+    async fn start(dir: &std::path::Path, fleet_base: &str, secret: &str) -> OidcProvider {
+        let port = free_port();
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(browser::browser_dir().join("oidc_provider.mjs"))
+            .current_dir(browser::browser_dir())
+            .env("OIDC_PORT", port.to_string())
+            .env(
+                "FLEET_REDIRECT_URI",
+                format!("{fleet_base}/auth/oidc/callback"),
+            )
+            .env("FLEET_POST_LOGOUT_URI", format!("{fleet_base}/login"))
+            .env("OIDC_CLIENT_SECRET", secret);
+        let mut peer = medgate_testkit::Peer::spawn("oidc-provider", cmd, &dir.join("oidc.log"))
+            .expect("start the OpenID provider");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !peer.log().contains("ready") {
+            peer.check_alive().expect("the OpenID provider runs");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the OpenID provider did not get ready: {}",
+                peer.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        OidcProvider {
+            peer,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// A fleet on a known free port (the provider must know its callback before it starts).
+fn fleet_on_free_port(dir: &std::path::Path) -> (medgate_fleet::config::FleetConfig, String) {
+    let mut c = fleet_config(dir);
+    let port = free_port();
+    c.http.bind = format!("127.0.0.1:{port}").parse().expect("addr");
+    (c, format!("http://127.0.0.1:{port}"))
+}
+
+/// A local user by the break-glass admin token.
+async fn local_user(api: &Api, name: &str, role: &str, password: &str) {
+    let (s, v) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/users",
+            serde_json::json!({"name": name, "role": role, "password": password}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+}
+
+/// Single sign-on against a real provider: the login page's button (screenshots), a user whose
+/// group maps to operator of one site sees that site's devices and gets 403 on the admin pages,
+/// logs out through the provider's logout; a user without a mapped group is refused in words;
+/// an admin by group sees the SSO users. Then the provider is stopped: the button says it is not
+/// available and the local break-glass login still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_login_with_roles_from_groups_logout_and_break_glass_in_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, base) = fleet_on_free_port(dir.path());
+    let secret_file = dir.path().join("oidc-secret");
+    std::fs::write(&secret_file, "a-client-secret-for-the-test\n").expect("secret");
+    let mut provider = OidcProvider::start(dir.path(), &base, "a-client-secret-for-the-test").await;
+    let oidc: medgate_fleet::auth::oidc::OidcSection = toml::from_str(&format!(
+        r#"
+        name = "Region login"
+        issuer = "{issuer}"
+        client_id = "medgate-fleet"
+        client_secret_file = {secret:?}
+        redirect_url = "{base}/auth/oidc/callback"
+        algorithms = ["RS256", "ES256"]
+        [[roles]]
+        group = "region-admins"
+        role = "admin"
+        [[roles]]
+        group = "radiology-it"
+        role = "operator"
+        sites = ["st-marien"]
+        "#,
+        issuer = provider.issuer,
+        secret = secret_file.display().to_string(),
+    ))
+    .expect("oidc section");
+    config.auth.oidc = Some(oidc);
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let running = medgate_fleet::serve(config).await.expect("serve");
+    assert_eq!(running.base_url(), base);
+    let api = Api::new(&running);
+    enroll(&api, "st-marien", "ct-room-1").await;
+    enroll(&api, "nordklinik", "dx-room-1").await;
+    local_user(&api, "it-admin", "admin", "break glass in case of fire").await;
+
+    run_scenario(
+        "console_sso.mjs",
+        &base,
+        &[
+            ("PHASE", "provider-up"),
+            ("PROVIDER_URL", &provider.issuer),
+            ("LOCAL_USER", "it-admin"),
+            ("LOCAL_PASSWORD", "break glass in case of fire"),
+        ],
+    )
+    .await;
+
+    // The SSO users exist, marked as such, with the roles of their groups; the audit log has
+    // their sign-ins and the refusal.
+    let (s, v) = api.get("/api/v1/users").await;
+    assert_eq!(s, 200);
+    let users = v["users"].as_array().expect("users");
+    let rita = users
+        .iter()
+        .find(|u| u["name"] == "rita.radiology")
+        .expect("rita.radiology created at her first sign-in");
+    assert_eq!(
+        (
+            &rita["role"],
+            &rita["sso"],
+            &rita["has_password"],
+            &rita["sites"]
+        ),
+        (
+            &serde_json::json!("operator"),
+            &serde_json::json!(true),
+            &serde_json::json!(false),
+            &serde_json::json!(["st-marien"])
+        )
+    );
+    assert!(users.iter().all(|u| u["name"] != "carl.cleaner"));
+    let (_, log) = api.get("/api/v1/audit?action=login.sso").await;
+    let entries = log["entries"].as_array().expect("entries");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"] == "rita.radiology" && e["outcome"] == "ok"),
+        "{log}"
+    );
+    assert!(
+        entries.iter().any(|e| e["outcome"] == "failed"
+            && e["after"]
+                .as_str()
+                .is_some_and(|a| a.contains("none of your groups"))),
+        "{log}"
+    );
+
+    // The provider goes down: its button says so, the local login still works.
+    provider.peer.kill().expect("stop the provider");
+    run_scenario(
+        "console_sso.mjs",
+        &base,
+        &[
+            ("PHASE", "provider-down"),
+            ("PROVIDER_URL", &provider.issuer),
+            ("LOCAL_USER", "it-admin"),
+            ("LOCAL_PASSWORD", "break glass in case of fire"),
+        ],
+    )
+    .await;
+}
+
+/// The administration pages in the browser, as an admin: create a viewer (its generated
+/// password shown once) and a token (shown once, works, revoked), the viewer's 403 on admin
+/// pages, its session ended by the admin, role changes, the audit log filtered and exported;
+/// screenshots of every page. Then the login's defences: a cross-site POST from a page of
+/// another origin refused (no user made, no login), throttling said in words, and a session
+/// idle longer than `[auth] session_idle_minutes` (1 here) sent back to the login page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_pages_and_the_login_defences_in_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = fleet_config(dir.path());
+    config.auth.session_idle_minutes = 1;
+    let running = medgate_fleet::serve(config).await.expect("serve");
+    let api = Api::new(&running);
+    enroll(&api, "st-marien", "ct-room-1").await;
+    enroll(&api, "st-marien", "mr-room-2").await;
+    enroll(&api, "nordklinik", "dx-room-1").await;
+    local_user(&api, "it-admin", "admin", "correct horse battery staple").await;
+    local_user(&api, "locked.out", "viewer", "the right one, long enough").await;
+    // 60 audited changes, for the audit log's paging (50 a page).
+    for i in 0..60 {
+        let (s, v) = api
+            .send(
+                reqwest::Method::PATCH,
+                "/api/v1/devices/ct-room-1",
+                serde_json::json!({"room": format!("CT {i}")}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let base = running.base_url();
+    run_scenario(
+        "console_admin.mjs",
+        &base,
+        &[
+            ("ADMIN_USER", "it-admin"),
+            ("ADMIN_PASSWORD", "correct horse battery staple"),
+            ("THROTTLE_USER", "locked.out"),
+        ],
+    )
+    .await;
+    // What the scenario did is in the registry and the audit log; the forged requests did
+    // nothing.
+    let (_, v) = api.get("/api/v1/users").await;
+    let names: Vec<&str> = v["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(names.contains(&"vera.viewer"), "{names:?}");
+    assert!(
+        !names.contains(&"mallory"),
+        "the cross-site POST made no user"
+    );
+    let (_, log) = api.get("/api/v1/audit?actor=it-admin&action=user.").await;
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"user.create") && actions.contains(&"user.update"),
+        "{actions:?}"
+    );
+    let (_, log) = api.get("/api/v1/audit?action=csrf").await;
+    assert!(
+        !log["entries"].as_array().expect("entries").is_empty(),
+        "the forged login is audited: {log}"
+    );
+}

@@ -831,16 +831,55 @@ async fn the_console_pages_from_first_run_to_logout() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
+    // The login form carries its own CSRF token: a cookie and the form field, from the page.
+    let r = get("/login", None).await.expect("get");
+    let login_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    assert!(login_cookie.starts_with("medgate_login="), "{login_cookie}");
+    let html = r.text().await.expect("text");
+    let login_token = html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("login form token")
+        .to_owned();
     let login = |user: &str| {
         form(
             "/login",
-            &format!("user={user}&password=a+long+enough+password"),
-            None,
+            &format!("user={user}&password=a+long+enough+password&csrf_token={login_token}"),
+            Some(&login_cookie),
         )
     };
-    let r = form("/login", "user=op-a&password=wrong", None)
-        .await
-        .expect("post");
+    // Without the token (a form posted from another site), or with another cookie's: refused
+    // before the password is looked at.
+    let r = form(
+        "/login",
+        "user=op-a&password=a+long+enough+password",
+        Some(&login_cookie),
+    )
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = form(
+        "/login",
+        &format!("user=op-a&password=a+long+enough+password&csrf_token={login_token}"),
+        Some(&format!("medgate_login={}", "0".repeat(64))),
+    )
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = form(
+        "/login",
+        &format!("user=op-a&password=wrong&csrf_token={login_token}"),
+        Some(&login_cookie),
+    )
+    .await
+    .expect("post");
     assert_eq!(r.status(), 401);
     assert!(
         r.text()

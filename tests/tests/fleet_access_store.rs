@@ -219,6 +219,20 @@ async fn exercise(store: &Store) {
         ..AuditFilter::default()
     };
     assert_eq!(store.audit(&f).await.expect("audit").len(), 1);
+    // Paging, newest first: the page after an id.
+    let f = AuditFilter {
+        before: Some("0003".into()),
+        limit: Some(1),
+        ..AuditFilter::default()
+    };
+    let page: Vec<String> = store
+        .audit(&f)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(page, ["0002"]);
     // Append-only: the database refuses to change or delete an entry.
     for sql in [
         "UPDATE audit SET actor = 'someone else'",

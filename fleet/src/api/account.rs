@@ -321,11 +321,13 @@ pub struct AuditQuery {
     since_ms: Option<i64>,
     until_ms: Option<i64>,
     limit: Option<i64>,
+    /// Only entries older than this id (the next page).
+    before: Option<String>,
     /// `json` (default) or `csv`.
     format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/audit", summary = "The audit log, newest first, filtered; as JSON or CSV (?format=csv)", params(("actor" = Option<String>, Query, description = "Exactly this actor"), ("action" = Option<String>, Query, description = "Actions starting with this (device. for every device action)"), ("target" = Option<String>, Query, description = "Exactly this target (device:ID, user:NAME, …)"), ("outcome" = Option<String>, Query, description = "ok, denied or failed"), ("since_ms" = Option<i64>, Query, description = "At or after (Unix ms)"), ("until_ms" = Option<i64>, Query, description = "Before (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 1000, up to 100,000)"), ("format" = Option<String>, Query, description = "json (default) or csv")), responses((status = 200, body = Audit), (status = 400, description = "Invalid filter", body = ErrorBody), (status = 401, description = "Not logged in", body = ErrorBody), (status = 403, description = "Not an admin or auditor", body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(get, path = "/audit", summary = "The audit log, newest first, filtered; as JSON or CSV (?format=csv)", params(("actor" = Option<String>, Query, description = "Exactly this actor"), ("action" = Option<String>, Query, description = "Actions starting with this (device. for every device action)"), ("target" = Option<String>, Query, description = "Exactly this target (device:ID, user:NAME, …)"), ("outcome" = Option<String>, Query, description = "ok, denied or failed"), ("since_ms" = Option<i64>, Query, description = "At or after (Unix ms)"), ("until_ms" = Option<i64>, Query, description = "Before (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 1000, up to 100,000)"), ("before" = Option<String>, Query, description = "Only entries older than this id (the next page)"), ("format" = Option<String>, Query, description = "json (default) or csv")), responses((status = 200, body = Audit), (status = 400, description = "Invalid filter", body = ErrorBody), (status = 401, description = "Not logged in", body = ErrorBody), (status = 403, description = "Not an admin or auditor", body = ErrorBody)), security(("admin" = [])))]
 pub async fn audit(
     State(app): State<Arc<App>>,
     Query(q): Query<AuditQuery>,
@@ -338,6 +340,7 @@ pub async fn audit(
         since_ms: q.since_ms,
         until_ms: q.until_ms,
         limit: q.limit,
+        before: q.before,
     };
     let entries = app.ops.audit_entries(&f).await?;
     match q.format.as_deref() {

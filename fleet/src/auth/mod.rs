@@ -8,6 +8,8 @@
 //! `api` has the one middleware that consults [`policy`] for every request.
 
 pub mod csrf;
+// console-auth (issue 12): single sign-on.
+pub mod oidc;
 pub mod password;
 pub mod policy;
 pub mod session;

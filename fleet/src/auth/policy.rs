@@ -307,6 +307,27 @@ pub const ROUTES: &[Route] = &[
     r(V::Get, "/api/v1/events", P::DevicesRead, T::QueryDevice),
     r(V::Post, "/api/v1/claims", P::ClaimsCreate, T::Filtered),
     r(V::Get, "/api/v1/live", P::DevicesRead, T::AllSites),
+    // console-auth (issue 12): single sign-on (before any session) and the account and
+    // administration pages.
+    r(V::Get, "/auth/oidc/start", P::Public, T::None),
+    r(V::Get, "/auth/oidc/callback", P::Public, T::None),
+    r(V::Get, "/users", P::UsersManage, T::None),
+    r(V::Post, "/users", P::UsersManage, T::None),
+    r(V::Get, "/users/{name}", P::UsersManage, T::None),
+    r(V::Post, "/users/{name}", P::UsersManage, T::None),
+    r(V::Post, "/users/{name}/password", P::UsersManage, T::None),
+    r(
+        V::Post,
+        "/users/{name}/sessions/{id}/revoke",
+        P::UsersManage,
+        T::None,
+    ),
+    r(V::Get, "/tokens", P::Account, T::None),
+    r(V::Post, "/tokens", P::Account, T::None),
+    r(V::Post, "/tokens/{id}/revoke", P::Account, T::None),
+    r(V::Get, "/sessions", P::Account, T::None),
+    r(V::Post, "/sessions/{id}/revoke", P::Account, T::None),
+    r(V::Get, "/audit", P::AuditRead, T::None),
 ];
 
 /// The route of a request (its method and the router's matched path).
@@ -352,7 +373,9 @@ mod tests {
                 "/api/v1/openapi.json",
                 "/api/v1/enroll",
                 "/api/v1/auth/setup",
-                "/api/v1/auth/login"
+                "/api/v1/auth/login",
+                "/auth/oidc/start",
+                "/auth/oidc/callback"
             ]
         );
         // Every state-changing device route checks the device's site.

@@ -30,7 +30,8 @@ pub struct Times {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Valid; `touch` says whether to record `now` as its last request (at most once a
-    /// minute, so reading pages does not write on every request).
+    /// minute — or a quarter of the idle limit, if shorter, so that activity always keeps a
+    /// session alive —, so reading pages does not write on every request).
     Valid {
         /// Record the activity.
         touch: bool,
@@ -56,7 +57,7 @@ pub fn check(t: Times, limits: Limits, now: i64) -> Verdict {
         Verdict::IdleExpired
     } else {
         Verdict::Valid {
-            touch: now - t.last_seen_ms >= TOUCH_EVERY_MS,
+            touch: now - t.last_seen_ms >= TOUCH_EVERY_MS.min(limits.idle_ms / 4),
         }
     }
 }
@@ -121,6 +122,19 @@ mod tests {
             Verdict::Valid { touch: false }
         );
         assert_eq!(check(t, L, L.absolute_ms), Verdict::AbsoluteExpired);
+        // A short idle limit is kept alive by activity: touched every quarter of it.
+        let short = Limits {
+            idle_ms: 60_000,
+            absolute_ms: L.absolute_ms,
+        };
+        assert_eq!(
+            check(at(0, 0), short, 14_999),
+            Verdict::Valid { touch: false }
+        );
+        assert_eq!(
+            check(at(0, 0), short, 15_000),
+            Verdict::Valid { touch: true }
+        );
         let revoked = Times {
             revoked_ms: Some(5),
             ..at(0, 0)

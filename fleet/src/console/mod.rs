@@ -10,6 +10,11 @@
 pub mod assets;
 pub mod pages;
 pub mod view;
+// console-auth (issue 12): sign-in (password, single sign-on, logout) and the account and
+// administration pages.
+pub mod admin;
+pub mod admin_pages;
+pub mod signin;
 
 use std::sync::Arc;
 
@@ -111,52 +116,6 @@ pub async fn css() -> Response {
         assets::CSS,
     )
         .into_response()
-}
-
-/// `GET /login`.
-pub async fn login_page() -> Response {
-    page(StatusCode::OK, pages::login(None, ""))
-}
-
-/// The login form.
-#[derive(Debug, Deserialize)]
-pub struct LoginForm {
-    user: String,
-    password: String,
-}
-
-/// `POST /login`: on success the session cookie and the overview.
-pub async fn login_submit(
-    State(app): State<Arc<App>>,
-    Extension(source): Extension<Source>,
-    Form(f): Form<LoginForm>,
-) -> Response {
-    match app.ops.login(f.user.trim(), &f.password, source.0).await {
-        Ok(l) => see_other(
-            "/",
-            Some(session::set_cookie(&l.secret, app.ops.cookie_secure())),
-        ),
-        Err(e @ (OpError::Unauthenticated(_) | OpError::Throttled { .. })) => {
-            let status = if matches!(e, OpError::Throttled { .. }) {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
-            page(status, pages::login(Some(&e.to_string()), f.user.trim()))
-        }
-        Err(e) => op_error_page(&e, None),
-    }
-}
-
-/// `POST /logout` (the form carries the CSRF token): ends the session, back to the login page.
-pub async fn logout(State(app): State<Arc<App>>, Extension(actor): Extension<Actor>) -> Response {
-    if let Err(e) = app.ops.logout(&actor).await {
-        return op_error_page(&e, Some(&actor.principal));
-    }
-    see_other(
-        "/login",
-        Some(session::clear_cookie(app.ops.cookie_secure())),
-    )
 }
 
 /// `GET /setup?token=…`.

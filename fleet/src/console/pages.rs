@@ -18,6 +18,15 @@ pub enum Nav {
     Overview,
     /// The devices list.
     Devices,
+    // console-auth (issue 12): users, tokens, sessions, audit.
+    /// Users and roles.
+    Users,
+    /// My API tokens.
+    Tokens,
+    /// Sessions.
+    Sessions,
+    /// The audit log.
+    Audit,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
@@ -25,7 +34,8 @@ pub enum Nav {
 const HTMX_CONFIG: &str =
     r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
 
-fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> Markup {
+/// The page around `body`: head, top bar with navigation and the user, main.
+pub fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> Markup {
     let csrf = who.and_then(|p| match &p.credential {
         Credential::Session { csrf, .. } => Some(csrf.as_str()),
         _ => None,
@@ -50,9 +60,12 @@ fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> Marku
                         nav aria-label="Main" {
                             a href="/" aria-current=[(nav == Nav::Overview).then_some("page")] { "Overview" }
                             a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
+                            // console-auth (issue 12): the account and administration pages.
+                            (super::admin::nav_links(p, nav))
                         }
                         div.who {
                             span { (p.user) " · " (p.role) (scope_words(p)) }
+                            (super::admin::account_links(nav))
                             @if let Some(c) = csrf {
                                 form method="post" action="/logout" {
                                     input type="hidden" name="csrf_token" value=(c);
@@ -73,26 +86,6 @@ fn scope_words(p: &Principal) -> String {
         None => String::new(),
         Some(s) => format!(" (sites {})", s.join(", ")),
     }
-}
-
-/// The login page.
-pub fn login(error: Option<&str>, user: &str) -> Markup {
-    layout(
-        "Log in",
-        Nav::None,
-        None,
-        html! {
-            div.narrow {
-                h1 { "Log in" }
-                @if let Some(e) = error { p.error role="alert" { (e) } }
-                form method="post" action="/login" {
-                    label { "User name" input name="user" value=(user) autocomplete="username" required autofocus; }
-                    label { "Password" input type="password" name="password" autocomplete="current-password" required; }
-                    button type="submit" { "Log in" }
-                }
-            }
-        },
-    )
 }
 
 /// The first-run page: create the first admin with the setup token (or say it is done).
@@ -333,7 +326,14 @@ mod tests {
         assert!(html.contains("X-CSRF-Token") && html.contains("alice · viewer (sites a)"));
         for page in [
             html,
-            login(Some("wrong"), "bob").into_string(),
+            super::super::signin::login_markup(&super::super::signin::LoginView {
+                error: Some("wrong"),
+                user: "bob",
+                csrf: "t",
+                sso: Some("SSO"),
+                ..Default::default()
+            })
+            .into_string(),
             setup("tok", None, false).into_string(),
             overview(&viewer(), &Overview::of(&[d.clone()], &[]), &[d], 0).into_string(),
         ] {

@@ -171,6 +171,56 @@ fn sites_of(list: Option<Vec<String>>) -> Result<SiteScope, OpError> {
     Ok(SiteScope::from_list(list))
 }
 
+/// Opens a session for `user` (after its password or its identity provider said yes), audited as
+/// `action` with the session's id.
+pub(super) async fn open_session(
+    ops: &Ops,
+    user: &User,
+    source: Option<IpAddr>,
+    action: &str,
+) -> Result<LoggedIn, OpError> {
+    let now = now_db();
+    let name = user.name.as_str();
+    let secret = hex(&random::<32>()?);
+    let id = hex(&random::<12>()?);
+    let csrf = hex(&random::<32>()?);
+    let source_text = source.map(|s| s.to_string());
+    ops.store
+        .create_session(
+            &id,
+            &sha256_hex(secret.as_bytes()),
+            name,
+            &csrf,
+            source_text.as_deref(),
+            now,
+        )
+        .await?;
+    let session = Session {
+        id,
+        user: name.to_owned(),
+        source: source_text,
+        created_ms: now,
+        last_seen_ms: now,
+        revoked_ms: None,
+        csrf_token: csrf,
+    };
+    ops.audit_as(
+        name,
+        source,
+        action,
+        &format!("user:{name}"),
+        Outcome::Ok,
+        None,
+        json_text(json!({"session": session.id})),
+    )
+    .await;
+    Ok(LoggedIn {
+        secret,
+        session,
+        user: user.clone(),
+    })
+}
+
 fn json_text(v: impl Serialize) -> Option<String> {
     serde_json::to_string(&v).ok()
 }
@@ -231,8 +281,10 @@ impl Ops {
         .await
     }
 
+    /// Appends to the audit log in the name of `who` (a login's user name, before any
+    /// principal exists).
     #[allow(clippy::too_many_arguments)]
-    async fn audit_as(
+    pub async fn audit_as(
         &self,
         who: &str,
         source: Option<IpAddr>,
@@ -404,44 +456,7 @@ impl Ops {
         if let Ok(mut t) = self.throttle.lock() {
             t.succeeded(name);
         }
-        let secret = hex(&random::<32>()?);
-        let id = hex(&random::<12>()?);
-        let csrf = hex(&random::<32>()?);
-        let source_text = source.map(|s| s.to_string());
-        self.store
-            .create_session(
-                &id,
-                &sha256_hex(secret.as_bytes()),
-                name,
-                &csrf,
-                source_text.as_deref(),
-                now,
-            )
-            .await?;
-        let session = Session {
-            id,
-            user: name.to_owned(),
-            source: source_text,
-            created_ms: now,
-            last_seen_ms: now,
-            revoked_ms: None,
-            csrf_token: csrf,
-        };
-        self.audit_as(
-            name,
-            source,
-            "login",
-            &target,
-            Outcome::Ok,
-            None,
-            json_text(json!({"session": session.id})),
-        )
-        .await;
-        Ok(LoggedIn {
-            secret,
-            session,
-            user: login.user,
-        })
+        open_session(self, &login.user, source, "login").await
     }
 
     /// The principal of a session cookie's secret, if the session holds (not revoked, within
@@ -695,6 +710,11 @@ impl Ops {
             None => before.scope(),
         };
         self.check_grant(actor, role, &scope)?;
+        if change.password.is_some() && before.sso {
+            return Err(OpError::Invalid(format!(
+                "{name} signs in by single sign-on: its password is the identity provider's, not Medgate's"
+            )));
+        }
         let now = now_db();
         let disabled_ms = match change.disabled {
             Some(true) => Some(before.disabled_ms.unwrap_or(now)),

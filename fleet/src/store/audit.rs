@@ -104,6 +104,8 @@ pub struct AuditFilter {
     pub until_ms: Option<i64>,
     /// At most (default 1000, up to 100,000).
     pub limit: Option<i64>,
+    /// Only entries older than this id (the next page of a listing, newest first).
+    pub before: Option<String>,
 }
 
 impl Store {
@@ -143,7 +145,7 @@ impl Store {
         Ok(sqlx::query_as::<_, AuditEntry>(
             "SELECT id, at_ms, actor, source, action, target, outcome, before_json, after_json FROM audit \
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action LIKE $2 ESCAPE '\\') AND ($3 = '' OR target = $3) \
-             AND ($4 = '' OR outcome = $4) AND at_ms >= $5 AND at_ms < $6 ORDER BY id DESC LIMIT $7",
+             AND ($4 = '' OR outcome = $4) AND at_ms >= $5 AND at_ms < $6 AND ($8 = '' OR id < $8) ORDER BY id DESC LIMIT $7",
         )
         .bind(f.actor.as_deref().unwrap_or(""))
         .bind(action_prefix.as_deref().unwrap_or(""))
@@ -152,6 +154,7 @@ impl Store {
         .bind(f.since_ms.unwrap_or(0))
         .bind(f.until_ms.unwrap_or(i64::MAX))
         .bind(limit)
+        .bind(f.before.as_deref().unwrap_or(""))
         .fetch_all(&self.pool)
         .await?)
     }

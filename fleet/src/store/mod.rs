@@ -154,6 +154,14 @@ fn migrator(sqlite: bool) -> Migrator {
             .into_sql_str(),
             false,
         ),
+        // console-auth (issue 12): single sign-on users.
+        Migration::new(
+            5,
+            Cow::Borrowed("single sign-on users"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0005_sso_users.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -19,6 +19,9 @@ pub struct User {
     pub sites: Option<Vec<String>>,
     /// Whether a password is set.
     pub has_password: bool,
+    /// Whether it signs in by single sign-on (OpenID Connect): created at its first sign-in,
+    /// its role and sites set from its groups at each one, no password here.
+    pub sso: bool,
     /// Disabled (Unix ms): no login, sessions and tokens refused.
     pub disabled_ms: Option<i64>,
     /// Created (Unix ms).
@@ -52,6 +55,7 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for UserLogin {
                 role: word(r, "role")?,
                 sites: json_opt(r, "sites")?,
                 has_password: password_hash.is_some(),
+                sso: r.try_get::<Option<String>, _>("sso_subject")?.is_some(),
                 disabled_ms: r.try_get("disabled_ms")?,
                 created_ms: r.try_get("created_ms")?,
                 updated_ms: r.try_get("updated_ms")?,
@@ -154,7 +158,7 @@ fn sites_json(s: &SiteScope) -> Result<Option<String>> {
 // Column lists as macros: statement texts stay literals (`concat!`), as sqlx wants them.
 macro_rules! user_columns {
     () => {
-        "name, role, sites, password_hash, disabled_ms, created_ms, updated_ms"
+        "name, role, sites, password_hash, disabled_ms, created_ms, updated_ms, sso_subject"
     };
 }
 macro_rules! session_columns {
@@ -245,6 +249,42 @@ impl Store {
         .bind(password_hash)
         .bind(now)
         .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(rows_changed(&r))
+    }
+
+    // ---- single sign-on (console-auth) ----
+
+    /// The provider subject a user is linked to (`None`: a local user, or no such user).
+    pub async fn sso_subject(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query_as::<_, One<Option<String>>>(
+            "SELECT sso_subject FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|One(s)| s))
+    }
+
+    /// Creates a user linked to a provider subject, without a password; `false` if the name or
+    /// the subject is taken.
+    pub async fn create_sso_user(
+        &self,
+        name: &str,
+        subject: &str,
+        role: Role,
+        sites: &SiteScope,
+        now: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO users (name, role, sites, password_hash, created_ms, updated_ms, sso_subject) VALUES ($1, $2, $3, NULL, $4, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(sites_json(sites)?)
+        .bind(now)
+        .bind(subject)
         .execute(&self.pool)
         .await?;
         Ok(rows_changed(&r))
