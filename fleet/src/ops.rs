@@ -8,6 +8,7 @@
 //! the MQTT client, which sends it once (re)connected; tests give it a memory.
 
 pub mod access;
+pub mod fleet;
 
 use std::time::Duration;
 
@@ -569,6 +570,10 @@ impl Ops {
             .map_err(|e| OpError::Invalid(format!("csr_pem: {e}")))?;
         self.store
             .enroll(&claim.site, &claim.device, &issued.serial, now)
+            .await?;
+        // console-fleet: the room the claim named.
+        self.store
+            .apply_claim_room(&sha256_hex(token.trim().as_bytes()), claim.device.as_str())
             .await?;
         tracing::info!(device = %claim.device, site = %claim.site, serial = %issued.serial, "device enrolled");
         self.live_device(claim.device.as_str()).await;
