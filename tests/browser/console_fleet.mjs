@@ -10,13 +10,14 @@
 //                   of the devices list, plain and filtered.
 // Environment (besides lib.mjs's): PHASE, ADMIN_USER, OP_USER, PASSWORD, NEW_SITE, NEW_DEVICE,
 // PROVISIONING_PATH, SITE_A, SITE_B, B_DEVICE, BULK_TAG.
-import { scenario, step, check, env, shootAll, shot, login, SIZES, SCHEMES } from './lib.mjs';
+import { scenario, step, check, env, shootAll, shot, login, context, SIZES, SCHEMES } from './lib.mjs';
 
 const PHASE = env('PHASE');
 const PASSWORD = env('PASSWORD');
 
 async function loggedIn(browser, user) {
-  const ctx = await browser.newContext({ viewport: SIZES['1366x768'] });
+  const ctx = await context(browser, { size: '1366x768', scheme: 'light' });
+  ctx.setDefaultTimeout(15000);
   const page = await ctx.newPage();
   await login(page, user, PASSWORD);
   check(await page.getByRole('button', { name: 'Log out' }).isVisible(), `${user} is logged in`);
@@ -53,7 +54,7 @@ await scenario(`console_fleet_${PHASE}`, async (browser) => {
 
     step('a claim token for a room, shown once, and its provisioning file');
     await page.getByLabel(/Device id/).fill(NEW_DEVICE);
-    await page.getByLabel('Room', { exact: true }).selectOption('CT 1');
+    await page.locator('select[name=room]').selectOption('CT 1');
     await Promise.all([page.waitForLoadState('load'), page.getByRole('button', { name: 'Issue claim token' }).click()]);
     const token = await page.getByLabel('Claim token').inputValue();
     check(/^[0-9a-f]{64}$/.test(token), 'a 64-character claim token on the page', token);
@@ -98,8 +99,8 @@ await scenario(`console_fleet_${PHASE}`, async (browser) => {
   step('site B by URL and through the API: refused, its device not even said to exist');
   r = await op.page.goto(`/sites/${SITE_B}`);
   check(r.status() === 403, 'site B\'s page is 403', r.status());
-  r = await op.page.goto(`/devices/${B_DEVICE}`);
-  check(r.status() === 404, `${B_DEVICE}'s page is 404`, r.status());
+  const byUrl = await op.ctx.request.get(`/devices/${B_DEVICE}`);
+  check(byUrl.status() === 404, `${B_DEVICE}'s page is 404`, byUrl.status());
   const api = await op.ctx.request.get(`/api/v1/devices/${B_DEVICE}`);
   check(api.status() === 404, `GET /api/v1/devices/${B_DEVICE} is 404`, api.status());
 

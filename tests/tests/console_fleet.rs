@@ -290,7 +290,10 @@ async fn the_devices_list_filters_sorts_and_acts_in_bulk_within_the_operators_si
                 ("id", "a2"),
                 ("action", "config"),
                 ("config_source", "document"),
-                ("config_document", "[listener]\nae_title = \"\"\nbind = \"0.0.0.0:104\"\n"),
+                (
+                    "config_document",
+                    "[listener]\nae_title = \"\"\nbind = \"0.0.0.0:104\"\n",
+                ),
             ],
         )
         .await;

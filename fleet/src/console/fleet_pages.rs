@@ -197,7 +197,7 @@ pub fn devices(
                                         }
                                         td.nowrap { strong { (d.id) } }
                                         td.nowrap { (names.get(d.site.as_str()).copied().unwrap_or(d.site.as_str())) }
-                                        td { (d.room.clone().unwrap_or_default()) }
+                                        td.nowrap { (d.room.clone().unwrap_or_default()) }
                                         td class=(format!("nowrap state-{}", d.status.as_str())) { (d.status.as_str()) }
                                         td class=(format!("nowrap state-{}", d.connection.as_str())) { (d.connection.as_str()) }
                                         td.nowrap { @if let Some(t) = d.last_seen_ms { span title=(view::utc(t)) { (view::ago(now_ms, t)) } } @else { span.muted { "never" } } }
