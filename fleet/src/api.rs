@@ -222,7 +222,7 @@ pub fn routes() -> Routes {
         .add(Po, "/login", post(crate::console::signin::login_submit))
         .add(Po, "/logout", post(crate::console::signin::logout))
         .add(G, "/", get(crate::console::overview))
-        .add(G, "/devices", get(crate::console::devices))
+        .add(G, "/devices", get(crate::console::fleet::devices))
         .add(G, "/api/v1/openapi.json", get(openapi_json))
         .add(Po, "/api/v1/enroll", post(enroll))
         .add(Po, "/api/v1/auth/setup", post(account::setup))
@@ -309,6 +309,22 @@ pub fn routes() -> Routes {
             post(crate::console::admin_pages::session_revoke),
         )
         .add(G, "/audit", get(crate::console::admin_pages::audit_page))
+        // console-fleet: bulk actions, sites and rooms, claims.
+        .add(Po, "/devices/bulk", post(crate::console::fleet::bulk))
+        .add(G, "/sites", get(crate::console::fleet::sites))
+        .add(Po, "/sites", post(crate::console::fleet::create_site))
+        .add(G, "/sites/{id}", get(crate::console::fleet::site))
+        .add(Po, "/sites/{id}", post(crate::console::fleet::save_site))
+        .add(
+            Po,
+            "/sites/{id}/claims",
+            post(crate::console::fleet::create_claim),
+        )
+        .add(
+            Po,
+            "/sites/{id}/provisioning",
+            post(crate::console::fleet::provisioning),
+        )
 }
 
 /// The router: [`routes`] behind [`guard`].
@@ -544,12 +560,8 @@ async fn check_scope(
             match device {
                 Some(d) if app.ops.device_in_scope(scope, &d).await.map_err(failed)? => Ok(()),
                 Some(_) => Err(not_found("such device").into_response()),
-                None if scope.is_all() => Ok(()),
-                None => Err(error(
-                    StatusCode::FORBIDDEN,
-                    "your user is limited to some sites: give ?device= of one of their devices",
-                )
-                .into_response()),
+                // Without ?device=, the operation filters to the scope.
+                None => Ok(()),
             }
         }
         Target::AllSites => {
@@ -677,12 +689,18 @@ struct EventQuery {
 #[utoipa::path(get, path = "/events", summary = "Events of every device (or ?device=), newest first", params(("device" = Option<String>, Query, description = "Only this device"), ("since_ms" = Option<i64>, Query, description = "Received at or after (Unix ms)"), ("limit" = Option<i64>, Query, description = "At most (default 100, up to 10,000)")), responses((status = 200, body = Events), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn list_events(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Events> {
-    let events = app
-        .ops
-        .events(q.device.as_deref(), q.since_ms.unwrap_or(0), q.limit)
-        .await?;
+    let since = q.since_ms.unwrap_or(0);
+    let events = match q.device.as_deref() {
+        Some(d) => app.ops.events(Some(d), since, q.limit).await?,
+        None => {
+            app.ops
+                .events_in_scope(&actor.principal.sites, since, q.limit)
+                .await?
+        }
+    };
     Ok(Json(Events { events }))
 }
 
@@ -920,21 +938,25 @@ async fn enroll(State(app): State<Arc<App>>, Json(b): Json<EnrollBody>) -> ApiRe
 #[utoipa::path(get, path = "/live", summary = "Live feed (text/event-stream): a full snapshot, then device, event and command changes", responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = String), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
 async fn live(
     State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    // Subscribe first, then take the snapshot: no change can fall between the two.
+    // Subscribe first, then take the snapshot: no change can fall between the two. A user
+    // limited to sites gets their sites' snapshot and changes only.
     let rx = app.ops.subscribe_live();
-    let snapshot = app.ops.snapshot().await?.to_string();
+    let scope = actor.principal.sites;
+    let snapshot = app.ops.snapshot_in_scope(&scope).await?.to_string();
     let stream = futures_util::stream::unfold(
-        (Some(snapshot), rx, app),
-        |(first, mut rx, app)| async move {
+        (Some(snapshot), rx, app, scope),
+        |(first, mut rx, app, scope)| async move {
             if let Some(s) = first {
                 return Some((
                     Ok(SseEvent::default().event("snapshot").data(s)),
-                    (None, rx, app),
+                    (None, rx, app, scope),
                 ));
             }
             loop {
                 match rx.recv().await {
+                    Ok(msg) if !app.ops.live_visible(&scope, &msg).await => continue,
                     Ok(msg) => {
                         let kind = serde_json::from_str::<Value>(&msg)
                             .ok()
@@ -942,15 +964,15 @@ async fn live(
                             .unwrap_or_else(|| "change".into());
                         return Some((
                             Ok(SseEvent::default().event(kind).data(msg)),
-                            (None, rx, app),
+                            (None, rx, app, scope),
                         ));
                     }
                     // Too slow a reader: a new full snapshot replaces what it missed.
-                    Err(RecvError::Lagged(_)) => match app.ops.snapshot().await {
+                    Err(RecvError::Lagged(_)) => match app.ops.snapshot_in_scope(&scope).await {
                         Ok(s) => {
                             return Some((
                                 Ok(SseEvent::default().event("snapshot").data(s.to_string())),
-                                (None, rx, app),
+                                (None, rx, app, scope),
                             ));
                         }
                         Err(_) => continue,

@@ -9,6 +9,7 @@
 
 pub mod access;
 // console-auth (issue 12): single sign-on.
+pub mod fleet;
 pub mod sso;
 
 use std::time::Duration;
@@ -578,6 +579,10 @@ impl Ops {
             .map_err(|e| OpError::Invalid(format!("csr_pem: {e}")))?;
         self.store
             .enroll(&claim.site, &claim.device, &issued.serial, now)
+            .await?;
+        // console-fleet: the room the claim named.
+        self.store
+            .apply_claim_room(&sha256_hex(token.trim().as_bytes()), claim.device.as_str())
             .await?;
         tracing::info!(device = %claim.device, site = %claim.site, serial = %issued.serial, "device enrolled");
         self.live_device(claim.device.as_str()).await;

@@ -539,7 +539,7 @@ impl Discovery {
 
 /// The body of the token request (`application/x-www-form-urlencoded`).
 pub fn token_request(s: &Settings, code: &str, verifier: &str) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
+    form_urlencoded::Serializer::new(String::new())
         .append_pair("grant_type", "authorization_code")
         .append_pair("code", code)
         .append_pair("redirect_uri", s.redirect_url.as_str())

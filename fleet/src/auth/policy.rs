@@ -88,13 +88,13 @@ pub enum Target {
     Site,
     /// The path's `{id}` is a command: its device's site in scope, else 404.
     Command,
-    /// `?device=` if given must be in scope (404); without it, every site must be.
+    /// `?device=` if given must be in scope (404); without it, the operation filters to the
+    /// scope.
     QueryDevice,
     /// A listing the operation filters to the scope (devices, sites), or a body naming its
     /// site, which the operation checks.
     Filtered,
-    /// Reaches devices of any site (tag-wide configuration, the live feed): only a principal
-    /// with every site.
+    /// Reaches devices of any site (tag-wide configuration): only a principal with every site.
     AllSites,
 }
 
@@ -306,7 +306,7 @@ pub const ROUTES: &[Route] = &[
     ),
     r(V::Get, "/api/v1/events", P::DevicesRead, T::QueryDevice),
     r(V::Post, "/api/v1/claims", P::ClaimsCreate, T::Filtered),
-    r(V::Get, "/api/v1/live", P::DevicesRead, T::AllSites),
+    r(V::Get, "/api/v1/live", P::DevicesRead, T::Filtered),
     // console-auth (issue 12): single sign-on (before any session) and the account and
     // administration pages.
     r(V::Get, "/auth/oidc/start", P::Public, T::None),
@@ -328,6 +328,19 @@ pub const ROUTES: &[Route] = &[
     r(V::Get, "/sessions", P::Account, T::None),
     r(V::Post, "/sessions/{id}/revoke", P::Account, T::None),
     r(V::Get, "/audit", P::AuditRead, T::None),
+    // console-fleet: the devices list's bulk actions, sites and rooms, claims.
+    r(V::Post, "/devices/bulk", P::DevicesOperate, T::Filtered),
+    r(V::Get, "/sites", P::DevicesRead, T::Filtered),
+    r(V::Post, "/sites", P::SitesManage, T::Filtered),
+    r(V::Get, "/sites/{id}", P::DevicesRead, T::Site),
+    r(V::Post, "/sites/{id}", P::SitesManage, T::Site),
+    r(V::Post, "/sites/{id}/claims", P::ClaimsCreate, T::Site),
+    r(
+        V::Post,
+        "/sites/{id}/provisioning",
+        P::ClaimsCreate,
+        T::Site,
+    ),
 ];
 
 /// The route of a request (its method and the router's matched path).

@@ -37,6 +37,12 @@ struct Args {
     /// Site id of the simulated appliances.
     #[arg(long, default_value = "loadgen")]
     site: String,
+    /// Spread the appliances over this many sites, `<site>-01` … (1: all at --site).
+    #[arg(long, default_value_t = 1)]
+    sites: u32,
+    /// Number of the first appliance (`sim-<first>` …): several generators against one fleet.
+    #[arg(long, default_value_t = 0)]
+    first: u32,
     /// Connections opened per second while ramping up (the sending time starts after the ramp).
     #[arg(long, default_value_t = 500)]
     connect_rate: u32,
@@ -55,8 +61,9 @@ async fn main() -> anyhow::Result<()> {
         || args.rate <= 0.0
         || args.rate > 100.0
         || args.devices == 0
+        || args.sites == 0
     {
-        bail!("--secs 1..=3600, --rate (0, 100], --devices >= 1");
+        bail!("--secs 1..=3600, --rate (0, 100], --devices >= 1, --sites >= 1");
     }
     let (host, port) = args.broker.rsplit_once(':').context("--broker host:port")?;
     if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
@@ -89,8 +96,13 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(ramp_secs + args.secs as f64);
     let ramp_start = Instant::now();
     for i in 0..args.devices {
-        let device = DeviceId::new(format!("sim-{i:05}"))?;
-        let topics = DeviceTopics::new(site.clone(), device.clone());
+        let device = DeviceId::new(format!("sim-{:05}", u64::from(args.first) + u64::from(i)))?;
+        let site = if args.sites > 1 {
+            SiteId::new(format!("{}-{:02}", site.as_str(), i % args.sites + 1))?
+        } else {
+            site.clone()
+        };
+        let topics = DeviceTopics::new(site, device.clone());
         let (sent, acked, errors) = (sent.clone(), acked.clone(), errors.clone());
         let host = host.to_owned();
         let tls = match &ca {

@@ -24,7 +24,7 @@ struct FormData(Vec<(String, String)>);
 
 impl FormData {
     fn of(body: &Bytes) -> FormData {
-        FormData(url::form_urlencoded::parse(body).into_owned().collect())
+        FormData(form_urlencoded::parse(body).into_owned().collect())
     }
 
     fn one(&self, name: &str) -> Option<&str> {

@@ -15,6 +15,10 @@ pub mod view;
 pub mod admin;
 pub mod admin_pages;
 pub mod signin;
+// console-fleet: the devices list, bulk actions, sites and rooms, claims.
+pub mod fleet;
+pub mod fleet_pages;
+pub mod fleet_view;
 
 use std::sync::Arc;
 
@@ -191,39 +195,5 @@ pub async fn overview(State(app): State<Arc<App>>, Extension(actor): Extension<A
     page(
         StatusCode::OK,
         pages::overview(&actor.principal, &o, &devices, crate::store::now_db()),
-    )
-}
-
-/// `GET /devices?site=&status=&connection=&q=&attention=&page=`: the filtered devices list.
-pub async fn devices(
-    State(app): State<Arc<App>>,
-    Extension(actor): Extension<Actor>,
-    Query(q): Query<view::DeviceQuery>,
-) -> Response {
-    let who = Some(&actor.principal);
-    let f = match q.filter() {
-        Ok(f) => f,
-        Err(msg) => return error_page(StatusCode::BAD_REQUEST, &msg, who),
-    };
-    let scope = &actor.principal.sites;
-    let (all, sites) = match (
-        app.ops.devices(scope, None).await,
-        app.ops.sites(scope).await,
-    ) {
-        (Ok(d), Ok(s)) => (d, s),
-        (Err(e), _) | (_, Err(e)) => return op_error_page(&e, who),
-    };
-    let (shown, matched, pages_n) = view::page(&all, &f);
-    page(
-        StatusCode::OK,
-        pages::devices(
-            &actor.principal,
-            &f,
-            &shown,
-            matched,
-            pages_n,
-            &sites,
-            crate::store::now_db(),
-        ),
     )
 }

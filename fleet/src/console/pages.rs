@@ -5,9 +5,9 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::assets::{CSS_PATH, HTMX_PATH, HTMX_SRI};
-use super::view::{self, DeviceFilter, Overview};
+use super::view::{self, Overview};
 use crate::auth::{Credential, Principal};
-use crate::model::{Connection, Device, DeviceStatus, Site};
+use crate::model::Device;
 
 /// Which navigation entry is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub enum Nav {
     Sessions,
     /// The audit log.
     Audit,
+    /// Sites and rooms (console-fleet).
+    Sites,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
@@ -34,7 +36,7 @@ pub enum Nav {
 const HTMX_CONFIG: &str =
     r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
 
-/// The page around `body`: head, top bar with navigation and the user, main.
+/// The page frame: head, skip link, navigation, the user and logout; `body` is the page's own.
 pub fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> Markup {
     let csrf = who.and_then(|p| match &p.credential {
         Credential::Session { csrf, .. } => Some(csrf.as_str()),
@@ -60,6 +62,7 @@ pub fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> M
                         nav aria-label="Main" {
                             a href="/" aria-current=[(nav == Nav::Overview).then_some("page")] { "Overview" }
                             a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
+                            a href="/sites" aria-current=[(nav == Nav::Sites).then_some("page")] { "Sites" }
                             // console-auth (issue 12): the account and administration pages.
                             (super::admin::nav_links(p, nav))
                         }
@@ -189,93 +192,11 @@ pub fn overview(who: &Principal, o: &Overview, devices: &[Device], now_ms: i64) 
     }
 }
 
-/// The devices list with its filters (kept in the URL).
-#[allow(clippy::too_many_arguments)]
-pub fn devices(
-    who: &Principal,
-    f: &DeviceFilter,
-    shown: &[&Device],
-    matched: usize,
-    pages: usize,
-    sites: &[Site],
-    now_ms: i64,
-) -> Markup {
-    let page = f.page.min(pages);
-    html! {
-        (layout("Devices", Nav::Devices, Some(who), html! {
-            h1 { "Devices" }
-            form.filters method="get" action="/devices" hx-get="/devices" hx-target="#device-table"
-                hx-select="#device-table" hx-swap="outerHTML" hx-push-url="true" hx-trigger="change, submit" {
-                label { "Site"
-                    select name="site" {
-                        option value="" { "All sites" }
-                        @for s in sites {
-                            option value=(s.id) selected[f.site.as_deref() == Some(s.id.as_str())] { (s.name) @if s.name != s.id { " (" (s.id) ")" } }
-                        }
-                    }
-                }
-                label { "Status"
-                    select name="status" {
-                        option value="" { "Any status" }
-                        @for s in DeviceStatus::ALL {
-                            option value=(s.as_str()) selected[f.status == Some(*s)] { (s.as_str()) }
-                        }
-                    }
-                }
-                label { "Connection"
-                    select name="connection" {
-                        option value="" { "Any connection" }
-                        @for c in Connection::ALL {
-                            option value=(c.as_str()) selected[f.connection == Some(*c)] { (c.as_str()) }
-                        }
-                    }
-                }
-                label { "Search (id, room, tag)" input type="search" name="q" value=(f.q.clone().unwrap_or_default()); }
-                label.inline { input type="checkbox" name="attention" value="1" checked[f.attention]; "Needs attention" }
-                button type="submit" { "Apply" }
-                a href="/devices" { "Clear filters" }
-            }
-            div #device-table {
-                p { (matched) " devices match" @if pages > 1 { " · page " (page) " of " (pages) } "." }
-                table {
-                    thead { tr {
-                        th scope="col" { "Device" } th scope="col" { "Site" } th scope="col" { "Room" }
-                        th scope="col" { "Status" } th scope="col" { "Connection" } th scope="col" { "Last heard" }
-                        th scope="col" { "Version" } th scope="col" { "Configuration" } th scope="col" { "Tags" }
-                        th scope="col" { "Attention" }
-                    } }
-                    tbody {
-                        @for d in shown {
-                            tr {
-                                td.nowrap { strong { (d.id) } }
-                                td.nowrap { (d.site) }
-                                td { (d.room.clone().unwrap_or_default()) }
-                                td class=(format!("nowrap state-{}", d.status.as_str())) { (d.status.as_str()) }
-                                td class=(format!("nowrap state-{}", d.connection.as_str())) { (d.connection.as_str()) }
-                                td.nowrap { @if let Some(t) = d.last_seen_ms { span title=(view::utc(t)) { (view::ago(now_ms, t)) } } @else { span.muted { "never" } } }
-                                td.nowrap { (d.inventory.as_ref().map(|i| i.appliance_version.as_str().to_owned()).unwrap_or_default()) }
-                                td class=(format!("nowrap state-{}", d.config_drift.as_str())) { (d.config_drift.as_str().replace('_', " ")) }
-                                td { (d.tags.join(", ")) }
-                                td { @if let Some(r) = view::attention(d) { (r.words(d, now_ms)) } }
-                            }
-                        }
-                    }
-                }
-                @if pages > 1 {
-                    nav.pager aria-label="Pages" {
-                        @if page > 1 { a href=(format!("/devices?{}", f.query(page - 1))) rel="prev" { "← Previous" } }
-                        @if page < pages { a href=(format!("/devices?{}", f.query(page + 1))) rel="next" { "Next →" } }
-                    }
-                }
-            }
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::{Role, SiteScope};
+    use crate::model::{Connection, DeviceStatus};
 
     fn viewer() -> Principal {
         Principal {
@@ -315,11 +236,17 @@ mod tests {
             tags: vec![],
         };
         d.tags.push("t&t".into());
-        let f = DeviceFilter {
+        let list = super::super::fleet_view::ListView::default();
+        let p = crate::ops::fleet::DevicePage {
+            devices: vec![d.clone()],
+            matched: 1,
+            pages: 1,
             page: 1,
-            ..DeviceFilter::default()
         };
-        let html = devices(&viewer(), &f, &[&d], 1, 1, &[], 60_000).into_string();
+        let facets = crate::store::fleet::Facets::default();
+        let html =
+            super::super::fleet_pages::devices(&viewer(), &list, &p, &[], &facets, 60_000, true)
+                .into_string();
         assert!(html.contains("&lt;script&gt;x&lt;/script&gt;") && !html.contains("<script>x"));
         assert!(html.contains("t&amp;t") && html.contains("CT &quot;1&quot;"));
         assert!(html.contains(r#"name="csrf_token" value="c0ffee""#));

@@ -1,11 +1,8 @@
 //! What the pages show, computed from the domain without IO: the overview's counts and the
-//! devices that need attention (each with its reason in words), the devices list's filters
-//! (read from and written back to the URL) and its pages, and times in words.
+//! devices that need attention (each with its reason in words), and times in words. (The
+//! devices list's filters are `fleet_view`'s: the database filters and pages it.)
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
-
-use serde::Deserialize;
 
 use crate::model::{Connection, Device, DeviceStatus, Drift, Site};
 
@@ -132,129 +129,6 @@ impl Overview {
             .sort_by(|a, b| (a.2, &a.1, &a.0).cmp(&(b.2, &b.1, &b.0)));
         o
     }
-}
-
-/// Devices per page.
-pub const PAGE_SIZE: usize = 100;
-
-/// The devices list's query, as in the URL (`/devices?site=…&status=…`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct DeviceQuery {
-    /// Site id.
-    pub site: String,
-    /// Registry status word.
-    pub status: String,
-    /// Connection word.
-    pub connection: String,
-    /// Part of the device id, room or a tag (case-insensitive).
-    pub q: String,
-    /// `1`: only devices needing attention.
-    pub attention: String,
-    /// Page, from 1.
-    pub page: Option<usize>,
-}
-
-/// The filters, checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceFilter {
-    /// Site id.
-    pub site: Option<String>,
-    /// Status.
-    pub status: Option<DeviceStatus>,
-    /// Connection.
-    pub connection: Option<Connection>,
-    /// Search text, lower case.
-    pub q: Option<String>,
-    /// Only devices needing attention.
-    pub attention: bool,
-    /// Page, from 1.
-    pub page: usize,
-}
-
-fn word<T: FromStr>(key: &str, v: &str, all: &[&str]) -> Result<Option<T>, String> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    v.parse()
-        .map(Some)
-        .map_err(|_| format!("{key} {v:?}: use one of {}", all.join(", ")))
-}
-
-impl DeviceQuery {
-    /// Checks the query; the error names the parameter and its values.
-    pub fn filter(&self) -> Result<DeviceFilter, String> {
-        let statuses: Vec<&str> = DeviceStatus::ALL.iter().map(|s| s.as_str()).collect();
-        let connections: Vec<&str> = Connection::ALL.iter().map(|s| s.as_str()).collect();
-        let q = self.q.trim().to_lowercase();
-        Ok(DeviceFilter {
-            site: (!self.site.is_empty()).then(|| self.site.clone()),
-            status: word("status", &self.status, &statuses)?,
-            connection: word("connection", &self.connection, &connections)?,
-            q: (!q.is_empty()).then_some(q),
-            attention: match self.attention.as_str() {
-                "" | "0" => false,
-                "1" => true,
-                other => return Err(format!("attention {other:?}: use 1 or leave it out")),
-            },
-            page: self.page.unwrap_or(1).max(1),
-        })
-    }
-}
-
-impl DeviceFilter {
-    /// Whether a device passes the filters.
-    pub fn matches(&self, d: &Device) -> bool {
-        self.site.as_ref().is_none_or(|s| &d.site == s)
-            && self.status.is_none_or(|s| d.status == s)
-            && self.connection.is_none_or(|c| d.connection == c)
-            && (!self.attention || attention(d).is_some())
-            && self.q.as_ref().is_none_or(|q| {
-                d.id.to_lowercase().contains(q)
-                    || d.room
-                        .as_deref()
-                        .is_some_and(|r| r.to_lowercase().contains(q))
-                    || d.tags.iter().any(|t| t.to_lowercase().contains(q))
-            })
-    }
-
-    /// The filters as a URL query (for links), with another page.
-    pub fn query(&self, page: usize) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        let mut push = |k: &str, v: &str| parts.push(format!("{k}={}", encode(v)));
-        if let Some(s) = &self.site {
-            push("site", s);
-        }
-        if let Some(s) = self.status {
-            push("status", s.as_str());
-        }
-        if let Some(c) = self.connection {
-            push("connection", c.as_str());
-        }
-        if let Some(q) = &self.q {
-            push("q", q);
-        }
-        if self.attention {
-            push("attention", "1");
-        }
-        if page > 1 {
-            push("page", &page.to_string());
-        }
-        parts.join("&")
-    }
-}
-
-/// One page of the filtered devices: (the page's devices, how many matched, pages).
-pub fn page<'a>(devices: &'a [Device], f: &DeviceFilter) -> (Vec<&'a Device>, usize, usize) {
-    let matched: Vec<&Device> = devices.iter().filter(|d| f.matches(d)).collect();
-    let n = matched.len();
-    let pages = n.div_ceil(PAGE_SIZE).max(1);
-    let start = (f.page.min(pages) - 1) * PAGE_SIZE;
-    (
-        matched.into_iter().skip(start).take(PAGE_SIZE).collect(),
-        n,
-        pages,
-    )
 }
 
 /// Percent-encoding of a query value (everything but unreserved characters).
@@ -391,63 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn filters_come_from_the_url_go_back_to_it_and_page() {
-        let q = DeviceQuery {
-            site: "a".into(),
-            status: "approved".into(),
-            q: " CT ".into(),
-            ..DeviceQuery::default()
-        };
-        let f = q.filter().expect("valid");
-        let all = fleet();
-        let (shown, n, pages) = page(&all, &f);
-        assert_eq!(
-            (
-                shown.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-                n,
-                pages
-            ),
-            (vec!["ct-1", "ct-2"], 2, 1)
-        );
-        assert_eq!(f.query(2), "site=a&status=approved&q=ct&page=2");
-        let tag = DeviceQuery {
-            q: "radio".into(),
-            ..DeviceQuery::default()
-        };
-        assert_eq!(page(&fleet(), &tag.filter().expect("valid")).1, 1);
-        let att = DeviceQuery {
-            attention: "1".into(),
-            ..DeviceQuery::default()
-        };
-        assert_eq!(page(&fleet(), &att.filter().expect("valid")).1, 4);
-        let bad = DeviceQuery {
-            status: "gone".into(),
-            ..DeviceQuery::default()
-        };
-        assert_eq!(
-            bad.filter(),
-            Err("status \"gone\": use one of pending, approved, revoked, decommissioned".into())
-        );
-        // 250 devices: three pages, the last one partial; a page beyond is the last.
-        let many: Vec<Device> = (0..250)
-            .map(|i| {
-                device(
-                    &format!("d{i:03}"),
-                    "a",
-                    DeviceStatus::Approved,
-                    Connection::Online,
-                )
-            })
-            .collect();
-        let f = DeviceFilter {
-            page: 9,
-            ..DeviceFilter::default()
-        };
-        let (shown, n, pages) = page(&many, &f);
-        assert_eq!(
-            (shown.len(), n, pages, shown[0].id.as_str()),
-            (50, 250, 3, "d200")
-        );
+    fn query_values_are_percent_encoded() {
         assert_eq!(encode("a b&c/é"), "a%20b%26c%2F%C3%A9");
     }
 

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod claims;
 pub mod commands;
 pub mod config;
+pub mod fleet;
 pub mod ingest;
 pub mod peers;
 pub mod registry;
@@ -162,6 +163,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0005_sso_users.sql").into_sql_str(),
             false,
         ),
+        // console-fleet: sites' time zone and rooms, inventory columns, claim rooms.
+        Migration::new(
+            6,
+            Cow::Borrowed("sites and rooms"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0006_sites_rooms.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -255,7 +264,7 @@ impl Store {
         if sqlite {
             spawn_checkpointer(pool.clone());
         }
-        Ok(Store {
+        let store = Store {
             pool,
             backend: if sqlite {
                 Backend::Sqlite
@@ -264,7 +273,10 @@ impl Store {
             },
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             admitted: Arc::new(Mutex::new(HashMap::new())),
-        })
+        };
+        // console-fleet: version and profile columns of devices born before migration 5.
+        store.backfill_inventory_columns().await?;
+        Ok(store)
     }
 
     /// The pool (for tests and health checks).

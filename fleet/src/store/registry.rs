@@ -195,7 +195,7 @@ impl Store {
         let inventory = serde_json::to_string(&birth.inventory)?;
         sqlx::query(
             "UPDATE devices SET inventory = $1, boot_id = $2, telemetry_interval_secs = $3, running_config_version = $4, \
-             connection = $5, last_seen_ms = $6, updated_ms = $6 WHERE id = $7",
+             connection = $5, last_seen_ms = $6, updated_ms = $6, appliance_version = $8, hardware_profile = $9 WHERE id = $7",
         )
         .bind(inventory)
         .bind(format!("{:016x}", birth.boot_id))
@@ -204,6 +204,8 @@ impl Store {
         .bind(Connection::Online.as_str())
         .bind(now)
         .bind(device.as_str())
+        .bind(birth.inventory.appliance_version.as_str())
+        .bind(birth.inventory.hardware_profile.as_str())
         .execute(&mut *c)
         .await?;
         for peer in &birth.inventory.peers {
