@@ -147,6 +147,12 @@ impl Shell {
                 () = self.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
+            if let Some(app) = self.hooks.app() {
+                let activity = self.activity(&app);
+                if self.feed(Input::Activity(activity)).await? {
+                    return Ok(());
+                }
+            }
             let busy = self.agent.state().is_some_and(|s| !s.is_final());
             if !busy {
                 if let Some(req) = state::take_request(&self.cfg.appliance.data_dir)? {
@@ -162,15 +168,20 @@ impl Shell {
                     }
                 }
             }
-            if let Some(app) = self.hooks.app() {
-                let activity = self.activity(&app);
-                if self.feed(Input::Activity(activity)).await? {
-                    return Ok(());
-                }
-            }
             if self.feed(Input::Tick).await? {
                 return Ok(());
             }
+        }
+    }
+
+    /// Tells the agent what DICOM does this moment (nothing if no appliance runs).
+    fn refresh_activity(&mut self) {
+        if let Some(app) = self.hooks.app() {
+            let activity = self.activity(&app);
+            // Outside the wait for idle this only records it; no actions follow.
+            let _ = self
+                .agent
+                .handle(Timestamp::now(), Input::Activity(activity));
         }
     }
 
@@ -238,7 +249,12 @@ impl Shell {
             Action::Download { .. } => Next::Input(Input::DownloadComplete { have: saved.size }),
             Action::DiscardDownload => Next::Nothing,
             Action::Verify => Next::Input(Input::Verified(self.verify(&saved).await)),
-            Action::Install => Next::Input(Input::Installed(self.install(&saved).await)),
+            Action::Install => {
+                let r = self.install(&saved).await;
+                // The switch is decided on what DICOM does now, not before the install.
+                self.refresh_activity();
+                Next::Input(Input::Installed(r))
+            }
             Action::Wait(reason) => {
                 self.hooks.update.update(|v| {
                     v.reason = Some(reason_code(&reason).to_owned());
