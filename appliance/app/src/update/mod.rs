@@ -26,16 +26,19 @@ pub const PROGRAM: &str = "medgate-appliance";
 /// The product bundles must name.
 pub const PRODUCT: &str = "medgate-appliance";
 
+/// A program and its arguments.
+pub type Program = (PathBuf, Vec<String>);
+
 /// A program to `exec` once the appliance stopped (set by a switch or a rollback).
 #[derive(Debug, Clone, Default)]
-pub struct Restart(Arc<Mutex<Option<(PathBuf, Vec<String>)>>>);
+pub struct Restart(Arc<Mutex<Option<Program>>>);
 
 impl Restart {
     fn set(&self, program: PathBuf, args: Vec<String>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((program, args));
     }
     /// The program and arguments to replace this process with, if a switch asked for it.
-    pub fn take(&self) -> Option<(PathBuf, Vec<String>)> {
+    pub fn take(&self) -> Option<Program> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
