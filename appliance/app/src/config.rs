@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn the_update_section_is_checked_with_exact_messages() {
-        let base = "[appliance]\nname = \"t\"\ndata_dir = \"/var/lib/medgate\"\n\n[listener]\nae_title = \"MEDGATE\"\nbind = \"127.0.0.1:11112\"\n\n[update]\n";
+        let base = "[appliance]\nname = \"t\"\ndata_dir = \"/var/lib/medgate\"\n\n[listener]\nae_title = \"MEDGATE\"\nbind = \"127.0.0.1:11112\"\n\n[[destination]]\nname = \"a\"\nkind = \"dimse\"\naddress = \"127.0.0.1:104\"\ncalled_ae_title = \"ARCHIVE\"\n\n[update]\n";
         let problems = |extra: &str| -> Vec<(String, String)> {
             Config::parse(&format!("{base}{extra}"))
                 .expect("parses")
