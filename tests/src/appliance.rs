@@ -20,6 +20,8 @@ pub struct Appliance {
     pub status_port: u16,
     pub ae: String,
     pub starts: u32,
+    /// The program started (default: the workspace's `medgate-appliance`).
+    pub program: Option<PathBuf>,
 }
 
 impl Appliance {
@@ -35,6 +37,18 @@ impl Appliance {
     /// [`Appliance::start_with`], with `appliance_extra` appended to the `[appliance]` table.
     pub async fn start_configured(
         dir: &Path,
+        appliance_extra: &str,
+        listener_extra: &str,
+        extra: &str,
+    ) -> Result<Appliance> {
+        Appliance::start_program(dir, None, appliance_extra, listener_extra, extra).await
+    }
+
+    /// [`Appliance::start_configured`], running `program` (e.g. a slot's
+    /// `current/medgate-appliance`) instead of the workspace's binary.
+    pub async fn start_program(
+        dir: &Path,
+        program: Option<PathBuf>,
         appliance_extra: &str,
         listener_extra: &str,
         extra: &str,
@@ -81,6 +95,7 @@ impl Appliance {
             status_port,
             ae,
             starts: 0,
+            program,
         };
         a.restart().await?;
         Ok(a)
@@ -92,7 +107,10 @@ impl Appliance {
         // must keep its files owner-only itself); `exec` keeps the pid the appliance's.
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
-            .arg(workspace_bin("medgate-appliance")?)
+            .arg(match &self.program {
+                Some(p) => p.clone(),
+                None => workspace_bin("medgate-appliance")?,
+            })
             .arg("run")
             .arg("--config")
             .arg(&self.config);

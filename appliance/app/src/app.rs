@@ -365,6 +365,7 @@ pub async fn run_with(
         events: hooks.events.clone(),
         fleet: hooks.fleet.clone(),
         config_source: hooks.config_source(),
+        update: hooks.update.clone(),
     }));
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -58,6 +58,129 @@ pub struct Config {
     /// `appliance.fleet_enrollment`). Absent: no reporting.
     #[serde(default)]
     pub fleet: Option<medgate_report::ReporterConfig>,
+    /// Signed updates into directory slots (docs/ota.md). Absent: no update agent.
+    #[serde(default)]
+    pub update: Option<UpdateSection>,
+}
+
+/// `[update]` (box-local): the directory slots of a Debian server and the agent's timings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSection {
+    /// The slot directory (`versions/`, `current`, …); the service runs
+    /// `<slots_dir>/current/medgate-appliance`. Required.
+    pub slots_dir: PathBuf,
+    /// The hardware profile a bundle must name to install here. Required.
+    pub hardware: String,
+    /// The new version must be healthy within this after the switch, else it is rolled back.
+    #[serde(default = "default_health_deadline")]
+    pub health_deadline_secs: u64,
+    /// Seconds between health probes after the switch.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_secs: u64,
+    /// DICOM counts as idle only this long after the last object.
+    #[serde(default = "default_quiet")]
+    pub quiet_secs: u64,
+    /// A study counts as still arriving until it was quiet this long.
+    #[serde(default = "default_study_stable")]
+    pub study_stable_secs: u64,
+    /// At most this many objects waiting to be forwarded at the switch.
+    #[serde(default = "default_queue_bound")]
+    pub queue_bound: u64,
+    /// The largest bundle payload accepted (bytes).
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: u64,
+}
+
+const fn default_health_deadline() -> u64 {
+    120
+}
+const fn default_probe_interval() -> u64 {
+    5
+}
+const fn default_quiet() -> u64 {
+    10
+}
+const fn default_study_stable() -> u64 {
+    60
+}
+const fn default_queue_bound() -> u64 {
+    100
+}
+const fn default_max_payload() -> u64 {
+    1 << 30
+}
+
+impl UpdateSection {
+    fn problems(&self, data_dir: &Path, bad: &mut dyn FnMut(&str, String)) {
+        if !self.slots_dir.is_absolute() {
+            bad(
+                "update.slots_dir",
+                format!(
+                    "{} is not an absolute path; give the slot directory's full path, e.g. /opt/medgate",
+                    self.slots_dir.display()
+                ),
+            );
+        } else if self.slots_dir.starts_with(data_dir) || data_dir.starts_with(&self.slots_dir) {
+            bad(
+                "update.slots_dir",
+                format!(
+                    "{} overlaps appliance.data_dir ({}); the slots hold programs, the data directory patient data: keep them apart",
+                    self.slots_dir.display(),
+                    data_dir.display()
+                ),
+            );
+        }
+        if let Err(e) = self.hardware.parse::<medgate_bundle::Name>() {
+            bad(
+                "update.hardware",
+                format!("{e}; use the hardware profile name the vendor's bundles list"),
+            );
+        }
+        if !(10..=3600).contains(&self.health_deadline_secs) {
+            bad(
+                "update.health_deadline_secs",
+                format!(
+                    "{} is out of range; give 10 to 3600 seconds",
+                    self.health_deadline_secs
+                ),
+            );
+        }
+        if self.probe_interval_secs == 0 || self.probe_interval_secs * 2 > self.health_deadline_secs
+        {
+            bad(
+                "update.probe_interval_secs",
+                format!(
+                    "{} does not fit two probes into update.health_deadline_secs ({}); give 1 to {}",
+                    self.probe_interval_secs,
+                    self.health_deadline_secs,
+                    self.health_deadline_secs / 2
+                ),
+            );
+        }
+        if self.quiet_secs > 600 {
+            bad(
+                "update.quiet_secs",
+                format!("{} is out of range; give 0 to 600 seconds", self.quiet_secs),
+            );
+        }
+        if self.study_stable_secs > 3600 {
+            bad(
+                "update.study_stable_secs",
+                format!(
+                    "{} is out of range; give 0 to 3600 seconds",
+                    self.study_stable_secs
+                ),
+            );
+        }
+        if self.max_payload_bytes == 0 {
+            bad(
+                "update.max_payload_bytes",
+                "0 accepts no bundle; give the largest payload size in bytes (default 1 GiB)"
+                    .into(),
+            );
+        }
+    }
 }
 
 /// `[hardware]`
@@ -242,6 +365,7 @@ impl Config {
             worklist: desired.worklist,
             qc: desired.qc,
             fleet: local.fleet.clone(),
+            update: local.update.clone(),
         }
     }
 
@@ -281,6 +405,9 @@ impl Config {
                     format!("{f:?} must be an absolute path"),
                 );
             }
+        }
+        if let Some(u) = &self.update {
+            u.problems(&self.appliance.data_dir, &mut bad);
         }
         let l = &self.listener;
         let st = &self.status;
@@ -432,6 +559,61 @@ mod tests {
         let cfg = Config::parse(EXAMPLE).expect("example parses");
         let back = Config::from_parts(&cfg, cfg.desired());
         assert_eq!(format!("{back:?}"), format!("{cfg:?}"));
+    }
+
+    #[test]
+    fn the_update_section_is_checked_with_exact_messages() {
+        let base = "[appliance]\nname = \"t\"\ndata_dir = \"/var/lib/medgate\"\n\n[listener]\nae_title = \"MEDGATE\"\nbind = \"127.0.0.1:11112\"\n\n[[destination]]\nname = \"a\"\nkind = \"dimse\"\naddress = \"127.0.0.1:104\"\ncalled_ae_title = \"ARCHIVE\"\n\n[update]\n";
+        let problems = |extra: &str| -> Vec<(String, String)> {
+            Config::parse(&format!("{base}{extra}"))
+                .expect("parses")
+                .validate()
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect()
+        };
+        assert!(problems("slots_dir = \"/opt/medgate\"\nhardware = \"qemu-vm\"\n").is_empty());
+        let cfg = Config::parse(&format!(
+            "{base}slots_dir = \"/opt/medgate\"\nhardware = \"qemu-vm\"\n"
+        ))
+        .expect("parses");
+        let u = cfg.update.expect("update");
+        assert_eq!(
+            (u.health_deadline_secs, u.probe_interval_secs, u.quiet_secs),
+            (120, 5, 10)
+        );
+        assert_eq!(
+            problems("slots_dir = \"opt\"\nhardware = \"qemu-vm\"\n"),
+            [("update.slots_dir".to_string(), "opt is not an absolute path; give the slot directory's full path, e.g. /opt/medgate".to_string())]
+        );
+        assert_eq!(
+            problems("slots_dir = \"/var/lib/medgate/slots\"\nhardware = \"qemu-vm\"\n")[0].1,
+            "/var/lib/medgate/slots overlaps appliance.data_dir (/var/lib/medgate); the slots hold programs, the data directory patient data: keep them apart"
+        );
+        let p =
+            problems("slots_dir = \"/opt/m\"\nhardware = \"Qemu VM\"\nhealth_deadline_secs = 5\n");
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "update.hardware",
+                "update.health_deadline_secs",
+                "update.probe_interval_secs"
+            ]
+        );
+        assert_eq!(p[1].1, "5 is out of range; give 10 to 3600 seconds");
+        assert_eq!(
+            p[2].1,
+            "5 does not fit two probes into update.health_deadline_secs (5); give 1 to 2"
+        );
+        let missing = Config::parse(&format!("{base}slots_dir = \"/opt/m\"\n"))
+            .expect_err("hardware required");
+        assert!(missing.contains("missing field `hardware`"), "{missing}");
+        let unknown = Config::parse(&format!(
+            "{base}slots_dir = \"/opt/m\"\nhardware = \"x\"\nslot_dir = 1\n"
+        ))
+        .expect_err("unknown");
+        assert!(unknown.contains("unknown field `slot_dir`"), "{unknown}");
     }
 
     #[test]

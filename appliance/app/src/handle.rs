@@ -49,6 +49,8 @@ pub struct AppParts {
     pub fleet: Arc<Probe>,
     /// Where its configuration comes from.
     pub config_source: ConfigSource,
+    /// What the update agent is doing (for the status and the metrics).
+    pub update: Arc<crate::update::view::UpdateView>,
 }
 
 /// The running appliance, shared with the status endpoint, the board and the fleet link.
@@ -124,6 +126,11 @@ impl App {
     /// Where its configuration comes from.
     pub fn config_source(&self) -> ConfigSource {
         self.parts.config_source
+    }
+
+    /// What the update agent is doing.
+    pub fn update(&self) -> &Arc<crate::update::view::UpdateView> {
+        &self.parts.update
     }
 
     /// One more listener serves.
@@ -241,6 +248,8 @@ pub struct Hooks {
     pub current: Arc<Mutex<Option<Arc<App>>>>,
     /// Where the configuration starting next comes from (the supervisor sets it).
     pub config_source: Arc<Mutex<ConfigSource>>,
+    /// What the update agent is doing (it outlives every appliance it watches).
+    pub update: Arc<crate::update::view::UpdateView>,
 }
 
 /// Where the running configuration comes from.

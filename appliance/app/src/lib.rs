@@ -42,4 +42,5 @@ pub mod scu;
 pub mod status;
 pub mod supervisor;
 pub mod tls;
+pub mod update;
 pub mod workflow;

@@ -271,6 +271,10 @@ async fn handle_connection(
         c.bytes,
         c.first.map(|t| t.elapsed()).unwrap_or_default(),
     );
+    if assoc.stored > 0 {
+        ctx.metrics
+            .study_stored(&assoc.calling_ae, c.modality.as_deref());
+    }
     if let Some(r) = assoc.receiving.take() {
         r.discard(&ctx);
     }

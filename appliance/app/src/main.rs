@@ -88,6 +88,25 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Install a signed update bundle from a file (a site without a path to the fleet).
+    ///
+    /// Verifies it completely against the trust store (<data_dir>/update/trust.json) before
+    /// anything is written, installs it into the inactive slot of [update].slots_dir, then
+    /// hands the switch to the running service, which switches when DICOM is idle (no
+    /// association open, no study arriving) and keeps the new version only if it proves
+    /// healthy. If the service is not running, it switches now: the next start runs the new
+    /// version on probation. Exit codes: 0 installed, 1 refused or failed (nothing switched).
+    ///
+    ///   medgate-appliance update --config /etc/medgate/appliance.toml --file medgate-1.4.0.mgb
+    #[command(verbatim_doc_comment)]
+    Update {
+        /// The configuration (its [update] section and data directory).
+        #[arg(long, short, env = "MEDGATE_CONFIG")]
+        config: PathBuf,
+        /// The bundle (.mgb).
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Join the fleet: create the device key, send a certificate request with the one-time claim
     /// token of the provisioning file, and write the [fleet] settings (`fleet.toml`), the device
     /// certificate and the fleet's CA into the identity directory. Does nothing if already
@@ -386,6 +405,31 @@ fn print_status(s: &StatusReport) {
             }
         ),
     }
+    if let Some(u) = &s.update {
+        println!(
+            "update:      running {}{}; {}",
+            u.running.as_deref().unwrap_or("unknown"),
+            if u.on_probation {
+                " (on probation)"
+            } else {
+                ""
+            },
+            match (&u.version, &u.state) {
+                (Some(v), Some(state)) => format!(
+                    "{v} {state}{}{}",
+                    u.code
+                        .as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default(),
+                    u.detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                ),
+                _ => "no install".to_string(),
+            }
+        );
+    }
     for d in &s.destinations {
         println!(
             "destination: {} ({}) {}: {} waiting (oldest {} s), {} forwarded, {} quarantined",
@@ -575,6 +619,8 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             init_logging();
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let restart = medgate_appliance::update::Restart::default();
+            let agent_restart = restart.clone();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -597,13 +643,29 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     }
                     sd.cancel();
                 });
+                let agent_shutdown = shutdown.clone();
                 medgate_appliance::supervisor::run(cfg, shutdown, |local, hooks| {
+                    medgate_appliance::update::agent::spawn(
+                        local,
+                        hooks,
+                        agent_shutdown,
+                        agent_restart,
+                    );
                     medgate_appliance::fleet::attach(local, Some(&config), hooks)
                 })
                 .await
             })?;
+            drop(rt);
+            if let Some((program, args)) = restart.take() {
+                // A switch or a rollback: this process becomes the version now in force.
+                use std::os::unix::process::CommandExt;
+                tracing::info!(program = %program.display(), "starting the version in force");
+                let e = std::process::Command::new(&program).args(&args).exec();
+                bail!("cannot start {}: {e}", program.display());
+            }
             Ok(())
         }
+        Command::Update { config, file } => update_command(&config, &file),
         Command::Enroll {
             provisioning,
             identity_dir,
@@ -843,6 +905,45 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             })
+        }
+    }
+}
+
+fn update_command(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    use medgate_appliance::update::local::{LocalOutcome, update_file};
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read the bundle {}", file.display()))?
+        .len();
+    let mut shown = 0;
+    let mut progress = |done: u64| {
+        let tenth = done.saturating_mul(10).checked_div(size).unwrap_or(10);
+        if tenth > shown {
+            shown = tenth;
+            eprint!("\rverifying {}%", tenth * 10);
+        }
+    };
+    let outcome = update_file(&cfg, config, file, &mut progress);
+    if shown > 0 {
+        eprintln!();
+    }
+    match outcome {
+        Ok(LocalOutcome::HandedOver { version }) => {
+            println!(
+                "verified and installed {version} into the inactive slot; the running service switches when DICOM is idle and keeps it only if healthy: follow it with `medgate-appliance status`"
+            );
+            Ok(())
+        }
+        Ok(LocalOutcome::Switched { version, previous }) => {
+            println!(
+                "verified and installed {version}; the service is not running, so it was switched now: start the service, it proves health or rolls back to {} by itself",
+                previous.map_or_else(|| "the previous version".to_string(), |v| v.to_string())
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("update: {e}");
+            std::process::exit(1);
         }
     }
 }

@@ -188,6 +188,9 @@ pub struct Metrics {
     pub spool_used_centipercent: AtomicU64,
     /// Per destination, in configuration order.
     pub destinations: BTreeMap<String, DestinationMetrics>,
+    /// The studies that arrived lately: (calling AE, modality code) → when its last
+    /// association that stored objects ended. For the update agent's "study still arriving".
+    pub studies_seen: Mutex<BTreeMap<(String, String), std::time::Instant>>,
 }
 
 impl Metrics {
@@ -199,6 +202,7 @@ impl Metrics {
             associations_aborted: AtomicU64::new(0),
             associations_active: AtomicU64::new(0),
             objects_received: AtomicU64::new(0),
+            studies_seen: Mutex::new(BTreeMap::new()),
             bytes_received: AtomicU64::new(0),
             echoes: AtomicU64::new(0),
             store_failures: Mutex::new(BTreeMap::new()),
@@ -227,6 +231,38 @@ impl Metrics {
     }
 
     /// The Prometheus exposition.
+    /// An association of `calling_ae` stored objects of `modality` (a code, `OT` if unknown);
+    /// keeps the 64 most recent senders.
+    pub fn study_stored(&self, calling_ae: &str, modality: Option<&str>) {
+        let mut seen = self.studies_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let modality = modality
+            .filter(|m| crate::events::is_modality_code(m))
+            .unwrap_or("OT");
+        seen.insert(
+            (calling_ae.to_owned(), modality.to_owned()),
+            std::time::Instant::now(),
+        );
+        while seen.len() > 64 {
+            let oldest = seen.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => seen.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    /// The modalities that stored objects within `secs`, with how long ago (most recent first).
+    pub fn studies_within(&self, secs: u64) -> Vec<(String, std::time::Duration)> {
+        let seen = self.studies_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = seen
+            .iter()
+            .map(|((_, m), t)| (m.clone(), t.elapsed()))
+            .filter(|(_, ago)| ago.as_secs() < secs)
+            .collect();
+        out.sort_by_key(|(_, ago)| *ago);
+        out
+    }
+
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
         let g = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {

@@ -70,6 +70,10 @@ pub struct StatusReport {
     /// Reporting to the fleet manager (absent without a fleet).
     #[serde(default)]
     pub fleet: Option<FleetStatus>,
+    /// The update agent (absent without `[update]`): the version in force, the install under
+    /// way or its outcome, and why it waits.
+    #[serde(default)]
+    pub update: Option<crate::update::view::UpdateStatus>,
 }
 
 /// The spool's space in `/api/status`.
@@ -181,7 +185,8 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         app.metrics().render()
             + &app.workflow().render_metrics()
             + &app.listener().rules.render_metrics()
-            + &fleet_metrics(&app),
+            + &fleet_metrics(&app)
+            + &app.update().render_metrics(),
     )
 }
 
@@ -257,6 +262,7 @@ pub fn report(app: &App) -> StatusReport {
             resent: f.resent,
             dropped: f.outbox_dropped,
         }),
+        update: app.update().get(),
     }
 }
 

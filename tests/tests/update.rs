@@ -1,0 +1,418 @@
+//! End-to-end tests of the appliance's update agent with real processes and the directory slot
+//! backend (docs/ota.md): `medgate-appliance update --file` while a long storescu transfer runs
+//! (waits, then switches, proves health, commits), a new version that fails its health check
+//! (rolled back by itself), a tampered bundle (refused, nothing written).
+//!
+//! A "version" is a slot directory `versions/<v>/` whose `medgate-appliance` is the bundle's
+//! payload (an executable); the test starts `<slots>/current/medgate-appliance run` as systemd
+//! would. The good new version is a copy of the appliance binary; the bad one a script that
+//! runs it with a configuration whose listener is elsewhere (so the old address does not answer).
+
+use anyhow::{Context, Result, bail};
+use medgate_e2e::appliance::{ct_files, dimse_destination, paths, tempdir};
+use medgate_e2e::{Appliance, Storescp, echoscu, free_port, workspace_bin};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn bundle_tool(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(workspace_bin("medgate-bundle")?)
+        .current_dir(dir)
+        .args(args)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("medgate-bundle {args:?} failed: {text}");
+    }
+    Ok(text)
+}
+
+/// Vendor keys, root and keys documents in `keys/`, the device's trust store in its data dir.
+fn trust(dir: &Path) -> Result<PathBuf> {
+    let k = dir.join("keys");
+    std::fs::create_dir_all(&k)?;
+    bundle_tool(&k, &["keygen", "--name", "root-1"])?;
+    bundle_tool(&k, &["keygen", "--name", "vendor-1"])?;
+    bundle_tool(
+        &k,
+        &[
+            "root",
+            "--key",
+            "root-1.pub",
+            "--threshold",
+            "1",
+            "--version",
+            "1",
+            "--expires",
+            "2099-01-01",
+            "--sign-with",
+            "root-1.key",
+            "--out",
+            "root.json",
+        ],
+    )?;
+    bundle_tool(
+        &k,
+        &[
+            "delegate",
+            "--root",
+            "root.json",
+            "--key",
+            "vendor-1.pub",
+            "--threshold",
+            "1",
+            "--version",
+            "1",
+            "--expires",
+            "2099-01-01",
+            "--sign-with",
+            "root-1.key",
+            "--out",
+            "keys.json",
+        ],
+    )?;
+    let update = dir.join("data/update");
+    std::fs::create_dir_all(&update)?;
+    let store = update.join("trust.json");
+    bundle_tool(
+        &k,
+        &[
+            "trust",
+            "init",
+            "--root",
+            "root.json",
+            "--keys",
+            "keys.json",
+            "--out",
+            &store.display().to_string(),
+        ],
+    )?;
+    Ok(k)
+}
+
+/// A bundle of `payload` as `version`, signed by the vendor key.
+fn sign(keys: &Path, payload: &Path, version: &str, out: &Path) -> Result<()> {
+    bundle_tool(
+        keys,
+        &[
+            "sign",
+            "--payload",
+            &payload.display().to_string(),
+            "--kind",
+            "appliance-binaries",
+            "--version",
+            version,
+            "--hardware",
+            "qemu-vm",
+            "--expires-days",
+            "30",
+            "--sign-with",
+            "vendor-1.key",
+            "--out",
+            &out.display().to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The slot directory as the Debian package leaves it: version 0.1.0 (the appliance binary)
+/// in force. Returns the program systemd would run.
+fn seed_slots(slots: &Path) -> Result<PathBuf> {
+    let v = slots.join("versions/0.1.0");
+    std::fs::create_dir_all(&v)?;
+    std::fs::copy(workspace_bin("medgate-appliance")?, v.join("payload"))?;
+    std::fs::set_permissions(v.join("payload"), std::fs::Permissions::from_mode(0o755))?;
+    std::os::unix::fs::symlink("payload", v.join("medgate-appliance"))?;
+    std::os::unix::fs::symlink("versions/0.1.0", slots.join("current"))?;
+    Ok(slots.join("current/medgate-appliance"))
+}
+
+fn update_section(slots: &Path) -> String {
+    format!(
+        "[update]\nslots_dir = \"{}\"\nhardware = \"qemu-vm\"\nhealth_deadline_secs = 15\nprobe_interval_secs = 1\nquiet_secs = 2\nstudy_stable_secs = 3\n\n",
+        slots.display()
+    )
+}
+
+fn update_cli(config: &Path, bundle: &Path) -> Result<Output> {
+    Ok(Command::new(workspace_bin("medgate-appliance")?)
+        .args(["update", "--config"])
+        .arg(config)
+        .arg("--file")
+        .arg(bundle)
+        .output()?)
+}
+
+fn current(slots: &Path) -> Result<String> {
+    Ok(std::fs::read_link(slots.join("current"))?
+        .display()
+        .to_string())
+}
+
+/// Polls `/api/status` through restarts (the switch replaces the process) until `check`.
+async fn wait_update(
+    a: &Appliance,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    let mut last = serde_json::Value::Null;
+    loop {
+        if let Ok(s) = a.status().await {
+            if check(&s["update"]) {
+                return Ok(s);
+            }
+            last = s["update"].clone();
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "{what}: not after {timeout:?}; last update status {last}\n{}",
+                a.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_transfer_delays_the_switch_then_the_new_version_commits() -> Result<()> {
+    let tmp = tempdir("update-busy")?;
+    let dir = tmp.path();
+    let slots = dir.join("slots");
+    let program = seed_slots(&slots)?;
+    let keys = trust(dir)?;
+    let bundle = dir.join("medgate-0.2.0.mgb");
+    sign(
+        &keys,
+        &workspace_bin("medgate-appliance")?,
+        "0.2.0",
+        &bundle,
+    )?;
+    let scp_port = free_port();
+    let mut scp = Storescp::start(&dir.join("archive"), scp_port, "ARCHIVE").await?;
+    let a = Appliance::start_program(
+        dir,
+        Some(program),
+        "",
+        "",
+        &format!(
+            "{}{}",
+            dimse_destination("archive", scp_port, "ARCHIVE"),
+            update_section(&slots)
+        ),
+    )
+    .await?;
+    let pid = a.pid();
+    let files = ct_files(&dir.join("ct"), 14, 300)?;
+    let scu = a.storescu();
+    let list = paths(&files);
+    let transfer = tokio::spawn(async move { scu.send(&list).await });
+    a.wait_status("association open", Duration::from_secs(30), |s| {
+        s["associations_active"].as_u64() == Some(1)
+    })
+    .await?;
+    let out = update_cli(&a.config, &bundle)?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("the running service switches when DICOM is idle"),
+        "{said}"
+    );
+    // While the transfer runs: waiting, with the reason, in the status and the metrics.
+    let s = wait_update(
+        &a,
+        "waiting for the association",
+        Duration::from_secs(20),
+        |u| u["state"] == "waiting_idle" && u["reason"] == "associations_active",
+    )
+    .await?;
+    assert_eq!(
+        s["associations_active"], 1,
+        "the transfer is still running: {s}"
+    );
+    assert_eq!(
+        s["update"]["detail"], "1 association active",
+        "{}",
+        s["update"]
+    );
+    assert_eq!(
+        current(&slots)?,
+        "versions/0.1.0",
+        "not switched while busy"
+    );
+    let metrics = a.metrics().await?;
+    assert!(
+        metrics.contains("medgate_update_state{state=\"waiting_idle\",reason=\"associations_active\",version=\"0.2.0\",running=\"0.1.0\"} 1"),
+        "{metrics}"
+    );
+    let report = transfer.await??;
+    report.expect_all_success(300)?;
+    // Then quiet: the switch, health, the commit; the same process (exec) now runs 0.2.0.
+    let s = wait_update(&a, "committed", Duration::from_secs(90), |u| {
+        u["state"] == "installed" && u["running"] == "0.2.0"
+    })
+    .await?;
+    assert_eq!(s["update"]["detail"], "healthy and committed");
+    assert_eq!(current(&slots)?, "versions/0.2.0");
+    assert!(!slots.join("probation").exists(), "committed");
+    assert_eq!(
+        a.pid(),
+        pid,
+        "the switch replaced the program in the same process"
+    );
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    assert!(
+        exe.ends_with("versions/0.2.0/payload"),
+        "running {}",
+        exe.display()
+    );
+    // Every acknowledged instance reached the archive.
+    a.wait_drained(Duration::from_secs(120)).await?;
+    let received = scp.wait_for_files(300, Duration::from_secs(60)).await?;
+    assert_eq!(received.len(), 300);
+    for f in &files {
+        assert!(
+            scp.file_for(&f.sop_instance_uid).is_some(),
+            "{} not delivered",
+            f.sop_instance_uid
+        );
+    }
+    let log = std::fs::read_to_string(dir.join("appliance-1.log"))?;
+    assert!(
+        log.contains("state=\"waiting_idle\"") || log.contains("state=waiting_idle"),
+        "{log}"
+    );
+    assert!(log.contains("update switched"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_version_that_fails_its_health_check_is_rolled_back_by_itself() -> Result<()> {
+    let tmp = tempdir("update-sick")?;
+    let dir = tmp.path();
+    let slots = dir.join("slots");
+    let program = seed_slots(&slots)?;
+    let keys = trust(dir)?;
+    let archive = dimse_destination("archive", free_port(), "ARCHIVE");
+    let a = Appliance::start_program(
+        dir,
+        Some(program),
+        "",
+        "",
+        &format!("{archive}{}", update_section(&slots)),
+    )
+    .await?;
+    // The new version: the appliance with a configuration whose listener is on another port,
+    // so the modalities' address no longer answers C-ECHO.
+    let good = std::fs::read_to_string(&a.config)?;
+    let elsewhere = good.replace(
+        &format!("127.0.0.1:{}", a.port),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    let bad_config = dir.join("elsewhere.toml");
+    std::fs::write(&bad_config, elsewhere)?;
+    let script = dir.join("new-version.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec {} run --config {}\n",
+            workspace_bin("medgate-appliance")?.display(),
+            bad_config.display()
+        ),
+    )?;
+    let bundle = dir.join("medgate-0.3.0.mgb");
+    sign(&keys, &script, "0.3.0", &bundle)?;
+    let out = update_cli(&a.config, &bundle)?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = wait_update(&a, "rolled back", Duration::from_secs(90), |u| {
+        u["state"] == "rolled_back" && u["running"] == "0.1.0"
+    })
+    .await?;
+    let u = &s["update"];
+    assert_eq!(u["code"], "health_deadline", "{u}");
+    assert_eq!(
+        u["detail"], "not healthy within 15 s of the switch: the listener did not answer C-ECHO",
+        "{u}"
+    );
+    assert_eq!(
+        current(&slots)?,
+        "versions/0.1.0",
+        "the old version is in force"
+    );
+    assert!(!slots.join("probation").exists());
+    let exe = std::fs::read_link(format!("/proc/{}/exe", a.pid()))?;
+    assert!(
+        exe.ends_with("versions/0.1.0/payload"),
+        "running {}",
+        exe.display()
+    );
+    let echo = echoscu(a.port, &a.ae, "MODALITY").await?;
+    assert!(
+        echo.success,
+        "the old version answers where the modalities call: {echo:?}"
+    );
+    let log = std::fs::read_to_string(dir.join("appliance-1.log"))?;
+    assert!(log.contains("update rolling back"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tampered_bundle_is_refused_and_nothing_is_written() -> Result<()> {
+    let tmp = tempdir("update-tampered")?;
+    let dir = tmp.path();
+    let slots = dir.join("slots");
+    seed_slots(&slots)?;
+    let keys = trust(dir)?;
+    let payload = dir.join("payload.bin");
+    std::fs::write(&payload, vec![7u8; 4096])?;
+    let bundle = dir.join("medgate-0.2.0.mgb");
+    sign(&keys, &payload, "0.2.0", &bundle)?;
+    let mut bytes = std::fs::read(&bundle)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&bundle, bytes)?;
+    let config = dir.join("appliance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[appliance]\nname = \"t\"\ndata_dir = \"{}\"\n\n[listener]\nae_title = \"MEDGATE\"\nbind = \"127.0.0.1:{}\"\n\n{}{}",
+            dir.join("data").display(),
+            free_port(),
+            dimse_destination("archive", free_port(), "ARCHIVE"),
+            update_section(&slots)
+        ),
+    )?;
+    let out = update_cli(&config, &bundle)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused (payload_digest_mismatch)"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    let versions: Vec<_> = std::fs::read_dir(slots.join("versions"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    assert_eq!(versions, ["0.1.0"], "no version added");
+    assert_eq!(
+        std::fs::read_dir(slots.join("staging"))
+            .context("staging")?
+            .count(),
+        0
+    );
+    assert_eq!(current(&slots)?, "versions/0.1.0");
+    assert!(!dir.join("data/update/request.json").exists());
+    assert!(!dir.join("data/update/state.json").exists());
+    Ok(())
+}
