@@ -307,6 +307,42 @@ pub const ROUTES: &[Route] = &[
     r(V::Get, "/api/v1/events", P::DevicesRead, T::QueryDevice),
     r(V::Post, "/api/v1/claims", P::ClaimsCreate, T::Filtered),
     r(V::Get, "/api/v1/live", P::DevicesRead, T::AllSites),
+    // console: device page
+    r(V::Get, "/static/uplot-1.6.32.min.js", P::Public, T::None),
+    r(V::Get, "/static/uplot-1.6.32.min.css", P::Public, T::None),
+    r(V::Get, "/static/device-charts.js", P::Public, T::None),
+    r(V::Get, "/devices/{id}", P::DevicesRead, T::Device),
+    r(V::Get, "/devices/{id}/live", P::DevicesRead, T::Device),
+    r(
+        V::Get,
+        "/devices/{id}/charts.json",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/config/check",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/config",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/command",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/peers/approve",
+        P::DevicesOperate,
+        T::Device,
+    ),
 ];
 
 /// The route of a request (its method and the router's matched path).
@@ -352,12 +388,16 @@ mod tests {
                 "/api/v1/openapi.json",
                 "/api/v1/enroll",
                 "/api/v1/auth/setup",
-                "/api/v1/auth/login"
+                "/api/v1/auth/login",
+                // console: device page
+                "/static/uplot-1.6.32.min.js",
+                "/static/uplot-1.6.32.min.css",
+                "/static/device-charts.js",
             ]
         );
         // Every state-changing device route checks the device's site.
         for r in ROUTES {
-            if r.path.starts_with("/api/v1/devices/{id}") {
+            if r.path.starts_with("/api/v1/devices/{id}") || r.path.starts_with("/devices/{id}") {
                 assert_eq!(r.target, Target::Device, "{} {}", r.verb, r.path);
             }
         }

@@ -254,7 +254,7 @@ pub fn devices(
                     tbody {
                         @for d in shown {
                             tr {
-                                td.nowrap { strong { (d.id) } }
+                                td.nowrap { a href=(format!("/devices/{}", view::encode(&d.id))) { strong { (d.id) } } }
                                 td.nowrap { (d.site) }
                                 td { (d.room.clone().unwrap_or_default()) }
                                 td class=(format!("nowrap state-{}", d.status.as_str())) { (d.status.as_str()) }
@@ -278,6 +278,15 @@ pub fn devices(
         }))
     }
 }
+
+// ---- console: device page ----
+
+/// The layout, for the device page ([`super::device_page`]): under the Devices entry.
+pub(super) fn device_layout(title: &str, who: &Principal, body: Markup) -> Markup {
+    layout(title, Nav::Devices, Some(who), body)
+}
+
+// ---- end of console: device page ----
 
 #[cfg(test)]
 mod tests {

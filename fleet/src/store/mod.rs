@@ -154,6 +154,14 @@ fn migrator(sqlite: bool) -> Migrator {
             .into_sql_str(),
             false,
         ),
+        // console: device page
+        Migration::new(
+            5,
+            Cow::Borrowed("device page: desired history, certificate expiry"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0005_device_page.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
