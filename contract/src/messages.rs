@@ -219,6 +219,39 @@ pub struct QueueStats {
     pub oldest_age_secs: u64,
 }
 
+/// How one destination is doing, as its forwarder sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationState {
+    /// Sending (or nothing to send).
+    #[default]
+    Ok,
+    /// The last contact failed: waiting out a backoff before trying again.
+    BackingOff,
+    /// It refuses objects permanently: they go to quarantine.
+    Quarantining,
+    /// A state this side does not know (written by a newer appliance).
+    #[serde(other)]
+    Other,
+}
+
+/// One destination's queue (names and counts only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationQueue {
+    /// The destination's configured name (`[[destination]] name`).
+    pub name: Token,
+    /// Objects waiting for it or in flight.
+    pub depth: u64,
+    /// Age of the oldest of them, seconds.
+    pub oldest_age_secs: u64,
+    /// Its objects in quarantine now.
+    #[serde(default)]
+    pub quarantined: u64,
+    /// How it is doing.
+    #[serde(default)]
+    pub state: DestinationState,
+}
+
 /// Latency percentiles, milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Percentiles {
@@ -270,7 +303,7 @@ pub struct QcCounts {
 }
 
 /// What the appliance measures; the appliance fills it, the reporter stamps and sends it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TelemetrySnapshot {
     /// Seconds since the appliance process started.
     pub uptime_secs: u64,
@@ -293,10 +326,14 @@ pub struct TelemetrySnapshot {
     /// Quality-check flags (all zero when the checks are off).
     #[serde(default)]
     pub qc: QcCounts,
+    /// The queue of each destination, in configuration order (`queue` is their aggregate).
+    /// Absent from appliances that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationQueue>,
 }
 
 /// Periodic telemetry (QoS 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Telemetry {
     /// Schema version (required).
     pub schema: Schema,

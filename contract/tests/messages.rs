@@ -325,3 +325,64 @@ fn retry_now_names_one_destination_or_all() {
         None
     );
 }
+
+#[test]
+fn telemetry_carries_each_destinations_queue_and_reads_older_appliances_without_it() {
+    let tel = Telemetry {
+        schema: Schema::default(),
+        sent_at_ms: 2,
+        boot_id: 7,
+        seq: 9,
+        snapshot: TelemetrySnapshot {
+            queue: QueueStats {
+                depth: 5,
+                oldest_age_secs: 40,
+            },
+            destinations: vec![
+                DestinationQueue {
+                    name: Token::new("regional-archive").expect("valid"),
+                    depth: 5,
+                    oldest_age_secs: 40,
+                    quarantined: 0,
+                    state: DestinationState::BackingOff,
+                },
+                DestinationQueue {
+                    name: Token::new("web").expect("valid"),
+                    depth: 0,
+                    oldest_age_secs: 0,
+                    quarantined: 2,
+                    state: DestinationState::Quarantining,
+                },
+            ],
+            ..TelemetrySnapshot::default()
+        },
+    };
+    let json = encode(&tel).expect("encodes");
+    let text = String::from_utf8_lossy(&json);
+    assert!(
+        text.contains(r#""destinations":[{"name":"regional-archive","depth":5,"oldest_age_secs":40,"quarantined":0,"state":"backing_off"}"#),
+        "{text}"
+    );
+    assert_eq!(decode::<Telemetry>(&json).expect("decodes"), tel);
+    // An appliance from before per-destination queues: no field, an empty list.
+    let old: Telemetry = decode(
+        br#"{"schema":1,"sent_at_ms":1,"boot_id":2,"seq":3,"uptime_secs":4,"received":{"objects":0,"bytes":0},"forwarded":{"objects":0,"bytes":0},"queue":{"depth":0,"oldest_age_secs":0},"quarantine_objects":0,"disk":{"total_bytes":0,"free_bytes":0},"associations_active":0,"forward_latency_ms":{"p50":0,"p90":0,"p99":0,"max":0},"errors":{"receive":0,"forward":0,"storage":0,"other":0}}"#,
+    )
+    .expect("decodes");
+    assert!(old.snapshot.destinations.is_empty());
+    // A newer appliance's state word, and a destination without the later fields.
+    let newer: DestinationQueue =
+        serde_json::from_str(r#"{"name":"a","depth":1,"oldest_age_secs":2,"state":"draining"}"#)
+            .expect("decodes");
+    assert_eq!(
+        (newer.state, newer.quarantined),
+        (DestinationState::Other, 0)
+    );
+    // A destination name is a token: free text cannot travel.
+    assert!(
+        serde_json::from_str::<DestinationQueue>(
+            r#"{"name":"Mustermann Erika","depth":1,"oldest_age_secs":2}"#
+        )
+        .is_err()
+    );
+}

@@ -325,6 +325,49 @@ pub fn routes() -> Routes {
             "/sites/{id}/provisioning",
             post(crate::console::fleet::provisioning),
         )
+        // console: device page
+        .add(
+            G,
+            crate::console::assets::UPLOT_JS_PATH,
+            get(crate::console::uplot_js),
+        )
+        .add(
+            G,
+            crate::console::assets::UPLOT_CSS_PATH,
+            get(crate::console::uplot_css),
+        )
+        .add(
+            G,
+            crate::console::assets::CHARTS_JS_PATH,
+            get(crate::console::charts_js),
+        )
+        .add(G, "/devices/{id}", get(crate::console::device::device))
+        .add(G, "/devices/{id}/live", get(crate::console::device::live))
+        .add(
+            G,
+            "/devices/{id}/charts.json",
+            get(crate::console::device::charts),
+        )
+        .add(
+            Po,
+            "/devices/{id}/config/check",
+            post(crate::console::device::check),
+        )
+        .add(
+            Po,
+            "/devices/{id}/config",
+            post(crate::console::device::save),
+        )
+        .add(
+            Po,
+            "/devices/{id}/command",
+            post(crate::console::device::command),
+        )
+        .add(
+            Po,
+            "/devices/{id}/peers/approve",
+            post(crate::console::device::approve_peer),
+        )
 }
 
 /// The router: [`routes`] behind [`guard`].

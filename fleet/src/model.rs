@@ -410,6 +410,22 @@ pub struct DeviceConfig {
     pub drift: Drift,
 }
 
+/// What the registry knows of a device beyond [`Device`]: its boot, reporting period and
+/// certificate (the device page shows them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeviceIdentity {
+    /// The boot of its last birth (random per process start, hexadecimal).
+    pub boot_id: Option<String>,
+    /// Its telemetry period.
+    pub telemetry_interval_secs: Option<i64>,
+    /// The serial of the certificate issued at enrollment (hexadecimal).
+    pub cert_serial: Option<String>,
+    /// When that certificate expires (Unix ms); unknown for devices enrolled before it was kept.
+    pub cert_expires_ms: Option<i64>,
+    /// Registered (Unix ms).
+    pub created_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -356,6 +356,51 @@ impl Ops {
         Ok(Some(self.store.device_config(device).await?))
     }
 
+    /// A device's boot, reporting period and certificate; `None` if no such device.
+    pub async fn device_identity(
+        &self,
+        device: &str,
+    ) -> Result<Option<crate::model::DeviceIdentity>, OpError> {
+        Ok(self.store.device_identity(device).await?)
+    }
+
+    /// Telemetry of a device over `[from_ms, to_ms]`, at most one sample per `step_ms`.
+    pub async fn telemetry_series(
+        &self,
+        device: &str,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<TelemetrySample>, OpError> {
+        Ok(self
+            .store
+            .telemetry_series(device, from_ms, to_ms, step_ms)
+            .await?)
+    }
+
+    /// A device's latest telemetry sample.
+    pub async fn latest_telemetry(&self, device: &str) -> Result<Option<TelemetrySample>, OpError> {
+        Ok(self.store.latest_telemetry(device).await?)
+    }
+
+    /// The document of one desired version of a device, if the history still has it.
+    pub async fn desired_version(
+        &self,
+        device: &str,
+        version: i64,
+    ) -> Result<Option<Document>, OpError> {
+        Ok(self.store.desired_version(device, version).await?)
+    }
+
+    /// The configuration schema version a device understands (from its inventory; 1 if it
+    /// never said).
+    pub async fn config_schema_of(&self, device: &str) -> Result<u32, OpError> {
+        let d = self.store.device(device).await?;
+        Ok(reported_config_schema(
+            d.as_ref().and_then(|d| d.inventory.as_ref()),
+        ))
+    }
+
     /// A device's commands, newest first.
     pub async fn commands(&self, device: &str) -> Result<Vec<CommandRecord>, OpError> {
         Ok(self.store.commands(Some(device), 500).await?)
@@ -584,6 +629,17 @@ impl Ops {
         self.store
             .apply_claim_room(&sha256_hex(token.trim().as_bytes()), claim.device.as_str())
             .await?;
+        let days_ms = self
+            .config
+            .devices
+            .certificate_days
+            .saturating_mul(86_400_000);
+        self.store
+            .set_cert_expiry(
+                claim.device.as_str(),
+                now_db().saturating_add(db_int(days_ms)),
+            )
+            .await?;
         tracing::info!(device = %claim.device, site = %claim.site, serial = %issued.serial, "device enrolled");
         self.live_device(claim.device.as_str()).await;
         let (host, port) = crate::ingest::broker_endpoint(&self.config);
@@ -735,6 +791,8 @@ impl Ops {
         if !problems.is_empty() {
             return Err(OpError::InvalidConfig(problems));
         }
+        // The audit entry has the document before the change beside the one after it.
+        let before = self.store.config_document(scope, target).await?;
         let revision = self
             .store
             .put_config_document(scope, target, &config, now_db())
@@ -744,7 +802,7 @@ impl Ops {
             "config.put",
             &format!("{}:{target}", scope.as_str()),
             Outcome::Ok,
-            None,
+            before.map(|(r, c)| json!({"revision": r, "config": c}).to_string()),
             Some(json!({"revision": revision, "config": config}).to_string()),
         )
         .await;
@@ -992,6 +1050,60 @@ mod tests {
                 .expect("status")
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_saved_configuration_is_audited_before_and_after_and_kept_per_version() {
+        let f = fixture().await;
+        let (site, dev) = ids("s", "d");
+        f.ops
+            .store
+            .register_device(&site, &dev, DeviceStatus::Approved, 1)
+            .await
+            .expect("register");
+        let first = example_config();
+        let mut second = first.clone();
+        second["listener"]["max_associations"] = json!(7);
+        for doc in [&first, &second] {
+            f.ops
+                .put_config(&Actor::cli(), ConfigScope::Device, "d", doc.clone())
+                .await
+                .expect("saved");
+        }
+        let entries = f
+            .ops
+            .audit_entries(&crate::store::audit::AuditFilter {
+                action: Some("config.put".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        assert_eq!(entries.len(), 2);
+        // Newest first: the second save has the first document before it.
+        let doc_of = |text: &Option<String>| -> Value {
+            serde_json::from_str::<Value>(text.as_deref().expect("recorded")).expect("json")
+                ["config"]["listener"]["max_associations"]
+                .clone()
+        };
+        assert_eq!(doc_of(&entries[0].after), json!(7));
+        assert_eq!(doc_of(&entries[0].before), json!(32));
+        assert!(entries[1].before.is_none(), "nothing before the first");
+        // Each desired version's document stays readable (what a device runs may be older).
+        let v1 = f
+            .ops
+            .desired_version("d", 1)
+            .await
+            .expect("read")
+            .expect("kept");
+        assert_eq!(v1["listener"]["max_associations"], json!(32));
+        let v2 = f
+            .ops
+            .desired_version("d", 2)
+            .await
+            .expect("read")
+            .expect("kept");
+        assert_eq!(v2["listener"]["max_associations"], json!(7));
+        assert!(f.ops.desired_version("d", 3).await.expect("read").is_none());
     }
 
     #[tokio::test]

@@ -189,7 +189,9 @@ async fn every_route_times_every_role_and_no_credential() {
             command.as_str()
         } else if route.path.starts_with("/api/v1/sites/") || route.path.starts_with("/sites/") {
             "site-a"
-        } else if route.path.starts_with("/api/v1/devices/") {
+        } else if route.path.starts_with("/api/v1/devices/")
+            || route.path.starts_with("/devices/{id}")
+        {
             "dev-a"
         } else {
             // Sessions and tokens: an id nobody has (the matrix's own must survive).

@@ -341,6 +341,42 @@ pub const ROUTES: &[Route] = &[
         P::ClaimsCreate,
         T::Site,
     ),
+    // console: device page
+    r(V::Get, "/static/uplot-1.6.32.min.js", P::Public, T::None),
+    r(V::Get, "/static/uplot-1.6.32.min.css", P::Public, T::None),
+    r(V::Get, "/static/device-charts.js", P::Public, T::None),
+    r(V::Get, "/devices/{id}", P::DevicesRead, T::Device),
+    r(V::Get, "/devices/{id}/live", P::DevicesRead, T::Device),
+    r(
+        V::Get,
+        "/devices/{id}/charts.json",
+        P::DevicesRead,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/config/check",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/config",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/command",
+        P::DevicesOperate,
+        T::Device,
+    ),
+    r(
+        V::Post,
+        "/devices/{id}/peers/approve",
+        P::DevicesOperate,
+        T::Device,
+    ),
 ];
 
 /// The route of a request (its method and the router's matched path).
@@ -388,12 +424,16 @@ mod tests {
                 "/api/v1/auth/setup",
                 "/api/v1/auth/login",
                 "/auth/oidc/start",
-                "/auth/oidc/callback"
+                "/auth/oidc/callback",
+                // console: device page
+                "/static/uplot-1.6.32.min.js",
+                "/static/uplot-1.6.32.min.css",
+                "/static/device-charts.js",
             ]
         );
         // Every state-changing device route checks the device's site.
         for r in ROUTES {
-            if r.path.starts_with("/api/v1/devices/{id}") {
+            if r.path.starts_with("/api/v1/devices/{id}") || r.path.starts_with("/devices/{id}") {
                 assert_eq!(r.target, Target::Device, "{} {}", r.verb, r.path);
             }
         }

@@ -195,7 +195,7 @@ pub fn devices(
                                         @if can_operate {
                                             td { input type="checkbox" name="id" value=(d.id) aria-label=(format!("Select {}", d.id)); }
                                         }
-                                        td.nowrap { strong { (d.id) } }
+                                        td.nowrap { a href=(format!("/devices/{}", view::encode(&d.id))) { strong { (d.id) } } }
                                         td.nowrap { (names.get(d.site.as_str()).copied().unwrap_or(d.site.as_str())) }
                                         td.nowrap { (d.room.clone().unwrap_or_default()) }
                                         td class=(format!("nowrap state-{}", d.status.as_str())) { (d.status.as_str()) }

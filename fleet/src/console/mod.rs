@@ -19,6 +19,10 @@ pub mod signin;
 pub mod fleet;
 pub mod fleet_pages;
 pub mod fleet_view;
+// console: device page
+pub mod device;
+pub mod device_page;
+pub mod device_view;
 
 use std::sync::Arc;
 
@@ -109,6 +113,49 @@ pub async fn htmx() -> Response {
     )
         .into_response()
 }
+
+// ---- console: device page (static files) ----
+
+/// A static script or style sheet of the device page, with its content type.
+fn static_file(content_type: &'static str, cache: &'static str, body: &'static [u8]) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /static/uplot-….min.js`.
+pub async fn uplot_js() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        "public, max-age=31536000, immutable",
+        assets::UPLOT_JS,
+    )
+}
+
+/// `GET /static/uplot-….min.css`.
+pub async fn uplot_css() -> Response {
+    static_file(
+        "text/css; charset=utf-8",
+        "public, max-age=31536000, immutable",
+        assets::UPLOT_CSS,
+    )
+}
+
+/// `GET /static/device-charts.js` (ours: changes with the binary, so a short cache).
+pub async fn charts_js() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        "public, max-age=3600",
+        assets::CHARTS_JS,
+    )
+}
+
+// ---- end of console: device page ----
 
 /// `GET /static/console.css`.
 pub async fn css() -> Response {

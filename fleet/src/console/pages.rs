@@ -192,6 +192,15 @@ pub fn overview(who: &Principal, o: &Overview, devices: &[Device], now_ms: i64) 
     }
 }
 
+// ---- console: device page ----
+
+/// The layout, for the device page ([`super::device_page`]): under the Devices entry.
+pub(super) fn device_layout(title: &str, who: &Principal, body: Markup) -> Markup {
+    layout(title, Nav::Devices, Some(who), body)
+}
+
+// ---- end of console: device page ----
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,7 +362,8 @@ impl Ops {
                 let doc = self
                     .store
                     .config_document(ConfigScope::Tag, t.as_str())
-                    .await?;
+                    .await?
+                    .map(|(_, doc)| Value::Object(doc));
                 Some(doc.ok_or_else(|| {
                     OpError::Invalid(format!(
                         "tag {t} has no configuration document; set one first (PUT /api/v1/tags/{t}/config)"
@@ -501,7 +502,8 @@ impl Ops {
                             let doc = self
                                 .store
                                 .config_document(ConfigScope::Site, &d.site)
-                                .await?;
+                                .await?
+                                .map(|(_, doc)| Value::Object(doc));
                             site_docs.insert(d.site.clone(), doc);
                         }
                         site_docs.get(&d.site).cloned().flatten()

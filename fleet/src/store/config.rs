@@ -13,6 +13,9 @@ use crate::model::{ConfigScope, Desired, DeviceConfig, Drift, Reported};
 /// A configuration document: the appliance configuration as a JSON object.
 pub type Document = Map<String, Value>;
 
+/// Desired versions kept per device in the history.
+const HISTORY: i64 = 50;
+
 impl<'r> sqlx::FromRow<'r, AnyRow> for Desired {
     fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
         Ok(Desired {
@@ -136,8 +139,56 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // History (the document a device reports running may be an older version); the last
+        // HISTORY versions are kept.
+        sqlx::query(
+            "INSERT INTO device_desired_history (device_id, version, source, config, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (device_id, version) DO UPDATE SET source = $3, config = $4, updated_ms = $5",
+        )
+        .bind(device)
+        .bind(version)
+        .bind(source)
+        .bind(serde_json::to_string(config)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM device_desired_history WHERE device_id = $1 AND version <= $2")
+            .bind(device)
+            .bind(version - HISTORY)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((version, true))
+    }
+
+    /// The document of one desired version of a device (from the history), if still kept.
+    pub async fn desired_version(&self, device: &str, version: i64) -> Result<Option<Document>> {
+        let row = sqlx::query_as::<_, One<String>>(
+            "SELECT config FROM device_desired_history WHERE device_id = $1 AND version = $2",
+        )
+        .bind(device)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|One(c)| serde_json::from_str(&c).map_err(Into::into))
+            .transpose()
+    }
+
+    /// The stored document of a scope and target, with its revision.
+    pub async fn config_document(
+        &self,
+        scope: ConfigScope,
+        target: &str,
+    ) -> Result<Option<(i64, Document)>> {
+        let row = sqlx::query_as::<_, Two<i64, String>>(
+            "SELECT revision, config FROM config_documents WHERE scope = $1 AND target = $2",
+        )
+        .bind(scope.as_str())
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|Two(r, c)| Ok((r, serde_json::from_str(&c)?)))
+            .transpose()
     }
 
     /// Desired and reported configuration of a device, with drift.

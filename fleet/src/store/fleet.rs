@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use super::{One, Result, Store, Two, rows_changed};
 use crate::auth::SiteScope;
-use crate::model::{ConfigScope, Connection, Device, DeviceStatus};
+use crate::model::{Connection, Device, DeviceStatus};
 
 /// Which devices: every filter of the devices list (all optional; `attention` as
 /// `console::view::attention` decides it).
@@ -526,25 +526,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// A stored configuration document (`None` if there is none for that scope and target).
-    pub async fn config_document(
-        &self,
-        scope: ConfigScope,
-        target: &str,
-    ) -> Result<Option<serde_json::Value>> {
-        let row = sqlx::query_as::<_, One<String>>(
-            "SELECT config FROM config_documents WHERE scope = $1 AND target = $2",
-        )
-        .bind(scope.as_str())
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(One(c)) => Some(serde_json::from_str(&c)?),
-            None => None,
-        })
     }
 
     /// Events of the devices of the sites in `scope`, newest first.

@@ -171,6 +171,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0006_sites_rooms.sql").into_sql_str(),
             false,
         ),
+        // console: device page
+        Migration::new(
+            7,
+            Cow::Borrowed("device page: desired history, certificate expiry"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0007_device_page.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

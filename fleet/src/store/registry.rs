@@ -8,7 +8,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{One, Recorded, Result, Store, Two, json_opt, recorded, rows_changed, word};
-use crate::model::{ConfigScope, Connection, Device, DeviceStatus, Drift, Registration, Site};
+use crate::model::{
+    ConfigScope, Connection, Device, DeviceIdentity, DeviceStatus, Drift, Registration, Site,
+};
 
 impl<'r> sqlx::FromRow<'r, AnyRow> for Registration {
     fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
@@ -324,6 +326,35 @@ impl Store {
             return Ok(None);
         }
         Ok(self.devices_where("", id).await?.into_iter().next())
+    }
+
+    /// Boot, reporting period and certificate of a device.
+    pub async fn device_identity(&self, id: &str) -> Result<Option<DeviceIdentity>> {
+        let row = sqlx::query(
+            "SELECT boot_id, telemetry_interval_secs, cert_serial, cert_expires_ms, created_ms FROM devices WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(DeviceIdentity {
+            boot_id: r.try_get("boot_id")?,
+            telemetry_interval_secs: r.try_get("telemetry_interval_secs")?,
+            cert_serial: r.try_get("cert_serial")?,
+            cert_expires_ms: r.try_get("cert_expires_ms")?,
+            created_ms: r.try_get("created_ms")?,
+        }))
+    }
+
+    /// Records when a device's certificate expires (after enrollment issued it).
+    pub async fn set_cert_expiry(&self, id: &str, expires_ms: i64) -> Result<()> {
+        let _w = self.write_guard().await;
+        sqlx::query("UPDATE devices SET cert_expires_ms = $1 WHERE id = $2")
+            .bind(expires_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Tags of a device.

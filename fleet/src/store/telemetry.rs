@@ -40,6 +40,46 @@ impl Store {
         .await?)
     }
 
+    /// The latest telemetry sample of a device.
+    pub async fn latest_telemetry(&self, device: &str) -> Result<Option<TelemetrySample>> {
+        Ok(sqlx::query_as::<_, TelemetrySample>(
+            "SELECT ts_ms, bucket_secs, data FROM telemetry WHERE device_id = $1 ORDER BY ts_ms DESC LIMIT 1",
+        )
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Telemetry of a device between two times, downsampled to at most one sample per `step_ms`
+    /// (the last of each step: counters are cumulative, so rates between points stay right),
+    /// oldest first. The database picks the samples (one grouped scan of the device's range
+    /// through the primary key) and only those are read and decoded: a week of 10 s samples is
+    /// ~60,000 rows, a chart of it a few hundred.
+    pub async fn telemetry_series(
+        &self,
+        device: &str,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<TelemetrySample>> {
+        let step = step_ms.max(1);
+        let mut rows = sqlx::query_as::<_, TelemetrySample>(
+            "SELECT t.ts_ms, t.bucket_secs, t.data FROM telemetry t JOIN ( \
+               SELECT MAX(ts_ms) AS last_ms FROM telemetry WHERE device_id = $1 AND ts_ms >= $2 AND ts_ms <= $3 \
+               GROUP BY ts_ms / $4) g ON t.ts_ms = g.last_ms \
+             WHERE t.device_id = $1 ORDER BY t.ts_ms, t.bucket_secs",
+        )
+        .bind(device)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(step)
+        .fetch_all(&self.pool)
+        .await?;
+        // A bucket and a raw sample may share a time: keep one.
+        rows.dedup_by_key(|s| s.ts_ms);
+        Ok(rows)
+    }
+
     /// Folds raw telemetry older than `raw_before` into `bucket_secs` buckets (the last sample of
     /// each bucket: counters are cumulative) and deletes buckets older than `buckets_before`.
     /// Returns (raw rows folded, buckets deleted).

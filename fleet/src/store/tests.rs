@@ -446,3 +446,81 @@ async fn downsampling_in_device_groups_covers_every_device() {
         assert_eq!(rows[0]["data"]["received"]["objects"], d + 100);
     }
 }
+
+// ---- console: device page ----
+
+#[tokio::test]
+async fn a_chart_series_is_the_last_sample_of_each_step_with_its_destinations() {
+    use medgate_contract::{DestinationQueue, DestinationState, Token};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = Store::connect(&url, None).await.expect("connect");
+    let (site, dev) = (
+        SiteId::new("s").expect("id"),
+        DeviceId::new("d").expect("id"),
+    );
+    let mut batch = store.begin().await.expect("begin");
+    for (at, n) in [
+        (10_000, 1),
+        (20_000, 2),
+        (290_000, 3),
+        (310_000, 4),
+        (590_000, 5),
+        (910_000, 6),
+    ] {
+        let mut t = telemetry(at, n);
+        t.snapshot.destinations = vec![DestinationQueue {
+            name: Token::new("archive").expect("token"),
+            depth: n,
+            oldest_age_secs: 2 * n,
+            quarantined: 0,
+            state: DestinationState::BackingOff,
+        }];
+        store
+            .record(batch.conn(), &site, &dev, Message::Telemetry(&t), 1)
+            .await
+            .expect("record");
+    }
+    batch.commit().await.expect("commit");
+    let series = store
+        .telemetry_series("d", 0, 1_000_000, 300_000)
+        .await
+        .expect("series");
+    let points: Vec<(i64, u64)> = series
+        .iter()
+        .map(|s| (s.ts_ms, s.data.received.objects))
+        .collect();
+    assert_eq!(
+        points,
+        [(290_000, 3), (590_000, 5), (910_000, 6)],
+        "the last of each 5-minute step"
+    );
+    assert_eq!(series[0].data.destinations[0].name.as_str(), "archive");
+    assert_eq!(
+        series[0].data.destinations[0].state,
+        DestinationState::BackingOff
+    );
+    // The range bounds the series; the latest sample is the newest.
+    let part = store
+        .telemetry_series("d", 300_000, 600_000, 300_000)
+        .await
+        .expect("series");
+    assert_eq!(part.len(), 1);
+    assert_eq!(part[0].data.received.objects, 5);
+    let latest = store
+        .latest_telemetry("d")
+        .await
+        .expect("read")
+        .expect("one");
+    assert_eq!(
+        (latest.ts_ms, latest.data.destinations[0].depth),
+        (910_000, 6)
+    );
+    assert!(
+        store
+            .latest_telemetry("other")
+            .await
+            .expect("read")
+            .is_none()
+    );
+}

@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::handle::{App, Hooks};
 use crate::supervisor::{Attachment, Request, RunError};
 use medgate_contract::{
-    CommandOutput, ConfigProblem, DesiredConfig, Disk, ErrorCounts, Flow, Inventory, Nic,
-    Percentiles, QueueStats, TelemetrySnapshot, Token,
+    CommandOutput, ConfigProblem, DesiredConfig, DestinationQueue, DestinationState, Disk,
+    ErrorCounts, Flow, Inventory, Nic, Percentiles, QueueStats, TelemetrySnapshot, Token,
 };
 use medgate_report::{
     ApplyOutcome, CommandFailure, CommandHandler, CommandResult, Reporter, ReporterConfig,
@@ -186,6 +186,30 @@ impl Link {
     }
 }
 
+/// One destination's queue as telemetry: its name (a token: `[a-z0-9-]`, checked by the
+/// configuration), depth, oldest age, quarantine count and state. `None` for a name that is
+/// not a token (it cannot travel).
+fn destination_queue(
+    name: &str,
+    s: &crate::forward::Snapshot,
+    quarantined: u64,
+) -> Option<DestinationQueue> {
+    let state = if s.down {
+        DestinationState::BackingOff
+    } else if s.quarantining {
+        DestinationState::Quarantining
+    } else {
+        DestinationState::Ok
+    };
+    Some(DestinationQueue {
+        name: Token::new(name).ok()?,
+        depth: u64::try_from(s.depth).unwrap_or(u64::MAX),
+        oldest_age_secs: s.oldest_age_secs,
+        quarantined,
+        state,
+    })
+}
+
 impl TelemetrySource for Link {
     fn snapshot(&self) -> TelemetrySnapshot {
         let base = self.carried();
@@ -214,6 +238,18 @@ impl TelemetrySource for Link {
             latency.p99 = latency.p99.max(q(0.99));
             latency.max = latency.max.max(q(1.0));
         }
+        let destinations = app
+            .hub()
+            .destinations
+            .iter()
+            .filter_map(|d| {
+                let quarantined = m
+                    .destinations
+                    .get(&d.name)
+                    .map_or(0, |g| ld(&g.quarantined));
+                destination_queue(&d.name, &d.snapshot(), quarantined)
+            })
+            .collect();
         let usage = app.spool().usage();
         TelemetrySnapshot {
             uptime_secs: self.started.elapsed().as_secs(),
@@ -234,6 +270,7 @@ impl TelemetrySource for Link {
                 other: 0,
             },
             qc: qc_counts(&app),
+            destinations,
         }
     }
 
@@ -609,5 +646,27 @@ mod tests {
         // No destination configured: nothing to wake, and that is no failure.
         let none = ForwardHub::default();
         assert_eq!(retry_now(&none, None).expect("none").destinations, Some(0));
+    }
+
+    #[test]
+    fn each_destination_travels_with_its_state_in_words() {
+        let snap = |down, quarantining| crate::forward::Snapshot {
+            depth: 3,
+            oldest_age_secs: 12,
+            down,
+            quarantining,
+            last_error: None,
+        };
+        let q = destination_queue("archive", &snap(false, false), 0).expect("token");
+        assert_eq!(
+            (q.name.as_str(), q.depth, q.oldest_age_secs, q.state),
+            ("archive", 3, 12, DestinationState::Ok)
+        );
+        // Down wins: the backoff is what holds the queue.
+        let q = destination_queue("archive", &snap(true, true), 2).expect("token");
+        assert_eq!((q.state, q.quarantined), (DestinationState::BackingOff, 2));
+        let q = destination_queue("archive", &snap(false, true), 2).expect("token");
+        assert_eq!(q.state, DestinationState::Quarantining);
+        assert!(destination_queue("not a token", &snap(false, false), 0).is_none());
     }
 }

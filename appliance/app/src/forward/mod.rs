@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub oldest_age_secs: u64,
     /// The last contact failed and none succeeded since.
     pub down: bool,
+    /// Its last finished object went to quarantine and none was confirmed since.
+    pub quarantining: bool,
     /// The last failure, if any.
     pub last_error: Option<LastErrorSnapshot>,
 }
@@ -159,6 +161,7 @@ impl Destination {
             depth: q.depth(),
             oldest_age_secs,
             down: q.is_down(),
+            quarantining: q.is_quarantining(),
             last_error,
         }
     }

@@ -83,6 +83,9 @@ pub struct DestQueue {
     /// When the current outage began (the first failed contact since the last success).
     down_since: Option<Instant>,
     last_error: Option<LastError>,
+    /// The last object it finished with went to quarantine (refused, or retries exhausted),
+    /// and none was confirmed since.
+    quarantining: bool,
 }
 
 /// What the caller must do after a result.
@@ -112,6 +115,7 @@ impl DestQueue {
             down_count: 0,
             down_since: None,
             last_error: None,
+            quarantining: false,
         }
     }
 
@@ -121,6 +125,12 @@ impl DestQueue {
             at: now,
             cleared: false,
         });
+    }
+
+    /// Whether its last finished object went to quarantine with no confirmation since (the
+    /// archive refuses what it is sent).
+    pub fn is_quarantining(&self) -> bool {
+        self.quarantining
     }
 
     /// The last failure (kept, marked cleared, after a success).
@@ -196,6 +206,7 @@ impl DestQueue {
                 if let Some(e) = &mut self.last_error {
                     e.cleared = true;
                 }
+                self.quarantining = false;
                 Effect::Confirm {
                     attempts: entry.sends,
                     recovered_after,
@@ -206,6 +217,7 @@ impl DestQueue {
                 self.down_until = None;
                 self.down_since = None;
                 self.failed(reason, now);
+                self.quarantining = true;
                 Effect::Quarantine(reason.clone())
             }
             Outcome::RetryObject(reason) => {
@@ -215,6 +227,7 @@ impl DestQueue {
                 entry.attempts += 1;
                 self.failed(reason, now);
                 if entry.attempts >= MAX_OBJECT_ATTEMPTS {
+                    self.quarantining = true;
                     return Effect::Quarantine(format!(
                         "gave up after {} attempts: {reason}",
                         entry.attempts
@@ -431,5 +444,26 @@ mod tests {
             Effect::Quarantine("C000".into())
         );
         assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn a_destination_is_quarantining_from_a_refusal_until_a_confirmation() {
+        let mut q = q();
+        let now = Instant::now();
+        for id in [1, 2, 3] {
+            q.push(id);
+        }
+        assert!(!q.is_quarantining());
+        assert_eq!(q.next(now), Next::Take(1));
+        q.on_result(1, &Outcome::Refused("C000".into()), now, 0.0);
+        assert!(q.is_quarantining());
+        // An outage says nothing about refusals: still quarantining.
+        assert_eq!(q.next(now), Next::Take(2));
+        q.on_result(2, &Outcome::DestinationDown("refused".into()), now, 0.0);
+        assert!(q.is_quarantining() && q.is_down());
+        let later = now + Duration::from_secs(120);
+        assert_eq!(q.next(later), Next::Take(2));
+        q.on_result(2, &Outcome::Confirmed(None), later, 0.0);
+        assert!(!q.is_quarantining() && !q.is_down());
     }
 }
