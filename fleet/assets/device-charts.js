@@ -36,10 +36,21 @@
     var range = { from: 0, to: 1 };
     var status = section.querySelector('.chart-status');
 
+    function pad(n) { return n < 10 ? '0' + n : '' + n; }
+    function tick(v, span) {
+      var d = new Date(v * 1000);
+      var hm = pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes());
+      return span > 2 * 86400 ? ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'][d.getUTCDay()] + ' ' + hm : hm;
+    }
+
     function opts(name, def, width) {
       var text = css('--muted');
       var grid = css('--line');
-      var series = [{}];
+      var series = [{ label: 'Time (UTC)', value: function (u, v) {
+        if (v === null || v === undefined) return '–';
+        var d = new Date(v * 1000);
+        return d.getUTCFullYear() + '-' + pad(d.getUTCMonth() + 1) + '-' + pad(d.getUTCDate()) + ' ' + tick(v, 0);
+      } }];
       def.series.forEach(function (s) {
         series.push({ label: s[1], stroke: css(s[2]), width: 2, spanGaps: false, points: { show: false } });
       });
@@ -52,7 +63,9 @@
         series: series,
         legend: { live: true },
         axes: [
-          { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
+          // Times in UTC, as on every other console page; 24-hour clock, weekday for the week.
+          { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, space: 70,
+            values: function (u, vals) { return vals.map(function (v) { return tick(v, range.to - range.from); }); } },
           { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 72,
             values: function (u, vals) { return vals.map(function (v) { return v + (def.unit && def.unit !== '/min' ? ' ' + def.unit : ''); }); } },
         ],
@@ -86,7 +99,7 @@
       if (status) {
         status.textContent = data.t.length === 0
           ? 'No telemetry in this range yet.'
-          : data.t.length + ' points, refreshed every ' + refresh + ' s.';
+          : data.t.length + ' points, refreshed every ' + refresh + ' s; times in UTC.';
       }
     }
 
