@@ -12,77 +12,8 @@ use std::time::Duration;
 use fleet_support::*;
 use futures_util::StreamExt;
 use medgate_report::Reporter;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
-
-/// A console session: its cookie and CSRF token.
-struct Session {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-impl Session {
-    async fn login(base: &str, user: &str, password: &str) -> Session {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        let r = http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"user": user, "password": password}))
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(r.status(), 200, "login {user}");
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .expect("cookie")
-            .split(';')
-            .next()
-            .expect("pair")
-            .to_owned();
-        let me: Value = r.json().await.expect("json");
-        Session {
-            http,
-            base: base.to_owned(),
-            cookie,
-            csrf: me["csrf_token"].as_str().expect("csrf").to_owned(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .expect("get");
-        (r.status(), r.text().await.expect("text"))
-    }
-
-    /// A form POST as the browser sends it (CSRF token in the form unless `csrf` is false).
-    async fn post(&self, path: &str, fields: &[(&str, &str)], csrf: bool) -> reqwest::Response {
-        let mut f: Vec<(&str, &str)> = fields.to_vec();
-        if csrf {
-            f.push(("csrf_token", &self.csrf));
-        }
-        self.http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .form(&f)
-            .send()
-            .await
-            .expect("post")
-    }
-
-    async fn post_text(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
-        let r = self.post(path, fields, true).await;
-        (r.status(), r.text().await.expect("text"))
-    }
-}
 
 /// The device ids of a devices list page, in order.
 fn listed(html: &str) -> Vec<String> {
@@ -174,32 +105,32 @@ async fn the_devices_list_filters_sorts_and_acts_in_bulk_within_the_operators_si
             vec!["a2", "a3", "a-new", "a1", "b1"],
         ),
     ] {
-        let (s, html) = admin.get(&format!("/devices{query}")).await;
+        let (s, html) = admin.page(&format!("/devices{query}")).await;
         assert_eq!(s, 200, "{query}");
         assert_eq!(listed(&html), expected, "/devices{query}");
     }
-    let (s, html) = admin.get("/devices?sort=nonsense").await;
+    let (s, html) = admin.page("/devices?sort=nonsense").await;
     assert_eq!(s, 400);
     assert!(
         html.contains("sort &quot;nonsense&quot;: use one of device"),
         "{html}"
     );
-    let (_, html) = admin.get("/devices?sort=last_seen&dir=desc").await;
+    let (_, html) = admin.page("/devices?sort=last_seen&dir=desc").await;
     assert!(
         html.contains(r#"aria-sort="descending""#) && html.contains("sort=last_seen\""),
         "the current column says its order, its link turns it round"
     );
 
     // The operator of site A sees site A only: the list, the filter, by URL, by the API.
-    let (_, html) = op.get("/devices").await;
+    let (_, html) = op.page("/devices").await;
     assert_eq!(listed(&html), ["a-new", "a1", "a2", "a3"]);
-    let (_, html) = op.get("/devices?site=site-b").await;
+    let (_, html) = op.page("/devices?site=site-b").await;
     assert!(listed(&html).is_empty() && html.contains("No device matches"));
-    let (s, _) = op.get("/api/v1/devices/b1").await;
+    let (s, _) = op.page("/api/v1/devices/b1").await;
     assert_eq!(s, 404);
-    let (s, _) = op.get("/sites/site-b").await;
+    let (s, _) = op.page("/sites/site-b").await;
     assert_eq!(s, 403);
-    let (s, html) = op.get("/").await;
+    let (s, html) = op.page("/").await;
     assert_eq!(s, 200);
     assert!(
         html.contains("site-a") && !html.contains("site-b"),
@@ -308,7 +239,7 @@ async fn the_devices_list_filters_sorts_and_acts_in_bulk_within_the_operators_si
     assert_eq!(r.status(), 403);
     let r = viewer.post("/devices/bulk", &confirmed, true).await;
     assert_eq!(r.status(), 403);
-    let (_, html) = viewer.get("/devices").await;
+    let (_, html) = viewer.page("/devices").await;
     assert!(!html.contains("Bulk action") && listed(&html).is_empty());
 
     // Events and the live feed of a user limited to a site: their sites' only.
@@ -411,7 +342,7 @@ async fn sites_get_rooms_and_a_claim_token_shown_once_enrolls_through_its_file()
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/sites/site-c?saved=1");
-    let (s, html) = admin.get("/sites").await;
+    let (s, html) = admin.page("/sites").await;
     assert_eq!(s, 200);
     assert!(
         html.contains("Nordklinik") && html.contains("Europe/Oslo") && html.contains("CT 1, MR 2")
@@ -419,7 +350,7 @@ async fn sites_get_rooms_and_a_claim_token_shown_once_enrolls_through_its_file()
     // An operator may not edit a site, but issues claims for its own.
     let r = op.post("/sites/site-c", &[("name", "x")], true).await;
     assert_eq!(r.status(), 403);
-    let (s, html) = op.get("/sites/site-c").await;
+    let (s, html) = op.page("/sites/site-c").await;
     assert!(s == 200 && html.contains("Issue claim token") && !html.contains("Save site"));
     let (s, html) = op
         .post_text(

@@ -48,62 +48,6 @@ async fn call(
     r.send().await.expect("request").status()
 }
 
-/// A logged-in browser: its session cookie and CSRF token.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-    me: Value,
-}
-
-impl Browser {
-    /// Logs in; panics unless it succeeds.
-    async fn login(base: &str, user: &str, password: &str) -> Browser {
-        let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"user": user, "password": password}))
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(r.status(), 200, "login {user}");
-        let set = r.headers()["set-cookie"]
-            .to_str()
-            .expect("cookie")
-            .to_owned();
-        let cookie = set.split(';').next().expect("pair").to_owned();
-        let me: Value = r.json().await.expect("json");
-        Browser {
-            http,
-            base: base.to_owned(),
-            cookie,
-            csrf: me["csrf_token"].as_str().expect("csrf").to_owned(),
-            me,
-        }
-    }
-
-    /// A request with the cookie (and no CSRF token).
-    fn req(&self, m: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(m, format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-    }
-
-    /// A request with the cookie and the CSRF token.
-    fn csrf(&self, m: Method, path: &str) -> reqwest::RequestBuilder {
-        self.req(m, path).header("x-csrf-token", &self.csrf)
-    }
-
-    async fn get(&self, path: &str) -> StatusCode {
-        self.req(Method::GET, path)
-            .send()
-            .await
-            .expect("get")
-            .status()
-    }
-}
-
 async fn fixture() -> (medgate_fleet::Running, Api, tempfile::TempDir) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("medgate_fleet=info")
@@ -129,7 +73,7 @@ async fn user_with_token(api: &Api, name: &str, role: Role, sites: Option<Vec<&s
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    let b = Browser::login(&api.base, name, "a long enough password").await;
+    let b = Session::login(&api.base, name, "a long enough password").await;
     let r = b
         .csrf(Method::POST, "/api/v1/tokens")
         .json(&json!({"name": "matrix", "expires_in_days": 1}))
@@ -171,7 +115,7 @@ async fn every_route_times_every_role_and_no_credential() {
         principals.push((format!("{role}/token"), Some(role), Cred::Bearer(token)));
     }
     for role in Role::ALL {
-        let b = Browser::login(&api.base, role.as_str(), "a long enough password").await;
+        let b = Session::login(&api.base, role.as_str(), "a long enough password").await;
         principals.push((
             format!("{role}/session"),
             Some(role),
@@ -236,7 +180,7 @@ async fn every_route_times_every_role_and_no_credential() {
         if route.path.ends_with("/logout") {
             for (_, role, cred) in principals.iter_mut() {
                 if let (Some(r), Cred::Session(..)) = (*role, &*cred) {
-                    let b = Browser::login(&api.base, r.as_str(), "a long enough password").await;
+                    let b = Session::login(&api.base, r.as_str(), "a long enough password").await;
                     *cred = Cred::Session(b.cookie, b.csrf);
                 }
             }
@@ -426,13 +370,13 @@ async fn setup_login_csrf_sessions_throttling_and_audit() {
             && !cookie.contains("Secure"),
         "{cookie}"
     );
-    let b = Browser::login(&base, "root", pw).await;
+    let b = Session::login(&base, "root", pw).await;
     assert_eq!(
         (&b.me["user"], &b.me["role"], &b.me["via"]),
         (&json!("root"), &json!("admin"), &json!("session"))
     );
     assert_eq!(
-        b.get("/api/v1/devices").await,
+        b.status("/api/v1/devices").await,
         200,
         "a read needs no CSRF token"
     );
@@ -471,8 +415,8 @@ async fn setup_login_csrf_sessions_throttling_and_audit() {
     assert_eq!(form("nope").await.expect("post").status(), 403);
 
     // A viewer reads but does not change; a token above its role is refused.
-    let v = Browser::login(&base, "alice", pw).await;
-    assert_eq!(v.get("/api/v1/sites").await, 200);
+    let v = Session::login(&base, "alice", pw).await;
+    assert_eq!(v.status("/api/v1/sites").await, 200);
     let r = v
         .csrf(Method::PUT, "/api/v1/sites/s1")
         .json(&json!({"name": "S1"}))
@@ -489,7 +433,7 @@ async fn setup_login_csrf_sessions_throttling_and_audit() {
     assert_eq!(r.status(), 403);
 
     // Sessions: listed, one revoked by id ends that session only.
-    let second = Browser::login(&base, "root", pw).await;
+    let second = Session::login(&base, "root", pw).await;
     let second_id = second.me["session"].as_str().expect("id").to_owned();
     let sessions: Value = b
         .req(Method::GET, "/api/v1/auth/sessions")
@@ -518,15 +462,15 @@ async fn setup_login_csrf_sessions_throttling_and_audit() {
         .await
         .expect("delete");
     assert_eq!(r.status(), 204);
-    assert_eq!(second.get("/api/v1/auth/me").await, 401);
-    assert_eq!(b.get("/api/v1/auth/me").await, 200);
+    assert_eq!(second.status("/api/v1/auth/me").await, 401);
+    assert_eq!(b.status("/api/v1/auth/me").await, 200);
 
     // Idle expiry: a session whose last request is older than [auth] session_idle_minutes.
     sqlx::query("UPDATE sessions SET last_seen_ms = 0 WHERE user_name = 'alice'")
         .execute(running.app.ops.store.pool())
         .await
         .expect("age the session");
-    assert_eq!(v.get("/api/v1/sites").await, 401);
+    assert_eq!(v.status("/api/v1/sites").await, 401);
 
     // Throttling: 5 failures for an account, then refused (429, Retry-After) even with the
     // right password.
@@ -551,7 +495,7 @@ async fn setup_login_csrf_sessions_throttling_and_audit() {
     // Logout (the form field carries the CSRF token) ends the session.
     let token = b.csrf.clone();
     assert_eq!(form(&token).await.expect("logout").status(), 204);
-    assert_eq!(b.get("/api/v1/auth/me").await, 401);
+    assert_eq!(b.status("/api/v1/auth/me").await, 401);
 
     // The break-glass token still works, and the audit log has every login, failed or not,
     // as JSON and as CSV.
@@ -665,12 +609,12 @@ async fn admin_create_makes_users_for_scripts_and_ends_the_setup_link() {
     .expect("serve");
     assert!(running.setup_token.is_none() && running.setup_hint().is_none());
     let base = format!("http://{}", running.http);
-    let ops = Browser::login(&base, "ops", &generated).await;
+    let ops = Session::login(&base, "ops", &generated).await;
     assert_eq!(
         (&ops.me["role"], &ops.me["sites"]),
         (&json!("operator"), &json!(["site-a"]))
     );
-    Browser::login(&base, "root", "typed on stdin, long enough").await;
+    Session::login(&base, "root", "typed on stdin, long enough").await;
     let api = Api::new(&running);
     let (_, log) = api.get("/api/v1/audit?action=user.create").await;
     let actors: Vec<&str> = log["entries"]

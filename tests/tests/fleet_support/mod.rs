@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod session;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +17,7 @@ use medgate_report::*;
 use serde_json::Value;
 
 pub use medgate_testkit::{Collector, Mosquitto, Pki, Postgres, free_port};
+pub use session::Session;
 
 /// The appliance's example configuration as JSON (what the fleet sends as desired config).
 pub fn example_appliance_config() -> Value {
