@@ -19,6 +19,7 @@ use super::{error_page, op_error_page, page};
 use crate::app::App;
 use crate::auth::policy::Permission;
 use crate::ops::{Actor, OpError};
+use crate::store::fleet::SiteDetail;
 
 fn may(actor: &Actor, p: Permission) -> bool {
     p.granted_to(actor.principal.role)
@@ -198,6 +199,21 @@ pub async fn site(
     }
 }
 
+/// The site `id` as the actor may see it, or the page that says why not (404 for a site that
+/// does not exist or is not one of theirs).
+async fn site_or_page(app: &App, actor: &Actor, id: &str) -> Result<SiteDetail, Response> {
+    let who = Some(&actor.principal);
+    match app.ops.site_detail(&actor.principal.sites, id).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(error_page(
+            StatusCode::NOT_FOUND,
+            &format!("no site {id:?}"),
+            who,
+        )),
+        Err(e) => Err(op_error_page(&e, who)),
+    }
+}
+
 /// `POST /sites/{id}`: saves name, time zone and rooms.
 pub async fn save_site(
     State(app): State<Arc<App>>,
@@ -206,10 +222,9 @@ pub async fn save_site(
     Form(f): Form<SiteForm>,
 ) -> Response {
     let who = Some(&actor.principal);
-    let s = match app.ops.site_detail(&actor.principal.sites, &id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no site {id:?}"), who),
-        Err(e) => return op_error_page(&e, who),
+    let s = match site_or_page(&app, &actor, &id).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
     };
     let done = async {
         let site = SiteId::new(id.as_str()).map_err(|e| OpError::Invalid(e.to_string()))?;
@@ -250,10 +265,9 @@ pub async fn create_claim(
     Form(f): Form<ClaimForm>,
 ) -> Response {
     let who = Some(&actor.principal);
-    let s = match app.ops.site_detail(&actor.principal.sites, &id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("no site {id:?}"), who),
-        Err(e) => return op_error_page(&e, who),
+    let s = match site_or_page(&app, &actor, &id).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
     };
     let done = async {
         let site = SiteId::new(id.as_str()).map_err(|e| OpError::Invalid(e.to_string()))?;
