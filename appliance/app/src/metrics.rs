@@ -230,7 +230,6 @@ impl Metrics {
         *m.entry(status).or_insert(0) += 1;
     }
 
-    /// The Prometheus exposition.
     /// An association of `calling_ae` stored objects of `modality` (a code, `OT` if unknown);
     /// keeps the 64 most recent senders.
     pub fn study_stored(&self, calling_ae: &str, modality: Option<&str>) {
@@ -263,6 +262,7 @@ impl Metrics {
         out
     }
 
+    /// The Prometheus exposition.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
         let g = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
