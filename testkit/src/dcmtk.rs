@@ -326,6 +326,16 @@ impl Storescu {
     /// association and reports per-file outcomes. An `Err` means storescu could not be run
     /// (or hit the timeout); a refused association or failed stores are in the report.
     pub async fn send<P: AsRef<Path>>(&self, inputs: &[P]) -> Result<StorescuReport> {
+        self.send_telling_pid(inputs, None).await
+    }
+
+    /// [`Storescu::send`], telling storescu's process id through `pid` once it runs (for a test
+    /// that pauses the transfer with SIGSTOP to hold its association open, and resumes it).
+    pub async fn send_telling_pid<P: AsRef<Path>>(
+        &self,
+        inputs: &[P],
+        pid: Option<tokio::sync::oneshot::Sender<u32>>,
+    ) -> Result<StorescuReport> {
         let exe = require_tool(STORESCU);
         let mut cmd = tokio::process::Command::new(&exe);
         cmd.arg("-v")
@@ -357,6 +367,9 @@ impl Storescu {
             .kill_on_drop(true);
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("spawning {command}"))?;
+        if let (Some(tx), Some(id)) = (pid, child.id()) {
+            let _ = tx.send(id);
+        }
         let output = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
             .with_context(|| format!("storescu ran longer than {:?}: {command}", self.timeout))?

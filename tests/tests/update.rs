@@ -11,6 +11,8 @@
 use anyhow::{Context, Result, bail};
 use medgate_e2e::appliance::{ct_files, dimse_destination, paths, tempdir};
 use medgate_e2e::{Appliance, Storescp, echoscu, free_port, workspace_bin};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -212,11 +214,16 @@ async fn a_long_transfer_delays_the_switch_then_the_new_version_commits() -> Res
     let files = ct_files(&dir.join("ct"), 14, 300)?;
     let scu = a.storescu();
     let list = paths(&files);
-    let transfer = tokio::spawn(async move { scu.send(&list).await });
+    let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
+    let transfer = tokio::spawn(async move { scu.send_telling_pid(&list, Some(pid_tx)).await });
+    let scu_pid = Pid::from_raw(i32::try_from(pid_rx.await?)?);
     a.wait_status("association open", Duration::from_secs(30), |s| {
         s["associations_active"].as_u64() == Some(1)
     })
     .await?;
+    // Hold the transfer mid-study (storescu stopped, its association open) so that the update
+    // arrives while it runs however fast this machine sends 300 instances; resumed below.
+    kill(scu_pid, Signal::SIGSTOP)?;
     let out = update_cli(&a.config, &bundle)?;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -255,6 +262,11 @@ async fn a_long_transfer_delays_the_switch_then_the_new_version_commits() -> Res
         metrics.contains("medgate_update_state{state=\"waiting_idle\",reason=\"associations_active\",version=\"0.2.0\",running=\"0.1.0\"} 1"),
         "{metrics}"
     );
+    assert!(
+        !transfer.is_finished(),
+        "the transfer was held open while the update waited"
+    );
+    kill(scu_pid, Signal::SIGCONT)?;
     let report = transfer.await??;
     report.expect_all_success(300)?;
     // Then quiet: the switch, health, the commit; the same process (exec) now runs 0.2.0.
