@@ -232,9 +232,10 @@ pub struct Ops {
     /// Failed logins (per process).
     throttle: std::sync::Mutex<crate::auth::throttle::Throttle>,
     // console-auth (issue 12): the identity provider, and the key signing the login form's
-    // CSRF token and the pending single sign-on cookie (per process).
+    // CSRF token and the pending single sign-on cookie (shared by the replicas, through the
+    // database; read once per process).
     sso: Option<sso::Sso>,
-    form_key: std::sync::OnceLock<ring::hmac::Key>,
+    form_key: tokio::sync::OnceCell<ring::hmac::Key>,
 }
 
 impl Ops {
@@ -250,7 +251,7 @@ impl Ops {
             live_tx,
             throttle: std::sync::Mutex::new(crate::auth::throttle::Throttle::standard()),
             sso,
-            form_key: std::sync::OnceLock::new(),
+            form_key: tokio::sync::OnceCell::new(),
         }
     }
 

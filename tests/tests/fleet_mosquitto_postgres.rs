@@ -132,6 +132,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
     let running2 = medgate_fleet::serve(config2).await.expect("fleet 2");
     let api = Api::new(&running);
     let api2 = Api::new(&running2);
+    login_across_replicas(&api, &api2).await;
 
     // Two devices enrolled with claim tokens.
     let ca = out.join("ca.crt");
@@ -396,4 +397,68 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
 
     rep_a.shutdown(Duration::from_secs(5)).await;
     rep_b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Behind a load balancer without sticky sessions: the login form served by one replica is
+/// accepted by the other (the key signing its CSRF token is shared through the database), and
+/// the session it opens is valid on both.
+async fn login_across_replicas(api: &Api, api2: &Api) {
+    let (s, v) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/users",
+            json!({"name": "it-ops", "role": "operator", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = http
+        .get(format!("{}/login", api.base))
+        .send()
+        .await
+        .expect("login page");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let html = r.text().await.expect("text");
+    let token = html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("login form token")
+        .to_owned();
+    let r = http
+        .post(format!("{}/login", api2.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "user=it-ops&password=a+long+enough+password&csrf_token={token}"
+        ))
+        .send()
+        .await
+        .expect("login on the other replica");
+    assert_eq!(r.status(), 303, "the other replica accepts the form");
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .expect("session cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    for base in [&api.base, &api2.base] {
+        let r = http
+            .get(format!("{base}/devices"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .expect("devices page");
+        assert_eq!(r.status(), 200, "the session is valid on {base}");
+    }
 }

@@ -127,8 +127,11 @@ fn redirect(to: &str, cookies: &[String]) -> Response {
 }
 
 /// The login form's cookie value (the browser's, if it has a usable one) and its token.
-fn login_form(app: &App, headers: &HeaderMap) -> Result<(String, String, Option<String>), OpError> {
-    let key = app.ops.form_key()?;
+async fn login_form(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<(String, String, Option<String>), OpError> {
+    let key = app.ops.form_key().await?;
     let (value, set) = match cookie_of(headers, csrf::LOGIN_COOKIE).filter(|c| c.len() >= 32) {
         Some(c) => (c.to_owned(), None),
         None => {
@@ -142,7 +145,7 @@ fn login_form(app: &App, headers: &HeaderMap) -> Result<(String, String, Option<
 }
 
 /// Renders the login page with a fresh (or the browser's) form token.
-fn login_response(
+async fn login_response(
     app: &App,
     headers: &HeaderMap,
     status: StatusCode,
@@ -150,7 +153,7 @@ fn login_response(
     notice: Option<&str>,
     user: &str,
 ) -> Response {
-    let (_, token, set) = match login_form(app, headers) {
+    let (_, token, set) = match login_form(app, headers).await {
         Ok(f) => f,
         Err(e) => return op_error_page(&e, None),
     };
@@ -182,7 +185,7 @@ pub async fn login_page(
     let notice = q.ended.is_some().then_some(
         "Your session has ended (idle too long, expired, logged out elsewhere or revoked). Log in again.",
     );
-    login_response(&app, &headers, StatusCode::OK, None, notice, "")
+    login_response(&app, &headers, StatusCode::OK, None, notice, "").await
 }
 
 /// The login form.
@@ -205,6 +208,7 @@ async fn form_is_ours(
     let ok = app
         .ops
         .form_key()
+        .await
         .is_ok_and(|k| csrf::login_matches(k, cookie_of(headers, csrf::LOGIN_COOKIE), sent));
     if !ok {
         app.ops
@@ -252,29 +256,36 @@ pub async fn login_submit(
             Some(FOREIGN_FORM),
             None,
             "",
-        );
+        )
+        .await;
     }
     match app.ops.login(user, &f.password, source.0).await {
         Ok(l) => redirect(
             landing(l.user.role),
             &[session::set_cookie(&l.secret, app.ops.cookie_secure())],
         ),
-        Err(OpError::Throttled { retry_after_secs }) => login_response(
-            &app,
-            &headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&throttled_words(retry_after_secs)),
-            None,
-            user,
-        ),
-        Err(e @ OpError::Unauthenticated(_)) => login_response(
-            &app,
-            &headers,
-            StatusCode::UNAUTHORIZED,
-            Some(&e.to_string()),
-            None,
-            user,
-        ),
+        Err(OpError::Throttled { retry_after_secs }) => {
+            login_response(
+                &app,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&throttled_words(retry_after_secs)),
+                None,
+                user,
+            )
+            .await
+        }
+        Err(e @ OpError::Unauthenticated(_)) => {
+            login_response(
+                &app,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                Some(&e.to_string()),
+                None,
+                user,
+            )
+            .await
+        }
         Err(e) => op_error_page(&e, None),
     }
 }
@@ -325,7 +336,8 @@ pub async fn sso_start(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
             None,
             Some("Single sign-on is not configured here: log in with your Medgate account."),
             "",
-        );
+        )
+        .await;
     }
     match app.ops.sso_begin().await {
         Ok((url, pending)) => {
@@ -344,7 +356,7 @@ pub async fn sso_start(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
         }
         Err(e) => {
             let (status, msg) = sso_error_words(&app, &e);
-            login_response(&app, &headers, status, Some(&msg), None, "")
+            login_response(&app, &headers, status, Some(&msg), None, "").await
         }
     }
 }
@@ -376,10 +388,10 @@ pub async fn sso_callback(
         "{}=; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
         oidc::PENDING_COOKIE
     );
-    let fail = |e: SsoError| {
+    let fail = async |e: SsoError| {
         let (status, msg) = sso_error_words(&app, &e);
         with_cookies(
-            login_response(&app, &headers, status, Some(&msg), None, ""),
+            login_response(&app, &headers, status, Some(&msg), None, "").await,
             std::slice::from_ref(&clear),
         )
     };
@@ -392,14 +404,15 @@ pub async fn sso_callback(
             .filter(|c| !c.is_control())
             .take(200)
             .collect();
-        return fail(SsoError::Denied(words));
+        return fail(SsoError::Denied(words)).await;
     }
     if let (Some(iss), Some(sso)) = (&q.iss, app.ops.sso())
         && iss.trim_end_matches('/') != sso.settings.issuer
     {
         return fail(SsoError::Denied(
             "the answer comes from another issuer than auth.oidc.issuer (mix-up)".into(),
-        ));
+        ))
+        .await;
     }
     let (Some(code), Some(state)) = (q.code.as_deref(), q.state.as_deref()) else {
         // Nothing in progress (a bookmark of this address): the login page.
@@ -410,7 +423,8 @@ pub async fn sso_callback(
             None,
             Some("No sign-in is in progress: start it from this page."),
             "",
-        );
+        )
+        .await;
     };
     let pending = cookie_of(&headers, oidc::PENDING_COOKIE);
     match app.ops.sso_finish(pending, state, code, source.0).await {
@@ -427,7 +441,7 @@ pub async fn sso_callback(
                 ],
             )
         }
-        Err(e) => fail(e),
+        Err(e) => fail(e).await,
     }
 }
 

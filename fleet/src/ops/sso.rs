@@ -256,17 +256,28 @@ pub fn from_config(config: &crate::config::FleetConfig) -> Option<Sso> {
     }
 }
 
+/// The name of the login form's key in `shared_secrets`.
+const FORM_KEY_SECRET: &str = "form_key";
+
 impl Ops {
-    /// The key signing the login form's CSRF token and the pending sign-in cookie (random,
-    /// made once per process).
-    pub fn form_key(&self) -> Result<&ring::hmac::Key, OpError> {
-        if let Some(k) = self.form_key.get() {
-            return Ok(k);
-        }
-        let k =
-            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
-                .map_err(|_| OpError::Random)?;
-        Ok(self.form_key.get_or_init(|| k))
+    /// The key signing the login form's CSRF token and the pending sign-in cookie: random, made
+    /// once for the whole fleet and kept in the database, so that every replica behind a load
+    /// balancer accepts the forms and cookies of the others.
+    pub async fn form_key(&self) -> Result<&ring::hmac::Key, OpError> {
+        self.form_key
+            .get_or_try_init(|| async {
+                let fresh = crate::ops::random_token()?;
+                let hex = self
+                    .store
+                    .shared_secret(FORM_KEY_SECRET, &fresh, now_db())
+                    .await?;
+                // 64 hexadecimal digits of 32 random bytes: the key is their text.
+                Ok::<_, OpError>(ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    hex.as_bytes(),
+                ))
+            })
+            .await
     }
 
     /// The configured provider, if any.
@@ -285,7 +296,7 @@ impl Ops {
         let p = Pending::new(&random, now_db().div_euclid(1000));
         Ok((
             d.authorization_url(&sso.settings, &p),
-            p.seal(self.form_key()?),
+            p.seal(self.form_key().await?),
         ))
     }
 
@@ -324,8 +335,10 @@ impl Ops {
     ) -> Result<LoggedIn, SsoError> {
         let sso = self.sso().ok_or(SsoError::NotConfigured)?;
         let now_s = now_db().div_euclid(1000);
+        let key = self.form_key().await.ok();
         let p = pending
-            .and_then(|v| Pending::open(self.form_key().ok()?, v, now_s))
+            .zip(key)
+            .and_then(|(v, k)| Pending::open(k, v, now_s))
             .filter(|p| oidc::state_matches(p, state))
             .ok_or(SsoError::State)?;
         let d = sso.discovery(false).await?;

@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod peers;
 pub mod registry;
+pub mod secrets;
 pub mod telemetry;
 pub mod users;
 
@@ -177,6 +178,14 @@ fn migrator(sqlite: bool) -> Migrator {
             Cow::Borrowed("device page: desired history, certificate expiry"),
             MigrationType::Simple,
             include_str!("../../migrations/0007_device_page.sql").into_sql_str(),
+            false,
+        ),
+        // console: the login form's key shared by the replicas
+        Migration::new(
+            10,
+            Cow::Borrowed("secrets shared by the replicas"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0010_shared_secrets.sql").into_sql_str(),
             false,
         ),
     ])
