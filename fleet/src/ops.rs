@@ -229,7 +229,7 @@ pub struct Ops {
     pub ca: Ca,
     publisher: Publisher,
     live_tx: broadcast::Sender<String>,
-    /// Failed logins (per process).
+    /// Failed logins (loaded from the database before each check: replicas count together).
     throttle: std::sync::Mutex<crate::auth::throttle::Throttle>,
     // console-auth (issue 12): the identity provider, and the key signing the login form's
     // CSRF token and the pending single sign-on cookie (shared by the replicas, through the

@@ -400,8 +400,8 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
 }
 
 /// Behind a load balancer without sticky sessions: the login form served by one replica is
-/// accepted by the other (the key signing its CSRF token is shared through the database), and
-/// the session it opens is valid on both.
+/// accepted by the other (the key signing its CSRF token is shared through the database), the
+/// session it opens is valid on both, and failed logins on one count on the other.
 async fn login_across_replicas(api: &Api, api2: &Api) {
     let (s, v) = api
         .send(
@@ -461,4 +461,18 @@ async fn login_across_replicas(api: &Api, api2: &Api) {
             .expect("devices page");
         assert_eq!(r.status(), 200, "the session is valid on {base}");
     }
+    // The throttle counts the failures of both replicas: five on one lock the user on the other.
+    let login = |base: &str, password: &str| {
+        http.post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"user": "it-ops", "password": password}))
+            .send()
+    };
+    for _ in 0..5 {
+        let r = login(&api.base, "wrong password").await.expect("login");
+        assert_eq!(r.status(), 401);
+    }
+    let r = login(&api2.base, "a long enough password")
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 429, "locked on the other replica too");
 }

@@ -4,7 +4,8 @@
 //!
 //! Per account, so nobody guesses one user's password from many addresses; per address, so
 //! one address cannot try many users. Unknown user names count like known ones (the answer
-//! does not tell them apart). The state is per fleet process (replicas count apart).
+//! does not tell them apart). The shell keeps the failures in the database under
+//! [`stored_keys`] and [`Throttle::load`]s them before each check, so replicas count together.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -88,6 +89,34 @@ impl Throttle {
         q.get(k).map_or(0, |&t| t + limit.window_ms - now)
     }
 
+    /// The longest window: failures older than this no longer count.
+    pub fn window_ms(&self) -> i64 {
+        self.account.window_ms.max(self.address.window_ms)
+    }
+
+    /// Replaces what is held for `account` and `address` with the failures recorded elsewhere
+    /// (the database every replica writes), in the order of [`stored_keys`].
+    pub fn load(
+        &mut self,
+        account: &str,
+        address: Option<IpAddr>,
+        account_failures: Vec<i64>,
+        address_failures: Vec<i64>,
+    ) {
+        let mut put = |key: Key, mut at: Vec<i64>| {
+            if at.is_empty() {
+                self.failures.remove(&key);
+            } else {
+                at.sort_unstable();
+                self.failures.insert(key, at.into());
+            }
+        };
+        put(Key::Account(account.to_owned()), account_failures);
+        if let Some(a) = address {
+            put(Key::Address(a), address_failures);
+        }
+    }
+
     /// Whether a login for `account` from `address` may be tried at `now`.
     pub fn check(&mut self, account: &str, address: Option<IpAddr>, now: i64) -> Decision {
         let mut wait = self.wait(&Key::Account(account.to_owned()), self.account, now);
@@ -147,6 +176,18 @@ impl Throttle {
     pub fn keys(&self) -> usize {
         self.failures.len()
     }
+}
+
+/// The keys under which the failures of `account` and `address` are stored: the account's,
+/// then the address's if there is one.
+pub fn stored_keys(account: &str, address: Option<IpAddr>) -> Vec<String> {
+    // A user name is at most what the login form takes; a longer one is counted by its start.
+    let name: String = account.chars().take(256).collect();
+    let mut keys = vec![format!("account:{name}")];
+    if let Some(a) = address {
+        keys.push(format!("address:{a}"));
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -219,5 +260,32 @@ mod tests {
             t.failed("x", Some(a), i64::from(i));
         }
         assert!(t.keys() <= MAX_KEYS, "{}", t.keys());
+    }
+
+    #[test]
+    fn failures_loaded_from_elsewhere_count_like_ones_seen_here() {
+        let mut t = Throttle::standard();
+        let a = ip("10.0.0.7");
+        t.failed("x", a, 0);
+        // Another replica saw five failures of "it-ops" and twenty from the address.
+        t.load(
+            "it-ops",
+            a,
+            (1..=5).map(|m| m * MIN).collect(),
+            vec![MIN; 20],
+        );
+        assert!(matches!(
+            t.check("it-ops", None, 6 * MIN),
+            Decision::Wait { retry_after_ms } if retry_after_ms == 10 * MIN
+        ));
+        assert!(matches!(t.check("y", a, 6 * MIN), Decision::Wait { .. }));
+        // Loading nothing forgets what was held.
+        t.load("it-ops", a, Vec::new(), Vec::new());
+        assert_eq!(t.check("it-ops", a, 6 * MIN), Decision::Allow);
+        assert_eq!(
+            stored_keys("it-ops", a),
+            ["account:it-ops", "address:10.0.0.7"]
+        );
+        assert_eq!(stored_keys("it-ops", None), ["account:it-ops"]);
     }
 }

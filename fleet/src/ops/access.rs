@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{OpError, Ops, sha256_hex};
 use crate::auth::policy::role_covers;
-use crate::auth::throttle::Decision;
+use crate::auth::throttle::{self, Decision};
 use crate::auth::{
     Credential, Principal, Role, SiteScope, check_user_name, password, session, token,
 };
@@ -400,11 +400,31 @@ impl Ops {
     ) -> Result<LoggedIn, OpError> {
         let now = now_db();
         let target = format!("user:{name}");
-        let decision = self
+        // The failures of every replica, from the database.
+        let keys = throttle::stored_keys(name, source);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let window = self
             .throttle
             .lock()
             .map_err(|_| OpError::Corrupt("login throttle poisoned".into()))?
-            .check(name, source, now);
+            .window_ms();
+        let mut recorded = self
+            .store
+            .login_failures(&keys, now - window)
+            .await?
+            .into_iter();
+        let (account_failures, address_failures) = (
+            recorded.next().unwrap_or_default(),
+            recorded.next().unwrap_or_default(),
+        );
+        let decision = {
+            let mut t = self
+                .throttle
+                .lock()
+                .map_err(|_| OpError::Corrupt("login throttle poisoned".into()))?;
+            t.load(name, source, account_failures, address_failures);
+            t.check(name, source, now)
+        };
         if let Decision::Wait { retry_after_ms } = decision {
             let retry_after_secs = from_db(retry_after_ms).div_ceil(1000);
             self.audit_as(
@@ -439,6 +459,13 @@ impl Ops {
             if let Ok(mut t) = self.throttle.lock() {
                 t.failed(name, source, now);
             }
+            if let Err(e) = self
+                .store
+                .record_login_failure(&keys, now, now - window)
+                .await
+            {
+                tracing::error!(error = %e, "cannot record a failed login for the throttle");
+            }
             self.audit_as(
                 name,
                 source,
@@ -455,6 +482,9 @@ impl Ops {
         };
         if let Ok(mut t) = self.throttle.lock() {
             t.succeeded(name);
+        }
+        if let Some(account) = keys.first() {
+            self.store.clear_login_failures(account).await?;
         }
         open_session(self, &login.user, source, "login").await
     }

@@ -188,6 +188,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0010_shared_secrets.sql").into_sql_str(),
             false,
         ),
+        // console: failed logins counted across the replicas
+        Migration::new(
+            11,
+            Cow::Borrowed("failed logins shared by the replicas"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0011_login_failures.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
