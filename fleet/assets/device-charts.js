@@ -64,7 +64,10 @@
         legend: { live: true },
         axes: [
           // Times in UTC, as on every other console page; 24-hour clock, weekday for the week.
+          // Ticks on whole minutes or coarser: the labels show minutes, so finer ticks would
+          // repeat a label ("11:51 11:51") on a new device's few minutes of data.
           { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, space: 70,
+            incrs: [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800],
             values: function (u, vals) { return vals.map(function (v) { return tick(v, range.to - range.from); }); } },
           { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 72,
             values: function (u, vals) { return vals.map(function (v) { return v + (def.unit && def.unit !== '/min' ? ' ' + def.unit : ''); }); } },
