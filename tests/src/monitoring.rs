@@ -33,6 +33,10 @@ pub const FLEET_LINK_METRICS: [&str; 2] = [
     "medgate_fleet_outbox_dropped_total",
 ];
 
+/// Metric families the appliance exports only with an update agent (`[update]` configured):
+/// checked by the update e2e test, where it has one.
+pub const UPDATE_AGENT_METRICS: [&str; 1] = ["medgate_update_state"];
+
 /// A Grafana dashboard, as much of it as we rely on (unknown fields are Grafana's own).
 #[derive(Debug, Deserialize)]
 pub struct Dashboard {

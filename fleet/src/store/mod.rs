@@ -376,9 +376,24 @@ impl Store {
                 .await?;
             out.push(crate::metrics::Gauge { name, help, value });
         }
+        // Certificates that end within 30 days lose the device its fleet link when they do.
+        let One(value) = sqlx::query_as::<_, One<i64>>(
+            "SELECT COUNT(*) FROM devices WHERE status = 'approved' AND cert_expires_ms IS NOT NULL AND cert_expires_ms < $1",
+        )
+        .bind(now_db().saturating_add(CERT_EXPIRY_WARNING_MS))
+        .fetch_one(&self.pool)
+        .await?;
+        out.push(crate::metrics::Gauge {
+            name: "device_certificates_expiring",
+            help: "Approved devices whose certificate (issued at enrollment) ends within 30 days or has ended; enroll them again before it does",
+            value,
+        });
         Ok(out)
     }
 }
+
+/// How long before its end a device certificate counts as expiring (30 days).
+pub const CERT_EXPIRY_WARNING_MS: i64 = 30 * 86_400_000;
 
 /// SQLite: copies the WAL into the database (and fsyncs both) every half second from a pool
 /// connection, outside the writers' lock. A checkpoint in the writer's own commit (SQLite's

@@ -240,6 +240,37 @@ async fn every_rendered_metric_has_help() {
 }
 
 #[tokio::test]
+async fn certificates_within_30_days_of_their_end_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = Store::connect(&url, None).await.expect("connect");
+    let site = SiteId::new("s").expect("site");
+    let now = now_db();
+    let day = 86_400_000;
+    for (id, ends) in [("soon", 10 * day), ("ended", -day), ("later", 90 * day)] {
+        let dev = DeviceId::new(id).expect("device");
+        store.enroll(&site, &dev, "01", now).await.expect("enroll");
+        store.set_cert_expiry(id, now + ends).await.expect("expiry");
+    }
+    // A device waiting for approval has no certificate of ours to renew: not counted.
+    let pending = DeviceId::new("pending").expect("device");
+    store
+        .register_device(&site, &pending, DeviceStatus::Pending, now)
+        .await
+        .expect("register");
+    store
+        .set_cert_expiry("pending", now + day)
+        .await
+        .expect("expiry");
+    let gauges = store.gauges().await.expect("gauges");
+    let expiring = gauges
+        .iter()
+        .find(|g| g.name == "device_certificates_expiring")
+        .map(|g| g.value);
+    assert_eq!(expiring, Some(2));
+}
+
+#[tokio::test]
 async fn telemetry_in_bulk_is_deduplicated_and_beats_the_heart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
