@@ -235,6 +235,63 @@ pub enum DestinationState {
     Other,
 }
 
+/// Where an install stands on the appliance (the update agent's state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdatePhase {
+    /// Downloading the bundle.
+    Downloading,
+    /// Checking signatures, thresholds, expiry, compatibility and the payload's hash.
+    Verifying,
+    /// Writing the inactive slot.
+    Installing,
+    /// Installed, waiting for DICOM to be idle before switching.
+    WaitingIdle,
+    /// Switching to the new slot.
+    Switching,
+    /// Running the new version on probation until it proves healthy.
+    Probing,
+    /// Running the new version, committed.
+    Installed,
+    /// Back on the previous version (the new one did not prove healthy).
+    RolledBack,
+    /// The bundle was refused before anything was written.
+    Refused,
+    /// A step failed; the previous version runs.
+    Failed,
+    /// Cancelled by the fleet.
+    Cancelled,
+    /// A soft install whose deadline passed before DICOM was idle.
+    Abandoned,
+    /// A state this side does not know (written by a newer appliance).
+    #[serde(other)]
+    Other,
+}
+
+/// The update agent's state as the fleet sees it: codes and versions only, never words (the
+/// fleet words them), so nothing free-form leaves the appliance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateReport {
+    /// Where the install under way, or the last one, stands.
+    pub state: UpdatePhase,
+    /// The version being installed (or last installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Token>,
+    /// The version in force in the slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<Token>,
+    /// The campaign it belongs to (`local-…` for `update --file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<Token>,
+    /// The running version is on probation (switched, not committed yet).
+    #[serde(default)]
+    pub on_probation: bool,
+    /// Why: the wait's reason while waiting (`associations_active`, `study_arriving`, …), the
+    /// final state's code otherwise (`bad_signature`, `health_deadline`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Token>,
+}
+
 /// One destination's queue (names and counts only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationQueue {
@@ -330,6 +387,9 @@ pub struct TelemetrySnapshot {
     /// Absent from appliances that predate it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destinations: Vec<DestinationQueue>,
+    /// The update agent's state; absent without an agent (and from older appliances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateReport>,
 }
 
 /// Periodic telemetry (QoS 0).

@@ -152,6 +152,10 @@ pub fn live(p: &DevicePage<'_>) -> Markup {
                 @for (sev, words) in &findings { li class=(sev.class()) { (words) } }
             }
             p class=(format!("drift {}", drift_sev.class())) { strong { "Configuration: " } (drift) }
+            @if let Some(u) = p.latest.and_then(|s| s.data.update.as_ref()) {
+                @let (sev, words) = device_view::update_words(u);
+                p #update class=(format!("drift {}", sev.class())) data-update=(serde_plain(u.state)) { strong { "Update: " } (words) }
+            }
             @if let Some(s) = p.latest {
                 @let t = &s.data;
                 div.cards.small {
@@ -510,4 +514,12 @@ fn events(p: &DevicePage<'_>) -> Markup {
             }
         }
     }
+}
+
+/// An enum's serde word (`waiting_idle`), for a data attribute the browser tests read.
+fn serde_plain<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -355,6 +355,62 @@ pub fn findings(
     f
 }
 
+/// The words and severity of what the update agent reports.
+pub fn update_words(u: &medgate_contract::UpdateReport) -> (Severity, String) {
+    use medgate_contract::UpdatePhase as P;
+    let version = u.version.as_ref().map_or("?", |v| v.as_str());
+    let running = u
+        .running
+        .as_ref()
+        .map(|r| format!("; it runs {}", r.as_str()))
+        .unwrap_or_default();
+    let code = u.code.as_ref().map(|c| c.as_str());
+    let why = code.map(|c| format!(" ({c})")).unwrap_or_default();
+    let wait = match code {
+        Some("associations_active") => "associations are open",
+        Some("study_arriving") => "a study is still arriving",
+        Some("queue_not_drained") | Some("queue") => "the forward queue is not drained yet",
+        Some(_) | None => "DICOM is busy",
+    };
+    let (sev, what) = match u.state {
+        P::Downloading => (Severity::Ok, format!("downloading {version}")),
+        P::Verifying => (Severity::Ok, format!("verifying {version}")),
+        P::Installing => (
+            Severity::Ok,
+            format!("installing {version} into the inactive slot"),
+        ),
+        P::WaitingIdle => (
+            Severity::Warn,
+            format!("{version} installed, waiting for idle DICOM: {wait}"),
+        ),
+        P::Switching => (Severity::Ok, format!("switching to {version}")),
+        P::Probing => (
+            Severity::Warn,
+            format!("{version} on probation until it proves healthy"),
+        ),
+        P::Installed => (Severity::Ok, format!("{version} installed and committed")),
+        P::RolledBack => (
+            Severity::Bad,
+            format!("{version} rolled back by itself{why}: the previous version runs"),
+        ),
+        P::Refused => (
+            Severity::Bad,
+            format!("{version} refused before anything was written{why}"),
+        ),
+        P::Failed => (Severity::Bad, format!("{version} failed{why}")),
+        P::Cancelled => (Severity::Warn, format!("{version} cancelled by the fleet")),
+        P::Abandoned => (
+            Severity::Warn,
+            format!("{version} abandoned: its deadline passed before DICOM was idle"),
+        ),
+        P::Other => (
+            Severity::Warn,
+            format!("{version}: a state this console does not know{why}"),
+        ),
+    };
+    (sev, format!("{what}{running}."))
+}
+
 /// The configuration drift in words, with the device's reason when it did not apply.
 pub fn drift_words(cfg: &DeviceConfig) -> (Severity, String) {
     let desired = cfg.desired.as_ref().map_or(0, |d| d.version);
@@ -1047,6 +1103,36 @@ url = "https://pacs.example/dicomweb"
                 Severity::Ok,
                 "Running normally: online, forwarding, configuration applied.".to_owned()
             )]
+        );
+    }
+
+    #[test]
+    fn update_states_are_worded_with_their_reason() {
+        use medgate_contract::{Token, UpdatePhase, UpdateReport};
+        let t = |s: &str| Token::new(s).ok();
+        let mut u = UpdateReport {
+            state: UpdatePhase::WaitingIdle,
+            version: t("0.2.0"),
+            running: t("0.1.0"),
+            campaign: t("c-1"),
+            on_probation: false,
+            code: t("associations_active"),
+        };
+        assert_eq!(
+            update_words(&u),
+            (
+                Severity::Warn,
+                "0.2.0 installed, waiting for idle DICOM: associations are open; it runs 0.1.0."
+                    .to_owned()
+            )
+        );
+        u.state = UpdatePhase::RolledBack;
+        u.code = t("health_deadline");
+        let (sev, words) = update_words(&u);
+        assert_eq!(sev, Severity::Bad);
+        assert!(
+            words.contains("rolled back by itself (health_deadline)"),
+            "{words}"
         );
     }
 }

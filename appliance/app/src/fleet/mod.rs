@@ -19,6 +19,7 @@ use crate::supervisor::{Attachment, Request, RunError};
 use medgate_contract::{
     CommandOutput, ConfigProblem, DesiredConfig, DestinationQueue, DestinationState, Disk,
     ErrorCounts, Flow, Inventory, Nic, Percentiles, QueueStats, TelemetrySnapshot, Token,
+    UpdateReport,
 };
 use medgate_report::{
     ApplyOutcome, CommandFailure, CommandHandler, CommandResult, Reporter, ReporterConfig,
@@ -210,6 +211,20 @@ fn destination_queue(
     })
 }
 
+/// The agent's status as telemetry carries it: its codes and versions, not its words.
+fn update_report(s: &crate::update::view::UpdateStatus) -> Option<UpdateReport> {
+    let state = serde_json::from_value(serde_json::Value::String(s.state.clone()?)).ok()?;
+    let token = |v: &Option<String>| v.as_deref().and_then(|t| Token::new(t).ok());
+    Some(UpdateReport {
+        state,
+        version: token(&s.version),
+        running: token(&s.running),
+        campaign: token(&s.campaign),
+        on_probation: s.on_probation,
+        code: token(&s.reason).or_else(|| token(&s.code)),
+    })
+}
+
 impl TelemetrySource for Link {
     fn snapshot(&self) -> TelemetrySnapshot {
         let base = self.carried();
@@ -271,6 +286,7 @@ impl TelemetrySource for Link {
             },
             qc: qc_counts(&app),
             destinations,
+            update: app.update().get().as_ref().and_then(update_report),
         }
     }
 
@@ -668,5 +684,43 @@ mod tests {
         let q = destination_queue("archive", &snap(false, true), 2).expect("token");
         assert_eq!(q.state, DestinationState::Quarantining);
         assert!(destination_queue("not a token", &snap(false, false), 0).is_none());
+    }
+
+    #[test]
+    fn the_update_status_travels_as_codes_and_versions_only() {
+        use crate::update::view::UpdateStatus;
+        use medgate_contract::UpdatePhase;
+        let s = UpdateStatus {
+            running: Some("0.1.0".into()),
+            on_probation: false,
+            campaign: Some("local-17".into()),
+            version: Some("0.2.0".into()),
+            state: Some("waiting_idle".into()),
+            code: None,
+            reason: Some("associations_active".into()),
+            detail: Some("waiting for idle DICOM: 1 association active".into()),
+        };
+        let r = update_report(&s).expect("report");
+        assert_eq!(r.state, UpdatePhase::WaitingIdle);
+        assert_eq!(
+            r.code.as_ref().map(Token::as_str),
+            Some("associations_active")
+        );
+        assert_eq!(r.version.as_ref().map(Token::as_str), Some("0.2.0"));
+        let json = serde_json::to_string(&r).expect("json");
+        assert!(!json.contains("waiting for idle"), "no words: {json}");
+        let rolled = UpdateStatus {
+            state: Some("rolled_back".into()),
+            code: Some("health_deadline".into()),
+            reason: None,
+            ..s.clone()
+        };
+        let r = update_report(&rolled).expect("report");
+        assert_eq!(r.state, UpdatePhase::RolledBack);
+        assert_eq!(r.code.as_ref().map(Token::as_str), Some("health_deadline"));
+        assert!(
+            update_report(&UpdateStatus::default()).is_none(),
+            "no state, no report"
+        );
     }
 }
