@@ -718,13 +718,7 @@ async fn the_console_pages_from_first_run_to_logout() {
     .await
     .expect("post");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let cookie = set_cookie(&r);
     let r = get("/setup", None).await.expect("get");
     assert!(r.text().await.expect("text").contains("Setup is done"));
 
@@ -787,21 +781,10 @@ async fn the_console_pages_from_first_run_to_logout() {
     assert_eq!(s, 201, "{v}");
     // The login form carries its own CSRF token: a cookie and the form field, from the page.
     let r = get("/login", None).await.expect("get");
-    let login_cookie = r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let login_cookie = set_cookie(&r);
     assert!(login_cookie.starts_with("medgate_login="), "{login_cookie}");
     let html = r.text().await.expect("text");
-    let login_token = html
-        .split(r#"name="csrf_token" value=""#)
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("login form token")
-        .to_owned();
+    let login_token = login_form_token(&html);
     let login = |user: &str| {
         form(
             "/login",
@@ -843,13 +826,7 @@ async fn the_console_pages_from_first_run_to_logout() {
     );
     let r = login("op-a").await.expect("post");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let op = r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let op = set_cookie(&r);
     let html = get("/devices", Some(&op))
         .await
         .expect("get")
@@ -863,13 +840,7 @@ async fn the_console_pages_from_first_run_to_logout() {
         "{html}"
     );
     let r = login("aud").await.expect("post");
-    let aud = r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let aud = set_cookie(&r);
     let r = get("/", Some(&aud)).await.expect("get");
     assert_eq!(r.status(), 403);
     assert!(

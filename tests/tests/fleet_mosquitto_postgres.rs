@@ -420,20 +420,9 @@ async fn login_across_replicas(api: &Api, api2: &Api) {
         .send()
         .await
         .expect("login page");
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let cookie = set_cookie(&r);
     let html = r.text().await.expect("text");
-    let token = html
-        .split(r#"name="csrf_token" value=""#)
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("login form token")
-        .to_owned();
+    let token = login_form_token(&html);
     let r = http
         .post(format!("{}/login", api2.base))
         .header("cookie", &cookie)
@@ -445,13 +434,7 @@ async fn login_across_replicas(api: &Api, api2: &Api) {
         .await
         .expect("login on the other replica");
     assert_eq!(r.status(), 303, "the other replica accepts the form");
-    let session = r.headers()["set-cookie"]
-        .to_str()
-        .expect("session cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let session = set_cookie(&r);
     for base in [&api.base, &api2.base] {
         let r = http
             .get(format!("{base}/devices"))

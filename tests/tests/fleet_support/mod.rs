@@ -17,7 +17,7 @@ use medgate_report::*;
 use serde_json::Value;
 
 pub use medgate_testkit::{Collector, Mosquitto, Pki, Postgres, free_port};
-pub use session::Session;
+pub use session::{Session, login_form_token, set_cookie};
 
 /// The appliance's example configuration as JSON (what the fleet sends as desired config).
 pub fn example_appliance_config() -> Value {

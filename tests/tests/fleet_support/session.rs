@@ -4,6 +4,26 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+/// The `name=value` of the response's (first) `Set-Cookie`; panics without one.
+pub fn set_cookie(r: &reqwest::Response) -> String {
+    r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned()
+}
+
+/// The login form's CSRF token in the login page's HTML; panics without one.
+pub fn login_form_token(html: &str) -> String {
+    html.split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("login form token")
+        .to_owned()
+}
+
 /// A logged-in session: its cookie, its CSRF token and what `/api/v1/auth/login` answered.
 pub struct Session {
     pub http: reqwest::Client,
@@ -27,13 +47,7 @@ impl Session {
             .await
             .expect("login");
         assert_eq!(r.status(), 200, "login {user}");
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .expect("cookie")
-            .split(';')
-            .next()
-            .expect("pair")
-            .to_owned();
+        let cookie = set_cookie(&r);
         let me: Value = r.json().await.expect("json");
         Session {
             http,
