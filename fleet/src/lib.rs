@@ -18,6 +18,8 @@
 
 pub mod api;
 pub mod app;
+// atna (issue 13 part 4): the audit log as IHE ATNA syslog messages.
+pub mod atna;
 pub mod auth;
 pub mod broker;
 pub mod brokerconf;
