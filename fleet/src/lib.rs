@@ -20,6 +20,8 @@ pub mod api;
 pub mod app;
 // atna (issue 13 part 4): the audit log as IHE ATNA syslog messages.
 pub mod atna;
+// atna: the TLS forwarder.
+pub mod atna_forward;
 pub mod auth;
 pub mod broker;
 pub mod brokerconf;
