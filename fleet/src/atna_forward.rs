@@ -196,7 +196,8 @@ mod tests {
             private_key: None,
         };
         let tls = Arc::new(client_config(&settings).expect("client config"));
-        let metrics = Arc::new(AtnaMetrics::default());
+        let all = crate::metrics::Metrics::default();
+        let metrics = all.atna.clone();
         let task = tokio::spawn(run(
             store.clone(),
             settings,
@@ -224,6 +225,9 @@ mod tests {
         }
         assert_eq!(store.atna_cursor(CURSOR).await.expect("cursor"), "02");
         assert_eq!(metrics.sent.load(Ordering::Relaxed), 2);
+        let text = all.render(&[]);
+        assert!(text.contains("medgate_fleet_atna_sent_total 2\n"), "{text}");
+        assert!(text.contains("medgate_fleet_atna_connected 1\n"), "{text}");
         task.abort();
     }
 }

@@ -193,7 +193,7 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
             s,
             tls,
             hostname,
-            Arc::new(atna_forward::AtnaMetrics::default()),
+            app.metrics.atna.clone(),
         ));
     }
     app.ops.write_crl().await?;
