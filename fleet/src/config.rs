@@ -24,6 +24,8 @@ pub struct FleetConfig {
     pub devices: DevicesSection,
     /// Users, sessions and the first-run setup link.
     pub auth: AuthSection,
+    /// atna (issue 13 part 4): where the audit log also goes (`[audit.syslog]`).
+    pub audit: AuditSection,
 }
 
 impl Default for FleetConfig {
@@ -36,6 +38,7 @@ impl Default for FleetConfig {
             telemetry: TelemetrySection::default(),
             devices: DevicesSection::default(),
             auth: AuthSection::default(),
+            audit: AuditSection::default(),
         }
     }
 }
@@ -98,6 +101,37 @@ impl Default for AuthSection {
             oidc: None,
         }
     }
+}
+
+/// atna (issue 13 part 4): `[audit]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// The hospital's audit repository: IHE ATNA over syslog (RFC 5424) over TLS (RFC 5425).
+    pub syslog: Option<AuditSyslog>,
+}
+
+/// `[audit.syslog]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSyslog {
+    /// Forward (default true when the section is present).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The repository, `host:port` (6514 is syslog over TLS).
+    pub address: String,
+    /// The name its certificate must carry; default: the host of `address`.
+    pub server_name: Option<String>,
+    /// PEM CA certificates to trust for the repository.
+    pub ca: PathBuf,
+    /// The fleet's client certificate (mutual TLS), with `private_key`.
+    pub certificate: Option<PathBuf>,
+    /// Its key.
+    pub private_key: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[database]`
@@ -395,6 +429,42 @@ impl FleetConfig {
                     .into(),
             );
         }
+        // atna (issue 13 part 4): `[audit.syslog]`.
+        if let Some(a) = self.audit.syslog.as_ref().filter(|a| a.enabled) {
+            let port_ok = a
+                .address
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+            if !port_ok {
+                p.push(format!(
+                    "audit.syslog.address: {:?} is not host:port (e.g. \"audit.hospital.example:6514\")",
+                    a.address
+                ));
+            }
+            if !a.ca.is_file() {
+                p.push(format!(
+                    "audit.syslog.ca: {} does not exist",
+                    a.ca.display()
+                ));
+            }
+            match (&a.certificate, &a.private_key) {
+                (Some(c), Some(k)) => {
+                    for (key, f) in [("certificate", c), ("private_key", k)] {
+                        if !f.is_file() {
+                            p.push(format!(
+                                "audit.syslog.{key}: {} does not exist",
+                                f.display()
+                            ));
+                        }
+                    }
+                }
+                (None, None) => {}
+                _ => p.push(
+                    "audit.syslog: give both certificate and private_key (mutual TLS), or neither"
+                        .into(),
+                ),
+            }
+        }
         if self.devices.missed_heartbeats == 0 {
             p.push("devices.missed_heartbeats: at least 1".into());
         }
@@ -445,6 +515,28 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("broker.crl_file"))
         );
+    }
+
+    #[test]
+    fn audit_syslog_is_checked_key_by_key() {
+        let c: FleetConfig = toml::from_str(
+            "[audit.syslog]\naddress = \"audit\"\nca = \"/nonexistent/ca.pem\"\ncertificate = \"/x.pem\"",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.validate(),
+            vec![
+                "audit.syslog.address: \"audit\" is not host:port (e.g. \"audit.hospital.example:6514\")".to_string(),
+                "audit.syslog.ca: /nonexistent/ca.pem does not exist".to_string(),
+                "audit.syslog: give both certificate and private_key (mutual TLS), or neither"
+                    .to_string(),
+            ]
+        );
+        let off: FleetConfig =
+            toml::from_str("[audit.syslog]\nenabled = false\naddress = \"x\"\nca = \"/no\"")
+                .expect("parses");
+        assert!(off.validate().is_empty());
+        assert!(toml::from_str::<FleetConfig>("[audit.syslog]\nadress = \"x:1\"").is_err());
     }
 
     /// The documented example, with its example TLS paths pointing at files that exist.

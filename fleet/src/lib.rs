@@ -18,6 +18,10 @@
 
 pub mod api;
 pub mod app;
+// atna (issue 13 part 4): the audit log as IHE ATNA syslog messages.
+pub mod atna;
+// atna: the TLS forwarder.
+pub mod atna_forward;
 pub mod auth;
 pub mod broker;
 pub mod brokerconf;
@@ -176,6 +180,22 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
     let app = Arc::new(App::new(ops, ops::sha256_hex(token.as_bytes())));
     ingest::start(app.clone(), client, eventloop, &config);
     app.spawn_upkeep();
+    // atna (issue 13 part 4): the audit log also goes to the hospital's audit repository.
+    if let Some(s) = config.audit.syslog.clone().filter(|s| s.enabled) {
+        let tls = Arc::new(atna_forward::client_config(&s)?);
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "medgate-fleet".into());
+        tokio::spawn(atna_forward::run(
+            app.ops.store.clone(),
+            s,
+            tls,
+            hostname,
+            app.metrics.atna.clone(),
+        ));
+    }
     app.ops.write_crl().await?;
     let setup_token = app.ops.issue_setup_token().await?;
     let bind_error = |source| ServeError::Io {

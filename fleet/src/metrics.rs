@@ -56,6 +56,8 @@ pub struct Metrics {
     pub receipts_skipped: Counter,
     /// 1 while connected to the broker.
     pub mqtt_connected: AtomicU64,
+    /// atna (issue 13 part 4): the forwarder's counters.
+    pub atna: std::sync::Arc<crate::atna_forward::AtnaMetrics>,
     latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     latency_sum_ms: AtomicU64,
 }
@@ -152,6 +154,17 @@ impl Metrics {
             s,
             "# HELP medgate_fleet_mqtt_connected 1 while connected to the broker\n# TYPE medgate_fleet_mqtt_connected gauge\nmedgate_fleet_mqtt_connected {}",
             self.mqtt_connected.load(Ordering::Relaxed)
+        );
+        // atna (issue 13 part 4).
+        let a = &self.atna;
+        let _ = writeln!(
+            s,
+            "# HELP medgate_fleet_atna_sent_total ATNA audit records written to the audit repository\n# TYPE medgate_fleet_atna_sent_total counter\nmedgate_fleet_atna_sent_total {}\n\
+             # HELP medgate_fleet_atna_backlog Audit entries read but not yet written to the audit repository\n# TYPE medgate_fleet_atna_backlog gauge\nmedgate_fleet_atna_backlog {}\n\
+             # HELP medgate_fleet_atna_connected 1 while connected to the audit repository\n# TYPE medgate_fleet_atna_connected gauge\nmedgate_fleet_atna_connected {}",
+            a.sent.load(Ordering::Relaxed),
+            a.backlog.load(Ordering::Relaxed),
+            a.connected.load(Ordering::Relaxed)
         );
         for g in gauges {
             let (name, help, v) = (g.name, g.help, g.value);

@@ -160,6 +160,48 @@ impl Store {
     }
 }
 
+/// atna (issue 13 part 4): the ATNA forwarder's reading of the log.
+impl Store {
+    /// Up to `limit` entries after the entry `after_id` (`""`: from the start), oldest first.
+    pub async fn audit_after(&self, after_id: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+        Ok(sqlx::query_as::<_, AuditEntry>(
+            "SELECT id, at_ms, actor, source, action, target, outcome, before_json, after_json FROM audit \
+             WHERE id > $1 ORDER BY id ASC LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The id of the last entry forwarded to destination `name` (`""` if none yet).
+    pub async fn atna_cursor(&self, name: &str) -> Result<String> {
+        let row = sqlx::query("SELECT last_id FROM atna_cursor WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("last_id")?,
+            None => String::new(),
+        })
+    }
+
+    /// Moves the cursor of `name` to `last_id`, never backwards (another replica may be ahead).
+    pub async fn advance_atna_cursor(&self, name: &str, last_id: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO atna_cursor (name, last_id, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id, updated_ms = excluded.updated_ms \
+             WHERE atna_cursor.last_id < excluded.last_id",
+        )
+        .bind(name)
+        .bind(last_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 /// The entries as CSV (RFC 4180, a header line). A cell that a spreadsheet would read as a
 /// formula (starting with `=`, `+`, `-`, `@`) is prefixed with `'`.
 pub fn to_csv(entries: &[AuditEntry]) -> String {
@@ -205,6 +247,46 @@ pub fn to_csv(entries: &[AuditEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_atna_cursor_reads_in_order_and_never_moves_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        for id in ["03", "01", "02"] {
+            let e = AuditEntry {
+                id: id.into(),
+                at_ms: 1,
+                actor: "a".into(),
+                source: None,
+                action: "login".into(),
+                target: "user:a".into(),
+                outcome: Outcome::Ok,
+                before: None,
+                after: None,
+            };
+            store.append_audit(&e).await.expect("append");
+        }
+        assert_eq!(store.atna_cursor("repo").await.expect("cursor"), "");
+        let ids = |v: Vec<AuditEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.audit_after("", 2).await.expect("read")),
+            ["01", "02"]
+        );
+        store
+            .advance_atna_cursor("repo", "02", 5)
+            .await
+            .expect("advance");
+        store
+            .advance_atna_cursor("repo", "01", 6)
+            .await
+            .expect("advance");
+        assert_eq!(store.atna_cursor("repo").await.expect("cursor"), "02");
+        assert_eq!(
+            ids(store.audit_after("02", 10).await.expect("read")),
+            ["03"]
+        );
+    }
 
     #[test]
     fn csv_quotes_what_needs_it_and_defuses_formulas() {

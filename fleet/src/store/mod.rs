@@ -180,6 +180,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0007_device_page.sql").into_sql_str(),
             false,
         ),
+        // atna (issue 13 part 4): the forwarder's cursor.
+        Migration::new(
+            9,
+            Cow::Borrowed("atna cursor"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0009_atna_cursor.sql").into_sql_str(),
+            false,
+        ),
         // console: the login form's key shared by the replicas
         Migration::new(
             10,
