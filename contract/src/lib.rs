@@ -61,6 +61,9 @@ impl Message for DesiredConfig {
 impl Message for ReportedConfig {
     const KIND: Kind = Kind::ConfigReported;
 }
+impl Message for FileChunk {
+    const KIND: Kind = Kind::File;
+}
 
 /// Why a payload was not accepted. The message is dropped; log this and go on.
 #[derive(Debug, thiserror::Error)]

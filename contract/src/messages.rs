@@ -709,3 +709,32 @@ pub struct ReportedConfig {
     #[serde(default)]
     pub problems: Vec<ConfigProblem>,
 }
+
+/// Raw bytes of one [`FileChunk`] (the last chunk of a file may be shorter). Base64 makes that
+/// 171 KiB of JSON string, well under [`crate::MAX_PAYLOAD_BYTES`].
+pub const FILE_CHUNK_BYTES: usize = 128 * 1024;
+
+/// Largest file the appliance sends and the fleet accepts (bytes).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Appliance → fleet (QoS 1, from the outbox, at least once): one chunk of a file a command
+/// produced (the diagnostics bundle of `collect_diagnostics`). Chunks may arrive twice and out of
+/// order; the fleet keys them by (`command`, `offset`) and checks `total_bytes` and `sha256` once
+/// all bytes are in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChunk {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// The command that produced the file.
+    pub command: CommandId,
+    /// The file's name (as in the command's ack).
+    pub name: Token,
+    /// Size of the whole file (bytes).
+    pub total_bytes: u64,
+    /// Digest of the whole file.
+    pub sha256: Sha256Hex,
+    /// Where this chunk starts in the file (bytes).
+    pub offset: u64,
+    /// The chunk's bytes, standard base64 with padding.
+    pub data: String,
+}

@@ -32,11 +32,14 @@ pub enum Kind {
     ConfigDesired,
     /// Appliance → fleet, retained, QoS 1, from the outbox ([`crate::ReportedConfig`]).
     ConfigReported,
+    /// Appliance → fleet, QoS 1, from the outbox: one chunk of a produced file, e.g. a
+    /// diagnostics bundle ([`crate::FileChunk`]).
+    File,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Birth,
         Kind::State,
         Kind::Telemetry,
@@ -46,6 +49,7 @@ impl Kind {
         Kind::CmdAck,
         Kind::ConfigDesired,
         Kind::ConfigReported,
+        Kind::File,
     ];
 
     /// The topic suffix for this kind.
@@ -60,6 +64,7 @@ impl Kind {
             Kind::CmdAck => "cmd-ack",
             Kind::ConfigDesired => "config/desired",
             Kind::ConfigReported => "config/reported",
+            Kind::File => "file",
         }
     }
 
@@ -94,7 +99,7 @@ pub enum TopicError {
     },
     /// The suffix is not one of [`Kind`]'s.
     #[error(
-        "topic {0:?}: unknown message kind (expected birth, state, telemetry, event, event-receipt, cmd, cmd-ack, config/desired or config/reported)"
+        "topic {0:?}: unknown message kind (expected birth, state, telemetry, event, event-receipt, cmd, cmd-ack, config/desired, config/reported or file)"
     )]
     UnknownKind(String),
 }

@@ -386,3 +386,28 @@ fn telemetry_carries_each_destinations_queue_and_reads_older_appliances_without_
         .is_err()
     );
 }
+
+#[test]
+fn a_full_file_chunk_fits_in_one_message() {
+    use base64::Engine as _;
+    let raw = vec![0xA5_u8; FILE_CHUNK_BYTES];
+    let chunk = FileChunk {
+        schema: Schema::default(),
+        command: CommandId::new("c-42").expect("valid"),
+        name: Token::new("diagnostics-1764672000000.json").expect("valid"),
+        total_bytes: MAX_FILE_BYTES,
+        sha256: Sha256Hex::new("ab".repeat(32)).expect("valid"),
+        offset: MAX_FILE_BYTES - FILE_CHUNK_BYTES as u64,
+        data: base64::engine::general_purpose::STANDARD.encode(&raw),
+    };
+    let payload = encode(&chunk).expect("encodes");
+    assert!(payload.len() < MAX_PAYLOAD_BYTES, "{} bytes", payload.len());
+    let back: FileChunk = decode(&payload).expect("decodes");
+    assert_eq!(back, chunk);
+    assert_eq!(
+        DeviceTopics::parse("medgate/v1/st-olav/ct-1/file")
+            .expect("parses")
+            .1,
+        Kind::File
+    );
+}

@@ -138,6 +138,7 @@ mod tests {
     fn acl_gives_devices_only_their_own_topics() {
         let acl = acl_file();
         assert!(acl.contains("pattern write medgate/v1/+/%u/event\n"));
+        assert!(acl.contains("pattern write medgate/v1/+/%u/file\n"));
         assert!(acl.contains("pattern read medgate/v1/+/%u/cmd\n"));
         assert!(acl.contains("pattern read medgate/v1/+/%u/config/desired\n"));
         assert!(

@@ -323,6 +323,16 @@ fn parse(app: &App, topic: String, payload: &[u8]) -> Option<Item> {
         Kind::CmdAck => decode(payload).map(Msg::Ack),
         Kind::ConfigReported => decode(payload).map(Msg::Reported),
         Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt => return None, // our own messages
+        // diagnostics download (issue 12): the contract and ACL carry file chunks; the chunk store
+        // (store/files.rs, migration 0008) is not written yet, so they are dropped and counted.
+        Kind::File => {
+            app.metrics.invalid.inc();
+            tracing::warn!(
+                topic,
+                "dropped a file chunk: this fleet does not store files yet"
+            );
+            return None;
+        }
     };
     match msg {
         Ok(msg) => Some(Item { topic, dev, msg }),

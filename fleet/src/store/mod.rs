@@ -22,6 +22,8 @@ pub mod registry;
 pub mod secrets;
 pub mod telemetry;
 pub mod users;
+// diagnostics download (issue 12)
+pub mod files;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -178,6 +180,14 @@ fn migrator(sqlite: bool) -> Migrator {
             Cow::Borrowed("device page: desired history, certificate expiry"),
             MigrationType::Simple,
             include_str!("../../migrations/0007_device_page.sql").into_sql_str(),
+            false,
+        ),
+        // diagnostics download (issue 12): file chunks and files of commands.
+        Migration::new(
+            8,
+            Cow::Borrowed("command files"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0008_command_files.sql").into_sql_str(),
             false,
         ),
         // atna (issue 13 part 4): the forwarder's cursor.

@@ -555,3 +555,126 @@ async fn a_chart_series_is_the_last_sample_of_each_step_with_its_destinations() 
             .is_none()
     );
 }
+
+// diagnostics download (issue 12): the chunk store.
+#[tokio::test]
+async fn file_chunks_assemble_in_order_once_and_check_the_digest() {
+    use base64::Engine as _;
+    use files::ChunkOutcome;
+    use medgate_contract::{CommandAction, CommandId, FileChunk, Sha256Hex, Token};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = Store::connect(&url, None).await.expect("connect");
+    let (a, b) = (
+        DeviceId::new("a").expect("id"),
+        DeviceId::new("b").expect("id"),
+    );
+    store
+        .create_command("c-1", "a", &CommandAction::CollectDiagnostics, None, 1)
+        .await
+        .expect("cmd");
+    store
+        .create_command("c-2", "a", &CommandAction::Restart, None, 1)
+        .await
+        .expect("cmd");
+    store
+        .create_command("c-3", "a", &CommandAction::CollectDiagnostics, None, 1)
+        .await
+        .expect("cmd");
+    let content: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &content));
+    let chunk = |cmd: &str, sha: &str, total: u64, at: usize, len: usize| FileChunk {
+        schema: Schema::default(),
+        command: CommandId::new(cmd).expect("id"),
+        name: Token::new("diagnostics-1.json").expect("token"),
+        total_bytes: total,
+        sha256: Sha256Hex::new(sha).expect("sha"),
+        offset: at as u64,
+        data: base64::engine::general_purpose::STANDARD.encode(&content[at..at + len]),
+    };
+    // Out of order, with a duplicate.
+    assert_eq!(
+        store
+            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 200, 100), 2)
+            .await
+            .expect("r"),
+        ChunkOutcome::Stored
+    );
+    assert_eq!(
+        store
+            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 200, 100), 2)
+            .await
+            .expect("r"),
+        ChunkOutcome::Duplicate
+    );
+    assert_eq!(
+        store.command_file("c-1").await.expect("r").map(|f| f.0),
+        Some("receiving".to_owned())
+    );
+    assert_eq!(
+        store
+            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 0, 200), 3)
+            .await
+            .expect("r"),
+        ChunkOutcome::Complete
+    );
+    assert_eq!(
+        store
+            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 0, 200), 4)
+            .await
+            .expect("r"),
+        ChunkOutcome::Duplicate
+    );
+    let (status, reason, bytes) = store.command_file("c-1").await.expect("r").expect("file");
+    assert_eq!(
+        (status.as_str(), reason, bytes),
+        ("complete", None, Some(content.clone()))
+    );
+    // Foreign device, unknown command, a command without a file, over the cap.
+    assert!(matches!(
+        store
+            .record_file_chunk(&b, &chunk("c-3", &sha, 300, 0, 300), 5)
+            .await
+            .expect("r"),
+        ChunkOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        store
+            .record_file_chunk(&a, &chunk("c-9", &sha, 300, 0, 300), 5)
+            .await
+            .expect("r"),
+        ChunkOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        store
+            .record_file_chunk(&a, &chunk("c-2", &sha, 300, 0, 300), 5)
+            .await
+            .expect("r"),
+        ChunkOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        store
+            .record_file_chunk(
+                &a,
+                &chunk("c-3", &sha, medgate_contract::MAX_FILE_BYTES + 1, 0, 300),
+                5
+            )
+            .await
+            .expect("r"),
+        ChunkOutcome::Refused(_)
+    ));
+    assert_eq!(store.command_file("c-3").await.expect("r"), None);
+    // A digest mismatch is recorded as failed with the reason.
+    let wrong = "00".repeat(32);
+    assert!(matches!(
+        store
+            .record_file_chunk(&a, &chunk("c-3", &wrong, 300, 0, 300), 6)
+            .await
+            .expect("r"),
+        ChunkOutcome::Failed(_)
+    ));
+    let (status, reason, bytes) = store.command_file("c-3").await.expect("r").expect("file");
+    assert_eq!(status, "failed");
+    assert!(reason.expect("reason").contains("sha256"));
+    assert_eq!(bytes, None);
+}
