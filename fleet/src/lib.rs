@@ -26,6 +26,7 @@ pub mod auth;
 pub mod broker;
 pub mod brokerconf;
 pub mod ca;
+pub mod civil;
 pub mod config;
 pub mod console;
 pub mod https;
