@@ -229,8 +229,6 @@ pub struct Ops {
     pub ca: Ca,
     publisher: Publisher,
     live_tx: broadcast::Sender<String>,
-    /// Failed logins (loaded from the database before each check: replicas count together).
-    throttle: std::sync::Mutex<crate::auth::throttle::Throttle>,
     // console-auth (issue 12): the identity provider, and the key signing the login form's
     // CSRF token and the pending single sign-on cookie (shared by the replicas, through the
     // database; read once per process).
@@ -249,7 +247,6 @@ impl Ops {
             ca,
             publisher,
             live_tx,
-            throttle: std::sync::Mutex::new(crate::auth::throttle::Throttle::standard()),
             sso,
             form_key: tokio::sync::OnceCell::new(),
         }

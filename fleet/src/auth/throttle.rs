@@ -5,7 +5,8 @@
 //! Per account, so nobody guesses one user's password from many addresses; per address, so
 //! one address cannot try many users. Unknown user names count like known ones (the answer
 //! does not tell them apart). The shell keeps the failures in the database under
-//! [`stored_keys`] and [`Throttle::load`]s them before each check, so replicas count together.
+//! [`stored_keys`] and, for each attempt, [`Throttle::load`]s them into a fresh throttle
+//! before the check, so replicas count together and no process holds state of its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{OpError, Ops, sha256_hex};
 use crate::auth::policy::role_covers;
-use crate::auth::throttle::{self, Decision};
+use crate::auth::throttle::{self, Decision, Throttle};
 use crate::auth::{
     Credential, Principal, Role, SiteScope, check_user_name, password, session, token,
 };
@@ -400,14 +400,11 @@ impl Ops {
     ) -> Result<LoggedIn, OpError> {
         let now = now_db();
         let target = format!("user:{name}");
-        // The failures of every replica, from the database.
+        // The limits are fixed; the failures of every replica come from the database.
         let keys = throttle::stored_keys(name, source);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let window = self
-            .throttle
-            .lock()
-            .map_err(|_| OpError::Corrupt("login throttle poisoned".into()))?
-            .window_ms();
+        let mut limits = Throttle::standard();
+        let window = limits.window_ms();
         let mut recorded = self
             .store
             .login_failures(&keys, now - window)
@@ -417,14 +414,8 @@ impl Ops {
             recorded.next().unwrap_or_default(),
             recorded.next().unwrap_or_default(),
         );
-        let decision = {
-            let mut t = self
-                .throttle
-                .lock()
-                .map_err(|_| OpError::Corrupt("login throttle poisoned".into()))?;
-            t.load(name, source, account_failures, address_failures);
-            t.check(name, source, now)
-        };
+        limits.load(name, source, account_failures, address_failures);
+        let decision = limits.check(name, source, now);
         if let Decision::Wait { retry_after_ms } = decision {
             let retry_after_secs = from_db(retry_after_ms).div_ceil(1000);
             self.audit_as(
@@ -456,9 +447,6 @@ impl Ops {
             Some(_) => None,
         };
         let (Some(login), None) = (login, why_not) else {
-            if let Ok(mut t) = self.throttle.lock() {
-                t.failed(name, source, now);
-            }
             if let Err(e) = self
                 .store
                 .record_login_failure(&keys, now, now - window)
@@ -480,9 +468,6 @@ impl Ops {
                 "user name or password wrong (or the user is disabled); after 5 failures in 15 minutes the user is locked for a while".into(),
             ));
         };
-        if let Ok(mut t) = self.throttle.lock() {
-            t.succeeded(name);
-        }
         if let Some(account) = keys.first() {
             self.store.clear_login_failures(account).await?;
         }
