@@ -738,3 +738,40 @@ pub struct FileChunk {
     /// The chunk's bytes, standard base64 with padding.
     pub data: String,
 }
+
+impl FileChunk {
+    /// The chunks of `content`, [`FILE_CHUNK_BYTES`] each (the last one shorter), in order;
+    /// none for an empty file (the fleet refuses empty chunks: send no empty file).
+    pub fn split<'a>(
+        command: &'a CommandId,
+        name: &'a Token,
+        sha256: &'a Sha256Hex,
+        content: &'a [u8],
+    ) -> impl Iterator<Item = FileChunk> + 'a {
+        use base64::Engine as _;
+        let total = content.len() as u64;
+        content
+            .chunks(FILE_CHUNK_BYTES)
+            .scan(0u64, move |offset, piece| {
+                let chunk = FileChunk {
+                    schema: Schema::default(),
+                    command: command.clone(),
+                    name: name.clone(),
+                    total_bytes: total,
+                    sha256: sha256.clone(),
+                    offset: *offset,
+                    data: base64::engine::general_purpose::STANDARD.encode(piece),
+                };
+                *offset += piece.len() as u64;
+                Some(chunk)
+            })
+    }
+
+    /// This chunk's bytes; `None` when `data` is not standard base64.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .ok()
+    }
+}

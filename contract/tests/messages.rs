@@ -411,3 +411,27 @@ fn a_full_file_chunk_fits_in_one_message() {
         Kind::File
     );
 }
+
+#[test]
+fn a_file_splits_into_ordered_chunks_that_fit_a_payload() {
+    use medgate_contract::{CommandId, FILE_CHUNK_BYTES, FileChunk, MAX_PAYLOAD_BYTES, Sha256Hex};
+    let command = CommandId::new("c-1").expect("id");
+    let name = Token::new("diag-1.json").expect("name");
+    let sha = Sha256Hex::new("a".repeat(64)).expect("sha");
+    let content: Vec<u8> = (0..FILE_CHUNK_BYTES * 2 + 5)
+        .map(|i| u8::try_from(i % 251).expect("fits"))
+        .collect();
+    let chunks: Vec<FileChunk> = FileChunk::split(&command, &name, &sha, &content).collect();
+    assert_eq!(
+        chunks.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        vec![0, FILE_CHUNK_BYTES as u64, 2 * FILE_CHUNK_BYTES as u64]
+    );
+    let mut joined = Vec::new();
+    for c in &chunks {
+        assert_eq!(c.total_bytes, content.len() as u64);
+        assert!(encode(c).expect("encode").len() <= MAX_PAYLOAD_BYTES);
+        joined.extend(c.bytes().expect("base64"));
+    }
+    assert_eq!(joined, content);
+    assert_eq!(FileChunk::split(&command, &name, &sha, &[]).count(), 0);
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::{
     ConnectInfo, FromRequestParts, MatchedPath, Path, Query, RawPathParams, Request, State,
 };
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +47,7 @@ impl IntoResponse for ApiError {
         let retry = self.1["retry_after_secs"].as_u64();
         let mut r = (self.0, Json(self.1)).into_response();
         if let Some(secs) = retry
-            && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -271,6 +271,7 @@ pub fn routes() -> Routes {
         .add(G, "/api/v1/devices/{id}/commands", get(device_commands))
         .add(Po, "/api/v1/devices/{id}/commands", post(post_command))
         .add(G, "/api/v1/commands/{id}", get(get_command))
+        .add(G, "/api/v1/commands/{id}/file", get(get_command_file))
         .add(G, "/api/v1/sites", get(list_sites))
         .add(Pu, "/api/v1/sites/{id}", put(put_site))
         .add(Pu, "/api/v1/sites/{id}/config", put(put_site_config))
@@ -916,6 +917,50 @@ async fn get_command(
     Path(id): Path<String>,
 ) -> ApiResult<CommandRecord> {
     found(app.ops.command(&id).await?, "such command")
+}
+
+#[utoipa::path(get, path = "/commands/{id}/file", summary = "Download the file a command produced (the diagnostics bundle)", description = "The bytes as the appliance sent them, checked against their size and SHA-256 (also in `X-Content-SHA256`). Audited as `diagnostics.download`. 409 while the file is still arriving or when it arrived damaged.", params(("id" = String, Path, description = "Command id")), responses((status = 200, description = "The file, as an attachment", content_type = "application/octet-stream"), (status = 404, description = "No such command, or it produced no file", body = ErrorBody), (status = 409, description = "Still arriving, or damaged", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn get_command_file(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (file, content) = app.ops.command_file(&actor, &id).await?;
+    Ok(attachment(
+        content,
+        "application/octet-stream",
+        &file.name,
+        Some(&file.sha256),
+    ))
+}
+
+/// A download: `Content-Disposition: attachment` with `name` (quotes and controls dropped),
+/// never cached, never sniffed into something the browser would run.
+pub fn attachment(
+    body: impl IntoResponse,
+    content_type: &'static str,
+    name: &str,
+    sha256: Option<&str>,
+) -> Response {
+    let safe: String = name
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';'))
+        .collect();
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Some(v) = sha256.and_then(|d| HeaderValue::from_str(d).ok()) {
+        h.insert("x-content-sha256", v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 #[utoipa::path(get, path = "/sites", summary = "Sites with device counts", responses((status = 200, body = Sites), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medgate_contract::{
-    Birth, CommandAck, DeviceTopics, Event, EventId, EventReceipt, Kind, MAX_PAYLOAD_BYTES,
-    ReportedConfig, Schema, State, Telemetry, decode,
+    Birth, CommandAck, DeviceTopics, Event, EventId, EventReceipt, FileChunk, Kind,
+    MAX_PAYLOAD_BYTES, ReportedConfig, Schema, State, Telemetry, decode,
 };
 use rumqttc::{
     AsyncClient, Event as MqttEvent, EventLoop, MqttOptions, Packet, Publish, QoS, Transport,
@@ -211,6 +211,7 @@ enum Msg {
     Event(Event),
     Ack(CommandAck),
     Reported(ReportedConfig),
+    File(FileChunk),
 }
 
 #[derive(Debug)]
@@ -323,16 +324,7 @@ fn parse(app: &App, topic: String, payload: &[u8]) -> Option<Item> {
         Kind::CmdAck => decode(payload).map(Msg::Ack),
         Kind::ConfigReported => decode(payload).map(Msg::Reported),
         Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt => return None, // our own messages
-        // diagnostics download (issue 12): the contract and ACL carry file chunks; the chunk store
-        // (store/files.rs, migration 0008) is not written yet, so they are dropped and counted.
-        Kind::File => {
-            app.metrics.invalid.inc();
-            tracing::warn!(
-                topic,
-                "dropped a file chunk: this fleet does not store files yet"
-            );
-            return None;
-        }
+        Kind::File => decode(payload).map(Msg::File),
     };
     match msg {
         Ok(msg) => Some(Item { topic, dev, msg }),
@@ -357,6 +349,7 @@ async fn record(
         Msg::Event(e) => Message::Event(e),
         Msg::Ack(a) => Message::Ack(a),
         Msg::Reported(r) => Message::Reported(r),
+        Msg::File(f) => Message::File(f),
     };
     store
         .record(c, &item.dev.site, &item.dev.device, msg, now)
@@ -480,6 +473,7 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
                     app.ops.resend_queued_commands(device.as_str()).await;
                 }
                 Msg::State(_) | Msg::Reported(_) => app.ops.live_device(device.as_str()).await,
+                Msg::File(_) => {}
             }
         }
         Ok(Recorded::Duplicate) => {

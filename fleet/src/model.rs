@@ -154,6 +154,34 @@ word_enum!(
     }
 );
 
+word_enum!(
+    /// Where the file a command produced (the diagnostics bundle) is.
+    FileState, "file state" {
+        /// Some chunks are in.
+        Receiving = "receiving",
+        /// Every byte is in, size and SHA-256 as announced: it can be downloaded.
+        Complete = "complete",
+        /// Every byte is in, but the size or digest is not the announced one.
+        Failed = "failed",
+    }
+);
+
+/// The file a command produced, as received so far (its content is fetched on its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CommandFile {
+    /// Its name on the device (`diag-<ms>.json`).
+    pub name: String,
+    /// Its announced size (bytes).
+    pub bytes: i64,
+    /// Its announced SHA-256, hexadecimal.
+    pub sha256: String,
+    /// Where it is.
+    #[schema(value_type = String)]
+    pub state: FileState,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
 impl CommandState {
     /// Whether the device may still answer it.
     pub fn is_open(self) -> bool {
@@ -338,6 +366,8 @@ pub struct CommandRecord {
     pub updated_ms: i64,
     /// Not to run after.
     pub expires_ms: Option<i64>,
+    /// The file it produced (`collect_diagnostics`), once its first chunk arrived.
+    pub file: Option<CommandFile>,
 }
 
 /// A calling AE a device has seen, with its approval.

@@ -60,6 +60,7 @@ impl Modify for Admin {
         api::device_commands,
         api::post_command,
         api::get_command,
+        api::get_command_file,
         api::list_sites,
         api::put_site,
         api::put_site_config,

@@ -24,8 +24,8 @@ use tokio::sync::broadcast;
 use crate::ca::{Ca, CaError};
 use crate::config::FleetConfig;
 use crate::model::{
-    CommandRecord, CommandState, ConfigScope, Device, DeviceConfig, DeviceStatus, EventRecord,
-    PeerRecord, Site, TelemetrySample,
+    CommandFile, CommandRecord, CommandState, ConfigScope, Device, DeviceConfig, DeviceStatus,
+    EventRecord, FileState, PeerRecord, Site, TelemetrySample,
 };
 use crate::publish::{PublishError, Publisher};
 use crate::store::audit::Outcome;
@@ -407,6 +407,55 @@ impl Ops {
     /// One command.
     pub async fn command(&self, id: &str) -> Result<Option<CommandRecord>, OpError> {
         Ok(self.store.command(id).await?)
+    }
+
+    /// The file a command produced (the diagnostics bundle), for download: its description and
+    /// bytes. Audited as `diagnostics.download` (who took which device's bundle, when).
+    pub async fn command_file(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(CommandFile, Vec<u8>), OpError> {
+        let command = self
+            .store
+            .command(id)
+            .await?
+            .ok_or_else(|| OpError::NotFound(format!("no command {id}")))?;
+        let Some(file) = command.file else {
+            return Err(OpError::NotFound(format!(
+                "command {id} has no file: only collect_diagnostics produces one, and its first bytes have not arrived"
+            )));
+        };
+        match file.state {
+            FileState::Complete => {}
+            FileState::Receiving => {
+                return Err(OpError::Conflict(format!(
+                    "the file of command {id} is still arriving from the appliance; try again in a few seconds"
+                )));
+            }
+            FileState::Failed => {
+                return Err(OpError::Conflict(format!(
+                    "the file of command {id} arrived damaged ({}); send collect_diagnostics again",
+                    file.reason.as_deref().unwrap_or("digest mismatch")
+                )));
+            }
+        }
+        let content = self.store.command_file_content(id).await?.ok_or_else(|| {
+            OpError::Corrupt(format!("command {id}: complete file without content"))
+        })?;
+        self.audit(
+            actor,
+            "diagnostics.download",
+            &command.device,
+            Outcome::Ok,
+            None,
+            Some(format!(
+                "command {id}: {} ({} bytes, sha256 {})",
+                file.name, file.bytes, file.sha256
+            )),
+        )
+        .await;
+        Ok((file, content))
     }
 
     /// Sites with device counts, within a site scope.

@@ -5,7 +5,10 @@
 // through the page's form and through the API; screenshots at both sizes, light and dark.
 // Environment (besides lib.mjs's): DEVICE, OPERATOR_USER, VIEWER_USER, PASSWORD, CONFIG_TOML
 // (a valid desired configuration), WRONG_KEY and RIGHT_KEY (a key of CONFIG_TOML misspelt, and
-// as it is).
+// as it is), FORBIDDEN (patient data sent through the appliance, one value a line: none of it
+// may be in the diagnostics bundle).
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { scenario, step, check, env, login, shot, SIZES, SCHEMES, BASE_URL } from './lib.mjs';
 
 const DEVICE = env('DEVICE');
@@ -16,6 +19,7 @@ const PASSWORD = env('PASSWORD');
 const CONFIG = env('CONFIG_TOML');
 const WRONG_KEY = env('WRONG_KEY');
 const RIGHT_KEY = env('RIGHT_KEY');
+const FORBIDDEN = env('FORBIDDEN').split('\n').filter((v) => v.length > 0);
 
 /** The 1-based line of the first line of `text` that starts with `key`. */
 function lineOf(text, key) {
@@ -102,6 +106,33 @@ await scenario('console_device', async (browser) => {
   await page.reload();
   await page.locator('#config-check').getByText('No change: this is what the device runs.').waitFor({ timeout: 10000 });
 
+  step('the operator collects a diagnostics bundle and downloads it from the Commands table');
+  await Promise.all([
+    page.waitForLoadState('load'),
+    page.getByRole('button', { name: 'Collect diagnostics bundle' }).click(),
+  ]);
+  const link = page.locator('#commands a.download');
+  for (let i = 0; i < 60 && (await link.count()) === 0; i++) {
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  check(await link.count() > 0, 'a Download link appears once the bundle is in',
+    await page.locator('#commands').innerText());
+  const href = await link.first().getAttribute('href');
+  check(/Download diag-\d+\.json \(\d/.test(await link.first().innerText()), 'the link names the file and its size',
+    await link.first().innerText());
+  const [download] = await Promise.all([page.waitForEvent('download'), link.first().click()]);
+  const bundle = await readFile(await download.path());
+  check(/^diag-\d+\.json$/.test(download.suggestedFilename()), 'saved under its own name', download.suggestedFilename());
+  const got = await page.request.get(href);
+  const sha = createHash('sha256').update(bundle).digest('hex');
+  check(got.headers()['x-content-sha256'] === sha, 'the bytes saved have the digest the appliance announced',
+    [sha, got.headers()['x-content-sha256']]);
+  const text = bundle.toString('utf8');
+  check(JSON.parse(text) && /"logs"/.test(text), 'the bundle is the appliance\'s JSON with its log lines');
+  const leaked = FORBIDDEN.filter((v) => text.includes(v));
+  check(leaked.length === 0, 'no patient name, ID, birth date or accession number in the bundle', leaked);
+
   step('screenshots of the device page at both sizes, light and dark, charts drawn');
   const state = await ctx.storageState();
   for (const size of Object.keys(SIZES)) {
@@ -126,6 +157,9 @@ await scenario('console_device', async (browser) => {
   check(await vpage.getByLabel('Desired configuration (TOML)').getAttribute('readonly') !== null,
     'the viewer\'s editor is read-only');
   check(await vpage.getByRole('button', { name: /save/i }).count() === 0, 'the viewer has no save button');
+  check(await vpage.locator('#commands a.download').count() === 0, 'the viewer has no download link');
+  const vdl = await vpage.request.get(href);
+  check(vdl.status() === 403, 'the viewer downloading the bundle by its URL gets 403', vdl.status());
 
   step('the viewer changing the configuration: 403 through the page\'s form and through the API');
   const csrf = await csrfOf(vpage);

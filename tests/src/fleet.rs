@@ -176,6 +176,24 @@ impl Fleet {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// GET of a download with the admin token: status, `Content-Disposition`, the bytes.
+    pub async fn download(&self, path: &str) -> Result<(u16, String, Vec<u8>)> {
+        let rsp = self
+            .client
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = rsp.status().as_u16();
+        let disposition = rsp
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((status, disposition, rsp.bytes().await?.to_vec()))
+    }
+
     /// GET, expecting 200.
     pub async fn get(&self, path: &str) -> Result<Value> {
         let (s, v) = self.send(reqwest::Method::GET, path, None).await?;

@@ -579,6 +579,16 @@ async fn device_page_edits_the_configuration_of_a_real_appliance_in_chromium() {
         "{config_toml}"
     );
 
+    // What the downloaded diagnostics bundle must not hold: the patients' names, IDs, birth dates
+    // and the accession numbers of the studies sent above.
+    let forbidden = [11u64, 12]
+        .iter()
+        .flat_map(|&seed| {
+            let p = medgate_sim::studies::Patient::synthetic(seed);
+            [p.name, p.id, p.birth_date, format!("ACC{seed:05}")]
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     run_scenario(
         "console_device.mjs",
         &base,
@@ -590,6 +600,7 @@ async fn device_page_edits_the_configuration_of_a_real_appliance_in_chromium() {
             ("CONFIG_TOML", &config_toml),
             ("WRONG_KEY", "max_asociations"),
             ("RIGHT_KEY", "max_associations"),
+            ("FORBIDDEN", &forbidden),
         ],
     )
     .await;

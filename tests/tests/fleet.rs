@@ -489,6 +489,38 @@ async fn appliance_enrolls_reports_obeys_and_never_leaks_patient_data() -> Resul
     );
     assert_eq!(c["output"]["bytes"], bundle.len() as u64);
     assert_clean("the diagnostics bundle", &bundle, &forbidden);
+    // It reached the fleet: downloaded there, the same bytes, the digest the appliance announced,
+    // and the download is audited.
+    let id = c["id"].as_str().context("command id")?;
+    let c = fleet
+        .wait(
+            "bundle received",
+            &format!("/api/v1/commands/{id}"),
+            Duration::from_secs(10),
+            |c| c["file"]["state"] == "complete",
+        )
+        .await?;
+    let (s, disposition, bytes) = fleet
+        .download(&format!("/api/v1/commands/{id}/file"))
+        .await?;
+    assert_eq!(s, 200);
+    assert_eq!(disposition, format!("attachment; filename=\"{file}\""));
+    assert_eq!(
+        bytes,
+        bundle.as_bytes(),
+        "the fleet serves the appliance's bytes"
+    );
+    assert_eq!(
+        c["output"]["sha256"].as_str(),
+        Some(hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)).as_str())
+    );
+    let audit = fleet
+        .get("/api/v1/audit?action=diagnostics.download")
+        .await?;
+    assert_eq!(
+        audit["entries"][0]["target"], "ct-room-1",
+        "the download is audited: {audit}"
+    );
     let c = command(&fleet, json!({"type": "retry_quarantine"})).await?;
     assert_eq!(c["status"], "succeeded", "{c}");
     assert_eq!(c["output"]["objects"], 0);

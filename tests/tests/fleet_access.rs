@@ -88,7 +88,7 @@ async fn user_with_token(api: &Api, name: &str, role: Role, sites: Option<Vec<&s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_times_every_role_and_no_credential() {
-    let (_running, api, _dir) = fixture().await;
+    let (running, api, _dir) = fixture().await;
     let (s, cmd) = api
         .send(
             Method::POST,
@@ -97,7 +97,39 @@ async fn every_route_times_every_role_and_no_credential() {
         )
         .await;
     assert_eq!(s, 201, "{cmd}");
+    let restart = cmd["id"].as_str().expect("id").to_owned();
+    // The commands routes act on a diagnostics command whose bundle is in (put in the store as
+    // ingest would: this matrix has no device connected).
+    let (s, cmd) = api
+        .send(
+            Method::POST,
+            "/api/v1/devices/dev-a/commands",
+            json!({"action": {"type": "collect_diagnostics"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cmd}");
     let command = cmd["id"].as_str().expect("id").to_owned();
+    assert_ne!(command, restart);
+    let content = b"{\"logs\":[]}".to_vec();
+    let (id, name, sha) = (
+        medgate_contract::CommandId::new(command.as_str()).expect("id"),
+        medgate_contract::Token::new("diag-1.json").expect("name"),
+        medgate_contract::Sha256Hex::new(sha256_hex(&content)).expect("sha"),
+    );
+    let store = &running.app.ops.store;
+    let mut batch = store.begin().await.expect("begin");
+    for chunk in medgate_contract::FileChunk::split(&id, &name, &sha, &content) {
+        store
+            .record_file_chunk(
+                batch.conn(),
+                &medgate_contract::DeviceId::new("dev-a").expect("id"),
+                &chunk,
+                1,
+            )
+            .await
+            .expect("chunk");
+    }
+    batch.commit().await.expect("commit");
     // The user the /users/{name} routes act on (not one of the matrix's own).
     let (s, v) = api
         .send(

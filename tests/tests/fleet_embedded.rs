@@ -130,7 +130,8 @@ async fn zero_setup_fleet_with_a_reporting_device() {
         )
         .await;
     assert_eq!(s, 201, "{cmd}");
-    let path = format!("/api/v1/commands/{}", cmd["id"].as_str().expect("id"));
+    let cmd_id_of_purge = cmd["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/commands/{cmd_id_of_purge}");
     let done = api
         .wait(10, "command result", &path, |c| c["status"] == "succeeded")
         .await;
@@ -161,6 +162,56 @@ async fn zero_setup_fleet_with_a_reporting_device() {
             assert_eq!(done["code"], "unknown_destination", "{done}");
         }
     }
+    // The diagnostics bundle: its two chunks arrive before the result; the fleet checks size and
+    // digest and serves the same bytes as an attachment.
+    let (s, cmd) = api
+        .send(
+            Method::POST,
+            "/api/v1/devices/dev-1/commands",
+            json!({"action": {"type": "collect_diagnostics"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cmd}");
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    let done = api
+        .wait(10, "bundle", &format!("/api/v1/commands/{id}"), |c| {
+            c["status"] == "succeeded"
+        })
+        .await;
+    let want = diagnostics_bundle();
+    assert_eq!(done["file"]["state"], "complete", "{done}");
+    assert_eq!(done["file"]["bytes"], want.len(), "{done}");
+    assert_eq!(done["file"]["sha256"], sha256_hex(&want), "{done}");
+    let r = api
+        .http
+        .get(format!("{}/api/v1/commands/{id}/file", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), 200);
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"diag-test.json\""
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("x-content-sha256"), sha256_hex(&want));
+    assert_eq!(r.bytes().await.expect("body").to_vec(), want);
+    // A command that produced no file (the purge above), and no command at all: 404.
+    let purge = cmd_id_of_purge;
+    let (s, v) = api.get(&format!("/api/v1/commands/{purge}/file")).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(v.to_string().contains("has no file"), "{v}");
+    let (s, _) = api.get("/api/v1/commands/no-such-command/file").await;
+    assert_eq!(s, 404);
     let (s, v) = api
         .send(
             Method::POST,

@@ -258,6 +258,36 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         "the forged event was not recorded: {v}"
     );
 
+    // A diagnostics bundle through Mosquitto into PostgreSQL, its chunks recorded by both
+    // replicas at once: assembled once, served by either.
+    let (s, cmd) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/devices/dev-a/commands",
+            json!({"action": {"type": "collect_diagnostics"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{cmd}");
+    let id = cmd["id"].as_str().expect("id").to_owned();
+    let done = api2
+        .wait(20, "bundle", &format!("/api/v1/commands/{id}"), |c| {
+            c["status"] == "succeeded" && c["file"]["state"] == "complete"
+        })
+        .await;
+    assert_eq!(done["file"]["sha256"], sha256_hex(&diagnostics_bundle()));
+    let r = api2
+        .http
+        .get(format!("{}/api/v1/commands/{id}/file", api2.base))
+        .bearer_auth(&api2.token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.expect("body").to_vec(),
+        diagnostics_bundle()
+    );
+
     // Broker outage: the appliance keeps producing events; nothing is lost.
     for i in 0..50 {
         rep_a.event(study(i)).expect("event");

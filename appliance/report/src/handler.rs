@@ -67,6 +67,15 @@ fn unreachable_token() -> Token {
 /// Result of a command.
 pub type CommandResult = Result<CommandOutput, CommandFailure>;
 
+/// A file a command produced (the diagnostics bundle), to send to the fleet with the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducedFile {
+    /// The result: `file`, `bytes` and `sha256` describe `content` (the reporter checks them).
+    pub output: CommandOutput,
+    /// The file's bytes, at most [`medgate_contract::MAX_FILE_BYTES`].
+    pub content: Vec<u8>,
+}
+
 /// The appliance's side of commands. The reporter validates, deduplicates and acknowledges
 /// commands (an `accepted` acknowledgement first, then the result) and records the quarantine
 /// audit events; the appliance only does the work. Each call runs on its own task: a slow one
@@ -86,8 +95,11 @@ pub trait CommandHandler: Send + Sync + 'static {
         older_than: Option<Duration>,
     ) -> impl Future<Output = CommandResult> + Send;
     /// Build a diagnostics bundle (logs without patient data, configuration, state);
-    /// `output.file`, `output.bytes`, `output.sha256` describe it.
-    fn collect_diagnostics(&self) -> impl Future<Output = CommandResult> + Send;
+    /// `output.file`, `output.bytes`, `output.sha256` describe it. The reporter sends its content
+    /// to the fleet in [`medgate_contract::FileChunk`]s before the `succeeded` acknowledgement.
+    fn collect_diagnostics(
+        &self,
+    ) -> impl Future<Output = Result<ProducedFile, CommandFailure>> + Send;
     /// End the backoff wait of the destination named `destination` (all if `None`) so that
     /// forwarding is tried now; `output.destinations` = how many were woken. A name the
     /// appliance does not have: `CommandFailure::rejected("unknown_destination")`. Without an

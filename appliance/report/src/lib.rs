@@ -30,6 +30,8 @@ pub mod outbox;
 pub mod reporter;
 
 pub use config::{ConfigError, ReporterConfig, TlsFiles};
-pub use handler::{ApplyOutcome, CommandFailure, CommandHandler, CommandResult, TelemetrySource};
+pub use handler::{
+    ApplyOutcome, CommandFailure, CommandHandler, CommandResult, ProducedFile, TelemetrySource,
+};
 pub use outbox::{Entry, Outbox, OutboxError};
 pub use reporter::{ReportError, Reporter, ReporterStatus};

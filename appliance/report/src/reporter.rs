@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use medgate_contract::{
     Birth, Command, CommandAck, CommandAction, CommandOutput, CommandStatus, ConfigStatus,
-    DesiredConfig, DeviceState, DeviceTopics, Event, EventBody, EventId, EventReceipt, Kind,
-    MAX_PAYLOAD_BYTES, Message, QuarantineAction, ReportedConfig, Schema, State, Telemetry, Token,
-    decode, encode, now_ms,
+    DesiredConfig, DeviceState, DeviceTopics, Event, EventBody, EventId, EventReceipt, FileChunk,
+    Kind, MAX_FILE_BYTES, MAX_PAYLOAD_BYTES, Message, QuarantineAction, ReportedConfig, Schema,
+    State, Telemetry, Token, decode, encode, now_ms,
 };
 use rumqttc::{
     AsyncClient, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -37,7 +37,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, ReporterConfig};
 use crate::delivery::{Delivery, WINDOW};
-use crate::handler::{ApplyOutcome, CommandHandler, TelemetrySource};
+use crate::handler::{
+    ApplyOutcome, CommandFailure, CommandHandler, CommandResult, ProducedFile, TelemetrySource,
+};
 use crate::outbox::{Outbox, OutboxError};
 
 /// Command ids remembered (to ignore redeliveries).
@@ -130,6 +132,34 @@ impl Shared {
             at_ms: now_ms(),
             event: body,
         })
+    }
+
+    /// Puts the chunks of a command's file in the outbox (before its acknowledgement, so the
+    /// fleet has the bytes when it learns of the result) and returns the result to acknowledge.
+    /// A file its result does not describe is not sent: the command fails with `internal`.
+    fn file(&self, id: &medgate_contract::CommandId, f: ProducedFile) -> CommandResult {
+        let ProducedFile { output, content } = f;
+        let (Some(name), Some(sha256)) = (output.file.clone(), output.sha256.clone()) else {
+            tracing::error!(command = %id, "the produced file has no name or digest; not sent");
+            return Err(CommandFailure::failed("internal"));
+        };
+        let size = content.len() as u64;
+        if output.bytes != Some(size) || size == 0 {
+            tracing::error!(command = %id, size, described = ?output.bytes, "the produced file does not match its description; not sent");
+            return Err(CommandFailure::failed("internal"));
+        }
+        if size > MAX_FILE_BYTES {
+            tracing::warn!(command = %id, size, max = MAX_FILE_BYTES, "the produced file is larger than the fleet accepts; not sent");
+            return Err(CommandFailure::failed("too_large"));
+        }
+        for chunk in FileChunk::split(id, &name, &sha256, &content) {
+            if let Err(e) = self.push(false, |_| chunk) {
+                tracing::error!(command = %id, error = %e, "cannot store a file chunk");
+                return Err(CommandFailure::failed("io"));
+            }
+        }
+        tracing::info!(command = %id, file = %name, bytes = size, "file queued for the fleet");
+        Ok(output)
     }
 
     fn ack(
@@ -678,7 +708,10 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
                         .await,
                     Some(QuarantineAction::Purge),
                 ),
-                CommandAction::CollectDiagnostics => (handler.collect_diagnostics().await, None),
+                CommandAction::CollectDiagnostics => {
+                    let produced = handler.collect_diagnostics().await;
+                    (produced.and_then(|f| shared.file(&cmd.id, f)), None)
+                }
                 CommandAction::RetryNow { destination } => {
                     (handler.retry_now(destination.clone()).await, None)
                 }

@@ -80,9 +80,25 @@ impl CommandHandler for Handler {
             ..CommandOutput::default()
         })
     }
-    async fn collect_diagnostics(&self) -> CommandResult {
-        Err(CommandFailure::failed("io"))
+    /// A 300 KiB "bundle": three chunks on the wire.
+    async fn collect_diagnostics(&self) -> Result<ProducedFile, CommandFailure> {
+        let content = diag_content();
+        Ok(ProducedFile {
+            output: CommandOutput {
+                bytes: Some(content.len() as u64),
+                sha256: Some(Sha256Hex::new("ab".repeat(32)).expect("hex")),
+                file: Some(Token::new("diag-1.json").expect("token")),
+                ..CommandOutput::default()
+            },
+            content,
+        })
     }
+}
+
+fn diag_content() -> Vec<u8> {
+    (0..300 * 1024u32)
+        .map(|i| u8::try_from(i % 253).expect("fits"))
+        .collect()
 }
 
 fn ids() -> (SiteId, DeviceId) {
@@ -312,8 +328,27 @@ async fn reports_over_plain_mqtt_and_survives_outages_and_restarts() {
     );
     assert_eq!(
         status_of("c-diag"),
-        vec![CommandStatus::Accepted, CommandStatus::Failed]
+        vec![CommandStatus::Accepted, CommandStatus::Succeeded]
     );
+    // The bundle's bytes came before its result, in chunks that fit a payload.
+    let mut chunks: Vec<FileChunk> = fleet
+        .on("/file")
+        .iter()
+        .map(|p| decode(p).expect("file chunk"))
+        .collect();
+    chunks.sort_by_key(|c| c.offset);
+    chunks.dedup_by_key(|c| c.offset);
+    assert_eq!(chunks.len(), 3, "300 KiB in 128 KiB chunks");
+    let mut joined = Vec::new();
+    for c in &chunks {
+        assert_eq!(
+            (c.command.as_str(), c.name.as_str()),
+            ("c-diag", "diag-1.json")
+        );
+        assert_eq!(c.total_bytes, 300 * 1024);
+        joined.extend(c.bytes().expect("base64"));
+    }
+    assert_eq!(joined, diag_content());
     let purge = acks
         .iter()
         .find(|a| a.id.as_str() == "c-purge" && a.status == CommandStatus::Succeeded)

@@ -295,6 +295,13 @@ pub const ROUTES: &[Route] = &[
         T::Device,
     ),
     r(V::Get, "/api/v1/commands/{id}", P::DevicesRead, T::Command),
+    // The diagnostics bundle holds configuration and log lines (no patient data): operators'.
+    r(
+        V::Get,
+        "/api/v1/commands/{id}/file",
+        P::DevicesOperate,
+        T::Command,
+    ),
     r(V::Get, "/api/v1/sites", P::DevicesRead, T::Filtered),
     r(V::Put, "/api/v1/sites/{id}", P::SitesManage, T::Site),
     r(V::Put, "/api/v1/sites/{id}/config", P::ConfigWrite, T::Site),

@@ -15,8 +15,8 @@ use super::device_view::{
 use super::view::{ago, encode, utc};
 use crate::auth::{Credential, Principal};
 use crate::model::{
-    CommandRecord, CommandState, Device, DeviceConfig, DeviceIdentity, EventRecord, PeerRecord,
-    TelemetrySample,
+    CommandFile, CommandRecord, CommandState, Device, DeviceConfig, DeviceIdentity, EventRecord,
+    FileState, PeerRecord, TelemetrySample,
 };
 
 /// Seconds between refreshes of the live part.
@@ -427,13 +427,35 @@ fn commands(who: &Principal, p: &DevicePage<'_>, base: &str) -> Markup {
                                 td.nowrap { span title=(utc(c.created_ms)) { (ago(p.now_ms, c.created_ms)) } }
                                 td { (device_view::action_words(&c.action)) }
                                 td class=(format!("nowrap {}", command_class(c.status))) { (c.status.as_str()) }
-                                td { (device_view::result_words(c)) }
+                                td {
+                                    (device_view::result_words(c))
+                                    @if let Some(f) = &c.file { br; (command_file(p, c, f)) }
+                                }
                                 td.nowrap { span title=(utc(c.updated_ms)) { (ago(p.now_ms, c.updated_ms)) } }
                             }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// The file a command produced: a download link once it is whole and checked (for those who
+/// may download it), else where it is.
+fn command_file(p: &DevicePage<'_>, c: &CommandRecord, f: &CommandFile) -> Markup {
+    html! {
+        @match f.state {
+            FileState::Complete if p.can_operate => {
+                a.download href=(format!("/api/v1/commands/{}/file", encode(&c.id))) download=(f.name) {
+                    "Download " (f.name) " (" (bytes(u64::try_from(f.bytes).unwrap_or(0))) ")"
+                }
+            }
+            FileState::Complete => span.muted { (f.name) " received (" (bytes(u64::try_from(f.bytes).unwrap_or(0))) ")" },
+            FileState::Receiving => span.state-pending { (f.name) ": arriving from the appliance…" },
+            FileState::Failed => span.state-failed {
+                (f.name) " arrived damaged (" (f.reason.as_deref().unwrap_or("digest mismatch")) "): collect it again"
+            },
         }
     }
 }

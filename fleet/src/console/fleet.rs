@@ -329,25 +329,12 @@ pub async fn provisioning(
         .unwrap_or("localhost");
     let base = format!("{scheme}://{host}");
     match app.ops.provisioning(&actor, &id, &f.token, &base).await {
-        Ok(p) => {
-            let mut r = p.text.into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/toml; charset=utf-8"),
-            );
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("attachment; filename=\"{}\"", p.file_name))
-            {
-                h.insert(header::CONTENT_DISPOSITION, v);
-            }
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            r
-        }
+        Ok(p) => crate::api::attachment(
+            p.text,
+            "application/toml; charset=utf-8",
+            &p.file_name,
+            None,
+        ),
         Err(e) => error_page(status_of(&e), &e.to_string(), Some(&actor.principal)),
     }
 }

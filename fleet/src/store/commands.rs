@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{Recorded, Result, Store, json, json_opt, recorded, word};
-use crate::model::{CommandRecord, CommandState};
+use crate::model::{CommandFile, CommandRecord, CommandState};
 
 impl<'r> sqlx::FromRow<'r, AnyRow> for CommandRecord {
     fn from_row(r: &'r AnyRow) -> sqlx::Result<Self> {
@@ -19,8 +19,32 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for CommandRecord {
             created_ms: r.try_get("created_ms")?,
             updated_ms: r.try_get("updated_ms")?,
             expires_ms: r.try_get("expires_ms")?,
+            file: match r.try_get::<Option<String>, _>("file_state")? {
+                None => None,
+                Some(_) => Some(CommandFile {
+                    name: r.try_get("file_name")?,
+                    bytes: r.try_get("file_bytes")?,
+                    sha256: r.try_get("file_sha256")?,
+                    state: word(r, "file_state")?,
+                    reason: r.try_get("file_reason")?,
+                }),
+            },
         })
     }
+}
+
+/// `SELECT` of the columns a [`CommandRecord`] is read from (the command `c` and its file `f`,
+/// joined), then `$tail`: one literal statement.
+macro_rules! select_commands {
+    ($tail:literal) => {
+        concat!(
+            "SELECT c.id, c.device_id, c.action, c.status, c.code, c.output, c.created_ms, ",
+            "c.updated_ms, c.expires_ms, f.status AS file_state, f.name AS file_name, ",
+            "f.total_bytes AS file_bytes, f.sha256 AS file_sha256, f.reason AS file_reason ",
+            "FROM commands c LEFT JOIN command_files f ON f.command_id = c.id ",
+            $tail
+        )
+    };
 }
 
 impl Store {
@@ -49,10 +73,9 @@ impl Store {
 
     /// Commands, newest first.
     pub async fn commands(&self, device: Option<&str>, limit: i64) -> Result<Vec<CommandRecord>> {
-        Ok(sqlx::query_as::<_, CommandRecord>(
-            "SELECT id, device_id, action, status, code, output, created_ms, updated_ms, expires_ms FROM commands \
-             WHERE ($1 = '' OR device_id = $1) ORDER BY created_ms DESC, id LIMIT $2",
-        )
+        Ok(sqlx::query_as::<_, CommandRecord>(select_commands!(
+            "WHERE ($1 = '' OR c.device_id = $1) ORDER BY c.created_ms DESC, c.id LIMIT $2"
+        ))
         .bind(device.unwrap_or(""))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -62,9 +85,7 @@ impl Store {
     /// One command.
     pub async fn command(&self, id: &str) -> Result<Option<CommandRecord>> {
         Ok(
-            sqlx::query_as::<_, CommandRecord>(
-                "SELECT id, device_id, action, status, code, output, created_ms, updated_ms, expires_ms FROM commands WHERE id = $1",
-            )
+            sqlx::query_as::<_, CommandRecord>(select_commands!("WHERE c.id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?,

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use medgate_contract::{CommandAction, DeviceId, FileChunk, MAX_FILE_BYTES};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store};
 
@@ -24,9 +24,10 @@ pub enum ChunkOutcome {
 }
 
 impl Store {
-    /// Records one chunk sent by `device`.
+    /// Records one chunk sent by `device`, on `c` (the ingest batch's transaction).
     pub async fn record_file_chunk(
         &self,
+        c: &mut AnyConnection,
         device: &DeviceId,
         chunk: &FileChunk,
         now: i64,
@@ -34,7 +35,7 @@ impl Store {
         if chunk.total_bytes > MAX_FILE_BYTES {
             return Ok(ChunkOutcome::Refused("file larger than MAX_FILE_BYTES"));
         }
-        let Ok(data) = base64::engine::general_purpose::STANDARD.decode(&chunk.data) else {
+        let Some(data) = chunk.bytes() else {
             return Ok(ChunkOutcome::Refused("chunk data is not base64"));
         };
         let end = chunk.offset.saturating_add(data.len() as u64);
@@ -43,7 +44,7 @@ impl Store {
         }
         let row = sqlx::query("SELECT device_id, action FROM commands WHERE id = $1")
             .bind(chunk.command.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *c)
             .await?;
         let Some(row) = row else {
             return Ok(ChunkOutcome::Refused("unknown command"));
@@ -68,17 +69,27 @@ impl Store {
         .bind(total)
         .bind(chunk.sha256.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *c)
         .await?;
-        let file = sqlx::query(
-            "SELECT status, total_bytes, sha256 FROM command_files WHERE command_id = $1",
+        // Touching the file's row first takes its row lock (PostgreSQL; SQLite has one writer):
+        // the chunks of one file, recorded by several replicas at once, are assembled one
+        // transaction after the other, and the last one sees all the others' chunks.
+        let receiving = sqlx::query(
+            "UPDATE command_files SET updated_ms = $1 WHERE command_id = $2 AND status = 'receiving'",
         )
+        .bind(now)
         .bind(chunk.command.as_str())
-        .fetch_one(&self.pool)
-        .await?;
-        if file.try_get::<String, _>("status")? != "receiving" {
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+        if receiving == 0 {
             return Ok(ChunkOutcome::Duplicate);
         }
+        let file =
+            sqlx::query("SELECT total_bytes, sha256 FROM command_files WHERE command_id = $1")
+                .bind(chunk.command.as_str())
+                .fetch_one(&mut *c)
+                .await?;
         let inserted = sqlx::query(
             "INSERT INTO command_file_chunks (command_id, byte_offset, data) VALUES ($1, $2, $3) \
              ON CONFLICT (command_id, byte_offset) DO NOTHING",
@@ -86,7 +97,7 @@ impl Store {
         .bind(chunk.command.as_str())
         .bind(offset)
         .bind(&chunk.data)
-        .execute(&self.pool)
+        .execute(&mut *c)
         .await?
         .rows_affected();
         if inserted == 0 {
@@ -98,7 +109,7 @@ impl Store {
             "SELECT byte_offset, data FROM command_file_chunks WHERE command_id = $1 ORDER BY byte_offset",
         )
         .bind(chunk.command.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *c)
         .await?;
         let mut content = Vec::new();
         for r in &rows {
@@ -141,29 +152,26 @@ impl Store {
             .bind(stored)
             .bind(now)
             .bind(chunk.command.as_str())
-            .execute(&self.pool)
+            .execute(&mut *c)
             .await?;
         sqlx::query("DELETE FROM command_file_chunks WHERE command_id = $1")
             .bind(chunk.command.as_str())
-            .execute(&self.pool)
+            .execute(&mut *c)
             .await?;
         Ok(outcome)
     }
 
-    /// A command's file: (status, reason, content) where content is the bytes when complete.
-    pub async fn command_file(
-        &self,
-        command: &str,
-    ) -> Result<Option<(String, Option<String>, Option<Vec<u8>>)>> {
-        let row =
-            sqlx::query("SELECT status, reason, content FROM command_files WHERE command_id = $1")
-                .bind(command)
-                .fetch_optional(&self.pool)
-                .await?;
+    /// The content of a command's complete file (`None`: no such file, or not complete).
+    pub async fn command_file_content(&self, command: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT content FROM command_files WHERE command_id = $1 AND status = 'complete'",
+        )
+        .bind(command)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(r) = row else { return Ok(None) };
         let content: Option<String> = r.try_get("content")?;
-        let bytes = content.and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
-        Ok(Some((r.try_get("status")?, r.try_get("reason")?, bytes)))
+        Ok(content.and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()))
     }
 }
 

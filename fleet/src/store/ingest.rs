@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use medgate_contract::{
-    Birth, CommandAck, DeviceId, DeviceState, Event, EventBody, ReportedConfig, SiteId, Telemetry,
+    Birth, CommandAck, DeviceId, DeviceState, Event, EventBody, FileChunk, ReportedConfig, SiteId,
+    Telemetry,
 };
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
+use super::files::ChunkOutcome;
 use super::{Recorded, Result, Store, id_params, multi_row_sql};
 use crate::model::{Connection, DeviceStatus, EventRecord, Refused, Registration};
 
@@ -30,6 +32,30 @@ pub enum Message<'a> {
     Ack(&'a CommandAck),
     /// The reported configuration.
     Reported(&'a ReportedConfig),
+    /// A chunk of a file a command produced.
+    File(&'a FileChunk),
+}
+
+/// A chunk's outcome as a message's: what is not kept is logged with its reason (a chunk the
+/// device should not have sent is not worth a retry: it counts as a duplicate).
+fn file_recorded(device: &DeviceId, f: &FileChunk, outcome: ChunkOutcome) -> Recorded {
+    let command = f.command.as_str();
+    match outcome {
+        ChunkOutcome::Stored => Recorded::New,
+        ChunkOutcome::Complete => {
+            tracing::info!(%device, command, bytes = f.total_bytes, "file of a command received whole, digest checked");
+            Recorded::New
+        }
+        ChunkOutcome::Failed(why) => {
+            tracing::warn!(%device, command, reason = %why, "file of a command received whole but damaged; run the command again");
+            Recorded::New
+        }
+        ChunkOutcome::Duplicate => Recorded::Duplicate,
+        ChunkOutcome::Refused(why) => {
+            tracing::warn!(%device, command, reason = why, "file chunk dropped");
+            Recorded::Duplicate
+        }
+    }
 }
 
 impl Store {
@@ -90,6 +116,11 @@ impl Store {
                 .pop()
                 .unwrap_or(Recorded::Duplicate)),
             Message::Reported(r) => self.record_reported(c, device, r).await,
+            Message::File(f) => Ok(file_recorded(
+                device,
+                f,
+                self.record_file_chunk(c, device, f, now).await?,
+            )),
             Message::Ack(_) => unreachable!("handled above"),
         }
     }

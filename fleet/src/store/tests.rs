@@ -559,9 +559,24 @@ async fn a_chart_series_is_the_last_sample_of_each_step_with_its_destinations() 
 // diagnostics download (issue 12): the chunk store.
 #[tokio::test]
 async fn file_chunks_assemble_in_order_once_and_check_the_digest() {
+    use crate::model::FileState;
     use base64::Engine as _;
     use files::ChunkOutcome;
     use medgate_contract::{CommandAction, CommandId, FileChunk, Sha256Hex, Token};
+    // Each chunk in a transaction of its own, as ingest records a batch.
+    async fn rec(store: &Store, d: &DeviceId, c: &FileChunk, now: i64) -> ChunkOutcome {
+        let mut batch = store.begin().await.expect("begin");
+        let r = store
+            .record_file_chunk(batch.conn(), d, c, now)
+            .await
+            .expect("record");
+        batch.commit().await.expect("commit");
+        r
+    }
+    async fn file_state(store: &Store, command: &str) -> Option<FileState> {
+        let c = store.command(command).await.expect("command")?;
+        c.file.map(|f| f.state)
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let store = Store::connect(&url, None).await.expect("connect");
@@ -594,87 +609,65 @@ async fn file_chunks_assemble_in_order_once_and_check_the_digest() {
     };
     // Out of order, with a duplicate.
     assert_eq!(
-        store
-            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 200, 100), 2)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-1", &sha, 300, 200, 100), 2).await,
         ChunkOutcome::Stored
     );
     assert_eq!(
-        store
-            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 200, 100), 2)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-1", &sha, 300, 200, 100), 2).await,
         ChunkOutcome::Duplicate
     );
+    assert_eq!(file_state(&store, "c-1").await, Some(FileState::Receiving));
+    assert_eq!(store.command_file_content("c-1").await.expect("r"), None);
     assert_eq!(
-        store.command_file("c-1").await.expect("r").map(|f| f.0),
-        Some("receiving".to_owned())
-    );
-    assert_eq!(
-        store
-            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 0, 200), 3)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-1", &sha, 300, 0, 200), 3).await,
         ChunkOutcome::Complete
     );
     assert_eq!(
-        store
-            .record_file_chunk(&a, &chunk("c-1", &sha, 300, 0, 200), 4)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-1", &sha, 300, 0, 200), 4).await,
         ChunkOutcome::Duplicate
     );
-    let (status, reason, bytes) = store.command_file("c-1").await.expect("r").expect("file");
+    assert_eq!(file_state(&store, "c-1").await, Some(FileState::Complete));
     assert_eq!(
-        (status.as_str(), reason, bytes),
-        ("complete", None, Some(content.clone()))
+        store.command_file_content("c-1").await.expect("r"),
+        Some(content.clone())
     );
     // Foreign device, unknown command, a command without a file, over the cap.
     assert!(matches!(
-        store
-            .record_file_chunk(&b, &chunk("c-3", &sha, 300, 0, 300), 5)
-            .await
-            .expect("r"),
+        rec(&store, &b, &chunk("c-3", &sha, 300, 0, 300), 5).await,
         ChunkOutcome::Refused(_)
     ));
     assert!(matches!(
-        store
-            .record_file_chunk(&a, &chunk("c-9", &sha, 300, 0, 300), 5)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-9", &sha, 300, 0, 300), 5).await,
         ChunkOutcome::Refused(_)
     ));
     assert!(matches!(
-        store
-            .record_file_chunk(&a, &chunk("c-2", &sha, 300, 0, 300), 5)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-2", &sha, 300, 0, 300), 5).await,
         ChunkOutcome::Refused(_)
     ));
     assert!(matches!(
-        store
-            .record_file_chunk(
-                &a,
-                &chunk("c-3", &sha, medgate_contract::MAX_FILE_BYTES + 1, 0, 300),
-                5
-            )
-            .await
-            .expect("r"),
+        rec(
+            &store,
+            &a,
+            &chunk("c-3", &sha, medgate_contract::MAX_FILE_BYTES + 1, 0, 300),
+            5
+        )
+        .await,
         ChunkOutcome::Refused(_)
     ));
-    assert_eq!(store.command_file("c-3").await.expect("r"), None);
+    assert_eq!(file_state(&store, "c-3").await, None);
     // A digest mismatch is recorded as failed with the reason.
     let wrong = "00".repeat(32);
     assert!(matches!(
-        store
-            .record_file_chunk(&a, &chunk("c-3", &wrong, 300, 0, 300), 6)
-            .await
-            .expect("r"),
+        rec(&store, &a, &chunk("c-3", &wrong, 300, 0, 300), 6).await,
         ChunkOutcome::Failed(_)
     ));
-    let (status, reason, bytes) = store.command_file("c-3").await.expect("r").expect("file");
-    assert_eq!(status, "failed");
-    assert!(reason.expect("reason").contains("sha256"));
-    assert_eq!(bytes, None);
+    let file = store
+        .command("c-3")
+        .await
+        .expect("r")
+        .and_then(|c| c.file)
+        .expect("file");
+    assert_eq!(file.state, FileState::Failed);
+    assert!(file.reason.expect("reason").contains("sha256"));
+    assert_eq!(store.command_file_content("c-3").await.expect("r"), None);
 }

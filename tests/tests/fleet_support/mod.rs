@@ -102,8 +102,18 @@ impl CommandHandler for TestAppliance {
             ..CommandOutput::default()
         })
     }
-    async fn collect_diagnostics(&self) -> CommandResult {
-        Err(CommandFailure::failed("not_implemented"))
+    /// A small JSON "bundle" (200 KiB: two chunks), the same bytes every time.
+    async fn collect_diagnostics(&self) -> Result<ProducedFile, CommandFailure> {
+        let content = diagnostics_bundle();
+        Ok(ProducedFile {
+            output: CommandOutput {
+                bytes: Some(content.len() as u64),
+                sha256: Sha256Hex::new(sha256_hex(&content)).ok(),
+                file: Token::new("diag-test.json").ok(),
+                ..CommandOutput::default()
+            },
+            content,
+        })
     }
     /// Two destinations, `archive` and `web`.
     async fn retry_now(&self, destination: Option<Token>) -> CommandResult {
@@ -267,4 +277,20 @@ pub async fn enroll(api: &Api, site: &str, device: &str) -> (String, String, Str
         key.serialize_pem(),
         v["ca_pem"].as_str().expect("ca").to_owned(),
     )
+}
+
+/// What the test device's `collect_diagnostics` produces: 200 KiB of JSON, two chunks on the wire.
+pub fn diagnostics_bundle() -> Vec<u8> {
+    let line = "{\"log\":\"forwarding to ARCHIVE resumed after 3 retries\"},\n";
+    let mut out = b"[\n".to_vec();
+    while out.len() < 200 * 1024 {
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.extend_from_slice(b"{}]\n");
+    out
+}
+
+/// SHA-256, hexadecimal.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }

@@ -22,8 +22,8 @@ use medgate_contract::{
     UpdateReport,
 };
 use medgate_report::{
-    ApplyOutcome, CommandFailure, CommandHandler, CommandResult, Reporter, ReporterConfig,
-    TelemetrySource,
+    ApplyOutcome, CommandFailure, CommandHandler, CommandResult, ProducedFile, Reporter,
+    ReporterConfig, TelemetrySource,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -427,7 +427,7 @@ impl CommandHandler for Link {
         })
     }
 
-    async fn collect_diagnostics(&self) -> CommandResult {
+    async fn collect_diagnostics(&self) -> Result<ProducedFile, CommandFailure> {
         let app = self.app()?;
         let file = self.config_file.clone();
         let applied = self
@@ -436,8 +436,11 @@ impl CommandHandler for Link {
             .ok()
             .flatten()
             .and_then(|a| serde_json::to_value(a).ok());
-        let bundle = tokio::task::spawn_blocking(move || {
-            crate::diagnostics::collect(&app, file.as_deref(), applied.as_ref())
+        let (bundle, content) = tokio::task::spawn_blocking(move || {
+            let bundle = crate::diagnostics::collect(&app, file.as_deref(), applied.as_ref())?;
+            let content = std::fs::read(&bundle.path)
+                .map_err(|e| format!("cannot read {}: {e}", bundle.path.display()))?;
+            Ok::<_, String>((bundle, content))
         })
         .await
         .map_err(|_| CommandFailure::failed("internal"))?
@@ -446,11 +449,14 @@ impl CommandHandler for Link {
             CommandFailure::failed("io")
         })?;
         tracing::info!(file = %bundle.path.display(), bytes = bundle.bytes, "diagnostics bundle written");
-        Ok(CommandOutput {
-            bytes: Some(bundle.bytes),
-            sha256: medgate_contract::Sha256Hex::new(bundle.sha256.as_str()).ok(),
-            file: Token::new(bundle.name.as_str()).ok(),
-            ..CommandOutput::default()
+        Ok(ProducedFile {
+            output: CommandOutput {
+                bytes: Some(content.len() as u64),
+                sha256: medgate_contract::Sha256Hex::new(bundle.sha256.as_str()).ok(),
+                file: Token::new(bundle.name.as_str()).ok(),
+                ..CommandOutput::default()
+            },
+            content,
         })
     }
 
