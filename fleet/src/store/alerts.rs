@@ -409,10 +409,12 @@ impl Store {
         since_ms: i64,
     ) -> Result<HashMap<String, TelemetrySample>> {
         let rows = sqlx::query(
-            "SELECT t.device_id, t.ts_ms, t.bucket_secs, t.data FROM telemetry t JOIN ( \
-               SELECT device_id, MAX(ts_ms) AS last_ms FROM telemetry WHERE bucket_secs = 0 AND ts_ms >= $1 \
-               GROUP BY device_id) g ON t.device_id = g.device_id AND t.ts_ms = g.last_ms \
-             WHERE t.bucket_secs = 0",
+            // One index seek per device (the primary key is device, bucket, time): no scan of
+            // the hour's samples of every device.
+            "SELECT t.device_id, t.ts_ms, t.bucket_secs, t.data FROM devices d \
+             JOIN telemetry t ON t.device_id = d.id AND t.bucket_secs = 0 AND t.ts_ms = ( \
+               SELECT MAX(m.ts_ms) FROM telemetry m WHERE m.device_id = d.id AND m.bucket_secs = 0) \
+             WHERE t.ts_ms >= $1",
         )
         .bind(since_ms)
         .fetch_all(&self.pool)
