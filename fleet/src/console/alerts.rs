@@ -140,11 +140,18 @@ fn severity_mark(s: Severity) -> Markup {
     // Never colour alone: an icon and the word.
     match s {
         Severity::Critical => {
-            html! { span.sev.sev-critical { span aria-hidden="true" { "⛔ " } "Critical" } }
+            html! { span.sev.sev-critical { span aria-hidden="true" { "✖ " } "Critical" } }
         }
         Severity::Warning => {
             html! { span.sev.sev-warning { span aria-hidden="true" { "⚠ " } "Warning" } }
         }
+    }
+}
+
+fn row_class(a: &Alert) -> String {
+    match a.state {
+        AlertState::Firing => format!("firing sev-row-{}", a.severity),
+        AlertState::Resolved => "resolved".into(),
     }
 }
 
@@ -208,7 +215,7 @@ pub fn render(
                         } }
                         tbody {
                             @for a in list {
-                                tr.firing[a.state == AlertState::Firing] {
+                                tr class=(row_class(a)) {
                                     td.nowrap { (severity_mark(a.severity)) }
                                     td.nowrap {
                                         @if a.state == AlertState::Firing {
@@ -218,8 +225,8 @@ pub fn render(
                                     td.nowrap { a href=(format!("/devices/{}", encode(&a.device))) { (a.device) } }
                                     td.nowrap { (a.site) }
                                     td.words { strong { (a.kind.as_str().replace('_', " ")) } br; (a.words) }
-                                    td.nowrap { (utc(a.raised_ms)) }
-                                    td.nowrap {
+                                    td.when { (utc(a.raised_ms)) }
+                                    td.when {
                                         @if let Some(c) = a.cleared_ms {
                                             (utc(c)) br; span.small.muted { "after " (age(u64::try_from((c - a.raised_ms).max(0) / 1000).unwrap_or(0))) }
                                         } @else { "—" }
@@ -230,13 +237,13 @@ pub fn render(
                                         }
                                         @if let Some(u) = a.silenced_until_ms.filter(|u| *u > now_ms) {
                                             @if a.acked_by.is_some() { br; }
-                                            "Silenced until " (utc(u))
+                                            "Silenced until " span.t { (utc(u)) }
                                         }
                                         @if a.acked_by.is_none() && a.silenced_until_ms.is_none_or(|u| u <= now_ms) { span.muted { "—" } }
                                     }
                                     @if operate {
                                         td.actions-cell {
-                                            @if a.acked_ms.is_none() {
+                                            @if a.acked_ms.is_none() && a.state == AlertState::Firing {
                                                 form method="post" action=(format!("/alerts/{}/ack", encode(&a.id))) {
                                                     input type="hidden" name="csrf_token" value=(csrf(who));
                                                     input type="hidden" name="back" value=(back);
