@@ -606,6 +606,132 @@ mod tests {
         }
     }
 
+    /// A webhook receiver answering the given statuses in turn (then 200).
+    async fn receiver(statuses: Vec<u16>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut statuses = statuses.into_iter();
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let st = statuses.next().unwrap_or(200);
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {st} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_later_refusals_given_up_silenced_skipped() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let port = receiver(vec![503, 400]).await;
+        let settings = AlertsSection {
+            webhook: Some(config::WebhookSection {
+                url: format!("http://127.0.0.1:{port}/hook"),
+                secret_file: None,
+                ca: None,
+            }),
+            ..AlertsSection::default()
+        };
+        let channels = Channels::new(&settings, None).expect("channels");
+        let metrics = AlertMetrics::default();
+        let cond = |device: &str| rules::Condition {
+            device: device.into(),
+            site: "s".into(),
+            kind: AlertKind::DiskUse,
+            severity: Severity::Warning,
+            words: "disk 90 % full".into(),
+        };
+        let now = crate::store::now_db();
+        let a = store
+            .raise_alert(&cond("a"), now, &channels.list())
+            .await
+            .expect("raise")
+            .expect("new");
+        // 503: tried again later.
+        assert_eq!(
+            deliver_once(&store, &channels, 3, &metrics)
+                .await
+                .expect("deliver"),
+            1
+        );
+        let n = store.alert_notifications(&a).await.expect("rows");
+        assert_eq!(n.len(), 1);
+        let (_, channel, status, attempts, error) = &n[0];
+        assert_eq!(
+            (channel.as_str(), status.as_str(), *attempts),
+            ("webhook", "pending", 1)
+        );
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("503")),
+            "{error:?}"
+        );
+        assert!(
+            store
+                .notifications_due(now + 5_000, 10)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .notifications_due(now + 60_000, 10)
+                .await
+                .expect("due")
+                .len(),
+            1
+        );
+        // 400: given up at once.
+        let b = store
+            .raise_alert(&cond("b"), now, &channels.list())
+            .await
+            .expect("raise")
+            .expect("new");
+        deliver_once(&store, &channels, 3, &metrics)
+            .await
+            .expect("deliver");
+        let n = store.alert_notifications(&b).await.expect("rows");
+        assert_eq!(n[0].2, "failed", "{n:?}");
+        // Silenced: skipped, nothing sent.
+        let c = store
+            .raise_alert(&cond("c"), now, &channels.list())
+            .await
+            .expect("raise")
+            .expect("new");
+        store
+            .silence_alert(&c, now + 3_600_000)
+            .await
+            .expect("silence");
+        deliver_once(&store, &channels, 3, &metrics)
+            .await
+            .expect("deliver");
+        let n = store.alert_notifications(&c).await.expect("rows");
+        assert_eq!(n[0].2, "skipped", "{n:?}");
+        let text = metrics.render(&[]);
+        for line in [
+            "{channel=\"webhook\",outcome=\"retry\"} 1\n",
+            "{channel=\"webhook\",outcome=\"failed\"} 1\n",
+            "{channel=\"webhook\",outcome=\"skipped\"} 1\n",
+            "{channel=\"webhook\",outcome=\"sent\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
     #[test]
     fn metrics_name_every_kind_and_channel() {
         let m = AlertMetrics::default();
