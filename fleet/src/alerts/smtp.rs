@@ -471,6 +471,59 @@ mod tests {
         );
     }
 
+    /// A server that offers no STARTTLS gets no MAIL FROM: the shell stops after EHLO.
+    #[tokio::test]
+    async fn a_server_without_starttls_gets_nothing() {
+        use tokio::io::AsyncReadExt;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = l.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            s.write_all(b"220 plain ESMTP\r\n").await.expect("greet");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(b"\r\n") && got.starts_with(b"EHLO") && got.len() < 100 {
+                    s.write_all(b"250-plain\r\n250 AUTH PLAIN\r\n")
+                        .await
+                        .expect("ehlo");
+                }
+            }
+            String::from_utf8_lossy(&got).to_string()
+        });
+        let tls = rustls::ClientConfig::builder_with_provider(crate::pem::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let s = Server {
+            address,
+            server_name: "localhost".into(),
+            tls: Arc::new(tls),
+            auth: Some(("u".into(), "secret".into())),
+            helo: "fleet".into(),
+        };
+        let e = send(
+            &s,
+            "a@b.example",
+            &["c@d.example".into()],
+            "Subject: x\n\nsecret words",
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(e, SmtpError::NoStartTls);
+        let seen = server.await.expect("server");
+        assert_eq!(seen, "EHLO fleet\r\n", "nothing but EHLO went in the clear");
+    }
+
     #[test]
     fn no_starttls_no_mail_and_refusals_say_which_step() {
         let mut s = Session::new("f", "a@b.c", &["d@e.f".into()], None, "x");
