@@ -369,6 +369,81 @@ pub fn routes() -> Routes {
             "/devices/{id}/peers/approve",
             post(crate::console::device::approve_peer),
         )
+        // alerts (issue 13 part 3).
+        .add(G, "/alerts", get(crate::console::alerts::alerts))
+        .add(
+            Po,
+            "/alerts/{id}/ack",
+            post(crate::console::alerts::ack),
+        )
+        .add(
+            Po,
+            "/alerts/{id}/silence",
+            post(crate::console::alerts::silence),
+        )
+        .add(G, "/api/v1/alerts", get(list_alerts))
+        .add(Po, "/api/v1/alerts/{id}/ack", post(ack_alert))
+        .add(Po, "/api/v1/alerts/{id}/silence", post(silence_alert))
+}
+
+/// alerts (issue 13 part 3): `GET /alerts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Alerts {
+    alerts: Vec<crate::model::Alert>,
+}
+
+/// alerts: the listing's filters.
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    site: Option<String>,
+    state: Option<String>,
+    device: Option<String>,
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/alerts", summary = "Alerts in your sites: firing first (newest first), then resolved", params(("site" = Option<String>, Query, description = "Only this site's"), ("state" = Option<String>, Query, description = "firing or resolved"), ("device" = Option<String>, Query, description = "Only this device's"), ("limit" = Option<i64>, Query, description = "At most (default 500)")), responses((status = 200, body = Alerts), (status = 400, description = "Invalid filter", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn list_alerts(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<AlertQuery>,
+) -> ApiResult<Alerts> {
+    let f = crate::store::alerts::AlertFilter {
+        site: q.site.filter(|s| !s.is_empty()),
+        state: crate::ops::alerts::state_filter(q.state.as_deref())?,
+        device: q.device.filter(|s| !s.is_empty()),
+        limit: q.limit,
+    };
+    let alerts = app.ops.alerts(&actor.principal.sites, &f).await?;
+    Ok(Json(Alerts { alerts }))
+}
+
+#[utoipa::path(post, path = "/alerts/{id}/ack", summary = "Acknowledge an alert (audited as alert.ack)", params(("id" = String, Path, description = "Alert id")), responses((status = 200, body = crate::model::Alert), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn ack_alert(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::model::Alert> {
+    Ok(Json(app.ops.ack_alert(&actor, &id).await?))
+}
+
+/// alerts: `POST /alerts/{id}/silence`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Silence {
+    /// Hold notifications this long (0 lifts the silence; at most 10080, a week).
+    minutes: u64,
+}
+
+#[utoipa::path(post, path = "/alerts/{id}/silence", summary = "Silence an alert's notifications for a while (audited as alert.silence)", params(("id" = String, Path, description = "Alert id")), request_body = Silence, responses((status = 200, body = crate::model::Alert), (status = 400, description = "Invalid duration", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn silence_alert(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<crate::model::Alert> {
+    let s: Silence = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("expected {{\"minutes\": N}}: {e}")))?;
+    Ok(Json(app.ops.silence_alert(&actor, &id, s.minutes).await?))
 }
 
 /// The router: [`routes`] behind [`guard`].
@@ -592,6 +667,11 @@ async fn check_scope(
         Target::Command => match id {
             Some(id) if app.ops.command_in_scope(scope, &id).await.map_err(failed)? => Ok(()),
             _ => Err(not_found("such command").into_response()),
+        },
+        // alerts (issue 13 part 3).
+        Target::Alert => match id {
+            Some(id) if app.ops.alert_in_scope(scope, &id).await.map_err(failed)? => Ok(()),
+            _ => Err(not_found("such alert").into_response()),
         },
         Target::Site => {
             let id = id.unwrap_or_default();
@@ -1075,11 +1155,16 @@ async fn live(
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let gauges = app.ops.store.gauges().await.unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&gauges),
-    )
-        .into_response()
+    // alerts (issue 13 part 3): firing alerts by kind and severity, notifications.
+    let firing = app
+        .ops
+        .store
+        .alerts_firing_counts()
+        .await
+        .unwrap_or_default();
+    let mut text = app.metrics.render(&gauges);
+    text.push_str(&app.metrics.alerts.render(&firing));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct FleetConfig {
     pub auth: AuthSection,
     /// atna (issue 13 part 4): where the audit log also goes (`[audit.syslog]`).
     pub audit: AuditSection,
+    /// alerts (issue 13 part 3): thresholds and channels (`[alerts]`).
+    pub alerts: crate::alerts::config::AlertsSection,
 }
 
 impl Default for FleetConfig {
@@ -39,6 +41,7 @@ impl Default for FleetConfig {
             devices: DevicesSection::default(),
             auth: AuthSection::default(),
             audit: AuditSection::default(),
+            alerts: crate::alerts::config::AlertsSection::default(),
         }
     }
 }
@@ -465,6 +468,8 @@ impl FleetConfig {
                 ),
             }
         }
+        // alerts (issue 13 part 3): `[alerts]`.
+        p.extend(self.alerts.validate());
         if self.devices.missed_heartbeats == 0 {
             p.push("devices.missed_heartbeats: at least 1".into());
         }
@@ -630,6 +635,33 @@ mod tests {
             "group",
             "role",
             "sites",
+            // alerts (issue 13 part 3)
+            "[alerts]",
+            "enabled",
+            "evaluate_secs",
+            "offline_for_secs",
+            "archive_unreachable_for_secs",
+            "oldest_queued_warning_secs",
+            "oldest_queued_critical_secs",
+            "oldest_queued_for_secs",
+            "disk_warning_percent",
+            "disk_critical_percent",
+            "disk_for_secs",
+            "quarantine_growth_objects",
+            "quarantine_window_secs",
+            "certificate_warning_days",
+            "certificate_critical_days",
+            "update_failed_for_secs",
+            "max_attempts",
+            "[alerts.email]",
+            "server",
+            "server_name",
+            "from",
+            "to",
+            "username",
+            "password_file",
+            "[alerts.webhook]",
+            "secret_file",
         ] {
             let documented = EXAMPLE.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);

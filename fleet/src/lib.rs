@@ -16,6 +16,8 @@
 //!   table); [`console`]: the server-rendered pages.
 //! - [`ca`]: the fleet CA and enrollment certificates; [`brokerconf`]: Mosquitto configuration.
 
+// alerts (issue 13 part 3): rules, their history, e-mail and webhook.
+pub mod alerts;
 pub mod api;
 pub mod app;
 // atna (issue 13 part 4): the audit log as IHE ATNA syslog messages.
@@ -127,6 +129,9 @@ pub enum ServeError {
     /// `[http] tls`.
     #[error(transparent)]
     HttpTls(#[from] pem::TlsError),
+    /// alerts (issue 13 part 3): a channel of `[alerts]` cannot be set up.
+    #[error("{0}")]
+    Alerts(String),
 }
 
 /// Reads the admin token file, creating it (0600, random) if missing. Returns the token.
@@ -195,6 +200,22 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
             tls,
             hostname,
             app.metrics.atna.clone(),
+        ));
+    }
+    // alerts (issue 13 part 3): the evaluator and the delivery of notifications.
+    if config.alerts.enabled {
+        let channels = alerts::Channels::new(&config.alerts, config.devices.public_url.clone())
+            .map_err(ServeError::Alerts)?;
+        tokio::spawn(alerts::evaluate(
+            app.ops.store.clone(),
+            config.alerts.clone(),
+            channels.list(),
+        ));
+        tokio::spawn(alerts::deliver(
+            app.ops.store.clone(),
+            channels,
+            config.alerts.max_attempts,
+            app.metrics.alerts.clone(),
         ));
     }
     app.ops.write_crl().await?;

@@ -202,6 +202,38 @@ fn check(file: &std::path::Path) -> Result<String, String> {
         c.http.bind,
         if c.http.tls.is_some() { " (HTTPS)" } else { "" }
     );
+    // alerts (issue 13 part 3): where notifications go.
+    let a = &c.alerts;
+    let mut channels = Vec::new();
+    if let Some(e) = &a.email {
+        channels.push(format!(
+            "e-mail via {} (STARTTLS) to {}",
+            e.server,
+            e.to.join(", ")
+        ));
+    }
+    if let Some(w) = &a.webhook {
+        channels.push(format!(
+            "webhook {}{}",
+            w.url,
+            if w.secret_file.is_some() {
+                " (signed)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "  alerts: {}",
+        if !a.enabled {
+            "off".to_string()
+        } else if channels.is_empty() {
+            "on, console only (no [alerts.email] or [alerts.webhook])".to_string()
+        } else {
+            format!("on, {}", channels.join("; "))
+        }
+    );
     Ok(out)
 }
 
@@ -399,6 +431,43 @@ mod tests {
         assert!(report.contains(": valid"), "{report}");
         assert!(
             report.contains("broker: mqtt.region.example:8883 (TLS)"),
+            "{report}"
+        );
+        assert!(
+            report.contains("  alerts: on, console only (no [alerts.email] or [alerts.webhook])"),
+            "{report}"
+        );
+    }
+
+    /// alerts (issue 13 part 3): `config check` reports the channels, or each problem by key.
+    #[test]
+    fn config_check_covers_alerts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("fleet.toml");
+        std::fs::write(
+            &file,
+            "[alerts]\ndisk_warning_percent = 101\n[alerts.email]\nserver = \"smtp.x:587\"\nfrom = \"it@x.example\"\nto = [\"nope\"]\n",
+        )
+        .expect("write");
+        let problems = check(&file).expect_err("invalid");
+        assert!(
+            problems.contains("  alerts.disk_warning_percent: give 1 to 100\n"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains(
+                "  alerts.email.to: \"nope\" is not an address like it@hospital.example\n"
+            ),
+            "{problems}"
+        );
+        std::fs::write(
+            &file,
+            "[alerts.email]\nserver = \"smtp.x:587\"\nfrom = \"it@x.example\"\nto = [\"pacs-it@x.example\"]\n[alerts.webhook]\nurl = \"https://hooks.x.example/m\"\n",
+        )
+        .expect("write");
+        let report = check(&file).expect("valid");
+        assert!(
+            report.contains("  alerts: on, e-mail via smtp.x:587 (STARTTLS) to pacs-it@x.example; webhook https://hooks.x.example/m\n"),
             "{report}"
         );
     }

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub mqtt_connected: AtomicU64,
     /// atna (issue 13 part 4): the forwarder's counters.
     pub atna: std::sync::Arc<crate::atna_forward::AtnaMetrics>,
+    /// alerts (issue 13 part 3): notifications by channel and outcome.
+    pub alerts: std::sync::Arc<crate::alerts::AlertMetrics>,
     latency: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     latency_sum_ms: AtomicU64,
 }

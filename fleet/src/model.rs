@@ -514,3 +514,73 @@ mod tests {
         );
     }
 }
+
+// alerts (issue 13 part 3): what the rules raise, as stored and shown.
+word_enum!(
+    /// What an alert is about (one rule each).
+    AlertKind, "alert kind" {
+        /// The device has not been heard from.
+        DeviceOffline = "device_offline",
+        /// A destination (the archive) refuses connections or does not answer.
+        ArchiveUnreachable = "archive_unreachable",
+        /// The oldest object waiting for forwarding is old.
+        OldestQueued = "oldest_queued",
+        /// The data filesystem is filling up.
+        DiskUse = "disk_use",
+        /// Objects keep going to quarantine.
+        QuarantineGrowing = "quarantine_growing",
+        /// The device certificate ends soon (the device then loses its fleet link).
+        CertificateExpiring = "certificate_expiring",
+        /// The last software update failed, rolled back or was refused.
+        UpdateFailed = "update_failed",
+    }
+);
+
+word_enum!(
+    /// How urgent an alert is.
+    Severity, "alert severity" {
+        /// Look at it today.
+        Warning = "warning",
+        /// Look at it now: images are or will be stuck.
+        Critical = "critical",
+    }
+);
+
+word_enum!(
+    /// Where an alert stands.
+    AlertState, "alert state" {
+        /// Its condition holds.
+        Firing = "firing",
+        /// Its condition no longer holds.
+        Resolved = "resolved",
+    }
+);
+
+/// A raised alert (firing or resolved): the history of a (device, kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Alert {
+    /// Its id.
+    pub id: String,
+    /// The device.
+    pub device: String,
+    /// Its site.
+    pub site: String,
+    /// The rule.
+    pub kind: AlertKind,
+    /// Warning or critical.
+    pub severity: Severity,
+    /// Firing or resolved.
+    pub state: AlertState,
+    /// Raised (Unix ms).
+    pub raised_ms: i64,
+    /// Cleared (Unix ms), once resolved.
+    pub cleared_ms: Option<i64>,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+    /// When (Unix ms).
+    pub acked_ms: Option<i64>,
+    /// Notifications are held until then (Unix ms).
+    pub silenced_until_ms: Option<i64>,
+    /// What holds, in words with figures only (AE titles, counts, ages; never patient data).
+    pub words: String,
+}

@@ -85,6 +85,10 @@ impl Modify for Admin {
         api::account::user_sessions,
         api::account::revoke_user_sessions,
         api::account::audit,
+        // alerts (issue 13 part 3)
+        api::list_alerts,
+        api::ack_alert,
+        api::silence_alert,
     ),
     modifiers(&Admin)
 )]

@@ -8,6 +8,8 @@
 //! the MQTT client, which sends it once (re)connected; tests give it a memory.
 
 pub mod access;
+// alerts (issue 13 part 3): listing, acknowledgement, silence.
+pub mod alerts;
 // console-auth (issue 12): single sign-on.
 pub mod fleet;
 pub mod sso;

@@ -39,6 +39,15 @@ impl Fleet {
         Fleet::start_with(dir, &broker, mqtt_port, None).await
     }
 
+    /// alerts (issue 13 part 3): the zero-setup fleet with more configuration (`extra`: TOML
+    /// tables after the others, e.g. `[alerts]`).
+    pub async fn start_extra(dir: &Path, extra: &str) -> Result<Fleet> {
+        let mqtt_port = free_port();
+        let broker =
+            format!("[broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\n{extra}");
+        Fleet::start_with(dir, &broker, mqtt_port, None).await
+    }
+
     /// Starts the production shape: `broker-config` writes Mosquitto's configuration (mutual TLS
     /// with the fleet's CA, per-device ACL), Mosquitto starts with it, then the fleet connects
     /// to it over TLS and serves its API over HTTPS (`https://localhost:port`, a certificate of

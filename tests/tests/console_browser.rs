@@ -635,3 +635,116 @@ async fn device_page_edits_the_configuration_of_a_real_appliance_in_chromium() {
     );
     drop(appliance);
 }
+
+// alerts (issue 13 part 3): the Alerts page.
+
+/// Alerts of two sites in the store (three firing and one resolved at st-marien, one firing at
+/// nordklinik); an operator of st-marien acknowledges one and silences another in chromium, a
+/// viewer sees no buttons; both actions are in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_page_acknowledge_and_silence_in_chromium() {
+    use medgate_fleet::alerts::rules::Condition;
+    use medgate_fleet::model::{AlertKind, Severity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = fleet_config(dir.path());
+    // The rules would clear the alerts made below (their conditions do not hold).
+    config.alerts.enabled = false;
+    let running = medgate_fleet::serve(config).await.expect("serve");
+    let api = Api::new(&running);
+    enroll(&api, "st-marien", "ct-room-1").await;
+    enroll(&api, "st-marien", "mr-room-2").await;
+    enroll(&api, "nordklinik", "dx-room-1").await;
+    let store = &running.app.ops.store;
+    let now = medgate_fleet::store::now_db();
+    let cond = |device: &str, site: &str, kind, severity, words: &str| Condition {
+        device: device.into(),
+        site: site.into(),
+        kind,
+        severity,
+        words: words.into(),
+    };
+    let old = store
+        .raise_alert(
+            &cond("mr-room-2", "st-marien", AlertKind::OldestQueued, Severity::Warning, "mr-room-2 (AE MEDGATE_MR2): oldest unforwarded object waits for 16 min (41 waiting)"),
+            now - 3_600_000,
+            &[],
+        )
+        .await
+        .expect("raise")
+        .expect("new");
+    store
+        .clear_alert(&old, now - 3_600_000 + 720_000, &[])
+        .await
+        .expect("clear");
+    for (device, site, kind, severity, words, ago) in [
+        (
+            "ct-room-1",
+            "st-marien",
+            AlertKind::ArchiveUnreachable,
+            Severity::Critical,
+            "ct-room-1 (AE MEDGATE_CT1): archive unreachable: destination pacs with 12 objects waiting, oldest 14 min",
+            840_000,
+        ),
+        (
+            "mr-room-2",
+            "st-marien",
+            AlertKind::DiskUse,
+            Severity::Warning,
+            "mr-room-2 (AE MEDGATE_MR2): disk 88 % full (58 GB free)",
+            300_000,
+        ),
+        (
+            "ct-room-1",
+            "st-marien",
+            AlertKind::CertificateExpiring,
+            Severity::Warning,
+            "ct-room-1 (AE MEDGATE_CT1): device certificate ends in 21 d; enroll it again before then",
+            60_000,
+        ),
+        (
+            "dx-room-1",
+            "nordklinik",
+            AlertKind::DeviceOffline,
+            Severity::Critical,
+            "dx-room-1 (AE MEDGATE_DX1): offline, no heartbeat for 9 min",
+            120_000,
+        ),
+    ] {
+        store
+            .raise_alert(&cond(device, site, kind, severity, words), now - ago, &[])
+            .await
+            .expect("raise")
+            .expect("new");
+    }
+    for (name, role) in [("olga.operator", "operator"), ("vic.viewer", "viewer")] {
+        let (s, v) = api
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                serde_json::json!({"name": name, "role": role, "sites": ["st-marien"], "password": "correct horse battery staple"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let base = running.base_url();
+    run_scenario(
+        "console_alerts.mjs",
+        &base,
+        &[
+            ("OPERATOR_USER", "olga.operator"),
+            ("VIEWER_USER", "vic.viewer"),
+            ("PASSWORD", "correct horse battery staple"),
+        ],
+    )
+    .await;
+    for action in ["alert.ack", "alert.silence"] {
+        let (_, log) = api.get(&format!("/api/v1/audit?action={action}")).await;
+        let entries = log["entries"].as_array().expect("entries");
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["actor"] == "olga.operator" && e["outcome"] == "ok"),
+            "{action}: {log}"
+        );
+    }
+}

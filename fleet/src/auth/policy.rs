@@ -96,6 +96,8 @@ pub enum Target {
     Filtered,
     /// Reaches devices of any site (tag-wide configuration): only a principal with every site.
     AllSites,
+    /// alerts (issue 13 part 3): the path's `{id}` is an alert: its site in scope, else 404.
+    Alert,
 }
 
 /// HTTP methods of the table.
@@ -383,6 +385,23 @@ pub const ROUTES: &[Route] = &[
         "/devices/{id}/peers/approve",
         P::DevicesOperate,
         T::Device,
+    ),
+    // alerts (issue 13 part 3): the alerts page and API, acknowledgement and silence.
+    r(V::Get, "/alerts", P::DevicesRead, T::Filtered),
+    r(V::Post, "/alerts/{id}/ack", P::DevicesOperate, T::Alert),
+    r(V::Post, "/alerts/{id}/silence", P::DevicesOperate, T::Alert),
+    r(V::Get, "/api/v1/alerts", P::DevicesRead, T::Filtered),
+    r(
+        V::Post,
+        "/api/v1/alerts/{id}/ack",
+        P::DevicesOperate,
+        T::Alert,
+    ),
+    r(
+        V::Post,
+        "/api/v1/alerts/{id}/silence",
+        P::DevicesOperate,
+        T::Alert,
     ),
 ];
 

@@ -23,6 +23,8 @@ pub mod fleet_view;
 pub mod device;
 pub mod device_page;
 pub mod device_view;
+// alerts (issue 13 part 3): the Alerts page.
+pub mod alerts;
 
 use std::sync::Arc;
 

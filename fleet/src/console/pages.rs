@@ -29,6 +29,8 @@ pub enum Nav {
     Audit,
     /// Sites and rooms (console-fleet).
     Sites,
+    /// alerts (issue 13 part 3): the Alerts page.
+    Alerts,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
@@ -63,6 +65,8 @@ pub fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> M
                             a href="/" aria-current=[(nav == Nav::Overview).then_some("page")] { "Overview" }
                             a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
                             a href="/sites" aria-current=[(nav == Nav::Sites).then_some("page")] { "Sites" }
+                            // alerts (issue 13 part 3).
+                            a href="/alerts" aria-current=[(nav == Nav::Alerts).then_some("page")] { "Alerts" }
                             // console-auth (issue 12): the account and administration pages.
                             (super::admin::nav_links(p, nav))
                         }

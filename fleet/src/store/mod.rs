@@ -24,6 +24,8 @@ pub mod telemetry;
 pub mod users;
 // diagnostics download (issue 12)
 pub mod files;
+// alerts (issue 13 part 3)
+pub mod alerts;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -212,6 +214,14 @@ fn migrator(sqlite: bool) -> Migrator {
             Cow::Borrowed("failed logins shared by the replicas"),
             MigrationType::Simple,
             include_str!("../../migrations/0011_login_failures.sql").into_sql_str(),
+            false,
+        ),
+        // alerts (issue 13 part 3): alerts and their notification outbox.
+        Migration::new(
+            14,
+            Cow::Borrowed("alerts and notifications"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0014_alerts.sql").into_sql_str(),
             false,
         ),
     ])
