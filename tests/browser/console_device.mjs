@@ -128,9 +128,9 @@ await scenario('console_device', async (browser) => {
   const sha = createHash('sha256').update(bundle).digest('hex');
   check(got.headers()['x-content-sha256'] === sha, 'the bytes saved have the digest the appliance announced',
     [sha, got.headers()['x-content-sha256']]);
-  const text = bundle.toString('utf8');
-  check(JSON.parse(text) && /"logs"/.test(text), 'the bundle is the appliance\'s JSON with its log lines');
-  const leaked = FORBIDDEN.filter((v) => text.includes(v));
+  const bundleText = bundle.toString('utf8');
+  check(JSON.parse(bundleText) && /"logs"/.test(bundleText), 'the bundle is the appliance\'s JSON with its log lines');
+  const leaked = FORBIDDEN.filter((v) => bundleText.includes(v));
   check(leaked.length === 0, 'no patient name, ID, birth date or accession number in the bundle', leaked);
 
   step('screenshots of the device page at both sizes, light and dark, charts drawn');
