@@ -11,6 +11,7 @@
 //!   MQTT message, by `mosquitto_sub`).
 //! - [`http`]: an HTTP client for loopback, STOW-RS requests.
 //! - [`monitoring`]: the shipped Prometheus rules and Grafana dashboard, as the metrics see them.
+//! - [`privacy`]: the patient values a test sent, and the check that a text holds none of them.
 //! - [`compare`]: [`dataset_equal`] / [`dataset_diff`] (element by element) and
 //!   [`dataset_bytes_identical`] (raw data set bytes after the file meta group).
 //!
@@ -21,6 +22,7 @@ pub mod appliance;
 pub mod compare;
 pub mod fleet;
 pub mod monitoring;
+pub mod privacy;
 // The peers themselves live in medgate-testkit, shared with the other suites.
 pub use medgate_testkit::{dcmtk, http, mosquitto, orthanc, peer, ports};
 

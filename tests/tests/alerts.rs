@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use medgate_e2e::privacy::{assert_clean, forbidden};
 use medgate_e2e::{Appliance, Fleet, Storescp, free_port};
 use medgate_sim::studies::{GeneratedFile, Patient, Study};
 use medgate_testkit::{Peer, wait_listening};
@@ -149,37 +150,6 @@ async fn enroll(fleet: &Fleet, dir: &Path) -> Result<PathBuf> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(identity.join("fleet.toml"))
-}
-
-/// Every value of the studies that identifies a patient or their objects.
-fn forbidden(patients: &[Patient], accessions: &[String], files: &[GeneratedFile]) -> Vec<String> {
-    let mut f = Vec::new();
-    for p in patients {
-        f.push(p.name.clone());
-        f.extend(
-            p.name
-                .split('^')
-                .filter(|s| s.len() >= 3)
-                .map(str::to_string),
-        );
-        f.push(p.id.clone());
-        f.push(p.birth_date.clone());
-    }
-    f.extend(accessions.iter().cloned());
-    for file in files {
-        f.push(file.sop_instance_uid.clone());
-        f.push(file.study_instance_uid.clone());
-    }
-    f
-}
-
-fn assert_clean(what: &str, text: &str, forbidden: &[String]) {
-    for f in forbidden {
-        assert!(
-            !text.contains(f.as_str()),
-            "{what} contains patient data {f:?}:\n{text}"
-        );
-    }
 }
 
 fn study(dir: &Path, seed: u64) -> Result<(Patient, String, Vec<GeneratedFile>)> {

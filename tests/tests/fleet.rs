@@ -5,6 +5,7 @@
 //! API or in the diagnostics bundle.
 
 use anyhow::{Context, Result};
+use medgate_e2e::privacy::{assert_clean, forbidden};
 use medgate_e2e::{Appliance, Fleet, MqttCapture, Storescp, echoscu, free_port};
 use medgate_sim::studies::{GeneratedFile, Patient, Study};
 use reqwest::Method;
@@ -107,39 +108,6 @@ fn studies(dir: &Path) -> Result<(Vec<Patient>, Vec<String>, Vec<GeneratedFile>)
         accessions.push(acc);
     }
     Ok((patients, accessions, files))
-}
-
-/// Every value that identifies a patient or their objects, and must never leave the box except
-/// to the archive.
-fn forbidden(patients: &[Patient], accessions: &[String], files: &[GeneratedFile]) -> Vec<String> {
-    let mut f = Vec::new();
-    for p in patients {
-        f.push(p.name.clone());
-        f.extend(
-            p.name
-                .split('^')
-                .filter(|s| s.len() >= 3)
-                .map(str::to_string),
-        );
-        f.push(p.id.clone());
-        f.push(p.birth_date.clone());
-    }
-    f.extend(accessions.iter().cloned());
-    for file in files {
-        f.push(file.sop_instance_uid.clone());
-        f.push(file.study_instance_uid.clone());
-        f.push(file.series_instance_uid.clone());
-    }
-    f
-}
-
-fn assert_clean(what: &str, text: &str, forbidden: &[String]) {
-    for f in forbidden {
-        assert!(
-            !text.contains(f.as_str()),
-            "{what} contains patient data {f:?}"
-        );
-    }
 }
 
 /// The appliance's whole configuration file as the JSON object the fleet sends.

@@ -182,13 +182,7 @@ async fn zero_setup_fleet_with_a_reporting_device() {
     assert_eq!(done["file"]["state"], "complete", "{done}");
     assert_eq!(done["file"]["bytes"], want.len(), "{done}");
     assert_eq!(done["file"]["sha256"], sha256_hex(&want), "{done}");
-    let r = api
-        .http
-        .get(format!("{}/api/v1/commands/{id}/file", api.base))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .expect("download");
+    let r = api.download(&format!("/api/v1/commands/{id}/file")).await;
     assert_eq!(r.status(), 200);
     let header = |n: &str| {
         r.headers()

@@ -275,13 +275,7 @@ async fn mosquitto_tls_acl_postgres_replicas_and_outage() {
         })
         .await;
     assert_eq!(done["file"]["sha256"], sha256_hex(&diagnostics_bundle()));
-    let r = api2
-        .http
-        .get(format!("{}/api/v1/commands/{id}/file", api2.base))
-        .bearer_auth(&api2.token)
-        .send()
-        .await
-        .expect("download");
+    let r = api2.download(&format!("/api/v1/commands/{id}/file")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.bytes().await.expect("body").to_vec(),

@@ -201,6 +201,16 @@ impl Api {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET of a download with the admin token: the response as it came (headers, bytes).
+    pub async fn download(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("download")
+    }
+
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
