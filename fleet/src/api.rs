@@ -368,6 +368,18 @@ pub fn routes() -> Routes {
             "/devices/{id}/peers/approve",
             post(crate::console::device::approve_peer),
         )
+        // wall (issue 13 part 1): display links, the wall and its live stream.
+        .add(G, "/displays", get(crate::wall::http::displays_page))
+        .add(Po, "/displays", post(crate::wall::http::displays_create))
+        .add(
+            Po,
+            "/displays/{id}/revoke",
+            post(crate::wall::http::displays_revoke),
+        )
+        .add(G, crate::wall::page::JS_PATH, get(crate::wall::http::js))
+        .add(G, crate::wall::page::CSS_PATH, get(crate::wall::http::css))
+        .add(G, "/wall/{token}", get(crate::wall::http::wall))
+        .add(G, "/wall/{token}/events", get(crate::wall::http::events))
 }
 
 /// The router: [`routes`] behind [`guard`].

@@ -29,6 +29,8 @@ pub enum Nav {
     Audit,
     /// Sites and rooms (console-fleet).
     Sites,
+    /// The wall's display links (wall, issue 13 part 1).
+    Displays,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
