@@ -320,4 +320,13 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+    // Creating and revoking the link are audited, by the admin who did it, never with the
+    // secret.
+    let (s, log) = api.get("/api/v1/audit?action=display.").await;
+    assert_eq!(s, 200, "{log}");
+    let entries = log["entries"].as_array().expect("entries");
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["display.revoke", "display.create"], "{log}");
+    assert!(entries.iter().all(|e| e["actor"] == "it-admin"), "{log}");
+    assert!(!log.to_string().contains("mgd_"), "no secret in the audit log: {log}");
 }
