@@ -325,8 +325,14 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
     let (s, log) = api.get("/api/v1/audit?action=display.").await;
     assert_eq!(s, 200, "{log}");
     let entries = log["entries"].as_array().expect("entries");
-    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
     assert_eq!(actions, ["display.revoke", "display.create"], "{log}");
     assert!(entries.iter().all(|e| e["actor"] == "it-admin"), "{log}");
-    assert!(!log.to_string().contains("mgd_"), "no secret in the audit log: {log}");
+    assert!(
+        !log.to_string().contains("mgd_"),
+        "no secret in the audit log: {log}"
+    );
 }

@@ -87,13 +87,16 @@ pub const REFRESH: Duration = Duration::from_secs(10);
 /// How long the day's figures are reused (they are a scan of the day's study events).
 const TODAY_TTL: Duration = Duration::from_secs(15);
 
+/// The day's figures by site, when they were read and the day they are of.
+type TodayCache = (Instant, i64, BTreeMap<String, Today>);
+
 /// The wall's signals: "the fleet changed" (the time of the latest change, Unix ms; a watch, so
 /// any number of changes between two pushes is one push) and revoked link ids.
 #[derive(Debug)]
 pub struct Hub {
     changed: watch::Sender<i64>,
     revoked: broadcast::Sender<String>,
-    today: Mutex<Option<(Instant, i64, BTreeMap<String, Today>)>>,
+    today: Mutex<Option<TodayCache>>,
 }
 
 impl Default for Hub {

@@ -67,7 +67,7 @@ fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
+        if i > 0 && (s.len() - i) % 3 == 0 {
             out.push('\u{202f}');
         }
         out.push(c);
@@ -222,7 +222,7 @@ pub fn page(
                     p.clock #clock aria-live="off" { }
                 }
                 div.feed #feed role="alert" hidden { }
-                main #live aria-live="polite" { (fragment(w)) }
+                main #live { (fragment(w)) }
             }
         }
     }

@@ -249,7 +249,7 @@ pub struct SiteSummary {
     pub backlog: u64,
     /// Age of the oldest unforwarded object (seconds).
     pub oldest_secs: u64,
-    /// Appliances per version (`?` when not known yet).
+    /// Appliances per version (`unknown` when not reported yet).
     pub versions: BTreeMap<String, usize>,
     /// The day's figures.
     pub today: Today,
@@ -274,7 +274,7 @@ impl SiteSummary {
             s.backlog = s.backlog.saturating_add(t.queued);
             s.oldest_secs = s.oldest_secs.max(t.oldest_secs);
             *s.versions
-                .entry(t.version.clone().unwrap_or_else(|| "?".into()))
+                .entry(t.version.clone().unwrap_or_else(|| "unknown".into()))
                 .or_default() += 1;
         }
         s.tiles = tiles;
@@ -585,7 +585,7 @@ mod tests {
         let ids: Vec<_> = a.tiles.iter().map(|t| t.device.as_str()).collect();
         assert_eq!(ids, ["a-1", "a-2"], "decommissioned left out, sorted by id");
         assert_eq!((a.backlog, a.oldest_secs), (12, 90));
-        assert_eq!(a.versions.get("?"), Some(&2));
+        assert_eq!(a.versions.get("unknown"), Some(&2));
         assert_eq!(a.today.images_received, 300);
         assert_eq!(w.sites[1].worst(), Level::Red);
         assert_eq!(w.sites[0].worst(), Level::Green);
