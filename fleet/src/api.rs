@@ -384,6 +384,18 @@ pub fn routes() -> Routes {
         .add(G, "/api/v1/alerts", get(list_alerts))
         .add(Po, "/api/v1/alerts/{id}/ack", post(ack_alert))
         .add(Po, "/api/v1/alerts/{id}/silence", post(silence_alert))
+        // wall (issue 13 part 1): display links, the wall and its live stream.
+        .add(G, "/displays", get(crate::wall::http::displays_page))
+        .add(Po, "/displays", post(crate::wall::http::displays_create))
+        .add(
+            Po,
+            "/displays/{id}/revoke",
+            post(crate::wall::http::displays_revoke),
+        )
+        .add(G, crate::wall::page::JS_PATH, get(crate::wall::http::js))
+        .add(G, crate::wall::page::CSS_PATH, get(crate::wall::http::css))
+        .add(G, "/wall/{token}", get(crate::wall::http::wall))
+        .add(G, "/wall/{token}/events", get(crate::wall::http::events))
 }
 
 /// alerts (issue 13 part 3): `GET /alerts`.

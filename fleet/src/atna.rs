@@ -109,7 +109,7 @@ pub fn event(e: &AuditEntry) -> Event {
             (USER_AUTHENTICATION, Action::Execute, Some(LOGOUT))
         }
         "audit.read" | "audit.export" => (AUDIT_LOG_USED, Action::Read, None),
-        _ if a.starts_with("user.") || a.starts_with("token.") => (
+        _ if a.starts_with("user.") || a.starts_with("token.") || a.starts_with("display.") => (
             SECURITY_ALERT,
             if a.ends_with(".create") {
                 Action::Create

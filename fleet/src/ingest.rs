@@ -458,7 +458,9 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
             m.messages.inc();
             match &item.msg {
                 Msg::Telemetry(t) => {
-                    m.observe_latency(recorded_at.saturating_sub(db_int(t.sent_at_ms)))
+                    m.observe_latency(recorded_at.saturating_sub(db_int(t.sent_at_ms)));
+                    // wall (issue 13 part 1): walls show the latest figures.
+                    app.ops.wall.changed();
                 }
                 Msg::Event(e) => {
                     m.observe_latency(recorded_at.saturating_sub(db_int(e.at_ms)));

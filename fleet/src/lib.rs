@@ -40,6 +40,8 @@ pub mod ops;
 pub mod pem;
 pub mod publish;
 pub mod store;
+// wall (issue 13 part 1): display links and the wall.
+pub mod wall;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -236,6 +236,8 @@ pub struct Ops {
     // database; read once per process).
     sso: Option<sso::Sso>,
     form_key: tokio::sync::OnceCell<ring::hmac::Key>,
+    /// wall (issue 13 part 1): the "fleet changed" signal and display link revocations.
+    pub wall: crate::wall::Hub,
 }
 
 impl Ops {
@@ -251,6 +253,7 @@ impl Ops {
             live_tx,
             sso,
             form_key: tokio::sync::OnceCell::new(),
+            wall: crate::wall::Hub::new(),
         }
     }
 
@@ -269,6 +272,7 @@ impl Ops {
     /// Sends a change to the live feed.
     pub fn live(&self, v: Value) {
         let _ = self.live_tx.send(v.to_string());
+        self.wall.changed();
     }
 
     /// Sends a device's current record to the live feed.

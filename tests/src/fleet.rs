@@ -157,6 +157,27 @@ impl Fleet {
         Ok(())
     }
 
+    /// kill -9, and nothing else (the wall's test watches the fleet gone, then calls
+    /// [`Fleet::start_again`]).
+    pub fn kill(&mut self) -> Result<()> {
+        self.peer.kill()?;
+        Ok(())
+    }
+
+    /// Starts the killed fleet again on the same ports and data; its log goes to
+    /// `fleet-{n}.log`.
+    pub async fn start_again(&mut self, n: u32) -> Result<()> {
+        let embedded = self.ca.is_none();
+        self.peer = Fleet::serve(
+            &self.dir,
+            &format!("fleet-{n}.log"),
+            self.http_port,
+            embedded.then_some(self.mqtt_port),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// `http://127.0.0.1:{port}`, or `https://localhost:{port}`.
     pub fn url(&self) -> String {
         match self.ca {

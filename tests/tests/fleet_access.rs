@@ -89,6 +89,13 @@ async fn user_with_token(api: &Api, name: &str, role: Role, sites: Option<Vec<&s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_times_every_role_and_no_credential() {
     let (running, api, _dir) = fixture().await;
+    // wall (issue 13 part 1): a display link whose secret the wall's routes take.
+    let display = running
+        .app
+        .ops
+        .create_display(&medgate_fleet::ops::Actor::cli(), "matrix TV", None, None)
+        .await
+        .expect("display link");
     let (s, cmd) = api
         .send(
             Method::POST,
@@ -177,7 +184,8 @@ async fn every_route_times_every_role_and_no_credential() {
             .path
             .replace("{id}", id)
             .replace("{name}", "subject")
-            .replace("{tag}", "ct");
+            .replace("{tag}", "ct")
+            .replace("{token}", &display.secret);
         table.push_str(&format!("{:6} {:36}", route.verb, route.path));
         for (label, role, cred) in &principals {
             let got = call(&http, &api.base, route.verb, &path, cred).await;

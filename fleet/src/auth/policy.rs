@@ -31,6 +31,8 @@ pub enum Permission {
     UsersManage,
     /// The audit log.
     AuditRead,
+    /// The wall's display links: create, list, revoke (wall, issue 13 part 1).
+    DisplaysManage,
 }
 
 impl Permission {
@@ -56,7 +58,7 @@ impl Permission {
 }
 
 /// Every permission.
-pub const PERMISSIONS: [Permission; 9] = [
+pub const PERMISSIONS: [Permission; 10] = [
     Permission::Public,
     Permission::Account,
     Permission::DevicesRead,
@@ -66,6 +68,7 @@ pub const PERMISSIONS: [Permission; 9] = [
     Permission::SitesManage,
     Permission::UsersManage,
     Permission::AuditRead,
+    Permission::DisplaysManage,
 ];
 
 /// Whether `role` may hand out `other` (a token's role, a new user's role): only a role whose
@@ -403,6 +406,15 @@ pub const ROUTES: &[Route] = &[
         P::DevicesOperate,
         T::Alert,
     ),
+    // wall (issue 13 part 1): display links (admins), and the wall itself, which its link's
+    // secret authorises (no session; unknown or revoked: 404).
+    r(V::Get, "/displays", P::DisplaysManage, T::None),
+    r(V::Post, "/displays", P::DisplaysManage, T::None),
+    r(V::Post, "/displays/{id}/revoke", P::DisplaysManage, T::None),
+    r(V::Get, "/static/wall.js", P::Public, T::None),
+    r(V::Get, "/static/wall.css", P::Public, T::None),
+    r(V::Get, "/wall/{token}", P::Public, T::None),
+    r(V::Get, "/wall/{token}/events", P::Public, T::None),
 ];
 
 /// The route of a request (its method and the router's matched path).
@@ -455,6 +467,11 @@ mod tests {
                 "/static/uplot-1.6.32.min.js",
                 "/static/uplot-1.6.32.min.css",
                 "/static/device-charts.js",
+                // wall: the display link's secret authorises
+                "/static/wall.js",
+                "/static/wall.css",
+                "/wall/{token}",
+                "/wall/{token}/events",
             ]
         );
         // Every state-changing device route checks the device's site.

@@ -26,6 +26,10 @@ pub fn nav_links(p: &Principal, nav: Nav) -> Markup {
         @if Permission::AuditRead.granted_to(p.role) {
             a href="/audit" aria-current=[cur(Nav::Audit)] { "Audit log" }
         }
+        // wall (issue 13 part 1)
+        @if Permission::DisplaysManage.granted_to(p.role) {
+            a href="/displays" aria-current=[cur(Nav::Displays)] { "Wall displays" }
+        }
     }
 }
 

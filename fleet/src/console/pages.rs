@@ -31,6 +31,8 @@ pub enum Nav {
     Sites,
     /// alerts (issue 13 part 3): the Alerts page.
     Alerts,
+    /// The wall's display links (wall, issue 13 part 1).
+    Displays,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{One, Result, Store, json, rows_changed, word};
+use super::{One, Result, Store, rows_changed, word};
 use crate::alerts::rules::{Condition, Firing};
-use crate::model::{Alert, AlertKind, AlertState, Severity, TelemetrySample};
+use crate::model::{Alert, AlertKind, AlertState, Severity};
 
 /// A notification channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -400,38 +400,6 @@ impl Store {
             })
             .collect::<sqlx::Result<Vec<_>>>()
             .map_err(Into::into)
-    }
-
-    /// The latest raw telemetry sample of every device heard since `since_ms` (one grouped
-    /// query for the evaluator).
-    pub async fn latest_telemetry_all(
-        &self,
-        since_ms: i64,
-    ) -> Result<HashMap<String, TelemetrySample>> {
-        let rows = sqlx::query(
-            // One index seek per device (the primary key is device, bucket, time): no scan of
-            // the hour's samples of every device.
-            "SELECT t.device_id, t.ts_ms, t.bucket_secs, t.data FROM devices d \
-             JOIN telemetry t ON t.device_id = d.id AND t.bucket_secs = 0 AND t.ts_ms = ( \
-               SELECT MAX(m.ts_ms) FROM telemetry m WHERE m.device_id = d.id AND m.bucket_secs = 0) \
-             WHERE t.ts_ms >= $1",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = HashMap::new();
-        for r in &rows {
-            let device: String = r.try_get("device_id")?;
-            out.insert(
-                device,
-                TelemetrySample {
-                    ts_ms: r.try_get("ts_ms")?,
-                    bucket_secs: r.try_get("bucket_secs")?,
-                    data: json(r, "data")?,
-                },
-            );
-        }
-        Ok(out)
     }
 
     /// Every device's certificate end (Unix ms), where known.

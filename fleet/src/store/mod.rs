@@ -26,6 +26,8 @@ pub mod users;
 pub mod files;
 // alerts (issue 13 part 3)
 pub mod alerts;
+// wall (issue 13 part 1): display links and what the wall reads.
+pub mod displays;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -214,6 +216,21 @@ fn migrator(sqlite: bool) -> Migrator {
             Cow::Borrowed("failed logins shared by the replicas"),
             MigrationType::Simple,
             include_str!("../../migrations/0011_login_failures.sql").into_sql_str(),
+            false,
+        ),
+        // wall (issue 13 part 1): display links, and the index of the wall's "today" figures.
+        Migration::new(
+            12,
+            Cow::Borrowed("wall display links"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0012_display_links.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            13,
+            Cow::Borrowed("wall: events by time and kind"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0013_wall_today.sql").into_sql_str(),
             false,
         ),
         // alerts (issue 13 part 3): alerts and their notification outbox.

@@ -1,6 +1,7 @@
 //! Telemetry history: raw samples (written by [`super::ingest`]), downsampled into buckets and
 //! expired.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use sqlx::Row;
@@ -20,6 +21,38 @@ impl<'r> sqlx::FromRow<'r, AnyRow> for TelemetrySample {
 }
 
 impl Store {
+    /// The latest raw telemetry sample of every device heard since `since_ms`, by device id:
+    /// one primary-key seek per device (the registry drives the join), not a scan of the
+    /// telemetry table. A sample that does not read (a newer appliance's?) is left out, not
+    /// fatal. For the alert evaluator and the wall.
+    pub async fn latest_telemetry_all(
+        &self,
+        since_ms: i64,
+    ) -> Result<HashMap<String, TelemetrySample>> {
+        let rows = sqlx::query(
+            "SELECT d.id AS device_id, t.ts_ms, t.bucket_secs, t.data FROM devices d \
+             JOIN telemetry t ON t.device_id = d.id AND t.bucket_secs = 0 AND t.ts_ms = ( \
+               SELECT MAX(m.ts_ms) FROM telemetry m WHERE m.device_id = d.id AND m.bucket_secs = 0) \
+             WHERE t.ts_ms >= $1",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let Ok(data) = json(r, "data") else { continue };
+            out.insert(
+                r.try_get("device_id")?,
+                TelemetrySample {
+                    ts_ms: r.try_get("ts_ms")?,
+                    bucket_secs: r.try_get("bucket_secs")?,
+                    data,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// Telemetry history of a device between two times (raw and buckets), oldest first.
     pub async fn telemetry(
         &self,
