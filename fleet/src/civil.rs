@@ -46,6 +46,105 @@ impl Utc {
     }
 }
 
+/// A UTC calendar day: days since 1970-01-01 (analytics' rollups are kept per UTC day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(i64);
+
+/// A day that is not `YYYY-MM-DD`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a date: give YYYY-MM-DD, e.g. 2026-12-01")]
+pub struct BadDay(pub String);
+
+impl Day {
+    /// Milliseconds in a day.
+    pub const MS: i64 = 86_400_000;
+
+    /// The day `n` days after 1970-01-01.
+    pub fn from_days(n: i64) -> Day {
+        Day(n)
+    }
+
+    /// The UTC day of `ms` (Unix milliseconds).
+    pub fn of_ms(ms: i64) -> Day {
+        Day(ms.div_euclid(Day::MS))
+    }
+
+    /// Days since 1970-01-01 (the stored form).
+    pub fn days(self) -> i64 {
+        self.0
+    }
+
+    /// Its first millisecond.
+    pub fn start_ms(self) -> i64 {
+        self.0.saturating_mul(Day::MS)
+    }
+
+    /// `n` days later (earlier when negative).
+    pub fn plus(self, n: i64) -> Day {
+        Day(self.0.saturating_add(n))
+    }
+
+    /// Year, month, day.
+    pub fn ymd(self) -> (i64, i64, i64) {
+        let t = Utc::of_ms(self.start_ms());
+        (t.year, t.month, t.day)
+    }
+
+    /// January 1st of its year.
+    pub fn year_start(self) -> Day {
+        let (y, _, _) = self.ymd();
+        Day::from_ymd(y, 1, 1)
+    }
+
+    /// The day of a calendar date (Howard Hinnant's `days_from_civil`); month 1-12, day 1-31,
+    /// not checked here.
+    pub fn from_ymd(year: i64, month: i64, day: i64) -> Day {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = if month > 2 { month - 3 } else { month + 9 };
+        let doy = (153 * m + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        Day(era * 146_097 + doe - 719_468)
+    }
+
+    /// Parses `YYYY-MM-DD` (a real date: 2026-02-30 is refused).
+    pub fn parse(s: &str) -> Result<Day, BadDay> {
+        let bad = || BadDay(s.to_owned());
+        let t = s.trim();
+        let mut it = t.splitn(3, '-');
+        let mut num = |len: usize| -> Result<i64, BadDay> {
+            let p = it.next().ok_or_else(bad)?;
+            if p.len() != len || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse().map_err(|_| bad())
+        };
+        let (y, m, d) = (num(4)?, num(2)?, num(2)?);
+        if !(1..=12).contains(&m) || d < 1 {
+            return Err(bad());
+        }
+        let day = Day::from_ymd(y, m, d);
+        if day.ymd() != (y, m, d) {
+            return Err(bad());
+        }
+        Ok(day)
+    }
+}
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = self.ymd();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+impl serde::Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +168,44 @@ mod tests {
                 before.milli
             ),
             (1969, 12, 31, 23, 999)
+        );
+    }
+
+    #[test]
+    fn days_round_trip_and_refuse_what_is_not_a_date() {
+        assert_eq!(Day::from_ymd(1970, 1, 1).days(), 0);
+        assert_eq!(Day::from_ymd(2000, 3, 1).days(), 11_017);
+        for n in [-800_000, -1, 0, 59, 60, 10_957, 20_788, 2_932_896] {
+            let d = Day::from_days(n);
+            let (y, m, dd) = d.ymd();
+            assert_eq!(Day::from_ymd(y, m, dd), d, "{n}");
+            if (0..=9999).contains(&y) {
+                assert_eq!(Day::parse(&d.to_string()), Ok(d), "{d}");
+            }
+        }
+        assert_eq!(Day::of_ms(-1).days(), -1);
+        assert_eq!(
+            Day::parse("2026-12-01").map(|d| d.to_string()),
+            Ok("2026-12-01".into())
+        );
+        assert_eq!(Day::parse("2024-02-29").map(|d| d.ymd()), Ok((2024, 2, 29)));
+        for bad in [
+            "2026-02-30",
+            "2025-02-29",
+            "2026-13-01",
+            "2026-1-01",
+            "26-01-01",
+            "2026-01-01x",
+            "",
+            "x",
+        ] {
+            assert!(Day::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Day::parse("2026-12-09")
+                .map(Day::year_start)
+                .map(|d| d.to_string()),
+            Ok("2026-01-01".into())
         );
     }
 }

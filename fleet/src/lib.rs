@@ -18,6 +18,8 @@
 
 // alerts (issue 13 part 3): rules, their history, e-mail and webhook.
 pub mod alerts;
+// analytics (issue 13 part 2): study events into rollups, and the reports read from them.
+pub mod analytics;
 pub mod api;
 pub mod app;
 // atna (issue 13 part 4): the audit log as IHE ATNA syslog messages.

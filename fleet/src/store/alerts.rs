@@ -221,7 +221,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Alerts matching `f`: firing first (newest first), then resolved (newest first).
+    /// Alerts matching `f`: firing first (critical before warning, newest first), then resolved
+    /// (newest first).
     pub async fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>> {
         let limit = f.limit.unwrap_or(500).clamp(1, 10_000);
         let state = match f.state {
@@ -234,7 +235,8 @@ impl Store {
             columns!(),
             " FROM alerts WHERE ($1 = '' OR site_id = $1) AND ($2 = '' OR device_id = $2) \
              AND ($3 = '' OR ($3 = 'firing' AND cleared_ms IS NULL) OR ($3 = 'resolved' AND cleared_ms IS NOT NULL)) \
-             ORDER BY CASE WHEN cleared_ms IS NULL THEN 0 ELSE 1 END, raised_ms DESC, id DESC LIMIT $4"
+             ORDER BY CASE WHEN cleared_ms IS NULL THEN 0 ELSE 1 END, \
+             CASE WHEN cleared_ms IS NULL AND severity = 'critical' THEN 0 ELSE 1 END, raised_ms DESC, id DESC LIMIT $4"
         ))
         .bind(f.site.as_deref().unwrap_or(""))
         .bind(f.device.as_deref().unwrap_or(""))

@@ -15,6 +15,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::files::ChunkOutcome;
 use super::{Recorded, Result, Store, id_params, multi_row_sql};
+use crate::analytics::{Counts, Rollup};
 use crate::model::{Connection, DeviceStatus, EventRecord, Refused, Registration};
 
 /// A decoded device message, borrowed.
@@ -241,6 +242,38 @@ impl Store {
                 self.upsert_peer(c, device, p).await?;
             }
         }
+        // analytics (issue 13 part 2): the new study events into the rollups, in this
+        // transaction (a duplicate never reaches them). The device's site is its admitted one.
+        let mut rollup = Rollup::default();
+        let mut sites: HashMap<&str, Option<String>> = HashMap::new();
+        for ((device, e), r) in rows.iter().zip(&results) {
+            if *r != Recorded::New || Counts::of_event(&e.event).is_none() {
+                continue;
+            }
+            let site = match sites.get(device.as_str()) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = self
+                        .registration_cached(c, device.as_str())
+                        .await?
+                        .map(|reg| reg.site);
+                    sites.insert(device.as_str(), s.clone());
+                    s
+                }
+            };
+            if let Some(site) = site {
+                rollup.add(
+                    &site,
+                    device.as_str(),
+                    super::db_int(e.at_ms),
+                    &e.event,
+                    now,
+                );
+            }
+        }
+        if !rollup.is_empty() {
+            self.write_rollup(c, &rollup).await?;
+        }
         Ok(results)
     }
 }
@@ -316,11 +349,12 @@ fn event_insert_sql(n: usize) -> (&'static str, usize) {
             let values: Vec<String> = (0..k)
                 .map(|i| {
                     let p: Vec<String> = (1..=6).map(|j| format!("${}", 6 * i + j)).collect();
-                    format!("({})", p.join(", "))
+                    // rolled = 1: summed into the analytics rollups in this transaction.
+                    format!("({}, 1)", p.join(", "))
                 })
                 .collect();
             format!(
-                "INSERT INTO events (device_id, event_id, at_ms, received_ms, kind, data) VALUES {} \
+                "INSERT INTO events (device_id, event_id, at_ms, received_ms, kind, data, rolled) VALUES {} \
                  ON CONFLICT (device_id, event_id) DO NOTHING RETURNING device_id, event_id",
                 values.join(", ")
             )

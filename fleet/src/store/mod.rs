@@ -28,6 +28,8 @@ pub mod files;
 pub mod alerts;
 // wall (issue 13 part 1): display links and what the wall reads.
 pub mod displays;
+// analytics (issue 13 part 2): the rollup tables and the reports read from them.
+pub mod analytics;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -241,6 +243,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0014_alerts.sql").into_sql_str(),
             false,
         ),
+        // analytics (issue 13 part 2): rollups of the study events.
+        Migration::new(
+            15,
+            Cow::Borrowed("analytics rollups"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0015_analytics.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -346,6 +356,8 @@ impl Store {
         };
         // console-fleet: version and profile columns of devices born before migration 5.
         store.backfill_inventory_columns().await?;
+        // analytics: study events stored before migration 15, summed once.
+        store.backfill_analytics().await?;
         Ok(store)
     }
 

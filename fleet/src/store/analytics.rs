@@ -1,0 +1,423 @@
+//! analytics (issue 13 part 2): the rollup tables (migration 15) — written from a
+//! [`Rollup`] in the transaction of the events it sums, read back by the reports. Every write
+//! is an additive upsert (`ON CONFLICT … DO UPDATE SET n = n + excluded.n`), so replicas
+//! recording different events of the same hour add up, and a duplicate event, which the events
+//! table refuses, is never summed. Statements are fixed texts plus `site_id IN ($N, …)` for a
+//! scope (hence `AssertSqlSafe`): no value from a request is ever part of the SQL.
+
+use std::collections::BTreeMap;
+
+use medgate_contract::EventBody;
+use sqlx::{AnyConnection, Row};
+
+use super::{Result, Store, db_int, json, multi_row_sql};
+use crate::analytics::report::{Daily, DayRow, Delays, Devices, MixRow, Overview, Period, Trend};
+use crate::analytics::{Counts, RECENT_DAYS, Rollup, SLOT_MS};
+use crate::auth::SiteScope;
+use crate::civil::Day;
+
+/// Events rolled up per transaction when the events stored before migration 15 are summed.
+const BACKFILL_BATCH: i64 = 2_000;
+
+/// The six counts, as bound parameters.
+fn counts(c: &Counts) -> [i64; 6] {
+    [
+        db_int(c.studies),
+        db_int(c.images),
+        db_int(c.bytes),
+        db_int(c.forwarded),
+        db_int(c.images_forwarded),
+        db_int(c.bytes_forwarded),
+    ]
+}
+
+/// `($1, $2, …)` groups of `per` parameters for `k` rows.
+fn values(k: usize, per: usize) -> String {
+    (0..k)
+        .map(|i| {
+            let p: Vec<String> = (1..=per).map(|j| format!("${}", per * i + j)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const ADD_COUNTS: &str = "studies = {t}.studies + excluded.studies, images = {t}.images + excluded.images, \
+     bytes = {t}.bytes + excluded.bytes, forwarded = {t}.forwarded + excluded.forwarded, \
+     images_forwarded = {t}.images_forwarded + excluded.images_forwarded, \
+     bytes_forwarded = {t}.bytes_forwarded + excluded.bytes_forwarded";
+
+fn daily_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "INSERT INTO analytics_daily (site_id, day, modality, device_id, studies, images, bytes, \
+                 forwarded, images_forwarded, bytes_forwarded) VALUES {} \
+                 ON CONFLICT (site_id, day, modality, device_id) DO UPDATE SET {}",
+                values(k, 10),
+                ADD_COUNTS.replace("{t}", "analytics_daily")
+            )
+        },
+        n,
+    )
+}
+
+fn recent_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "INSERT INTO analytics_recent (site_id, slot, modality, studies, images, bytes, \
+                 forwarded, images_forwarded, bytes_forwarded) VALUES {} \
+                 ON CONFLICT (site_id, slot, modality) DO UPDATE SET {}",
+                values(k, 9),
+                ADD_COUNTS.replace("{t}", "analytics_recent")
+            )
+        },
+        n,
+    )
+}
+
+fn delay_sql(n: usize) -> (&'static str, usize) {
+    static TEXTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    multi_row_sql(
+        &TEXTS,
+        |k| {
+            format!(
+                "INSERT INTO analytics_delay (site_id, day, bucket, n) VALUES {} \
+                 ON CONFLICT (site_id, day, bucket) DO UPDATE SET n = analytics_delay.n + excluded.n",
+                values(k, 4)
+            )
+        },
+        n,
+    )
+}
+
+/// ` AND site_id IN ($first, …)` for a scope of some sites (nothing for every site), and the
+/// ids to bind in that order.
+fn scope_filter(scope: &SiteScope, first: usize) -> (String, Vec<String>) {
+    match scope {
+        SiteScope::All => (String::new(), Vec::new()),
+        SiteScope::Only(s) if s.is_empty() => (" AND 1 = 0".into(), Vec::new()),
+        SiteScope::Only(s) => (
+            format!(" AND site_id IN ({})", super::params(first, s.len())),
+            s.iter().cloned().collect(),
+        ),
+    }
+}
+
+fn u(r: &sqlx::any::AnyRow, col: &str) -> sqlx::Result<u64> {
+    let v: i64 = r.try_get(col)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+fn counts_of(r: &sqlx::any::AnyRow) -> sqlx::Result<Counts> {
+    Ok(Counts {
+        studies: u(r, "studies")?,
+        images: u(r, "images")?,
+        bytes: u(r, "bytes")?,
+        forwarded: u(r, "forwarded")?,
+        images_forwarded: u(r, "images_forwarded")?,
+        bytes_forwarded: u(r, "bytes_forwarded")?,
+    })
+}
+
+/// The six sums, named as the columns (PostgreSQL's SUM of BIGINT is NUMERIC: cast back).
+const SUMS: &str = "CAST(SUM(studies) AS BIGINT) AS studies, CAST(SUM(images) AS BIGINT) AS images, \
+     CAST(SUM(bytes) AS BIGINT) AS bytes, CAST(SUM(forwarded) AS BIGINT) AS forwarded, \
+     CAST(SUM(images_forwarded) AS BIGINT) AS images_forwarded, \
+     CAST(SUM(bytes_forwarded) AS BIGINT) AS bytes_forwarded";
+
+impl Store {
+    /// Adds `r` to the rollup tables, on the events' own transaction.
+    pub async fn write_rollup(&self, c: &mut AnyConnection, r: &Rollup) -> Result<()> {
+        let daily: Vec<_> = r.daily.iter().collect();
+        let mut rest = daily.as_slice();
+        while !rest.is_empty() {
+            let (sql, n) = daily_sql(rest.len());
+            let mut q = sqlx::query(sql);
+            for (k, v) in &rest[..n] {
+                q = q
+                    .bind(k.site.clone())
+                    .bind(k.day.days())
+                    .bind(k.modality.clone())
+                    .bind(k.device.clone());
+                for x in counts(v) {
+                    q = q.bind(x);
+                }
+            }
+            q.execute(&mut *c).await?;
+            rest = &rest[n..];
+        }
+        let slots: Vec<_> = r.slots.iter().collect();
+        let mut rest = slots.as_slice();
+        while !rest.is_empty() {
+            let (sql, n) = recent_sql(rest.len());
+            let mut q = sqlx::query(sql);
+            for (k, v) in &rest[..n] {
+                q = q.bind(k.site.clone()).bind(k.slot).bind(k.modality.clone());
+                for x in counts(v) {
+                    q = q.bind(x);
+                }
+            }
+            q.execute(&mut *c).await?;
+            rest = &rest[n..];
+        }
+        let delays: Vec<_> = r.delays.iter().collect();
+        let mut rest = delays.as_slice();
+        while !rest.is_empty() {
+            let (sql, n) = delay_sql(rest.len());
+            let mut q = sqlx::query(sql);
+            for (k, v) in &rest[..n] {
+                q = q
+                    .bind(k.site.clone())
+                    .bind(k.day.days())
+                    .bind(i64::from(k.bucket))
+                    .bind(db_int(**v));
+            }
+            q.execute(&mut *c).await?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Sums the study events stored before migration 15 (`rolled = 0`) into the rollups, in
+    /// batches, each event claimed by the update that marks it (so two replicas starting at once
+    /// never both count one). Returns the events summed.
+    pub async fn backfill_analytics(&self) -> Result<u64> {
+        let mut summed = 0u64;
+        loop {
+            let mut batch = self.begin().await?;
+            let c = batch.conn();
+            let rows = sqlx::query(
+                "SELECT e.device_id, e.event_id, e.at_ms, e.data, d.site_id FROM events e \
+                 JOIN devices d ON d.id = e.device_id \
+                 WHERE e.rolled = 0 AND e.kind IN ('study_received', 'study_forwarded') LIMIT $1",
+            )
+            .bind(BACKFILL_BATCH)
+            .fetch_all(&mut *c)
+            .await?;
+            if rows.is_empty() {
+                batch.commit().await?;
+                break;
+            }
+            let now = super::now_db();
+            let mut rollup = Rollup::default();
+            for r in &rows {
+                let device: String = r.try_get("device_id")?;
+                let id: String = r.try_get("event_id")?;
+                let claimed = sqlx::query(
+                    "UPDATE events SET rolled = 1 WHERE device_id = $1 AND event_id = $2 AND rolled = 0",
+                )
+                .bind(&device)
+                .bind(&id)
+                .execute(&mut *c)
+                .await?;
+                if !super::rows_changed(&claimed) {
+                    continue;
+                }
+                // An event that does not read is marked all the same (it would be selected
+                // forever) and not counted.
+                if let Ok(e) = json::<EventBody>(r, "data") {
+                    let site: String = r.try_get("site_id")?;
+                    let at: i64 = r.try_get("at_ms")?;
+                    if rollup.add(&site, &device, at, &e, now) {
+                        summed += 1;
+                    }
+                }
+            }
+            self.write_rollup(batch.conn(), &rollup).await?;
+            batch.commit().await?;
+        }
+        if summed > 0 {
+            tracing::info!(
+                events = summed,
+                "study events stored before the analytics tables summed into them"
+            );
+        }
+        Ok(summed)
+    }
+
+    /// Drops five-minute slots older than [`RECENT_DAYS`] before `now_ms`. Returns the rows
+    /// dropped.
+    pub async fn prune_analytics_recent(&self, now_ms: i64) -> Result<u64> {
+        let before = (now_ms - RECENT_DAYS * Day::MS).div_euclid(SLOT_MS);
+        let _guard = self.write_guard().await;
+        Ok(sqlx::query("DELETE FROM analytics_recent WHERE slot < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Per site, modality: the counts of the five-minute slots from the one holding `since_ms`
+    /// (the wall's "today" and "last hour").
+    pub async fn analytics_recent(
+        &self,
+        scope: &SiteScope,
+        since_ms: i64,
+    ) -> Result<BTreeMap<String, BTreeMap<String, Counts>>> {
+        let (filter, sites) = scope_filter(scope, 2);
+        let sql = format!(
+            "SELECT site_id, modality, {SUMS} FROM analytics_recent WHERE slot >= $1{filter} \
+             GROUP BY site_id, modality"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since_ms.div_euclid(SLOT_MS));
+        for s in sites {
+            q = q.bind(s);
+        }
+        let mut out: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
+        for r in q.fetch_all(&self.pool).await? {
+            out.entry(r.try_get("site_id")?)
+                .or_default()
+                .insert(r.try_get("modality")?, counts_of(&r)?);
+        }
+        Ok(out)
+    }
+
+    /// Per day, site and modality within `period`.
+    pub async fn analytics_daily(&self, scope: &SiteScope, period: Period) -> Result<Daily> {
+        let (filter, sites) = scope_filter(scope, 3);
+        let sql = format!(
+            "SELECT day, site_id, modality, {SUMS} FROM analytics_daily \
+             WHERE day >= $1 AND day <= $2{filter} GROUP BY day, site_id, modality \
+             ORDER BY day, site_id, modality"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.from.days())
+            .bind(period.to.days());
+        for s in sites {
+            q = q.bind(s);
+        }
+        let mut rows = Vec::new();
+        for r in q.fetch_all(&self.pool).await? {
+            rows.push(DayRow {
+                day: Day::from_days(r.try_get("day")?),
+                site: r.try_get("site_id")?,
+                modality: r.try_get("modality")?,
+                figures: counts_of(&r)?.into(),
+            });
+        }
+        Ok(Daily { period, rows })
+    }
+
+    /// Studies and images per day and site within `period`, every day present.
+    pub async fn analytics_trend(&self, scope: &SiteScope, period: Period) -> Result<Trend> {
+        let (filter, sites) = scope_filter(scope, 3);
+        let sql = format!(
+            "SELECT site_id, day, {SUMS} FROM analytics_daily \
+             WHERE day >= $1 AND day <= $2{filter} GROUP BY site_id, day"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.from.days())
+            .bind(period.to.days());
+        for s in sites {
+            q = q.bind(s);
+        }
+        let mut rows = Vec::new();
+        for r in q.fetch_all(&self.pool).await? {
+            rows.push((
+                r.try_get("site_id")?,
+                Day::from_days(r.try_get("day")?),
+                counts_of(&r)?,
+            ));
+        }
+        Ok(Trend::of(period, &rows))
+    }
+
+    /// Appliances per site and modality that received studies within `period`, and the approved
+    /// appliances of each site.
+    pub async fn analytics_devices(&self, scope: &SiteScope, period: Period) -> Result<Devices> {
+        let (filter, sites) = scope_filter(scope, 3);
+        let sql = format!(
+            "SELECT site_id, modality, COUNT(DISTINCT device_id) AS devices, \
+             CAST(SUM(studies) AS BIGINT) AS studies FROM analytics_daily \
+             WHERE day >= $1 AND day <= $2 AND studies > 0{filter} \
+             GROUP BY site_id, modality ORDER BY site_id, modality"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.from.days())
+            .bind(period.to.days());
+        for s in &sites {
+            q = q.bind(s.clone());
+        }
+        let mut rows = Vec::new();
+        for r in q.fetch_all(&self.pool).await? {
+            rows.push(MixRow {
+                site: r.try_get("site_id")?,
+                modality: r.try_get("modality")?,
+                devices: u(&r, "devices")?,
+                studies: u(&r, "studies")?,
+            });
+        }
+        let (filter, sites) = scope_filter(scope, 1);
+        let sql = format!(
+            "SELECT site_id, COUNT(*) AS n FROM devices WHERE status = 'approved'{filter} GROUP BY site_id"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for s in sites {
+            q = q.bind(s);
+        }
+        let mut registered = BTreeMap::new();
+        for r in q.fetch_all(&self.pool).await? {
+            registered.insert(r.try_get("site_id")?, u(&r, "n")?);
+        }
+        Ok(Devices {
+            period,
+            registered,
+            rows,
+        })
+    }
+
+    /// Forwarding delay percentiles per site within `period`.
+    pub async fn analytics_delays(&self, scope: &SiteScope, period: Period) -> Result<Delays> {
+        let (filter, sites) = scope_filter(scope, 3);
+        let sql = format!(
+            "SELECT site_id, bucket, CAST(SUM(n) AS BIGINT) AS n FROM analytics_delay \
+             WHERE day >= $1 AND day <= $2{filter} GROUP BY site_id, bucket"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.from.days())
+            .bind(period.to.days());
+        for s in sites {
+            q = q.bind(s);
+        }
+        let mut rows = Vec::new();
+        for r in q.fetch_all(&self.pool).await? {
+            let b: i64 = r.try_get("bucket")?;
+            rows.push((
+                r.try_get("site_id")?,
+                u32::try_from(b).unwrap_or(0),
+                u(&r, "n")?,
+            ));
+        }
+        Ok(Delays::of(period, &rows))
+    }
+
+    /// The year of `today` from January 1st: per site and for the region.
+    pub async fn analytics_overview(&self, scope: &SiteScope, today: Day) -> Result<Overview> {
+        let period = Period {
+            from: today.year_start(),
+            to: today,
+        };
+        let (filter, sites) = scope_filter(scope, 3);
+        let sql = format!(
+            "SELECT site_id, {SUMS} FROM analytics_daily WHERE day >= $1 AND day <= $2{filter} \
+             GROUP BY site_id ORDER BY site_id"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(period.from.days())
+            .bind(period.to.days());
+        for s in sites {
+            q = q.bind(s);
+        }
+        let mut rows = Vec::new();
+        for r in q.fetch_all(&self.pool).await? {
+            rows.push((r.try_get("site_id")?, counts_of(&r)?));
+        }
+        Ok(Overview::of(period, rows))
+    }
+}
