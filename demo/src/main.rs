@@ -397,6 +397,37 @@ async fn start_fleet(
     Ok((running, token))
 }
 
+/// A display link for the demo's wall (made by the fleet's break-glass principal, audited like
+/// any other) and the year before today of generated studies for the two rooms. Returns the
+/// wall's path.
+async fn wall_and_history(fleet: &medgate_fleet::Running) -> anyhow::Result<String> {
+    use medgate_fleet::analytics::history::{History, SeedDevice};
+    use medgate_fleet::civil::Day;
+    let ops = &fleet.app.ops;
+    let actor = medgate_fleet::ops::Actor::new(medgate_fleet::auth::Principal::break_glass(), None);
+    let link = ops
+        .create_display(&actor, "Demo IT office wall", None, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("display link: {e}"))?;
+    let rooms = [("ct-room-1", "CT"), ("us-room-2", "US")];
+    let mut devices = Vec::new();
+    for (device, modality) in rooms {
+        devices.push(SeedDevice {
+            site: "demo-hospital".into(),
+            device: device.into(),
+            modality: medgate_contract::Modality::new(modality)?,
+        });
+    }
+    // About 40 studies a day per room, busier on weekdays.
+    let history = History::new(devices, 2 * 40 * 365, 2026)?;
+    let today = Day::of_ms(medgate_fleet::store::now_db());
+    ops.store
+        .seed_history(&history, today.plus(-365), today.start_ms() - 1)
+        .await
+        .map_err(|e| anyhow::anyhow!("analytics history: {e}"))?;
+    Ok(format!("/wall/{}", link.secret))
+}
+
 /// Claims a device in the fleet and enrolls the appliance with the token, as a technician would.
 async fn enroll(
     http: &reqwest::Client,
@@ -795,6 +826,15 @@ async fn main() -> anyhow::Result<()> {
             status_port,
         });
     }
+    // The wall for the IT office's screen (a display link: read-only, no login), and a year of
+    // generated history for the two rooms in the analytics rollups, so the trends are not empty
+    // (today's figures are only what the modalities below really send).
+    let wall = wall_and_history(&fleet).await?;
+    println!("wall:      {fleet_url}{wall}   (the live wall: a display link, no login)");
+    println!(
+        "analytics: {fleet_url}/analytics   (a year of generated history for ct-room-1 and us-room-2, after the first-run setup)"
+    );
+
     // 4. Studies, generated for synthetic patients.
     let studies_dir = dir.join("studies");
     let mut ct = Study::new(Patient::synthetic(1), "ACC0001", 1);

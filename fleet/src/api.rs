@@ -381,6 +381,19 @@ pub fn routes() -> Routes {
             "/alerts/{id}/silence",
             post(crate::console::alerts::silence),
         )
+        // analytics (issue 13 part 2).
+        .add(G, "/analytics", get(crate::console::analytics::summary))
+        .add(G, "/analytics/daily", get(crate::console::analytics::daily))
+        .add(
+            G,
+            crate::console::assets::ANALYTICS_JS_PATH,
+            get(crate::console::analytics_js),
+        )
+        .add(G, "/api/v1/analytics/overview", get(analytics_overview))
+        .add(G, "/api/v1/analytics/daily", get(analytics_daily))
+        .add(G, "/api/v1/analytics/trend", get(analytics_trend))
+        .add(G, "/api/v1/analytics/devices", get(analytics_devices))
+        .add(G, "/api/v1/analytics/delay", get(analytics_delay))
         .add(G, "/api/v1/alerts", get(list_alerts))
         .add(Po, "/api/v1/alerts/{id}/ack", post(ack_alert))
         .add(Po, "/api/v1/alerts/{id}/silence", post(silence_alert))
@@ -456,6 +469,68 @@ async fn silence_alert(
     let s: Silence = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("expected {{\"minutes\": N}}: {e}")))?;
     Ok(Json(app.ops.silence_alert(&actor, &id, s.minutes).await?))
+}
+
+// analytics (issue 13 part 2): the region's numbers, read from the rollups, within the
+// caller's sites (`?site=` narrows to one of them; another is 403).
+
+#[utoipa::path(get, path = "/analytics/overview", summary = "The region this year: studies, images and bytes, per hospital", params(("site" = Option<String>, Query, description = "Only this site"), ("to" = Option<String>, Query, description = "The year of this day, up to it (YYYY-MM-DD, default today UTC)")), responses((status = 200, body = crate::analytics::report::Overview), (status = 400, description = "Invalid date", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn analytics_overview(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<crate::ops::analytics::AnalyticsQuery>,
+) -> ApiResult<crate::analytics::report::Overview> {
+    Ok(Json(
+        app.ops
+            .analytics_overview(&actor.principal.sites, &q)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/analytics/daily", summary = "Studies and images per hospital, UTC day and modality (default the last 7 days, at most 92)", params(("site" = Option<String>, Query, description = "Only this site"), ("from" = Option<String>, Query, description = "First day, YYYY-MM-DD"), ("to" = Option<String>, Query, description = "Last day, YYYY-MM-DD (default today)"), ("days" = Option<String>, Query, description = "The last N days, when from is not given (1-92)")), responses((status = 200, body = crate::analytics::report::Daily), (status = 400, description = "Invalid range", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn analytics_daily(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<crate::ops::analytics::AnalyticsQuery>,
+) -> ApiResult<crate::analytics::report::Daily> {
+    Ok(Json(
+        app.ops.analytics_daily(&actor.principal.sites, &q).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/analytics/trend", summary = "Studies and images per day per hospital, every day present (default the last 30 days)", params(("site" = Option<String>, Query, description = "Only this site"), ("from" = Option<String>, Query, description = "First day, YYYY-MM-DD"), ("to" = Option<String>, Query, description = "Last day, YYYY-MM-DD (default today)"), ("days" = Option<String>, Query, description = "The last N days: 7, 30, 365 … (1-731)")), responses((status = 200, body = crate::analytics::report::Trend), (status = 400, description = "Invalid range", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn analytics_trend(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<crate::ops::analytics::AnalyticsQuery>,
+) -> ApiResult<crate::analytics::report::Trend> {
+    Ok(Json(
+        app.ops.analytics_trend(&actor.principal.sites, &q).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/analytics/devices", summary = "Appliances by hospital and modality that received studies (default the last 30 days), and those registered", params(("site" = Option<String>, Query, description = "Only this site"), ("from" = Option<String>, Query, description = "First day, YYYY-MM-DD"), ("to" = Option<String>, Query, description = "Last day, YYYY-MM-DD (default today)"), ("days" = Option<String>, Query, description = "The last N days (1-731)")), responses((status = 200, body = crate::analytics::report::Devices), (status = 400, description = "Invalid range", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn analytics_devices(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<crate::ops::analytics::AnalyticsQuery>,
+) -> ApiResult<crate::analytics::report::Devices> {
+    Ok(Json(
+        app.ops
+            .analytics_devices(&actor.principal.sites, &q)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/analytics/delay", summary = "Forwarding delay (C-STORE success at the appliance to archive confirmation) p50/p95/p99 per hospital (default the last 7 days)", params(("site" = Option<String>, Query, description = "Only this site"), ("from" = Option<String>, Query, description = "First day, YYYY-MM-DD"), ("to" = Option<String>, Query, description = "Last day, YYYY-MM-DD (default today)"), ("days" = Option<String>, Query, description = "The last N days (1-731)")), responses((status = 200, body = crate::analytics::report::Delays), (status = 400, description = "Invalid range", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role or site", body = ErrorBody)), security(("admin" = [])))]
+async fn analytics_delay(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<crate::ops::analytics::AnalyticsQuery>,
+) -> ApiResult<crate::analytics::report::Delays> {
+    Ok(Json(
+        app.ops.analytics_delays(&actor.principal.sites, &q).await?,
+    ))
 }
 
 /// The router: [`routes`] behind [`guard`].

@@ -89,6 +89,12 @@ impl Modify for Admin {
         api::list_alerts,
         api::ack_alert,
         api::silence_alert,
+        // analytics (issue 13 part 2)
+        api::analytics_overview,
+        api::analytics_daily,
+        api::analytics_trend,
+        api::analytics_devices,
+        api::analytics_delay,
     ),
     modifiers(&Admin)
 )]

@@ -10,6 +10,8 @@
 pub mod access;
 // alerts (issue 13 part 3): listing, acknowledgement, silence.
 pub mod alerts;
+// analytics (issue 13 part 2): the region's numbers within the caller's sites.
+pub mod analytics;
 // console-auth (issue 12): single sign-on.
 pub mod fleet;
 pub mod sso;

@@ -748,3 +748,134 @@ async fn alerts_page_acknowledge_and_silence_in_chromium() {
         );
     }
 }
+
+// analytics (issue 13 part 2): the Analytics pages.
+
+/// A year of generated history for three appliances at two hospitals in the rollups, plus
+/// today's studies through the real ingest path; an IT user of every site reads the region's
+/// numbers in chromium (figures as the API gives them, charts drawn, 7/30/365 days, delays,
+/// appliances, the per-day table and its limit in words); a viewer of one hospital sees only
+/// it and is refused another. Screenshots at both sizes, light and dark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_pages_in_chromium() {
+    use medgate_contract::{
+        AeTitle, DeviceId, Event, EventBody, EventId, Flow, Modality, Schema, SiteId, Token,
+    };
+    use medgate_fleet::analytics::history::{History, SeedDevice};
+    use medgate_fleet::civil::Day;
+    use medgate_fleet::store::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = medgate_fleet::serve(fleet_config(dir.path()))
+        .await
+        .expect("serve");
+    let api = Api::new(&running);
+    let rooms = [
+        ("st-marien", "ct-room-1", "CT"),
+        ("st-marien", "us-room-2", "US"),
+        ("nordklinik", "dx-room-1", "DX"),
+    ];
+    for (site, device, _) in rooms {
+        enroll(&api, site, device).await;
+    }
+    let store = &running.app.ops.store;
+    let now = medgate_fleet::store::now_db();
+    let today = Day::of_ms(now);
+    let devices = rooms
+        .iter()
+        .map(|(site, device, m)| SeedDevice {
+            site: (*site).into(),
+            device: (*device).into(),
+            modality: Modality::new(*m).expect("modality"),
+        })
+        .collect();
+    let history = History::new(devices, 60_000, 13).expect("history");
+    store
+        .seed_history(&history, today.plus(-365), today.start_ms() - 1)
+        .await
+        .expect("seed");
+    // Today: two CT studies and their confirmations through the ingest path.
+    let ct = DeviceId::new("ct-room-1").expect("id");
+    let site = SiteId::new("st-marien").expect("site");
+    for (seq, body) in [
+        EventBody::StudyReceived {
+            calling_ae: AeTitle::new("CT_SCANNER").expect("ae"),
+            called_ae: AeTitle::new("MEDGATE").expect("ae"),
+            modality: Some(Modality::new("CT").expect("m")),
+            sop_classes: vec![],
+            received: Flow {
+                objects: 300,
+                bytes: 159_000_000,
+            },
+            duration_ms: 9_000,
+        },
+        EventBody::StudyForwarded {
+            destination: Token::new("pacs").expect("token"),
+            modality: Some(Modality::new("CT").expect("m")),
+            forwarded: Flow {
+                objects: 300,
+                bytes: 159_000_000,
+            },
+            latency_ms: 1_400,
+            attempts: 1,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = Event {
+            schema: Schema::default(),
+            id: EventId::new(42, u64::try_from(seq).expect("seq")),
+            at_ms: u64::try_from(now - 60_000).expect("time"),
+            event: body,
+        };
+        let mut c = store.pool().acquire().await.expect("conn");
+        store
+            .record(&mut c, &site, &ct, Message::Event(&e), now)
+            .await
+            .expect("record");
+    }
+    for (name, sites) in [
+        ("ines.it", serde_json::Value::Null),
+        ("vic.viewer", serde_json::json!(["st-marien"])),
+    ] {
+        let (s, v) = api
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                serde_json::json!({"name": name, "role": "viewer", "sites": sites, "password": "correct horse battery staple"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // What the page must show, from the API.
+    let (s, o) = api.get("/api/v1/analytics/overview").await;
+    assert_eq!(s, 200, "{o}");
+    let studies = o["region"]["studies"].as_u64().expect("studies");
+    assert!(studies > 40_000, "a year of history: {o}");
+    let (s, t) = api.get("/api/v1/analytics/trend?days=365").await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["days"].as_array().map(Vec::len), Some(365), "{t}");
+    let (s, d) = api.get("/api/v1/analytics/daily?days=93").await;
+    assert_eq!(s, 400, "the per-day table's limit: {d}");
+    let (s, d) = api.get("/api/v1/analytics/delay?days=1").await;
+    assert_eq!(s, 200, "{d}");
+    assert!(
+        d["region"]["confirmations"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "today's confirmation: {d}"
+    );
+    let grouped = medgate_fleet::console::analytics::count(studies);
+    let base = running.base_url();
+    run_scenario(
+        "console_analytics.mjs",
+        &base,
+        &[
+            ("IT_USER", "ines.it"),
+            ("VIEWER_USER", "vic.viewer"),
+            ("PASSWORD", "correct horse battery staple"),
+            ("REGION_STUDIES", &grouped),
+        ],
+    )
+    .await;
+}

@@ -13,6 +13,10 @@ use crate::civil::{BadDay, Day};
 /// The longest range a query takes (days): two years.
 pub const MAX_DAYS: i64 = 731;
 
+/// The longest range of the per-day, per-modality table (days): a quarter — a year of it is
+/// some 30 000 rows for a region, a download rather than an answer; the trend covers years.
+pub const MAX_DAILY_DAYS: i64 = 92;
+
 /// A range of UTC days, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Period {
@@ -41,6 +45,11 @@ pub enum BadPeriod {
     /// Too long.
     #[error("the range has {0} days; at most {MAX_DAYS} (two years) are answered at once")]
     TooLong(i64),
+    /// Too long for the per-day table.
+    #[error(
+        "the range has {0} days; the per-day table answers at most {MAX_DAILY_DAYS} days at once (ask for the trend for longer ranges, or several quarters)"
+    )]
+    TooLongForDaily(i64),
     /// `days` not a count.
     #[error("days={0:?}: give a number of days from 1 to {MAX_DAYS}, e.g. 7, 30 or 365")]
     Days(String),
@@ -97,6 +106,14 @@ impl Period {
             return Err(BadPeriod::TooLong(n));
         }
         Ok(p)
+    }
+
+    /// Itself, if short enough for the per-day table.
+    pub fn for_daily(self) -> Result<Period, BadPeriod> {
+        match self.days() {
+            n if n > MAX_DAILY_DAYS => Err(BadPeriod::TooLongForDaily(n)),
+            _ => Ok(self),
+        }
     }
 
     /// Its number of days.
@@ -380,6 +397,9 @@ mod tests {
             let e = Period::parse(None, None, Some(bad), 30, today).expect_err(bad);
             assert!(e.to_string().contains("give a number of days"), "{e}");
         }
+        assert!(Period::last(92, today).for_daily().is_ok());
+        let e = Period::last(93, today).for_daily().expect_err("long");
+        assert!(e.to_string().contains("at most 92 days"), "{e}");
         let e = Period::parse(Some("2026-02-30"), None, None, 30, today).expect_err("date");
         assert!(e.to_string().contains("YYYY-MM-DD"), "{e}");
     }

@@ -406,6 +406,40 @@ pub const ROUTES: &[Route] = &[
         P::DevicesOperate,
         T::Alert,
     ),
+    // analytics (issue 13 part 2): the region's numbers, pages and API, within the caller's sites.
+    r(V::Get, "/analytics", P::DevicesRead, T::Filtered),
+    r(V::Get, "/analytics/daily", P::DevicesRead, T::Filtered),
+    r(V::Get, "/static/analytics-charts.js", P::Public, T::None),
+    r(
+        V::Get,
+        "/api/v1/analytics/overview",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Get,
+        "/api/v1/analytics/daily",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Get,
+        "/api/v1/analytics/trend",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Get,
+        "/api/v1/analytics/devices",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Get,
+        "/api/v1/analytics/delay",
+        P::DevicesRead,
+        T::Filtered,
+    ),
     // wall (issue 13 part 1): display links (admins), and the wall itself, which its link's
     // secret authorises (no session; unknown or revoked: 404).
     r(V::Get, "/displays", P::DisplaysManage, T::None),
@@ -467,6 +501,8 @@ mod tests {
                 "/static/uplot-1.6.32.min.js",
                 "/static/uplot-1.6.32.min.css",
                 "/static/device-charts.js",
+                // analytics: the Analytics page's charts script
+                "/static/analytics-charts.js",
                 // wall: the display link's secret authorises
                 "/static/wall.js",
                 "/static/wall.css",

@@ -25,6 +25,8 @@ pub mod device_page;
 pub mod device_view;
 // alerts (issue 13 part 3): the Alerts page.
 pub mod alerts;
+// analytics (issue 13 part 2): the Analytics pages.
+pub mod analytics;
 
 use std::sync::Arc;
 
@@ -154,6 +156,15 @@ pub async fn charts_js() -> Response {
         "text/javascript; charset=utf-8",
         "public, max-age=3600",
         assets::CHARTS_JS,
+    )
+}
+
+/// `GET /static/analytics-charts.js` (analytics, issue 13 part 2; ours: a short cache).
+pub async fn analytics_js() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        "public, max-age=3600",
+        assets::ANALYTICS_JS,
     )
 }
 

@@ -33,6 +33,8 @@ pub enum Nav {
     Alerts,
     /// The wall's display links (wall, issue 13 part 1).
     Displays,
+    /// analytics (issue 13 part 2): the region's numbers.
+    Analytics,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
@@ -69,6 +71,8 @@ pub fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> M
                             a href="/sites" aria-current=[(nav == Nav::Sites).then_some("page")] { "Sites" }
                             // alerts (issue 13 part 3).
                             a href="/alerts" aria-current=[(nav == Nav::Alerts).then_some("page")] { "Alerts" }
+                            // analytics (issue 13 part 2).
+                            a href="/analytics" aria-current=[(nav == Nav::Analytics).then_some("page")] { "Analytics" }
                             // console-auth (issue 12): the account and administration pages.
                             (super::admin::nav_links(p, nav))
                         }

@@ -11,6 +11,7 @@ use medgate_contract::EventBody;
 use sqlx::{AnyConnection, Row};
 
 use super::{Result, Store, db_int, json, multi_row_sql};
+use crate::analytics::history::History;
 use crate::analytics::report::{Daily, DayRow, Delays, Devices, MixRow, Overview, Period, Trend};
 use crate::analytics::{Counts, RECENT_DAYS, Rollup, SLOT_MS};
 use crate::auth::SiteScope;
@@ -239,6 +240,25 @@ impl Store {
             );
         }
         Ok(summed)
+    }
+
+    /// Writes `history`'s studies of the days `from` to the day of `now_ms` (up to `now_ms`)
+    /// into the rollups, one transaction per day — for the demo and the benchmark: the events
+    /// table is not written (it holds only what appliances really sent). Returns the studies.
+    pub async fn seed_history(&self, history: &History, from: Day, now_ms: i64) -> Result<u64> {
+        let mut studies = 0u64;
+        let mut day = from;
+        while day <= Day::of_ms(now_ms) {
+            let mut rollup = Rollup::default();
+            studies += history.day(day, now_ms, |d, at, e| {
+                rollup.add(&d.site, &d.device, at, e, now_ms);
+            });
+            let mut batch = self.begin().await?;
+            self.write_rollup(batch.conn(), &rollup).await?;
+            batch.commit().await?;
+            day = day.plus(1);
+        }
+        Ok(studies)
     }
 
     /// Drops five-minute slots older than [`RECENT_DAYS`] before `now_ms`. Returns the rows
