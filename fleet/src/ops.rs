@@ -982,7 +982,7 @@ impl Ops {
     // ---- upkeep ----
 
     /// One round of upkeep: offline detection from missed heartbeats, and, when `downsample`,
-    /// telemetry downsampling and retention.
+    /// telemetry downsampling and retention and the analytics slots' pruning.
     pub async fn upkeep(&self, downsample: bool) {
         let now = now_db();
         match self
@@ -1014,6 +1014,15 @@ impl Ops {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "telemetry downsampling failed"),
+            }
+            // analytics: the wall's five-minute slots are kept 8 days.
+            match self.store.prune_analytics_recent(now).await {
+                Ok(n) if n > 0 => tracing::info!(
+                    rows = n,
+                    "analytics five-minute slots older than 8 days dropped"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "analytics pruning failed"),
             }
         }
     }
