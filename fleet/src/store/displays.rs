@@ -64,15 +64,102 @@ macro_rules! display_columns {
     };
 }
 
-/// The day's study figures of one site (from the appliances' study events).
+/// One modality's share of a day (from its study events; no modality known: `other`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Today {
-    /// Studies (or parts of studies, one per association) received.
+pub struct ModalityDay {
+    /// Studies received.
     pub studies: u64,
-    /// Images (DICOM objects) received.
+    /// Images received.
+    pub images: u64,
+}
+
+/// The study figures of one site for a day and the last hour (from the appliances' study
+/// events).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Today {
+    /// Studies (or parts of studies, one per association) received today.
+    pub studies: u64,
+    /// Images (DICOM objects) received today.
     pub images_received: u64,
-    /// Images confirmed by a destination (each destination counts).
+    /// Images confirmed by a destination today (each destination counts).
     pub images_forwarded: u64,
+    /// Today's studies and images by modality code (`CT`, `MR`, … and `other`).
+    pub modalities: BTreeMap<String, ModalityDay>,
+    /// Images received in the last hour.
+    pub hour_received: u64,
+    /// Images forwarded in the last hour.
+    pub hour_forwarded: u64,
+}
+
+/// The modality bucket of events without a modality.
+pub const OTHER_MODALITY: &str = "other";
+
+impl Today {
+    /// Counts one event of `at_ms` into the day (from `since_ms`) and the last hour (from
+    /// `hour_since_ms`); other events and older ones count nowhere.
+    pub fn count(&mut self, e: &EventBody, at_ms: i64, since_ms: i64, hour_since_ms: i64) {
+        let (day, hour) = (at_ms >= since_ms, at_ms >= hour_since_ms);
+        match e {
+            EventBody::StudyReceived {
+                received, modality, ..
+            } => {
+                if day {
+                    self.studies += 1;
+                    self.images_received = self.images_received.saturating_add(received.objects);
+                    let m = self
+                        .modalities
+                        .entry(
+                            modality
+                                .as_ref()
+                                .map_or(OTHER_MODALITY, |m| m.as_str())
+                                .to_owned(),
+                        )
+                        .or_default();
+                    m.studies += 1;
+                    m.images = m.images.saturating_add(received.objects);
+                }
+                if hour {
+                    self.hour_received = self.hour_received.saturating_add(received.objects);
+                }
+            }
+            EventBody::StudyForwarded { forwarded, .. } => {
+                if day {
+                    self.images_forwarded = self.images_forwarded.saturating_add(forwarded.objects);
+                }
+                if hour {
+                    self.hour_forwarded = self.hour_forwarded.saturating_add(forwarded.objects);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds another site's figures (the region's totals).
+    pub fn add(&mut self, o: &Today) {
+        self.studies = self.studies.saturating_add(o.studies);
+        self.images_received = self.images_received.saturating_add(o.images_received);
+        self.images_forwarded = self.images_forwarded.saturating_add(o.images_forwarded);
+        self.hour_received = self.hour_received.saturating_add(o.hour_received);
+        self.hour_forwarded = self.hour_forwarded.saturating_add(o.hour_forwarded);
+        for (k, v) in &o.modalities {
+            let m = self.modalities.entry(k.clone()).or_default();
+            m.studies = m.studies.saturating_add(v.studies);
+            m.images = m.images.saturating_add(v.images);
+        }
+    }
+
+    /// The modalities with the most studies (then by code), at most `n`, and how many more.
+    pub fn top_modalities(&self, n: usize) -> (Vec<(&str, ModalityDay)>, usize) {
+        let mut v: Vec<(&str, ModalityDay)> = self
+            .modalities
+            .iter()
+            .map(|(k, m)| (k.as_str(), *m))
+            .collect();
+        v.sort_by(|a, b| b.1.studies.cmp(&a.1.studies).then(a.0.cmp(b.0)));
+        let more = v.len().saturating_sub(n);
+        v.truncate(n);
+        (v, more)
+    }
 }
 
 impl Store {
@@ -156,33 +243,106 @@ impl Store {
         Ok(())
     }
 
-    /// The study figures since `since_ms` (device clock), by site id.
-    pub async fn today_by_site(&self, since_ms: i64) -> Result<BTreeMap<String, Today>> {
+    /// The study figures by site id: the day from `since_ms` and the last hour from
+    /// `hour_since_ms` (device clock; either may be the earlier). A scan of the events — the
+    /// shape lets rollup tables answer it instead.
+    pub async fn today_by_site(
+        &self,
+        since_ms: i64,
+        hour_since_ms: i64,
+    ) -> Result<BTreeMap<String, Today>> {
         let rows = sqlx::query(
-            "SELECT d.site_id, e.data FROM events e JOIN devices d ON d.id = e.device_id \
+            "SELECT d.site_id, e.at_ms, e.data FROM events e JOIN devices d ON d.id = e.device_id \
              WHERE e.at_ms >= $1 AND e.kind IN ('study_received', 'study_forwarded')",
         )
-        .bind(since_ms)
+        .bind(since_ms.min(hour_since_ms))
         .fetch_all(&self.pool)
         .await?;
         let mut out: BTreeMap<String, Today> = BTreeMap::new();
         for r in &rows {
             let site: String = r.try_get("site_id")?;
+            let at_ms: i64 = r.try_get("at_ms")?;
             let Ok(e) = json::<EventBody>(r, "data") else {
                 continue;
             };
-            let t = out.entry(site).or_default();
-            match e {
-                EventBody::StudyReceived { received, .. } => {
-                    t.studies += 1;
-                    t.images_received = t.images_received.saturating_add(received.objects);
-                }
-                EventBody::StudyForwarded { forwarded, .. } => {
-                    t.images_forwarded = t.images_forwarded.saturating_add(forwarded.objects);
-                }
-                _ => {}
-            }
+            out.entry(site)
+                .or_default()
+                .count(&e, at_ms, since_ms, hour_since_ms);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medgate_contract::{AeTitle, Flow, Modality, Token};
+
+    fn received(modality: Option<&str>, objects: u64) -> EventBody {
+        EventBody::StudyReceived {
+            calling_ae: AeTitle::new("CT01").expect("ae"),
+            called_ae: AeTitle::new("MEDGATE").expect("ae"),
+            modality: modality.map(|m| Modality::new(m).expect("modality")),
+            sop_classes: vec![],
+            received: Flow { objects, bytes: 0 },
+            duration_ms: 1,
+        }
+    }
+
+    fn forwarded(objects: u64) -> EventBody {
+        EventBody::StudyForwarded {
+            destination: Token::new("archive").expect("token"),
+            modality: None,
+            forwarded: Flow { objects, bytes: 0 },
+            latency_ms: 1,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn the_day_counts_by_modality_and_the_last_hour_apart() {
+        // The day starts at 100, the last hour at 50 (just after midnight): an event at 60 is
+        // in the last hour only, one at 120 in both, one at 10 in neither.
+        let mut t = Today::default();
+        for (e, at) in [
+            (received(Some("CT"), 100), 120),
+            (received(Some("CT"), 50), 130),
+            (received(Some("MR"), 30), 140),
+            (received(None, 7), 150),
+            (received(Some("DX"), 5), 60),
+            (received(Some("US"), 9), 10),
+            (forwarded(100), 125),
+            (forwarded(4), 70),
+            (forwarded(8), 10),
+        ] {
+            t.count(&e, at, 100, 50);
+        }
+        assert_eq!(
+            (t.studies, t.images_received, t.images_forwarded),
+            (4, 187, 100)
+        );
+        assert_eq!((t.hour_received, t.hour_forwarded), (192, 104));
+        assert_eq!(
+            t.modalities.get("CT"),
+            Some(&ModalityDay {
+                studies: 2,
+                images: 150
+            })
+        );
+        assert_eq!(t.modalities.get(OTHER_MODALITY).map(|m| m.images), Some(7));
+        assert!(!t.modalities.contains_key("DX"), "before the day began");
+        let (top, more) = t.top_modalities(2);
+        let codes: Vec<&str> = top.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            (codes, more),
+            (vec!["CT", "MR"], 1),
+            "most studies, then by code"
+        );
+
+        let mut region = Today::default();
+        region.add(&t);
+        region.add(&t);
+        assert_eq!((region.studies, region.hour_forwarded), (8, 208));
+        assert_eq!(region.modalities.get("CT").map(|m| m.studies), Some(4));
     }
 }
