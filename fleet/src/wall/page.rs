@@ -88,14 +88,16 @@ fn columns(n: usize) -> usize {
     }
 }
 
-/// Tile size class for the busiest hospital's number of appliances and the rows of hospitals.
+/// Tile size class for the busiest hospital's number of appliances and the rows of hospitals
+/// (the alarms band, the region's line and three lines of figures per hospital take their share
+/// of the height first).
 fn density(tiles: usize, rows: usize) -> usize {
     let per_screen = tiles * rows;
     match per_screen {
-        0..=4 => 1,
-        5..=9 => 2,
-        10..=20 => 3,
-        21..=40 => 4,
+        0..=2 => 1,
+        3..=5 => 2,
+        6..=14 => 3,
+        15..=32 => 4,
         _ => 5,
     }
 }
@@ -255,22 +257,20 @@ pub fn fragment(w: &Wall) -> Markup {
     let r = &w.region;
     html! {
         div.totals-bar {
-            div.summaries {
-                p.summary { (w.tiles()) " appliances · " (w.sites.len()) " hospitals" }
-                p.region {
-                    span.r-label { "Region today " }
-                    strong { (count(r.studies)) " exams" }
-                    @if !r.modalities.is_empty() { " (" (modalities(r)) ")" }
-                    " · images " (in_out(r.images_received, r.images_forwarded))
-                    " · last hour " (in_out(r.hour_received, r.hour_forwarded))
-                }
-            }
+            p.summary { (w.tiles()) " appliances · " (w.sites.len()) " hospitals" }
             ul.totals aria-label="Appliances by state" {
                 @for l in Level::ALL {
                     li class=(l.class()) {
                         span aria-hidden="true" { (l.icon()) } " " (level_count(l, w.levels.get(&l).copied().unwrap_or(0)))
                     }
                 }
+            }
+            p.region {
+                span.r-label { "Region today " }
+                strong { (count(r.studies)) " exams" }
+                @if !r.modalities.is_empty() { " (" (modalities(r)) ")" }
+                " · images " (in_out(r.images_received, r.images_forwarded))
+                " · last hour " (in_out(r.hour_received, r.hour_forwarded))
             }
         }
         (alarms_markup(&w.alarms, w.at_ms, alarm_lines(rows)))
