@@ -4,7 +4,10 @@
 // - No event for 6 s: the page says "FEED LOST — data from HH:MM:SS" and greys the tiles.
 // - On error the stream is closed and re-opened with backoff (1 s doubling to 5 s), after a
 //   check of the page itself: 404 means the link was revoked meanwhile.
-// - Each tile's "data N old" is kept current from the fleet's clock (offset taken from events).
+// - The events URL carries this screen's UTC offset (`tz`, minutes, Date.getTimezoneOffset(),
+//   read at each (re)connect): the server's "today" starts at this screen's local midnight.
+// - Each tile's "data N old" and each alarm's "for N min" are kept current from the fleet's
+//   clock (offset taken from events).
 // - Night mode: data-night="on|off|auto"; auto dims between data-night-from and data-night-to
 //   (local hours of this screen).
 // For the browser tests: window.__wall holds the state, snapshots received and, per snapshot
@@ -12,7 +15,7 @@
 (function () {
   'use strict';
   var body = document.body;
-  var url = body.dataset.events;
+  var base = body.dataset.events;
   var live = document.getElementById('live');
   var feed = document.getElementById('feed');
   var clock = document.getElementById('clock');
@@ -46,6 +49,15 @@
       var secs = Math.max(0, Math.floor((now - at) / 1000));
       els[i].textContent = 'data ' + span(secs) + ' old';
     }
+    var since = live.querySelectorAll('.a-for[data-since]');
+    for (var j = 0; j < since.length; j++) {
+      var from = Number(since[j].getAttribute('data-since'));
+      since[j].textContent = 'for ' + span(Math.max(0, Math.floor((now - from) / 1000)));
+    }
+  }
+
+  function eventsUrl() {
+    return base + (base.indexOf('?') < 0 ? '?' : '&') + 'tz=' + new Date().getTimezoneOffset();
   }
 
   function night() {
@@ -134,7 +146,7 @@
 
   function open() {
     if (ended) return;
-    es = new EventSource(url);
+    es = new EventSource(eventsUrl());
     es.addEventListener('open', function () { backoff = 1000; state.opened++; });
     es.addEventListener('snapshot', onSnapshot);
     es.addEventListener('beat', function (e) {

@@ -210,10 +210,12 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
     if config.alerts.enabled {
         let channels = alerts::Channels::new(&config.alerts, config.devices.public_url.clone())
             .map_err(ServeError::Alerts)?;
+        let walls = app.clone();
         tokio::spawn(alerts::evaluate(
             app.ops.store.clone(),
             config.alerts.clone(),
             channels.list(),
+            move || walls.ops.wall.changed(),
         ));
         tokio::spawn(alerts::deliver(
             app.ops.store.clone(),

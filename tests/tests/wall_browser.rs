@@ -5,8 +5,10 @@
 //! The scenario creates a display link in the console, opens the wall without a session and
 //! asks this test (through files in a control directory: `<n>.req` holds the action, this test
 //! answers `<n>.done`) to start and kill an appliance, and to kill and restart the fleet on the
-//! same ports and database; it measures change → pixels latency over 100 changes, takes the
-//! screenshots at 1920×1080 and 3840×2160, day and night, and revokes the link.
+//! same ports and database, and to take an appliance's archive down and up (the fleet's alert
+//! rules, with short thresholds, raise and clear a real alert: the alarms band shows it); it
+//! measures change → pixels latency over 100 changes, takes the screenshots at 1920×1080 and
+//! 3840×2160, day and night, and revokes the link.
 
 mod fleet_support;
 
@@ -155,12 +157,25 @@ fn start_reporter(
     .expect("reporter")
 }
 
-fn studies(r: &Reporter, n: u64) {
+/// The alert rules with short holds: a condition that holds a second raises its alert.
+const ALERTS: &str = "[alerts]\nevaluate_secs = 1\narchive_unreachable_for_secs = 1\n\
+     offline_for_secs = 2\noldest_queued_warning_secs = 800\noldest_queued_for_secs = 1\n\
+     disk_for_secs = 1\n";
+
+/// The modality an appliance's studies come from (by its device id; the cardiology one sends
+/// none: counted as "other").
+fn modality_of(device: &str) -> Option<Modality> {
+    let code = device.split('-').next().unwrap_or("").to_ascii_uppercase();
+    (code != "ECG").then(|| Modality::new(&code).expect("valid"))
+}
+
+/// `n` studies from the appliance's modality, each received and forwarded.
+fn studies(r: &Reporter, device: &str, n: u64) {
     for i in 1..=n {
         r.event(EventBody::StudyReceived {
             calling_ae: AeTitle::new("CT01").expect("valid"),
             called_ae: AeTitle::new("MEDGATE").expect("valid"),
-            modality: Some(Modality::new("CT").expect("valid")),
+            modality: modality_of(device),
             sop_classes: vec![],
             received: Flow {
                 objects: 100 + i,
@@ -171,7 +186,7 @@ fn studies(r: &Reporter, n: u64) {
         .expect("event");
         r.event(EventBody::StudyForwarded {
             destination: Token::new("archive").expect("valid"),
-            modality: Some(Modality::new("CT").expect("valid")),
+            modality: modality_of(device),
             forwarded: Flow {
                 objects: 100 + i,
                 bytes: 0,
@@ -185,13 +200,14 @@ fn studies(r: &Reporter, n: u64) {
 
 /// A device appears within 2 s, turns red with its reason when killed and green when back; the
 /// fleet killed shows "feed lost" within 10 s and the wall is live again by itself after the
-/// restart; 100 changes measured change → pixels; screenshots at both sizes, day and night; a
-/// revoked link closes the wall at once.
+/// restart; 100 changes measured change → pixels; an alert raised and cleared by the rules shows
+/// in and leaves the alarms band within 2 s; exams by modality; screenshots at both sizes, day
+/// and night; a revoked link closes the wall at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut fleet = Fleet::start(&dir.path().join("fleet"))
+    let mut fleet = Fleet::start_extra(&dir.path().join("fleet"), ALERTS)
         .await
         .expect("fleet");
     let api = Api {
@@ -238,7 +254,7 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
         // ct-1 is started by the scenario (it must appear within 2 s).
         if device != "ct-1" {
             let r = start_reporter(fleet.mqtt_port, dir.path(), site, device, f, 2);
-            studies(&r, 3);
+            studies(&r, device, 3);
             reporters.insert(device, r);
         }
     }
@@ -267,6 +283,8 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
                     ("ADMIN_TOKEN", &token),
                     ("LIVE_DEVICE", "ct-1"),
                     ("LATENCY_DEVICE", "dx-1"),
+                    ("ALARM_DEVICE", "us-2"),
+                    ("CALM_SITE", "Lakeside Clinic"),
                 ],
             )
             .await;
@@ -284,7 +302,7 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
             "start ct-1" => {
                 let f = figures["ct-1"].clone();
                 let r = start_reporter(fleet.mqtt_port, dir.path(), "st-marien", "ct-1", f, 1);
-                studies(&r, 2);
+                studies(&r, "ct-1", 2);
                 reporters.insert("ct-1", r);
                 "ok".to_owned()
             }
@@ -297,6 +315,26 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
                 }
                 None => "ct-1 is not running".to_owned(),
             },
+            // The archive of us-2 stops answering (the appliance backs off, its queue grows)
+            // and comes back: the fleet's rules raise and clear `archive_unreachable`.
+            "archive down us-2" => {
+                if let Ok(mut s) = figures["us-2"].snapshot.lock() {
+                    s.queue = QueueStats {
+                        depth: 25,
+                        oldest_age_secs: 90,
+                    };
+                    s.destinations[0].state = DestinationState::BackingOff;
+                    s.destinations[0].depth = 25;
+                    s.destinations[0].oldest_age_secs = 90;
+                }
+                "ok".to_owned()
+            }
+            "archive up us-2" => {
+                if let Ok(mut s) = figures["us-2"].snapshot.lock() {
+                    *s = healthy();
+                }
+                "ok".to_owned()
+            }
             "kill fleet" => match fleet.kill() {
                 Ok(()) => "ok".to_owned(),
                 Err(e) => format!("{e:#}"),
@@ -329,7 +367,11 @@ async fn the_wall_is_live_recovers_and_closes_when_revoked_in_chromium() {
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    assert_eq!(actions, ["display.revoke", "display.create"], "{log}");
+    assert_eq!(
+        actions,
+        ["display.revoke", "display.create", "display.create"],
+        "{log}"
+    );
     assert!(entries.iter().all(|e| e["actor"] == "it-admin"), "{log}");
     assert!(
         !log.to_string().contains("mgd_"),

@@ -374,30 +374,39 @@ impl Channels {
 }
 
 /// The evaluator: every `evaluate_secs`, the rules over every device, the machine's
-/// transitions written (idempotently: see [`crate::store::alerts`]).
-pub async fn evaluate(store: Store, settings: AlertsSection, channels: Vec<Channel>) {
+/// transitions written (idempotently: see [`crate::store::alerts`]); `changed` is called after
+/// an evaluation that raised, escalated or cleared an alert (the wall's "fleet changed").
+pub async fn evaluate(
+    store: Store,
+    settings: AlertsSection,
+    channels: Vec<Channel>,
+    changed: impl Fn() + Send + 'static,
+) {
     let mut machine = Machine::default();
     let mut quarantine = QuarantineHistory::default();
     let mut tick = tokio::time::interval(Duration::from_secs(settings.evaluate_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) =
-            evaluate_once(&store, &settings, &channels, &mut machine, &mut quarantine).await
-        {
-            tracing::warn!(error = %e, "alert evaluation failed; trying again at the next interval");
+        match evaluate_once(&store, &settings, &channels, &mut machine, &mut quarantine).await {
+            Ok(0) => {}
+            Ok(_) => changed(),
+            Err(e) => {
+                tracing::warn!(error = %e, "alert evaluation failed; trying again at the next interval");
+            }
         }
     }
 }
 
-/// One evaluation (the evaluator's step; tests call it directly).
+/// One evaluation (the evaluator's step; tests call it directly): how many alerts it raised,
+/// escalated or cleared.
 pub async fn evaluate_once(
     store: &Store,
     t: &AlertsSection,
     channels: &[Channel],
     machine: &mut Machine,
     quarantine: &mut QuarantineHistory,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<usize, crate::store::StoreError> {
     let now = crate::store::now_db();
     let devices = store.devices(None).await?;
     // Telemetry older than a few intervals is not "latest" (the device will be offline soon).
@@ -423,24 +432,28 @@ pub async fn evaluate_once(
     let keep: HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
     quarantine.retain(&keep);
     let firing = store.alerts_firing().await?;
+    let mut written = 0;
     for tr in machine.step(now, &evaluations, &firing, |k| rules::hold_ms(t, k)) {
         match tr {
             Transition::Raise(c) => {
                 if let Some(id) = store.raise_alert(&c, now, channels).await? {
+                    written += 1;
                     tracing::warn!(alert = %id, device = %c.device, kind = %c.kind, severity = %c.severity, "alert raised: {}", c.words);
                 }
             }
             Transition::Escalate { id, condition } => {
                 store.escalate_alert(&id, &condition).await?;
+                written += 1;
             }
             Transition::Clear { id } => {
                 if store.clear_alert(&id, now, channels).await? {
+                    written += 1;
                     tracing::info!(alert = %id, "alert cleared");
                 }
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The delivery: the due notifications of the outbox, each claimed, attempted, and recorded

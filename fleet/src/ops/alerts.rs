@@ -63,6 +63,8 @@ impl Ops {
             .await?
             .ok_or_else(|| OpError::NotFound("no such alert".into()))?;
         if changed {
+            // wall (issue 13 part 1): the alarms band says "acknowledged".
+            self.wall.changed();
             self.audit(
                 actor,
                 "alert.ack",
@@ -99,6 +101,8 @@ impl Ops {
         let now = now_db();
         let until = now.saturating_add(i64::try_from(minutes).unwrap_or(0) * 60_000);
         self.store.silence_alert(id, until).await?;
+        // wall (issue 13 part 1): the alarms band says "silenced".
+        self.wall.changed();
         let after = self
             .store
             .alert(id)

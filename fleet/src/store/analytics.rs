@@ -273,8 +273,8 @@ impl Store {
             .rows_affected())
     }
 
-    /// Per site, modality: the counts of the five-minute slots from the one holding `since_ms`
-    /// (the wall's "today" and "last hour").
+    /// Per site, modality: the counts of the five-minute slots that start at or after `since_ms`
+    /// (the wall's "today" and "last hour"; a bound inside a slot leaves that slot out).
     pub async fn analytics_recent(
         &self,
         scope: &SiteScope,
@@ -285,7 +285,8 @@ impl Store {
             "SELECT site_id, modality, {SUMS} FROM analytics_recent WHERE slot >= $1{filter} \
              GROUP BY site_id, modality"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since_ms.div_euclid(SLOT_MS));
+        let first = since_ms.div_euclid(SLOT_MS) + i64::from(since_ms.rem_euclid(SLOT_MS) > 0);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first);
         for s in sites {
             q = q.bind(s);
         }

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use medgate_contract::EventBody;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, json, json_opt, rows_changed};
+use super::{Result, Store, json_opt, rows_changed};
+use crate::analytics::Counts;
+use crate::auth::SiteScope;
 
 /// A display link as the console lists it (no hash, no secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,15 +65,89 @@ macro_rules! display_columns {
     };
 }
 
-/// The day's study figures of one site (from the appliances' study events).
+/// One modality's share of a day (from its study events; no modality known: `other`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Today {
-    /// Studies (or parts of studies, one per association) received.
+pub struct ModalityDay {
+    /// Studies received.
     pub studies: u64,
-    /// Images (DICOM objects) received.
+    /// Images received.
+    pub images: u64,
+}
+
+/// The study figures of one site for a day and the last hour (from the appliances' study
+/// events).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Today {
+    /// Studies (or parts of studies, one per association) received today.
+    pub studies: u64,
+    /// Images (DICOM objects) received today.
     pub images_received: u64,
-    /// Images confirmed by a destination (each destination counts).
+    /// Images confirmed by a destination today (each destination counts).
     pub images_forwarded: u64,
+    /// Today's studies and images by modality code (`CT`, `MR`, … and `other`).
+    pub modalities: BTreeMap<String, ModalityDay>,
+    /// Images received in the last hour.
+    pub hour_received: u64,
+    /// Images forwarded in the last hour.
+    pub hour_forwarded: u64,
+}
+
+/// The modality bucket of events without a modality.
+pub const OTHER_MODALITY: &str = "other";
+
+impl Today {
+    /// A site's day and last hour from its rollup counts per modality (`""`, no modality
+    /// known, is [`OTHER_MODALITY`]).
+    pub fn of(day: &BTreeMap<String, Counts>, hour: &BTreeMap<String, Counts>) -> Today {
+        let mut t = Today::default();
+        for (m, c) in day {
+            t.studies = t.studies.saturating_add(c.studies);
+            t.images_received = t.images_received.saturating_add(c.images);
+            t.images_forwarded = t.images_forwarded.saturating_add(c.images_forwarded);
+            if c.studies > 0 || c.images > 0 {
+                let key = if m.is_empty() {
+                    OTHER_MODALITY
+                } else {
+                    m.as_str()
+                };
+                let e = t.modalities.entry(key.to_owned()).or_default();
+                e.studies = e.studies.saturating_add(c.studies);
+                e.images = e.images.saturating_add(c.images);
+            }
+        }
+        for c in hour.values() {
+            t.hour_received = t.hour_received.saturating_add(c.images);
+            t.hour_forwarded = t.hour_forwarded.saturating_add(c.images_forwarded);
+        }
+        t
+    }
+
+    /// Adds another site's figures (the region's totals).
+    pub fn add(&mut self, o: &Today) {
+        self.studies = self.studies.saturating_add(o.studies);
+        self.images_received = self.images_received.saturating_add(o.images_received);
+        self.images_forwarded = self.images_forwarded.saturating_add(o.images_forwarded);
+        self.hour_received = self.hour_received.saturating_add(o.hour_received);
+        self.hour_forwarded = self.hour_forwarded.saturating_add(o.hour_forwarded);
+        for (k, v) in &o.modalities {
+            let m = self.modalities.entry(k.clone()).or_default();
+            m.studies = m.studies.saturating_add(v.studies);
+            m.images = m.images.saturating_add(v.images);
+        }
+    }
+
+    /// The modalities with the most studies (then by code), at most `n`, and how many more.
+    pub fn top_modalities(&self, n: usize) -> (Vec<(&str, ModalityDay)>, usize) {
+        let mut v: Vec<(&str, ModalityDay)> = self
+            .modalities
+            .iter()
+            .map(|(k, m)| (k.as_str(), *m))
+            .collect();
+        v.sort_by(|a, b| b.1.studies.cmp(&a.1.studies).then(a.0.cmp(b.0)));
+        let more = v.len().saturating_sub(n);
+        v.truncate(n);
+        (v, more)
+    }
 }
 
 impl Store {
@@ -156,33 +231,84 @@ impl Store {
         Ok(())
     }
 
-    /// The study figures since `since_ms` (device clock), by site id.
-    pub async fn today_by_site(&self, since_ms: i64) -> Result<BTreeMap<String, Today>> {
-        let rows = sqlx::query(
-            "SELECT d.site_id, e.data FROM events e JOIN devices d ON d.id = e.device_id \
-             WHERE e.at_ms >= $1 AND e.kind IN ('study_received', 'study_forwarded')",
-        )
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out: BTreeMap<String, Today> = BTreeMap::new();
-        for r in &rows {
-            let site: String = r.try_get("site_id")?;
-            let Ok(e) = json::<EventBody>(r, "data") else {
-                continue;
-            };
-            let t = out.entry(site).or_default();
-            match e {
-                EventBody::StudyReceived { received, .. } => {
-                    t.studies += 1;
-                    t.images_received = t.images_received.saturating_add(received.objects);
-                }
-                EventBody::StudyForwarded { forwarded, .. } => {
-                    t.images_forwarded = t.images_forwarded.saturating_add(forwarded.objects);
-                }
-                _ => {}
+    /// The study figures per site id since `since_ms` (the wall's day) and since
+    /// `hour_since_ms` (its last hour), device clock — from the five-minute rollup slots
+    /// (analytics), each bound rounded up to its slot: the day from local midnight exactly (every
+    /// time zone's midnight is a slot boundary), the last hour as its whole slots (55 to 60 min).
+    pub async fn today_by_site(
+        &self,
+        since_ms: i64,
+        hour_since_ms: i64,
+    ) -> Result<BTreeMap<String, Today>> {
+        let day = self.analytics_recent(&SiteScope::All, since_ms).await?;
+        let hour = self
+            .analytics_recent(&SiteScope::All, hour_since_ms)
+            .await?;
+        let empty = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for site in day.keys().chain(hour.keys()) {
+            if !out.contains_key(site) {
+                let t = Today::of(
+                    day.get(site).unwrap_or(&empty),
+                    hour.get(site).unwrap_or(&empty),
+                );
+                out.insert(site.clone(), t);
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_day_counts_by_modality_and_the_last_hour_apart() {
+        let c = |studies, images, images_forwarded| Counts {
+            studies,
+            images,
+            images_forwarded,
+            ..Counts::default()
+        };
+        let day: BTreeMap<String, Counts> = [
+            ("CT".to_string(), c(2, 150, 100)),
+            ("MR".to_string(), c(1, 30, 0)),
+            (String::new(), c(1, 7, 0)),
+        ]
+        .into();
+        let hour: BTreeMap<String, Counts> = [
+            ("CT".to_string(), c(1, 100, 100)),
+            ("DX".to_string(), c(1, 92, 4)),
+        ]
+        .into();
+        let t = Today::of(&day, &hour);
+        assert_eq!(
+            (t.studies, t.images_received, t.images_forwarded),
+            (4, 187, 100)
+        );
+        assert_eq!((t.hour_received, t.hour_forwarded), (192, 104));
+        assert_eq!(
+            t.modalities.get("CT"),
+            Some(&ModalityDay {
+                studies: 2,
+                images: 150
+            })
+        );
+        assert_eq!(t.modalities.get(OTHER_MODALITY).map(|m| m.images), Some(7));
+        assert!(!t.modalities.contains_key("DX"), "in the last hour only");
+        let (top, more) = t.top_modalities(2);
+        let codes: Vec<&str> = top.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            (codes, more),
+            (vec!["CT", "MR"], 1),
+            "most studies, then by code"
+        );
+
+        let mut region = Today::default();
+        region.add(&t);
+        region.add(&t);
+        assert_eq!((region.studies, region.hour_forwarded), (8, 208));
+        assert_eq!(region.modalities.get("CT").map(|m| m.studies), Some(4));
     }
 }

@@ -671,3 +671,106 @@ async fn file_chunks_assemble_in_order_once_and_check_the_digest() {
     assert!(file.reason.expect("reason").contains("sha256"));
     assert_eq!(store.command_file_content("c-3").await.expect("r"), None);
 }
+
+/// wall (issue 13 part 1): the day's and the last hour's figures by site and modality, from the
+/// study events as stored (through the analytics rollups' five-minute slots), with the day
+/// starting after the last hour begins and before it.
+#[tokio::test]
+async fn today_by_site_counts_the_day_and_the_last_hour_by_modality() {
+    use medgate_contract::{AeTitle, EventId, Flow, Modality, Token};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store = Store::connect(&url, None).await.expect("connect");
+    let (s1, s2) = (
+        SiteId::new("s1").expect("id"),
+        SiteId::new("s2").expect("id"),
+    );
+    let (a, b) = (
+        DeviceId::new("a").expect("id"),
+        DeviceId::new("b").expect("id"),
+    );
+    let received = |modality: Option<&str>, objects: u64| EventBody::StudyReceived {
+        calling_ae: AeTitle::new("CT01").expect("ae"),
+        called_ae: AeTitle::new("MEDGATE").expect("ae"),
+        modality: modality.map(|m| Modality::new(m).expect("modality")),
+        sop_classes: vec![],
+        received: Flow { objects, bytes: 0 },
+        duration_ms: 1,
+    };
+    let forwarded = |objects: u64| EventBody::StudyForwarded {
+        destination: Token::new("archive").expect("token"),
+        modality: None,
+        forwarded: Flow { objects, bytes: 0 },
+        latency_ms: 1,
+        attempts: 1,
+    };
+    // Times in thousandths of a five-minute slot (the rollup's resolution): 5_000 is the
+    // start of slot 5, 7_500 the middle of slot 7.
+    const T: u64 = 300;
+    let event = |seq: u64, at: u64, body: EventBody| Event {
+        schema: Schema::default(),
+        id: EventId::new(1, seq),
+        at_ms: at * T,
+        event: body,
+    };
+    let events = [
+        (&a, event(1, 5_000, received(Some("CT"), 100))),
+        (&a, event(2, 6_000, received(Some("CT"), 50))),
+        (&a, event(3, 7_000, received(Some("MR"), 30))),
+        (&a, event(4, 7_500, forwarded(180))),
+        (&a, event(5, 2_000, received(Some("DX"), 9))),
+        (&a, event(6, 500, received(Some("US"), 4))),
+        (&b, event(1, 8_000, received(None, 7))),
+        (&b, event(2, 8_500, forwarded(7))),
+    ];
+    let mut batch = store.begin().await.expect("begin");
+    for (site, d) in [(&s1, &a), (&s2, &b)] {
+        assert_eq!(
+            store
+                .admit_device(batch.conn(), site, d, 1)
+                .await
+                .expect("admit"),
+            Ok(())
+        );
+    }
+    let rows: Vec<(&DeviceId, &Event)> = events.iter().map(|(d, e)| (*d, e)).collect();
+    store
+        .record_events_many(batch.conn(), &rows, 9)
+        .await
+        .expect("record");
+    batch.commit().await.expect("commit");
+
+    // The day from 4 000, the last hour from 1 000 (just after midnight).
+    let t = store
+        .today_by_site(4_000 * 300, 1_000 * 300)
+        .await
+        .expect("today");
+    let one = &t["s1"];
+    assert_eq!(
+        (one.studies, one.images_received, one.images_forwarded),
+        (3, 180, 180)
+    );
+    assert_eq!(
+        (one.hour_received, one.hour_forwarded),
+        (189, 180),
+        "DX at 2 000 too"
+    );
+    let modalities: Vec<(&str, u64)> = one
+        .modalities
+        .iter()
+        .map(|(k, m)| (k.as_str(), m.studies))
+        .collect();
+    assert_eq!(modalities, [("CT", 2), ("MR", 1)]);
+    assert_eq!(t["s2"].modalities.get("other").map(|m| m.images), Some(7));
+
+    // The day from 1 000, the last hour from 6 500 (inside slot 6: from slot 7 on, whole slots
+    // only): the hour is the later bound.
+    let t = store
+        .today_by_site(1_000 * 300, 6_500 * 300)
+        .await
+        .expect("today");
+    let one = &t["s1"];
+    assert_eq!((one.studies, one.images_received), (4, 189));
+    assert_eq!((one.hour_received, one.hour_forwarded), (30, 180));
+    assert!(!one.modalities.contains_key("US"), "at 500, before both");
+}

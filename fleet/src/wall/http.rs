@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::page::{self, NightMode};
-use super::{HEARTBEAT, PUSH_GAP, REFRESH, parse_night};
+use super::{HEARTBEAT, PUSH_GAP, REFRESH, TzOffset, parse_night};
 use crate::app::App;
 use crate::auth::{Credential, Principal};
 use crate::console::pages::{Nav, layout};
@@ -52,10 +52,18 @@ pub async fn css() -> Response {
     static_file("text/css; charset=utf-8", page::CSS)
 }
 
-/// `GET /wall/{token}?night=on|off|auto`.
+/// `GET /wall/{token}?night=on|off|auto&tz=<minutes>` (`tz`: the screen's
+/// `Date.getTimezoneOffset()`, for its local "today"; default UTC).
 #[derive(Debug, Deserialize)]
 pub struct WallQuery {
     night: Option<String>,
+    tz: Option<String>,
+}
+
+/// `GET /wall/{token}/events?tz=<minutes>`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    tz: Option<String>,
 }
 
 fn not_valid() -> Response {
@@ -83,12 +91,16 @@ pub async fn wall(
         Ok(m) => m,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e, None),
     };
+    let tz = match TzOffset::parse(q.tz.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e, None),
+    };
     let link = match app.ops.open_display(&token).await {
         Ok(Some(l)) => l,
         Ok(None) => return not_valid(),
         Err(e) => return failed(&e),
     };
-    match app.ops.wall_of(&link).await {
+    match app.ops.wall_of(&link, tz).await {
         Ok(w) => console_page(
             StatusCode::OK,
             page::page(
@@ -126,6 +138,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Sen
 struct Feed {
     app: Arc<App>,
     link: DisplayLink,
+    tz: TzOffset,
     changed: tokio::sync::watch::Receiver<i64>,
     revoked: tokio::sync::broadcast::Receiver<String>,
     beat: tokio::time::Interval,
@@ -139,7 +152,7 @@ struct Feed {
 impl Feed {
     async fn snapshot(&mut self) -> Option<SseEvent> {
         let change_ms = *self.changed.borrow_and_update();
-        match self.app.ops.wall_of(&self.link).await {
+        match self.app.ops.wall_of(&self.link, self.tz).await {
             Ok(w) => {
                 self.last_push = tokio::time::Instant::now();
                 self.beats = 0;
@@ -223,8 +236,17 @@ impl Feed {
     }
 }
 
-/// `GET /wall/{token}/events`: the wall's live stream (404 for a link that is not valid).
-pub async fn events(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+/// `GET /wall/{token}/events`: the wall's live stream (404 for a link that is not valid, 400
+/// for a `tz` that is no offset).
+pub async fn events(
+    State(app): State<Arc<App>>,
+    Path(token): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let tz = match TzOffset::parse(q.tz.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
     let link = match app.ops.open_display(&token).await {
         Ok(Some(l)) => l,
         Ok(None) => {
@@ -245,6 +267,7 @@ pub async fn events(State(app): State<Arc<App>>, Path(token): Path<String>) -> R
     let feed = Feed {
         app,
         link,
+        tz,
         changed,
         revoked,
         beat,

@@ -4,11 +4,13 @@
 //!
 //! - [`tile`]: what a tile says (sans-IO: device, latest telemetry and now in, tile out) and
 //!   the per-hospital figures.
+//! - [`alarms`]: the active alarms band (sans-IO: firing alerts in, rows out).
 //! - [`page`]: the page and the live fragment (maud).
 //! - [`http`]: the handlers: the wall, its SSE stream, the console's display links page.
 //! - this module: display link secrets, night hours, the [`Hub`] (the "fleet changed" signal and
 //!   revocations, which close open streams at once) and the operations on links.
 
+pub mod alarms;
 pub mod http;
 pub mod page;
 pub mod tile;
@@ -21,7 +23,9 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::auth::SiteScope;
+use crate::model::AlertState;
 use crate::ops::{Actor, OpError, Ops, sha256_hex};
+use crate::store::alerts::AlertFilter;
 use crate::store::audit::Outcome;
 use crate::store::displays::{DisplayLink, Today};
 use crate::store::now_db;
@@ -72,9 +76,65 @@ pub fn is_night(night: Option<(u8, u8)>, hour: u8) -> bool {
     }
 }
 
-/// The start of the UTC day of `now_ms` (the wall's "today").
-pub fn day_start(now_ms: i64) -> i64 {
-    now_ms - now_ms.rem_euclid(86_400_000)
+const DAY_MS: i64 = 86_400_000;
+
+/// A screen's offset from UTC as the browser gives it (`new Date().getTimezoneOffset()`: UTC
+/// minus local time, in whole minutes — `-60` in Zürich in winter, `300` in New York), checked:
+/// -14 h to +14 h.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TzOffset(i16);
+
+impl TzOffset {
+    /// UTC.
+    pub const UTC: TzOffset = TzOffset(0);
+    /// The furthest offset there is (UTC+14, UTC-12 and a margin), in minutes.
+    pub const MAX_MINUTES: i16 = 14 * 60;
+
+    /// From minutes (UTC minus local), if within -14 h..+14 h.
+    pub fn from_minutes(m: i64) -> Option<TzOffset> {
+        i16::try_from(m)
+            .ok()
+            .filter(|m| m.abs() <= Self::MAX_MINUTES)
+            .map(TzOffset)
+    }
+
+    /// From the query's `tz` value (absent or empty: UTC).
+    pub fn parse(v: Option<&str>) -> Result<TzOffset, String> {
+        let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(TzOffset::UTC);
+        };
+        v.parse::<i64>()
+            .ok()
+            .and_then(TzOffset::from_minutes)
+            .ok_or_else(|| {
+                format!(
+                    "tz {v:?}: give the screen's offset as whole minutes from -840 to 840, as \
+                     the browser's Date.getTimezoneOffset() says (e.g. -60 for UTC+1); or leave \
+                     it out for UTC"
+                )
+            })
+    }
+
+    /// The minutes (UTC minus local).
+    pub fn minutes(self) -> i16 {
+        self.0
+    }
+
+    fn ms(self) -> i64 {
+        i64::from(self.0) * 60_000
+    }
+}
+
+/// The start of the local day of `now_ms` on a screen at offset `tz` (the wall's "today"), in
+/// Unix ms: local midnight. The offset is the screen's now (no daylight-saving rules here).
+pub fn day_start(now_ms: i64, tz: TzOffset) -> i64 {
+    let local = now_ms - tz.ms();
+    local - local.rem_euclid(DAY_MS) + tz.ms()
+}
+
+/// The start of the last hour's figures.
+pub fn hour_start(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(3_600_000)
 }
 
 /// Shortest gap between two pushes to one wall (at most 5 a second).
@@ -87,8 +147,9 @@ pub const REFRESH: Duration = Duration::from_secs(10);
 /// How long the day's figures are reused (they are a scan of the day's study events).
 const TODAY_TTL: Duration = Duration::from_secs(15);
 
-/// The day's figures by site, when they were read and the day they are of.
-type TodayCache = (Instant, i64, BTreeMap<String, Today>);
+/// The day's figures by site and when they were read, by the day's start (screens in other
+/// time zones have other days).
+type TodayCache = BTreeMap<i64, (Instant, BTreeMap<String, Today>)>;
 
 /// The wall's signals: "the fleet changed" (the time of the latest change, Unix ms; a watch, so
 /// any number of changes between two pushes is one push) and revoked link ids.
@@ -96,7 +157,7 @@ type TodayCache = (Instant, i64, BTreeMap<String, Today>);
 pub struct Hub {
     changed: watch::Sender<i64>,
     revoked: broadcast::Sender<String>,
-    today: Mutex<Option<TodayCache>>,
+    today: Mutex<TodayCache>,
 }
 
 impl Default for Hub {
@@ -111,11 +172,11 @@ impl Hub {
         Hub {
             changed: watch::channel(0).0,
             revoked: broadcast::channel(64).0,
-            today: Mutex::new(None),
+            today: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Something walls show changed (a device, its connection, telemetry, an event).
+    /// Something walls show changed (a device, its connection, telemetry, an event, an alert).
     pub fn changed(&self) {
         let now = now_db();
         self.changed.send_replace(now);
@@ -266,8 +327,9 @@ impl Ops {
         Ok(self.store.display(id).await?.is_some_and(|l| l.active()))
     }
 
-    /// The wall of a link now: its sites, their appliances and figures.
-    pub async fn wall_of(&self, link: &DisplayLink) -> Result<Wall, OpError> {
+    /// The wall of a link now, for a screen at offset `tz` (its "today" starts at its local
+    /// midnight): its sites, their appliances, figures and active alarms.
+    pub async fn wall_of(&self, link: &DisplayLink, tz: TzOffset) -> Result<Wall, OpError> {
         let scope = SiteScope::from_list(link.sites.clone());
         let now = now_db();
         let sites: Vec<(String, String)> = self
@@ -282,23 +344,30 @@ impl Ops {
             .iter()
             .filter_map(|d| heard.remove_entry(&d.id))
             .collect();
-        let today = self.today(now).await?;
-        Ok(Wall::of(&sites, &devices, &latest, &today, now))
+        let today = self.today(now, tz).await?;
+        let firing = AlertFilter {
+            state: Some(AlertState::Firing),
+            limit: Some(10_000),
+            ..AlertFilter::default()
+        };
+        let alerts = self.alerts(&scope, &firing).await?;
+        Ok(Wall::of(&sites, &devices, &latest, &today, &alerts, now))
     }
 
-    /// The day's figures by site, reused for a few seconds.
-    async fn today(&self, now: i64) -> Result<BTreeMap<String, Today>, OpError> {
-        let start = day_start(now);
+    /// The day's figures by site, reused for a few seconds per day start.
+    async fn today(&self, now: i64, tz: TzOffset) -> Result<BTreeMap<String, Today>, OpError> {
+        let start = day_start(now, tz);
         if let Ok(g) = self.wall.today.lock()
-            && let Some((at, day, t)) = g.as_ref()
-            && *day == start
+            && let Some((at, t)) = g.get(&start)
             && at.elapsed() < TODAY_TTL
         {
             return Ok(t.clone());
         }
-        let t = self.store.today_by_site(start).await?;
+        let t = self.store.today_by_site(start, hour_start(now)).await?;
         if let Ok(mut g) = self.wall.today.lock() {
-            *g = Some((Instant::now(), start, t.clone()));
+            // At most one entry per time zone in use, each dropped once stale.
+            g.retain(|_, (at, _)| at.elapsed() < TODAY_TTL);
+            g.insert(start, (Instant::now(), t.clone()));
         }
         Ok(t)
     }
@@ -330,8 +399,69 @@ mod tests {
         assert!(!is_night(None, 3));
     }
 
+    const H: i64 = 3_600_000;
+
     #[test]
-    fn the_day_starts_at_utc_midnight() {
-        assert_eq!(day_start(86_400_000 * 3 + 5), 86_400_000 * 3);
+    fn the_day_starts_at_the_screens_local_midnight() {
+        let day3 = DAY_MS * 3;
+        assert_eq!(day_start(day3 + 5, TzOffset::UTC), day3);
+        // UTC+1 (the browser says -60): local midnight is 23:00 UTC the day before.
+        let cet = TzOffset::from_minutes(-60).expect("offset");
+        assert_eq!(day_start(day3 + 5, cet), day3 - H);
+        assert_eq!(
+            day_start(day3 - H, cet),
+            day3 - H,
+            "midnight itself is the start"
+        );
+        assert_eq!(day_start(day3 - H - 1, cet), day3 - H - DAY_MS);
+        // UTC-5 (300): local midnight is 05:00 UTC; at 03:00 UTC it is still yesterday there.
+        let ny = TzOffset::from_minutes(300).expect("offset");
+        assert_eq!(day_start(day3 + 3 * H, ny), day3 - DAY_MS + 5 * H);
+        assert_eq!(day_start(day3 + 6 * H, ny), day3 + 5 * H);
+        // Half and quarter hours: India (UTC+5:30), Nepal (UTC+5:45), the edges (±14 h).
+        let india = TzOffset::from_minutes(-330).expect("offset");
+        assert_eq!(day_start(day3 + H, india), day3 - 5 * H - 30 * 60_000);
+        let nepal = TzOffset::from_minutes(-345).expect("offset");
+        assert_eq!(day_start(day3 + 20 * H, nepal), day3 + 18 * H + 15 * 60_000);
+        let kiritimati = TzOffset::from_minutes(-840).expect("offset");
+        assert_eq!(day_start(day3 + 9 * H, kiritimati), day3 - 14 * H);
+        let far_west = TzOffset::from_minutes(840).expect("offset");
+        assert_eq!(day_start(day3 + 13 * H, far_west), day3 - 10 * H);
+        // Before 1970 too (rem_euclid, not %).
+        assert_eq!(day_start(-1, TzOffset::UTC), -DAY_MS);
+        // A day is always 24 h long and holds `now`.
+        for m in [-840, -345, -60, 0, 1, 59, 300, 840] {
+            let tz = TzOffset::from_minutes(m).expect("offset");
+            for now in [0, day3 + 1, day3 + 23 * H + 59 * 60_000, 1_790_000_000_000] {
+                let s = day_start(now, tz);
+                assert!(s <= now && now < s + DAY_MS, "{m} {now}");
+                assert_eq!(day_start(s + DAY_MS, tz), s + DAY_MS);
+            }
+        }
+        assert_eq!(hour_start(5 * H), 4 * H);
+    }
+
+    #[test]
+    fn screen_offsets_are_checked_whole_minutes_within_14_hours() {
+        assert_eq!(TzOffset::parse(None), Ok(TzOffset::UTC));
+        assert_eq!(TzOffset::parse(Some("")), Ok(TzOffset::UTC));
+        assert_eq!(TzOffset::parse(Some("-60")).map(TzOffset::minutes), Ok(-60));
+        assert_eq!(TzOffset::parse(Some("840")).map(TzOffset::minutes), Ok(840));
+        assert_eq!(
+            TzOffset::parse(Some("-840")).map(TzOffset::minutes),
+            Ok(-840)
+        );
+        for bad in [
+            "841",
+            "-841",
+            "1.5",
+            "60m",
+            "+-1",
+            "99999999999999999999",
+            "UTC",
+        ] {
+            let e = TzOffset::parse(Some(bad)).expect_err(bad);
+            assert!(e.contains("whole minutes from -840 to 840"), "{bad}: {e}");
+        }
     }
 }

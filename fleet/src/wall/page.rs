@@ -5,8 +5,10 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::alarms::Alarm;
 use super::tile::{Level, SiteSummary, Tile, Wall, age_words, span};
 use crate::console::assets::sri_sha384;
+use crate::store::displays::Today;
 
 /// The wall's script's path.
 pub const JS_PATH: &str = "/static/wall.js";
@@ -86,15 +88,88 @@ fn columns(n: usize) -> usize {
     }
 }
 
-/// Tile size class for the busiest hospital's number of appliances and the rows of hospitals.
+/// Tile size class for the busiest hospital's number of appliances and the rows of hospitals
+/// (the alarms band, the region's line and three lines of figures per hospital take their share
+/// of the height first).
 fn density(tiles: usize, rows: usize) -> usize {
     let per_screen = tiles * rows;
     match per_screen {
-        0..=4 => 1,
-        5..=9 => 2,
-        10..=20 => 3,
-        21..=40 => 4,
+        0..=2 => 1,
+        3..=5 => 2,
+        6..=14 => 3,
+        15..=32 => 4,
         _ => 5,
+    }
+}
+
+/// Lines the alarms band may take (its rows and the "+K more" line) for the rows of hospitals
+/// below it: the more hospitals share the screen, the fewer lines the band takes.
+fn alarm_lines(site_rows: usize) -> usize {
+    match site_rows {
+        0 | 1 => 6,
+        2 => 4,
+        3 => 3,
+        _ => 2,
+    }
+}
+
+/// The rows the band shows of `n` alarms in `lines` lines, and how many it leaves to "+K more".
+fn alarm_split(n: usize, lines: usize) -> (usize, usize) {
+    if n <= lines {
+        (n, 0)
+    } else {
+        let shown = lines.saturating_sub(1);
+        (shown, n - shown)
+    }
+}
+
+/// The top modalities of a day: `CT 120 · MR 40 · DX 30 · +2`.
+fn modalities(t: &Today) -> String {
+    let (top, more) = t.top_modalities(3);
+    let mut parts: Vec<String> = top
+        .iter()
+        .map(|(m, d)| format!("{m} {}", count(d.studies)))
+        .collect();
+    if more > 0 {
+        parts.push(format!("+{more}"));
+    }
+    parts.join(" · ")
+}
+
+fn in_out(i: u64, o: u64) -> String {
+    format!("{} in · {} out", count(i), count(o))
+}
+
+fn alarm_markup(a: &Alarm, now_ms: i64) -> Markup {
+    let secs = u64::try_from(now_ms.saturating_sub(a.raised_ms) / 1000).unwrap_or(0);
+    html! {
+        li class={ "alarm " (a.class()) } data-device=(a.device) {
+            span.a-sev { span aria-hidden="true" { (a.icon()) } " " (a.severity.as_str()) }
+            span.a-dev { (a.device) }
+            span.a-hosp { (a.hospital) }
+            span.a-what { (a.what) }
+            span.a-for data-since=(a.raised_ms) { "for " (span(secs)) }
+            span.a-handling { (a.handling()) }
+        }
+    }
+}
+
+/// The active alarms band: at most `lines` lines, then "+K more"; a calm line when none.
+fn alarms_markup(alarms: &[Alarm], now_ms: i64, lines: usize) -> Markup {
+    let (shown, more) = alarm_split(alarms.len(), lines);
+    html! {
+        section class={ "alarms " @if alarms.is_empty() { "calm" } @else { "firing" } } aria-label="Active alarms" {
+            @if alarms.is_empty() {
+                p.no-alarms { span aria-hidden="true" { "✔" } " No active alarms" }
+            } @else {
+                ol.alarm-rows {
+                    @for a in &alarms[..shown] { (alarm_markup(a, now_ms)) }
+                    @if more > 0 {
+                        li.alarm-more { "+" (more) " more active alarm" @if more > 1 { "s" } " — see the console's Alerts page" }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -149,7 +224,12 @@ fn site_markup(s: &SiteSummary, now_ms: i64, dens: usize) -> Markup {
                 }
             }
             dl.figures {
-                div { dt { "Images today" } dd { (count(s.today.images_received)) " in · " (count(s.today.images_forwarded)) " out" } }
+                div.exams { dt { "Exams today" } dd {
+                    (count(s.today.studies))
+                    @if !s.today.modalities.is_empty() { span.mods { " — " (modalities(&s.today)) } }
+                } }
+                div { dt { "Images today" } dd { (in_out(s.today.images_received, s.today.images_forwarded)) } }
+                div { dt { "Last hour" } dd { (in_out(s.today.hour_received, s.today.hour_forwarded)) } }
                 div { dt { "Backlog" } dd {
                     (count(s.backlog)) " queued"
                     @if s.backlog > 0 { " · oldest " (span(s.oldest_secs)) }
@@ -167,12 +247,14 @@ fn site_markup(s: &SiteSummary, now_ms: i64, dens: usize) -> Markup {
     }
 }
 
-/// The live part of the wall (the SSE snapshot replaces it): the totals and the hospitals.
+/// The live part of the wall (the SSE snapshot replaces it): the totals, the active alarms and
+/// the hospitals.
 pub fn fragment(w: &Wall) -> Markup {
     let cols = columns(w.sites.len());
     let rows = w.sites.len().div_ceil(cols).max(1);
     let busiest = w.sites.iter().map(|s| s.tiles.len()).max().unwrap_or(0);
     let dens = density(busiest, rows);
+    let r = &w.region;
     html! {
         div.totals-bar {
             p.summary { (w.tiles()) " appliances · " (w.sites.len()) " hospitals" }
@@ -183,7 +265,15 @@ pub fn fragment(w: &Wall) -> Markup {
                     }
                 }
             }
+            p.region {
+                span.r-label { "Region today " }
+                strong { (count(r.studies)) " exams" }
+                @if !r.modalities.is_empty() { " (" (modalities(r)) ")" }
+                " · images " (in_out(r.images_received, r.images_forwarded))
+                " · last hour " (in_out(r.hour_received, r.hour_forwarded))
+            }
         }
+        (alarms_markup(&w.alarms, w.at_ms, alarm_lines(rows)))
         @if w.sites.is_empty() {
             p.empty { "No hospital on this display link." }
         } @else {
@@ -252,6 +342,7 @@ pub fn invalid() -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Severity;
     use std::collections::BTreeMap;
 
     #[test]
@@ -264,18 +355,109 @@ mod tests {
         assert!(NightMode::parse(Some("dim")).is_err());
     }
 
+    fn wall(alarms: Vec<Alarm>, today: Today) -> Wall {
+        Wall {
+            sites: vec![SiteSummary::of("a", "<St. Marien>", vec![], today.clone())],
+            levels: BTreeMap::new(),
+            alarms,
+            region: today,
+            at_ms: 3_600_000,
+        }
+    }
+
+    fn alarm(device: &str, severity: Severity) -> Alarm {
+        Alarm {
+            severity,
+            device: device.into(),
+            hospital: "<St. Marien>".into(),
+            what: "archive unreachable: destination archive with 140 objects waiting".into(),
+            raised_ms: 3_600_000 - 12 * 60_000,
+            acknowledged: true,
+            silenced: false,
+        }
+    }
+
+    #[test]
+    fn the_band_shows_the_lines_that_fit_then_how_many_more() {
+        assert_eq!(alarm_split(0, 4), (0, 0));
+        assert_eq!(alarm_split(4, 4), (4, 0));
+        assert_eq!(alarm_split(5, 4), (3, 2), "the last line says +2 more");
+        assert!(alarm_lines(1) > alarm_lines(2) && alarm_lines(2) > alarm_lines(4));
+        assert_eq!(alarm_lines(9), 2);
+
+        let calm = fragment(&wall(vec![], Today::default())).into_string();
+        assert!(calm.contains("No active alarms"), "{calm}");
+
+        let many: Vec<Alarm> = (0..9)
+            .map(|i| alarm(&format!("ct-{i}"), Severity::Critical))
+            .collect();
+        let html = fragment(&wall(many, Today::default())).into_string();
+        assert!(!html.contains("No active alarms"));
+        assert_eq!(
+            html.matches("class=\"alarm red\"").count(),
+            5,
+            "6 lines for one row of hospitals"
+        );
+        assert!(html.contains("+4 more active alarms"), "{html}");
+        assert!(
+            html.contains(">critical<") || html.contains(" critical<"),
+            "{html}"
+        );
+        assert!(html.contains("for 12 min") && html.contains("acknowledged"));
+        assert!(
+            html.contains("&lt;St. Marien&gt;"),
+            "hospital names are escaped"
+        );
+    }
+
+    #[test]
+    fn exams_by_modality_and_the_last_hour_per_hospital_and_for_the_region() {
+        let mut t = Today {
+            studies: 460,
+            images_received: 12_345,
+            images_forwarded: 12_000,
+            hour_received: 300,
+            hour_forwarded: 290,
+            ..Today::default()
+        };
+        for (m, n) in [
+            ("CT", 120),
+            ("MR", 40),
+            ("DX", 300),
+            ("US", 0),
+            ("other", 0),
+        ] {
+            t.modalities.insert(
+                m.into(),
+                crate::store::displays::ModalityDay {
+                    studies: n,
+                    images: n * 10,
+                },
+            );
+        }
+        assert_eq!(modalities(&t), "DX 300 · CT 120 · MR 40 · +2");
+        let html = fragment(&wall(vec![], t)).into_string();
+        assert!(
+            html.contains("Exams today") && html.contains("DX 300 · CT 120"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Last hour") && html.contains("300 in · 290 out"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Region today") && html.contains("460 exams"),
+            "{html}"
+        );
+        assert!(
+            html.contains("12\u{202f}345 in · 12\u{202f}000 out"),
+            "{html}"
+        );
+    }
+
     #[test]
     fn the_fragment_names_levels_in_words_and_escapes_names() {
-        let w = Wall {
-            sites: vec![SiteSummary::of(
-                "a",
-                "<St. Marien>",
-                vec![],
-                Default::default(),
-            )],
-            levels: BTreeMap::new(),
-            at_ms: 0,
-        };
+        let w = wall(vec![], Today::default());
         let html = fragment(&w).into_string();
         assert!(html.contains("&lt;St. Marien&gt;"));
         assert!(html.contains("0 faults") && html.contains("No appliance at this hospital yet."));

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use medgate_contract::{DestinationState, UpdatePhase};
 
-use crate::model::{Connection, Device, DeviceStatus, Drift, TelemetrySample};
+use super::alarms::{Alarm, alarms};
+use crate::model::{Alert, Connection, Device, DeviceStatus, Drift, TelemetrySample};
 use crate::store::displays::Today;
 
 /// Disk use from which a tile turns amber (percent).
@@ -287,13 +288,18 @@ impl SiteSummary {
     }
 }
 
-/// The whole wall: the hospitals of a display link, and the time it was computed at.
+/// The whole wall: the hospitals of a display link, their active alarms, the region's day, and
+/// the time it was computed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wall {
     /// The hospitals, by name.
     pub sites: Vec<SiteSummary>,
     /// Tiles per level, all hospitals.
     pub levels: BTreeMap<Level, usize>,
+    /// The firing alerts of its appliances, critical first, then oldest first.
+    pub alarms: Vec<Alarm>,
+    /// The day's figures of all its hospitals.
+    pub region: Today,
     /// When (Unix ms, the fleet's clock).
     pub at_ms: i64,
 }
@@ -301,12 +307,13 @@ pub struct Wall {
 impl Wall {
     /// Builds the wall from the sites (id, name) in scope, their devices (revoked and
     /// decommissioned ones are left out: they are not in service), the latest telemetry of each
-    /// device and the day's figures.
+    /// device, the day's figures and the firing alerts (those of other devices are left out).
     pub fn of(
         sites: &[(String, String)],
         devices: &[Device],
         latest: &BTreeMap<String, TelemetrySample>,
         today: &BTreeMap<String, Today>,
+        alerts: &[Alert],
         now_ms: i64,
     ) -> Wall {
         let mut by_site: BTreeMap<&str, Vec<Tile>> = BTreeMap::new();
@@ -326,7 +333,7 @@ impl Wall {
                     id,
                     name,
                     by_site.remove(id.as_str()).unwrap_or_default(),
-                    today.get(id).copied().unwrap_or_default(),
+                    today.get(id).cloned().unwrap_or_default(),
                 )
             })
             .collect();
@@ -337,19 +344,28 @@ impl Wall {
                 id,
                 id,
                 tiles,
-                today.get(id).copied().unwrap_or_default(),
+                today.get(id).cloned().unwrap_or_default(),
             ));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         let mut levels = BTreeMap::new();
+        let mut region = Today::default();
+        let mut hospital: BTreeMap<&str, &str> = BTreeMap::new();
         for s in &out {
             for (l, n) in &s.levels {
                 *levels.entry(*l).or_default() += n;
             }
+            region.add(&s.today);
+            for t in &s.tiles {
+                hospital.insert(t.device.as_str(), s.name.as_str());
+            }
         }
+        let alarms = alarms(alerts, &hospital, now_ms);
         Wall {
             sites: out,
             levels,
+            alarms,
+            region,
             at_ms: now_ms,
         }
     }
@@ -571,6 +587,15 @@ mod tests {
                 studies: 3,
                 images_received: 300,
                 images_forwarded: 280,
+                ..Today::default()
+            },
+        );
+        today.insert(
+            "b".to_owned(),
+            Today {
+                studies: 1,
+                hour_received: 20,
+                ..Today::default()
             },
         );
         let sites = vec![
@@ -578,7 +603,25 @@ mod tests {
             ("a".to_owned(), "St. Marien".to_owned()),
             ("c".to_owned(), "Empty".to_owned()),
         ];
-        let w = Wall::of(&sites, &devices, &latest, &today, NOW);
+        let alert = |device: &str, words: &str| Alert {
+            id: device.into(),
+            device: device.into(),
+            site: "a".into(),
+            kind: crate::model::AlertKind::DeviceOffline,
+            severity: crate::model::Severity::Critical,
+            state: crate::model::AlertState::Firing,
+            raised_ms: NOW - 12 * MIN,
+            cleared_ms: None,
+            acked_by: None,
+            acked_ms: None,
+            silenced_until_ms: None,
+            words: words.into(),
+        };
+        let alerts = vec![
+            alert("b-1", "b-1: offline"),
+            alert("a-old", "a-old: offline"),
+        ];
+        let w = Wall::of(&sites, &devices, &latest, &today, &alerts, NOW);
         let names: Vec<_> = w.sites.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["Empty", "Nordklinik", "St. Marien"]);
         let a = &w.sites[2];
@@ -592,6 +635,17 @@ mod tests {
         assert_eq!(w.levels.get(&Level::Green), Some(&2));
         assert_eq!(w.levels.get(&Level::Red), Some(&1));
         assert_eq!(w.tiles(), 3);
+        assert_eq!((w.region.studies, w.region.hour_received), (4, 20));
+        let alarmed: Vec<(&str, &str)> = w
+            .alarms
+            .iter()
+            .map(|a| (a.device.as_str(), a.hospital.as_str()))
+            .collect();
+        assert_eq!(
+            alarmed,
+            [("b-1", "Nordklinik")],
+            "the decommissioned device is not on the wall"
+        );
     }
 
     #[test]
