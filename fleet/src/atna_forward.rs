@@ -1,31 +1,58 @@
-//! atna (issue 13 part 4), the shell: reads the audit log after the cursor kept in the
-//! database, writes each entry as an ATNA syslog record over TLS (RFC 5425), advances the cursor
-//! after each successful write, reconnects with backoff. At least once: a record written just
-//! before a crash is sent again.
+//! atna (issue 13 part 4), the shell: forwards the audit log to the hospital's audit repository
+//! as ATNA syslog records over TLS (RFC 5425).
+//!
+//! One replica at a time: each pass takes or renews the lease row of `atna_lease` (10 s, renewed
+//! every 2 s); a replica without it neither connects nor sends, and takes over once the
+//! holder's lease runs out. The holder reads the entries after the cursor of `atna_cursor`,
+//! oldest first, but only those older than [`SETTLE_MS`]: ids are stamped before the INSERT
+//! commits, so a younger entry could still be followed by an older id committing late (another
+//! request, another replica); waiting out the window lets those land before the cursor passes
+//! them. It writes each record, advances the cursor after each write, and reconnects with
+//! backoff. At least once: a record written just before a crash or a lost lease is sent again.
+//! It also watches the connection while idle, so a repository that closed it (a restart) is
+//! noticed before the next record is written into the void.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::AuditSyslog;
 use crate::pem::{self, TlsError};
-use crate::store::Store;
+use crate::store::audit::audit_id_floor;
+use crate::store::{Store, now_db};
 
-/// The cursor's name in `atna_cursor`.
+/// The cursor's (and the lease's) name.
 pub const CURSOR: &str = "syslog";
+/// Only entries made at least this long ago are sent (ms): longer than any audit INSERT takes
+/// from stamping its id to its commit, plus the clock difference between replicas.
+pub const SETTLE_MS: i64 = 5_000;
+/// How long a lease lasts (ms).
+pub const LEASE_MS: i64 = 10_000;
+/// How often the holder renews it.
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How long a replica without the lease waits before asking again.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+/// Entries per read.
+const BATCH: i64 = 100;
+/// Connecting, the TLS handshake, and each write: longer means the repository is stuck.
+const IO_TIMEOUT: Duration = Duration::from_secs(15);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// `medgate_fleet_atna_*`.
 #[derive(Debug, Default)]
 pub struct AtnaMetrics {
     /// Records written.
     pub sent: AtomicU64,
-    /// Entries read but not yet written at the last look.
+    /// Entries after the cursor (settled or not) at the holder's last count.
     pub backlog: AtomicU64,
     /// 1 while connected.
     pub connected: AtomicU64,
+    /// 1 while this replica holds the lease.
+    pub lease_held: AtomicU64,
 }
 
 /// The TLS client configuration of `[audit.syslog]`.
@@ -49,12 +76,37 @@ pub fn client_config(s: &AuditSyslog) -> Result<rustls::ClientConfig, TlsError> 
     })
 }
 
-/// Forwards forever. `hostname` is the records' HOSTNAME and AuditSourceID.
+/// This process's name as a lease holder: host, pid and start time (unique among the replicas).
+pub fn holder_name(hostname: &str) -> String {
+    format!("{hostname}:{}:{}", std::process::id(), now_db())
+}
+
+/// Why a session ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// Another replica holds the lease now.
+    LeaseLost,
+}
+
+/// The shared parts of a forwarder.
+struct Forwarder {
+    store: Store,
+    address: String,
+    server_name: String,
+    tls: Arc<rustls::ClientConfig>,
+    hostname: String,
+    holder: String,
+    metrics: Arc<AtnaMetrics>,
+}
+
+/// Forwards forever. `hostname` is the records' HOSTNAME and AuditSourceID; `holder` this
+/// replica's name in the lease ([`holder_name`]).
 pub async fn run(
     store: Store,
     settings: AuditSyslog,
     tls: Arc<rustls::ClientConfig>,
     hostname: String,
+    holder: String,
     metrics: Arc<AtnaMetrics>,
 ) {
     let host = settings
@@ -62,64 +114,169 @@ pub async fn run(
         .rsplit_once(':')
         .map_or(settings.address.as_str(), |(h, _)| h)
         .to_owned();
-    let name = settings.server_name.clone().unwrap_or(host);
-    let mut backoff = Duration::from_millis(250);
+    let f = Forwarder {
+        store,
+        server_name: settings.server_name.clone().unwrap_or(host),
+        address: settings.address,
+        tls,
+        hostname,
+        holder,
+        metrics,
+    };
+    let mut backoff = MIN_BACKOFF;
+    let mut waiting = false;
     loop {
-        match session(&store, &settings.address, &name, &tls, &hostname, &metrics).await {
-            Ok(()) => {}
+        match f.renew().await {
+            Ok(true) => {
+                if waiting {
+                    tracing::info!(holder = %f.holder, "took the ATNA forwarding lease");
+                    waiting = false;
+                }
+            }
+            Ok(false) => {
+                if !waiting {
+                    tracing::info!(holder = %f.holder, "another replica forwards the audit log; waiting for its lease to run out");
+                    waiting = true;
+                }
+                f.metrics.lease_held.store(0, Ordering::Relaxed);
+                f.metrics.backlog.store(0, Ordering::Relaxed);
+                tokio::time::sleep(LEASE_RETRY).await;
+                continue;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, address = %settings.address, "ATNA audit repository unreachable; entries are kept and sent when it is back")
+                tracing::warn!(error = %e, "ATNA lease not readable; retrying");
+                tokio::time::sleep(LEASE_RETRY).await;
+                continue;
             }
         }
-        metrics.connected.store(0, Ordering::Relaxed);
+        f.metrics.lease_held.store(1, Ordering::Relaxed);
+        f.count_backlog().await;
+        let mut connected = false;
+        match f.session(&mut connected).await {
+            Ok(Ended::LeaseLost) => {
+                tracing::info!(holder = %f.holder, "lost the ATNA forwarding lease to another replica");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, address = %f.address, "ATNA audit repository unreachable; entries are kept and sent when it is back")
+            }
+        }
+        f.metrics.connected.store(0, Ordering::Relaxed);
+        f.metrics.lease_held.store(0, Ordering::Relaxed);
+        if connected {
+            backoff = MIN_BACKOFF;
+        }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-async fn session(
-    store: &Store,
-    address: &str,
-    server_name: &str,
-    tls: &Arc<rustls::ClientConfig>,
-    hostname: &str,
-    metrics: &AtnaMetrics,
-) -> std::io::Result<()> {
-    let tcp = TcpStream::connect(address).await?;
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
-        .map_err(|e| std::io::Error::other(format!("audit.syslog.server_name: {e}")))?;
-    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await?;
-    metrics.connected.store(1, Ordering::Relaxed);
-    tracing::info!(address, "connected to the ATNA audit repository");
-    let mut cursor = store
-        .atna_cursor(CURSOR)
-        .await
-        .map_err(std::io::Error::other)?;
-    loop {
-        let batch = store
-            .audit_after(&cursor, 100)
+impl Forwarder {
+    /// Takes or renews the lease; true if held.
+    async fn renew(&self) -> Result<bool, crate::store::StoreError> {
+        let now = now_db();
+        self.store
+            .take_atna_lease(CURSOR, &self.holder, now, now.saturating_add(LEASE_MS))
             .await
-            .map_err(std::io::Error::other)?;
-        metrics
-            .backlog
-            .store(u64::try_from(batch.len()).unwrap_or(0), Ordering::Relaxed);
-        if batch.is_empty() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
+    }
+
+    async fn count_backlog(&self) {
+        let n = match self.store.atna_cursor(CURSOR).await {
+            Ok(c) => self.store.audit_count_after(&c).await,
+            Err(e) => Err(e),
+        };
+        match n {
+            Ok(n) => self
+                .metrics
+                .backlog
+                .store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "ATNA backlog not countable"),
         }
-        for e in batch {
-            stream.write_all(&crate::atna::encode(&e, hostname)).await?;
-            stream.flush().await?;
-            store
-                .advance_atna_cursor(CURSOR, &e.id, e.at_ms)
+    }
+
+    /// One connection: sends while it holds the lease. `connected` is set once the TLS
+    /// handshake is done.
+    async fn session(&self, connected: &mut bool) -> std::io::Result<Ended> {
+        let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))??;
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())
+            .map_err(|e| std::io::Error::other(format!("audit.syslog.server_name: {e}")))?;
+        let mut stream = tokio::time::timeout(
+            IO_TIMEOUT,
+            tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+        *connected = true;
+        self.metrics.connected.store(1, Ordering::Relaxed);
+        tracing::info!(address = %self.address, "connected to the ATNA audit repository");
+        let db = std::io::Error::other;
+        let mut renewed = Instant::now();
+        let mut scratch = [0u8; 256];
+        loop {
+            let cursor = self.store.atna_cursor(CURSOR).await.map_err(db)?;
+            let backlog = self.store.audit_count_after(&cursor).await.map_err(db)?;
+            self.metrics
+                .backlog
+                .store(u64::try_from(backlog).unwrap_or(0), Ordering::Relaxed);
+            let settled = audit_id_floor(now_db().saturating_sub(SETTLE_MS));
+            let batch = self
+                .store
+                .audit_after(&cursor, &settled, BATCH)
                 .await
-                .map_err(std::io::Error::other)?;
-            metrics.sent.fetch_add(1, Ordering::Relaxed);
-            metrics.backlog.fetch_sub(1, Ordering::Relaxed);
-            cursor = e.id;
+                .map_err(db)?;
+            if batch.is_empty() {
+                // Idle: a syslog receiver never writes, so anything readable is its close.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    r = stream.read(&mut scratch) => match r {
+                        Ok(0) => return Err(std::io::Error::other("the audit repository closed the connection")),
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
+            for e in batch {
+                if !self.keep(&mut renewed).await? {
+                    return Ok(Ended::LeaseLost);
+                }
+                let bytes = crate::atna::encode(&e, &self.hostname);
+                tokio::time::timeout(IO_TIMEOUT, async {
+                    stream.write_all(&bytes).await?;
+                    stream.flush().await
+                })
+                .await
+                .map_err(|_| std::io::Error::other("write to the audit repository timed out"))??;
+                self.store
+                    .advance_atna_cursor(CURSOR, &e.id, now_db())
+                    .await
+                    .map_err(db)?;
+                self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                let _ =
+                    self.metrics
+                        .backlog
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                            Some(b.saturating_sub(1))
+                        });
+            }
+            if !self.keep(&mut renewed).await? {
+                return Ok(Ended::LeaseLost);
+            }
         }
+    }
+
+    /// Renews the lease if [`RENEW_EVERY`] has passed since `renewed` (then moved to the time
+    /// of asking); false once another replica has it.
+    async fn keep(&self, renewed: &mut Instant) -> std::io::Result<bool> {
+        if renewed.elapsed() < RENEW_EVERY {
+            return Ok(true);
+        }
+        let asked = Instant::now();
+        let held = self.renew().await.map_err(std::io::Error::other)?;
+        if held {
+            *renewed = asked;
+        }
+        Ok(held)
     }
 }
 
@@ -203,6 +360,7 @@ mod tests {
             settings,
             tls,
             "fleet-1".into(),
+            holder_name("fleet-1"),
             metrics.clone(),
         ));
         let (tcp, _) = listener.accept().await.expect("accept");
