@@ -388,4 +388,146 @@ mod tests {
         assert!(text.contains("medgate_fleet_atna_connected 1\n"), "{text}");
         task.abort();
     }
+
+    /// A real TLS server for `localhost`: its configuration and the CA file to trust.
+    fn tls_server(dir: &std::path::Path) -> (rustls::ServerConfig, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.pem()).expect("write");
+        let server = rustls::ServerConfig::builder_with_provider(pem::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key"),
+            )
+            .expect("server config");
+        (server, ca)
+    }
+
+    fn entry_at(micros: u64, target: &str) -> AuditEntry {
+        AuditEntry {
+            id: crate::store::audit::audit_id(micros, "00000000"),
+            at_ms: i64::try_from(micros / 1000).expect("time"),
+            actor: "alice".into(),
+            source: None,
+            action: "device.patch".into(),
+            target: target.into(),
+            outcome: Outcome::Ok,
+            before: None,
+            after: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_replicas_send_once_and_a_late_commit_is_not_passed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let (server, ca) = tls_server(dir.path());
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let settings = AuditSyslog {
+            enabled: true,
+            address: listener.local_addr().expect("addr").to_string(),
+            server_name: Some("localhost".into()),
+            ca,
+            certificate: None,
+            private_key: None,
+        };
+        // Every connection's frames go to one channel, tagged with the connection's number.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+        let server = tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((tcp, _)) = listener.accept().await {
+                n += 1;
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    loop {
+                        let msg = frame(&mut s).await;
+                        if tx
+                            .send((n, String::from_utf8(msg).expect("utf-8")))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let tls = Arc::new(client_config(&settings).expect("client config"));
+        let replicas: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|holder| {
+                let metrics = Arc::new(AtnaMetrics::default());
+                let task = tokio::spawn(run(
+                    store.clone(),
+                    settings.clone(),
+                    tls.clone(),
+                    "fleet-1".into(),
+                    holder.into(),
+                    metrics.clone(),
+                ));
+                (task, metrics)
+            })
+            .collect();
+        // Entry "late" is stamped 2 s ago but commits after entry "early", stamped 1 s ago
+        // (a slow request): neither is settled yet, so both go out, in id order.
+        let now_us = u64::try_from(now_db()).expect("time") * 1000;
+        store
+            .append_audit(&entry_at(now_us - 1_000_000, "device:early"))
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        store
+            .append_audit(&entry_at(now_us - 2_000_000, "device:late"))
+            .await
+            .expect("append");
+        async fn recv(
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, String)>,
+        ) -> (usize, String) {
+            tokio::time::timeout(Duration::from_secs(15), rx.recv())
+                .await
+                .expect("a record in time")
+                .expect("the server runs")
+        }
+        let (c1, first) = recv(&mut rx).await;
+        let (c2, second) = recv(&mut rx).await;
+        assert!(
+            first.contains("ParticipantObjectID=\"device:late\""),
+            "{first}"
+        );
+        assert!(
+            second.contains("ParticipantObjectID=\"device:early\""),
+            "{second}"
+        );
+        assert_eq!(c1, c2, "one connection");
+        // Nothing else: the other replica neither connected nor sent.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(rx.try_recv().is_err(), "sent twice");
+        let held: u64 = replicas
+            .iter()
+            .map(|(_, m)| m.lease_held.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(held, 1, "one replica holds the lease");
+        let connected: u64 = replicas
+            .iter()
+            .map(|(_, m)| m.connected.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(connected, 1, "one replica is connected");
+        for (task, _) in replicas {
+            task.abort();
+        }
+        server.abort();
+    }
 }
