@@ -170,6 +170,18 @@ pub async fn run(
     }
 }
 
+/// What a read of the connection means: a syslog receiver never writes, so end of stream or an
+/// error is its close (an error to the caller), and bytes are ignored.
+fn closed(read: std::io::Result<usize>) -> std::io::Result<()> {
+    match read {
+        Ok(0) => Err(std::io::Error::other(
+            "the audit repository closed the connection",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Forwarder {
     /// Takes or renews the lease; true if held.
     async fn renew(&self) -> Result<bool, crate::store::StoreError> {
@@ -229,16 +241,18 @@ impl Forwarder {
                 // Idle: a syslog receiver never writes, so anything readable is its close.
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    r = stream.read(&mut scratch) => match r {
-                        Ok(0) => return Err(std::io::Error::other("the audit repository closed the connection")),
-                        Ok(_) => {}
-                        Err(e) => return Err(e),
-                    },
+                    r = stream.read(&mut scratch) => closed(r)?,
                 }
             }
             for e in batch {
                 if !self.keep(&mut renewed).await? {
                     return Ok(Ended::LeaseLost);
+                }
+                // A close that has already arrived is seen here, before the record is lost in
+                // a connection the repository no longer reads (one poll, no wait).
+                if let Ok(r) = tokio::time::timeout(Duration::ZERO, stream.read(&mut scratch)).await
+                {
+                    closed(r)?;
                 }
                 let bytes = crate::atna::encode(&e, &self.hostname);
                 tokio::time::timeout(IO_TIMEOUT, async {
