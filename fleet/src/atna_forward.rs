@@ -126,6 +126,7 @@ pub async fn run(
     let mut backoff = MIN_BACKOFF;
     let mut waiting = false;
     loop {
+        let asked = Instant::now();
         match f.renew().await {
             Ok(true) => {
                 if waiting {
@@ -152,7 +153,7 @@ pub async fn run(
         f.metrics.lease_held.store(1, Ordering::Relaxed);
         f.count_backlog().await;
         let mut connected = false;
-        match f.session(&mut connected).await {
+        match f.session(asked, &mut connected).await {
             Ok(Ended::LeaseLost) => {
                 tracing::info!(holder = %f.holder, "lost the ATNA forwarding lease to another replica");
             }
@@ -205,9 +206,9 @@ impl Forwarder {
         }
     }
 
-    /// One connection: sends while it holds the lease. `connected` is set once the TLS
-    /// handshake is done.
-    async fn session(&self, connected: &mut bool) -> std::io::Result<Ended> {
+    /// One connection: sends while it holds the lease, last renewed when `renewed` was (the
+    /// connection can take a while). `connected` is set once the TLS handshake is done.
+    async fn session(&self, mut renewed: Instant, connected: &mut bool) -> std::io::Result<Ended> {
         let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&self.address))
             .await
             .map_err(|_| std::io::Error::other("connect timed out"))??;
@@ -223,7 +224,6 @@ impl Forwarder {
         self.metrics.connected.store(1, Ordering::Relaxed);
         tracing::info!(address = %self.address, "connected to the ATNA audit repository");
         let db = std::io::Error::other;
-        let mut renewed = Instant::now();
         let mut scratch = [0u8; 256];
         loop {
             let cursor = self.store.atna_cursor(CURSOR).await.map_err(db)?;
