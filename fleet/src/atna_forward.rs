@@ -81,6 +81,17 @@ pub fn holder_name(hostname: &str) -> String {
     format!("{hostname}:{}:{}", std::process::id(), now_db())
 }
 
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// Connecting, the handshake, a write, or the repository's close.
+    #[error("{0}")]
+    Repository(#[from] std::io::Error),
+    /// Reading the log, the cursor or the lease.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// Why a session ended without an error.
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
@@ -157,8 +168,11 @@ pub async fn run(
             Ok(Ended::LeaseLost) => {
                 tracing::info!(holder = %f.holder, "lost the ATNA forwarding lease to another replica");
             }
-            Err(e) => {
+            Err(SessionError::Repository(e)) => {
                 tracing::warn!(error = %e, address = %f.address, "ATNA audit repository unreachable; entries are kept and sent when it is back")
+            }
+            Err(SessionError::Store(e)) => {
+                tracing::warn!(error = %e, "ATNA forwarding paused: the database did not answer; retrying")
             }
         }
         f.metrics.connected.store(0, Ordering::Relaxed);
@@ -208,7 +222,11 @@ impl Forwarder {
 
     /// One connection: sends while it holds the lease, last renewed when `renewed` was (the
     /// connection can take a while). `connected` is set once the TLS handshake is done.
-    async fn session(&self, mut renewed: Instant, connected: &mut bool) -> std::io::Result<Ended> {
+    async fn session(
+        &self,
+        mut renewed: Instant,
+        connected: &mut bool,
+    ) -> Result<Ended, SessionError> {
         let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(&self.address))
             .await
             .map_err(|_| std::io::Error::other("connect timed out"))??;
@@ -223,20 +241,15 @@ impl Forwarder {
         *connected = true;
         self.metrics.connected.store(1, Ordering::Relaxed);
         tracing::info!(address = %self.address, "connected to the ATNA audit repository");
-        let db = std::io::Error::other;
         let mut scratch = [0u8; 256];
         loop {
-            let cursor = self.store.atna_cursor(CURSOR).await.map_err(db)?;
-            let backlog = self.store.audit_count_after(&cursor).await.map_err(db)?;
+            let cursor = self.store.atna_cursor(CURSOR).await?;
+            let backlog = self.store.audit_count_after(&cursor).await?;
             self.metrics
                 .backlog
                 .store(u64::try_from(backlog).unwrap_or(0), Ordering::Relaxed);
             let settled = audit_id_floor(now_db().saturating_sub(SETTLE_MS));
-            let batch = self
-                .store
-                .audit_after(&cursor, &settled, BATCH)
-                .await
-                .map_err(db)?;
+            let batch = self.store.audit_after(&cursor, &settled, BATCH).await?;
             if batch.is_empty() {
                 // Idle: a syslog receiver never writes, so anything readable is its close.
                 tokio::select! {
@@ -263,8 +276,7 @@ impl Forwarder {
                 .map_err(|_| std::io::Error::other("write to the audit repository timed out"))??;
                 self.store
                     .advance_atna_cursor(CURSOR, &e.id, now_db())
-                    .await
-                    .map_err(db)?;
+                    .await?;
                 self.metrics.sent.fetch_add(1, Ordering::Relaxed);
                 let _ =
                     self.metrics
@@ -281,12 +293,12 @@ impl Forwarder {
 
     /// Renews the lease if [`RENEW_EVERY`] has passed since `renewed` (then moved to the time
     /// of asking); false once another replica has it.
-    async fn keep(&self, renewed: &mut Instant) -> std::io::Result<bool> {
+    async fn keep(&self, renewed: &mut Instant) -> Result<bool, SessionError> {
         if renewed.elapsed() < RENEW_EVERY {
             return Ok(true);
         }
         let asked = Instant::now();
-        let held = self.renew().await.map_err(std::io::Error::other)?;
+        let held = self.renew().await?;
         if held {
             *renewed = asked;
         }
