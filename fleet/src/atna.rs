@@ -235,9 +235,12 @@ pub fn xml(ev: &Event, source_id: &str) -> String {
         escape(source_id)
     ));
     if let Some(o) = &ev.object {
-        // Type 2 system object, role 13 security resource, ID type code "medgate target".
+        // Type 2 system object, role 13 security resource, ID type code "medgate target"; the
+        // schema (A.5.1.1) wants a ParticipantObjectName or a ParticipantObjectQuery: the name
+        // is the target again.
         x.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\"><ParticipantObjectIDTypeCode csd-code=\"medgate-target\" codeSystemName=\"MEDGATE\" originalText=\"fleet audit target\"/><ParticipantObjectDetail type=\"medgate-action\" value=\"{}\"/></ParticipantObjectIdentification>",
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\"><ParticipantObjectIDTypeCode csd-code=\"medgate-target\" codeSystemName=\"MEDGATE\" originalText=\"fleet audit target\"/><ParticipantObjectName>{}</ParticipantObjectName><ParticipantObjectDetail type=\"medgate-action\" value=\"{}\"/></ParticipantObjectIdentification>",
+            escape(o),
             escape(o),
             escape(&b64(ev.fleet_action.as_bytes()))
         ));
@@ -352,6 +355,9 @@ mod tests {
         assert!(x.contains("<EventID csd-code=\"110113\""));
         assert!(x.contains("EventDateTime=\"2026-12-02T11:40:47.123Z\""));
         assert!(x.contains("NetworkAccessPointID=\"10.0.0.7\" NetworkAccessPointTypeCode=\"2\""));
+        assert!(x.contains(
+            "<ParticipantObjectName>user:alice</ParticipantObjectName><ParticipantObjectDetail"
+        ));
         assert!(x.ends_with("</AuditMessage>"));
     }
 

@@ -202,7 +202,8 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
             app.ops.store.clone(),
             s,
             tls,
-            hostname,
+            hostname.clone(),
+            atna_forward::holder_name(&hostname),
             app.metrics.atna.clone(),
         ));
     }

@@ -162,11 +162,13 @@ impl Metrics {
         let _ = writeln!(
             s,
             "# HELP medgate_fleet_atna_sent_total ATNA audit records written to the audit repository\n# TYPE medgate_fleet_atna_sent_total counter\nmedgate_fleet_atna_sent_total {}\n\
-             # HELP medgate_fleet_atna_backlog Audit entries read but not yet written to the audit repository\n# TYPE medgate_fleet_atna_backlog gauge\nmedgate_fleet_atna_backlog {}\n\
-             # HELP medgate_fleet_atna_connected 1 while connected to the audit repository\n# TYPE medgate_fleet_atna_connected gauge\nmedgate_fleet_atna_connected {}",
+             # HELP medgate_fleet_atna_backlog Audit entries not yet written to the audit repository (as the lease holder last counted)\n# TYPE medgate_fleet_atna_backlog gauge\nmedgate_fleet_atna_backlog {}\n\
+             # HELP medgate_fleet_atna_connected 1 while connected to the audit repository\n# TYPE medgate_fleet_atna_connected gauge\nmedgate_fleet_atna_connected {}\n\
+             # HELP medgate_fleet_atna_lease_held 1 while this replica holds the lease to forward the audit log (one replica at a time)\n# TYPE medgate_fleet_atna_lease_held gauge\nmedgate_fleet_atna_lease_held {}",
             a.sent.load(Ordering::Relaxed),
             a.backlog.load(Ordering::Relaxed),
-            a.connected.load(Ordering::Relaxed)
+            a.connected.load(Ordering::Relaxed),
+            a.lease_held.load(Ordering::Relaxed)
         );
         for g in gauges {
             let (name, help, v) = (g.name, g.help, g.value);

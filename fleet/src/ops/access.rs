@@ -14,7 +14,7 @@ use crate::auth::throttle::{self, Decision, Throttle};
 use crate::auth::{
     Credential, Principal, Role, SiteScope, check_user_name, password, session, token,
 };
-use crate::store::audit::{AuditEntry, AuditFilter, Outcome};
+use crate::store::audit::{AuditEntry, AuditFilter, Outcome, audit_id};
 use crate::store::users::{ApiToken, NewUser, Session, User};
 use crate::store::{db_int, from_db, now_db};
 
@@ -294,23 +294,40 @@ impl Ops {
         before: Option<String>,
         after: Option<String>,
     ) {
-        let now = now_ms();
         let suffix = random::<4>().map(|b| hex(&b)).unwrap_or_default();
-        let e = AuditEntry {
-            // Microseconds, strictly increasing within the process, zero-padded, then a random
-            // suffix (unique across replicas): id order is time order.
-            id: format!("{:016}{suffix}", next_audit_micros()),
-            at_ms: db_int(now),
-            actor: who.to_owned(),
-            source: source.map(|s| s.to_string()),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            outcome,
-            before,
-            after,
-        };
-        if let Err(err) = self.store.append_audit(&e).await {
-            tracing::error!(error = %err, action, target, actor = who, "audit entry not written");
+        let made = self
+            .store
+            .append_audit_stamped(|| AuditEntry {
+                // Microseconds, strictly increasing within the process, then a random suffix
+                // (unique across replicas): id order is time order.
+                id: audit_id(next_audit_micros(), &suffix),
+                at_ms: db_int(now_ms()),
+                actor: who.to_owned(),
+                source: source.map(|s| s.to_string()),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                outcome,
+                before,
+                after,
+            })
+            .await;
+        match made {
+            Ok(e) => {
+                // atna: the forwarder sends only entries older than its settle window; one
+                // that took longer to commit could be passed over (docs/fleet.md, "ATNA").
+                let took = db_int(now_ms()).saturating_sub(e.at_ms);
+                if took > crate::atna_forward::SETTLE_MS / 2 {
+                    tracing::warn!(
+                        took_ms = took,
+                        settle_ms = crate::atna_forward::SETTLE_MS,
+                        action,
+                        "audit entry committed late; check the database's load (the ATNA forwarder may pass over entries slower than its settle window)"
+                    );
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, action, target, actor = who, "audit entry not written")
+            }
         }
     }
 

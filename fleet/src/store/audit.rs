@@ -111,6 +111,24 @@ pub struct AuditFilter {
 impl Store {
     /// Appends an entry.
     pub async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        Self::insert_audit(&mut conn, e).await
+    }
+
+    /// Appends the entry `make` returns, calling it only once a connection is at hand: its id
+    /// and time are taken just before the INSERT, not before a wait for the pool, so the time
+    /// from id to commit stays short (the ATNA forwarder's settle window relies on it).
+    pub async fn append_audit_stamped(
+        &self,
+        make: impl FnOnce() -> AuditEntry,
+    ) -> Result<AuditEntry> {
+        let mut conn = self.pool.acquire().await?;
+        let e = make();
+        Self::insert_audit(&mut conn, &e).await?;
+        Ok(e)
+    }
+
+    async fn insert_audit(conn: &mut sqlx::AnyConnection, e: &AuditEntry) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit (id, at_ms, actor, source, action, target, outcome, before_json, after_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -123,7 +141,7 @@ impl Store {
         .bind(e.outcome.as_str())
         .bind(e.before.as_deref())
         .bind(e.after.as_deref())
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -160,18 +178,72 @@ impl Store {
     }
 }
 
+/// An entry's id: `micros` (Unix µs, 16 digits, zero-padded) then `suffix` (random hex, unique
+/// across replicas). Id order is time order; [`audit_id_floor`] relies on this form.
+pub fn audit_id(micros: u64, suffix: &str) -> String {
+    format!("{micros:016}{suffix}")
+}
+
+/// The smallest id an entry made at or after `at_ms` can have: every id below it was made
+/// before `at_ms` (by the clock of the replica that made it).
+pub fn audit_id_floor(at_ms: i64) -> String {
+    audit_id(u64::try_from(at_ms.max(0)).unwrap_or(0) * 1000, "")
+}
+
 /// atna (issue 13 part 4): the ATNA forwarder's reading of the log.
 impl Store {
-    /// Up to `limit` entries after the entry `after_id` (`""`: from the start), oldest first.
-    pub async fn audit_after(&self, after_id: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+    /// Up to `limit` entries after the entry `after_id` (`""`: from the start) and before
+    /// `before_id` (exclusive; the forwarder passes [`audit_id_floor`] of its settle time),
+    /// oldest first.
+    pub async fn audit_after(
+        &self,
+        after_id: &str,
+        before_id: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
         Ok(sqlx::query_as::<_, AuditEntry>(
             "SELECT id, at_ms, actor, source, action, target, outcome, before_json, after_json FROM audit \
-             WHERE id > $1 ORDER BY id ASC LIMIT $2",
+             WHERE id > $1 AND id < $2 ORDER BY id ASC LIMIT $3",
         )
         .bind(after_id)
+        .bind(before_id)
         .bind(limit.clamp(1, 10_000))
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// How many entries come after `after_id` (settled or not): the forwarder's backlog.
+    pub async fn audit_count_after(&self, after_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit WHERE id > $1")
+            .bind(after_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Takes or renews the forwarding lease of destination `name` for `holder` until
+    /// `until_ms`: true if `holder` now has it (it had it, or nobody did, or the last holder's
+    /// lease ran out before `now_ms`), false if another replica holds it. One statement, so of
+    /// two replicas asking at once exactly one wins, on SQLite and on PostgreSQL.
+    pub async fn take_atna_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO atna_lease (name, holder, until_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+             WHERE atna_lease.holder = excluded.holder OR atna_lease.until_ms < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(super::rows_changed(&r))
     }
 
     /// The id of the last entry forwarded to destination `name` (`""` if none yet).
@@ -270,7 +342,7 @@ mod tests {
         assert_eq!(store.atna_cursor("repo").await.expect("cursor"), "");
         let ids = |v: Vec<AuditEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(store.audit_after("", 2).await.expect("read")),
+            ids(store.audit_after("", "99", 2).await.expect("read")),
             ["01", "02"]
         );
         store
@@ -283,9 +355,63 @@ mod tests {
             .expect("advance");
         assert_eq!(store.atna_cursor("repo").await.expect("cursor"), "02");
         assert_eq!(
-            ids(store.audit_after("02", 10).await.expect("read")),
+            ids(store.audit_after("02", "99", 10).await.expect("read")),
             ["03"]
         );
+        // The upper bound is exclusive; the backlog counts everything after the cursor.
+        assert!(
+            store
+                .audit_after("02", "03", 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        assert_eq!(store.audit_count_after("01").await.expect("count"), 2);
+        assert_eq!(store.audit_count_after("03").await.expect("count"), 0);
+    }
+
+    #[test]
+    fn the_id_floor_of_a_time_sorts_between_the_ids_before_and_after_it() {
+        let at = 1_796_211_647_123_i64;
+        let floor = audit_id_floor(at);
+        let micros = u64::try_from(at).expect("time") * 1000;
+        assert_eq!(floor, "1796211647123000");
+        assert!(audit_id(micros - 1, "ffffffff") < floor);
+        assert!(audit_id(micros, "00000000") > floor);
+        assert!(audit_id(micros + 999, "00000000") > floor);
+        assert_eq!(audit_id(5, "ab"), "0000000000000005ab");
+        assert_eq!(audit_id_floor(-1), "0000000000000000");
+    }
+
+    #[tokio::test]
+    async fn one_replica_holds_the_atna_lease_until_it_runs_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url, None).await.expect("connect");
+        let take = |holder: &'static str, now: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .take_atna_lease("syslog", holder, now, now + 10_000)
+                    .await
+                    .expect("lease")
+            }
+        };
+        assert!(take("a", 1_000).await, "nobody had it");
+        assert!(!take("b", 2_000).await, "a holds it until 11000");
+        assert!(take("a", 5_000).await, "a renews (now until 15000)");
+        assert!(!take("b", 14_999).await, "a's renewal counts");
+        // Another destination has a lease of its own.
+        assert!(
+            store
+                .take_atna_lease("other", "b", 2_000, 12_000)
+                .await
+                .expect("lease")
+        );
+        // a stopped renewing: b takes over, and a cannot renew any more.
+        assert!(take("b", 15_001).await, "a's lease ran out");
+        assert!(!take("a", 15_002).await, "b holds it now");
+        assert!(take("b", 16_000).await);
     }
 
     #[test]

@@ -251,6 +251,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0015_analytics.sql").into_sql_str(),
             false,
         ),
+        // atna (issue 13 part 4): one forwarder at a time.
+        Migration::new(
+            16,
+            Cow::Borrowed("atna lease"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0016_atna_lease.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
