@@ -32,69 +32,97 @@ fn counts(c: &Counts) -> [i64; 6] {
     ]
 }
 
-/// `($1, $2, …)` groups of `per` parameters for `k` rows.
-fn values(k: usize, per: usize) -> String {
-    (0..k)
+/// `INSERT INTO table (keys…, sums…) VALUES (…), … ON CONFLICT (keys…) DO UPDATE SET sum =
+/// table.sum + excluded.sum, …` for `k` rows: the additive upsert of every rollup table.
+fn upsert_text(table: &str, keys: &[&str], sums: &[&str], k: usize) -> String {
+    let per = keys.len() + sums.len();
+    let values: Vec<String> = (0..k)
         .map(|i| {
             let p: Vec<String> = (1..=per).map(|j| format!("${}", per * i + j)).collect();
             format!("({})", p.join(", "))
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    let add: Vec<String> = sums
+        .iter()
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}, {}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+        keys.join(", "),
+        sums.join(", "),
+        values.join(", "),
+        keys.join(", "),
+        add.join(", ")
+    )
 }
 
-const ADD_COUNTS: &str = "studies = {t}.studies + excluded.studies, images = {t}.images + excluded.images, \
-     bytes = {t}.bytes + excluded.bytes, forwarded = {t}.forwarded + excluded.forwarded, \
-     images_forwarded = {t}.images_forwarded + excluded.images_forwarded, \
-     bytes_forwarded = {t}.bytes_forwarded + excluded.bytes_forwarded";
+/// The six summed columns of the daily and five-minute tables, in [`counts`]' order.
+const COUNT_COLUMNS: [&str; 6] = [
+    "studies",
+    "images",
+    "bytes",
+    "forwarded",
+    "images_forwarded",
+    "bytes_forwarded",
+];
 
 fn daily_sql(n: usize) -> (&'static str, usize) {
     static TEXTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    multi_row_sql(
-        &TEXTS,
-        |k| {
-            format!(
-                "INSERT INTO analytics_daily (site_id, day, modality, device_id, studies, images, bytes, \
-                 forwarded, images_forwarded, bytes_forwarded) VALUES {} \
-                 ON CONFLICT (site_id, day, modality, device_id) DO UPDATE SET {}",
-                values(k, 10),
-                ADD_COUNTS.replace("{t}", "analytics_daily")
-            )
-        },
-        n,
-    )
+    let build = |k| {
+        let keys = ["site_id", "day", "modality", "device_id"];
+        upsert_text("analytics_daily", &keys, &COUNT_COLUMNS, k)
+    };
+    multi_row_sql(&TEXTS, build, n)
 }
 
 fn recent_sql(n: usize) -> (&'static str, usize) {
     static TEXTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    multi_row_sql(
-        &TEXTS,
-        |k| {
-            format!(
-                "INSERT INTO analytics_recent (site_id, slot, modality, studies, images, bytes, \
-                 forwarded, images_forwarded, bytes_forwarded) VALUES {} \
-                 ON CONFLICT (site_id, slot, modality) DO UPDATE SET {}",
-                values(k, 9),
-                ADD_COUNTS.replace("{t}", "analytics_recent")
-            )
-        },
-        n,
-    )
+    let build = |k| {
+        let keys = ["site_id", "slot", "modality"];
+        upsert_text("analytics_recent", &keys, &COUNT_COLUMNS, k)
+    };
+    multi_row_sql(&TEXTS, build, n)
 }
 
 fn delay_sql(n: usize) -> (&'static str, usize) {
     static TEXTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    multi_row_sql(
-        &TEXTS,
-        |k| {
-            format!(
-                "INSERT INTO analytics_delay (site_id, day, bucket, n) VALUES {} \
-                 ON CONFLICT (site_id, day, bucket) DO UPDATE SET n = analytics_delay.n + excluded.n",
-                values(k, 4)
-            )
-        },
-        n,
-    )
+    let build = |k| upsert_text("analytics_delay", &["site_id", "day", "bucket"], &["n"], k);
+    multi_row_sql(&TEXTS, build, n)
+}
+
+/// A value bound to an upsert.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// A row of an upsert: its keys, then its sums.
+fn row(keys: Vec<Param>, sums: impl IntoIterator<Item = i64>) -> Vec<Param> {
+    let mut v = keys;
+    v.extend(sums.into_iter().map(Param::Int));
+    v
+}
+
+/// Runs the upsert `sql` over `rows`, as many rows a statement as its texts allow.
+async fn upsert(
+    c: &mut AnyConnection,
+    sql: fn(usize) -> (&'static str, usize),
+    rows: &[Vec<Param>],
+) -> Result<()> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let (text, n) = sql(rest.len());
+        let mut q = sqlx::query(text);
+        for p in rest[..n].iter().flatten() {
+            q = match p {
+                Param::Text(s) => q.bind(s.clone()),
+                Param::Int(i) => q.bind(*i),
+            };
+        }
+        q.execute(&mut *c).await?;
+        rest = &rest[n..];
+    }
+    Ok(())
 }
 
 /// ` AND site_id IN ($first, …)` for a scope of some sites (nothing for every site), and the
@@ -135,54 +163,43 @@ const SUMS: &str = "CAST(SUM(studies) AS BIGINT) AS studies, CAST(SUM(images) AS
 impl Store {
     /// Adds `r` to the rollup tables, on the events' own transaction.
     pub async fn write_rollup(&self, c: &mut AnyConnection, r: &Rollup) -> Result<()> {
-        let daily: Vec<_> = r.daily.iter().collect();
-        let mut rest = daily.as_slice();
-        while !rest.is_empty() {
-            let (sql, n) = daily_sql(rest.len());
-            let mut q = sqlx::query(sql);
-            for (k, v) in &rest[..n] {
-                q = q
-                    .bind(k.site.clone())
-                    .bind(k.day.days())
-                    .bind(k.modality.clone())
-                    .bind(k.device.clone());
-                for x in counts(v) {
-                    q = q.bind(x);
-                }
-            }
-            q.execute(&mut *c).await?;
-            rest = &rest[n..];
-        }
-        let slots: Vec<_> = r.slots.iter().collect();
-        let mut rest = slots.as_slice();
-        while !rest.is_empty() {
-            let (sql, n) = recent_sql(rest.len());
-            let mut q = sqlx::query(sql);
-            for (k, v) in &rest[..n] {
-                q = q.bind(k.site.clone()).bind(k.slot).bind(k.modality.clone());
-                for x in counts(v) {
-                    q = q.bind(x);
-                }
-            }
-            q.execute(&mut *c).await?;
-            rest = &rest[n..];
-        }
-        let delays: Vec<_> = r.delays.iter().collect();
-        let mut rest = delays.as_slice();
-        while !rest.is_empty() {
-            let (sql, n) = delay_sql(rest.len());
-            let mut q = sqlx::query(sql);
-            for (k, v) in &rest[..n] {
-                q = q
-                    .bind(k.site.clone())
-                    .bind(k.day.days())
-                    .bind(i64::from(k.bucket))
-                    .bind(db_int(**v));
-            }
-            q.execute(&mut *c).await?;
-            rest = &rest[n..];
-        }
-        Ok(())
+        let text = |s: &str| Param::Text(s.to_owned());
+        let daily: Vec<_> = r
+            .daily
+            .iter()
+            .map(|(k, v)| {
+                let keys = vec![
+                    text(&k.site),
+                    Param::Int(k.day.days()),
+                    text(&k.modality),
+                    text(&k.device),
+                ];
+                row(keys, counts(v))
+            })
+            .collect();
+        upsert(c, daily_sql, &daily).await?;
+        let slots: Vec<_> = r
+            .slots
+            .iter()
+            .map(|(k, v)| {
+                let keys = vec![text(&k.site), Param::Int(k.slot), text(&k.modality)];
+                row(keys, counts(v))
+            })
+            .collect();
+        upsert(c, recent_sql, &slots).await?;
+        let delays: Vec<_> = r
+            .delays
+            .iter()
+            .map(|(k, v)| {
+                let keys = vec![
+                    text(&k.site),
+                    Param::Int(k.day.days()),
+                    Param::Int(i64::from(k.bucket)),
+                ];
+                row(keys, [db_int(*v)])
+            })
+            .collect();
+        upsert(c, delay_sql, &delays).await
     }
 
     /// Sums the study events stored before migration 15 (`rolled = 0`) into the rollups, in
