@@ -161,6 +161,25 @@ const SUMS: &str = "CAST(SUM(studies) AS BIGINT) AS studies, CAST(SUM(images) AS
      CAST(SUM(bytes_forwarded) AS BIGINT) AS bytes_forwarded";
 
 impl Store {
+    /// Runs `sql` and returns its rows: its first parameters are `leading`, `{scope}` is where
+    /// `scope`'s site filter goes (its ids bound after them).
+    async fn fetch_scoped(
+        &self,
+        sql: &str,
+        leading: &[i64],
+        scope: &SiteScope,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        let (filter, sites) = scope_filter(scope, leading.len() + 1);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.replace("{scope}", &filter)));
+        for v in leading {
+            q = q.bind(*v);
+        }
+        for s in sites {
+            q = q.bind(s);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
     /// Adds `r` to the rollup tables, on the events' own transaction.
     pub async fn write_rollup(&self, c: &mut AnyConnection, r: &Rollup) -> Result<()> {
         let text = |s: &str| Param::Text(s.to_owned());
@@ -297,46 +316,38 @@ impl Store {
         scope: &SiteScope,
         since_ms: i64,
     ) -> Result<BTreeMap<String, BTreeMap<String, Counts>>> {
-        let (filter, sites) = scope_filter(scope, 2);
         let sql = format!(
-            "SELECT site_id, modality, {SUMS} FROM analytics_recent WHERE slot >= $1{filter} \
+            "SELECT site_id, modality, {SUMS} FROM analytics_recent WHERE slot >= $1{{scope}} \
              GROUP BY site_id, modality"
         );
         let first = since_ms.div_euclid(SLOT_MS) + i64::from(since_ms.rem_euclid(SLOT_MS) > 0);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first);
-        for s in sites {
-            q = q.bind(s);
-        }
+        let found = self.fetch_scoped(&sql, &[first], scope).await?;
         let mut out: BTreeMap<String, BTreeMap<String, Counts>> = BTreeMap::new();
-        for r in q.fetch_all(&self.pool).await? {
+        for r in &found {
             out.entry(r.try_get("site_id")?)
                 .or_default()
-                .insert(r.try_get("modality")?, counts_of(&r)?);
+                .insert(r.try_get("modality")?, counts_of(r)?);
         }
         Ok(out)
     }
 
     /// Per day, site and modality within `period`.
     pub async fn analytics_daily(&self, scope: &SiteScope, period: Period) -> Result<Daily> {
-        let (filter, sites) = scope_filter(scope, 3);
         let sql = format!(
             "SELECT day, site_id, modality, {SUMS} FROM analytics_daily \
-             WHERE day >= $1 AND day <= $2{filter} GROUP BY day, site_id, modality \
+             WHERE day >= $1 AND day <= $2{{scope}} GROUP BY day, site_id, modality \
              ORDER BY day, site_id, modality"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(period.from.days())
-            .bind(period.to.days());
-        for s in sites {
-            q = q.bind(s);
-        }
+        let found = self
+            .fetch_scoped(&sql, &[period.from.days(), period.to.days()], scope)
+            .await?;
         let mut rows = Vec::new();
-        for r in q.fetch_all(&self.pool).await? {
+        for r in &found {
             rows.push(DayRow {
                 day: Day::from_days(r.try_get("day")?),
                 site: r.try_get("site_id")?,
                 modality: r.try_get("modality")?,
-                figures: counts_of(&r)?.into(),
+                figures: counts_of(r)?.into(),
             });
         }
         Ok(Daily { period, rows })
@@ -344,23 +355,19 @@ impl Store {
 
     /// Studies and images per day and site within `period`, every day present.
     pub async fn analytics_trend(&self, scope: &SiteScope, period: Period) -> Result<Trend> {
-        let (filter, sites) = scope_filter(scope, 3);
         let sql = format!(
             "SELECT site_id, day, {SUMS} FROM analytics_daily \
-             WHERE day >= $1 AND day <= $2{filter} GROUP BY site_id, day"
+             WHERE day >= $1 AND day <= $2{{scope}} GROUP BY site_id, day"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(period.from.days())
-            .bind(period.to.days());
-        for s in sites {
-            q = q.bind(s);
-        }
+        let found = self
+            .fetch_scoped(&sql, &[period.from.days(), period.to.days()], scope)
+            .await?;
         let mut rows = Vec::new();
-        for r in q.fetch_all(&self.pool).await? {
+        for r in &found {
             rows.push((
                 r.try_get("site_id")?,
                 Day::from_days(r.try_get("day")?),
-                counts_of(&r)?,
+                counts_of(r)?,
             ));
         }
         Ok(Trend::of(period, &rows))
@@ -369,39 +376,28 @@ impl Store {
     /// Appliances per site and modality that received studies within `period`, and the approved
     /// appliances of each site.
     pub async fn analytics_devices(&self, scope: &SiteScope, period: Period) -> Result<Devices> {
-        let (filter, sites) = scope_filter(scope, 3);
-        let sql = format!(
-            "SELECT site_id, modality, COUNT(DISTINCT device_id) AS devices, \
+        let sql = "SELECT site_id, modality, COUNT(DISTINCT device_id) AS devices, \
              CAST(SUM(studies) AS BIGINT) AS studies FROM analytics_daily \
-             WHERE day >= $1 AND day <= $2 AND studies > 0{filter} \
-             GROUP BY site_id, modality ORDER BY site_id, modality"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(period.from.days())
-            .bind(period.to.days());
-        for s in &sites {
-            q = q.bind(s.clone());
-        }
+             WHERE day >= $1 AND day <= $2 AND studies > 0{scope} \
+             GROUP BY site_id, modality ORDER BY site_id, modality";
+        let found = self
+            .fetch_scoped(sql, &[period.from.days(), period.to.days()], scope)
+            .await?;
         let mut rows = Vec::new();
-        for r in q.fetch_all(&self.pool).await? {
+        for r in &found {
             rows.push(MixRow {
                 site: r.try_get("site_id")?,
                 modality: r.try_get("modality")?,
-                devices: u(&r, "devices")?,
-                studies: u(&r, "studies")?,
+                devices: u(r, "devices")?,
+                studies: u(r, "studies")?,
             });
         }
-        let (filter, sites) = scope_filter(scope, 1);
-        let sql = format!(
-            "SELECT site_id, COUNT(*) AS n FROM devices WHERE status = 'approved'{filter} GROUP BY site_id"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for s in sites {
-            q = q.bind(s);
-        }
+        let sql = "SELECT site_id, COUNT(*) AS n FROM devices WHERE status = 'approved'{scope} \
+                   GROUP BY site_id";
+        let found = self.fetch_scoped(sql, &[], scope).await?;
         let mut registered = BTreeMap::new();
-        for r in q.fetch_all(&self.pool).await? {
-            registered.insert(r.try_get("site_id")?, u(&r, "n")?);
+        for r in &found {
+            registered.insert(r.try_get("site_id")?, u(r, "n")?);
         }
         Ok(Devices {
             period,
@@ -412,24 +408,18 @@ impl Store {
 
     /// Forwarding delay percentiles per site within `period`.
     pub async fn analytics_delays(&self, scope: &SiteScope, period: Period) -> Result<Delays> {
-        let (filter, sites) = scope_filter(scope, 3);
-        let sql = format!(
-            "SELECT site_id, bucket, CAST(SUM(n) AS BIGINT) AS n FROM analytics_delay \
-             WHERE day >= $1 AND day <= $2{filter} GROUP BY site_id, bucket"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(period.from.days())
-            .bind(period.to.days());
-        for s in sites {
-            q = q.bind(s);
-        }
+        let sql = "SELECT site_id, bucket, CAST(SUM(n) AS BIGINT) AS n FROM analytics_delay \
+             WHERE day >= $1 AND day <= $2{scope} GROUP BY site_id, bucket";
+        let found = self
+            .fetch_scoped(sql, &[period.from.days(), period.to.days()], scope)
+            .await?;
         let mut rows = Vec::new();
-        for r in q.fetch_all(&self.pool).await? {
+        for r in &found {
             let b: i64 = r.try_get("bucket")?;
             rows.push((
                 r.try_get("site_id")?,
                 u32::try_from(b).unwrap_or(0),
-                u(&r, "n")?,
+                u(r, "n")?,
             ));
         }
         Ok(Delays::of(period, &rows))
@@ -441,20 +431,16 @@ impl Store {
             from: today.year_start(),
             to: today,
         };
-        let (filter, sites) = scope_filter(scope, 3);
         let sql = format!(
-            "SELECT site_id, {SUMS} FROM analytics_daily WHERE day >= $1 AND day <= $2{filter} \
+            "SELECT site_id, {SUMS} FROM analytics_daily WHERE day >= $1 AND day <= $2{{scope}} \
              GROUP BY site_id ORDER BY site_id"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(period.from.days())
-            .bind(period.to.days());
-        for s in sites {
-            q = q.bind(s);
-        }
+        let found = self
+            .fetch_scoped(&sql, &[period.from.days(), period.to.days()], scope)
+            .await?;
         let mut rows = Vec::new();
-        for r in q.fetch_all(&self.pool).await? {
-            rows.push((r.try_get("site_id")?, counts_of(&r)?));
+        for r in &found {
+            rows.push((r.try_get("site_id")?, counts_of(r)?));
         }
         Ok(Overview::of(period, rows))
     }
