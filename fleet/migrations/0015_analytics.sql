@@ -51,3 +51,7 @@ CREATE INDEX analytics_delay_day ON analytics_delay (day, site_id, bucket, n);
 -- since are rolled up as they are stored (rolled = 1).
 ALTER TABLE events ADD COLUMN rolled BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX events_not_rolled ON events (kind) WHERE rolled = 0;
+
+-- The wall's "today" reads analytics_recent now, not the day's events: migration 13's index on
+-- the event time served only that scan, and cost every event insert.
+DROP INDEX events_at_kind;
