@@ -17,8 +17,8 @@ pub mod values;
 pub use messages::*;
 pub use topic::{DeviceTopics, Kind, TOPIC_ROOT, TopicError};
 pub use values::{
-    AeTitle, CommandId, DeviceId, EventId, MacAddress, Modality, Sha256Hex, SiteId, SopClassUid,
-    Token, ValueError,
+    AeTitle, CommandId, DeviceId, EventId, HttpsUrl, MacAddress, Modality, Sha256Hex, SiteId,
+    SopClassUid, Token, ValueError,
 };
 
 use serde::Serialize;
@@ -63,6 +63,9 @@ impl Message for ReportedConfig {
 }
 impl Message for FileChunk {
     const KIND: Kind = Kind::File;
+}
+impl Message for DesiredUpdate {
+    const KIND: Kind = Kind::UpdateDesired;
 }
 
 /// Why a payload was not accepted. The message is dropped; log this and go on.

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    AeTitle, CommandId, EventId, MacAddress, Modality, Sha256Hex, SopClassUid, Token,
+    AeTitle, CommandId, EventId, HttpsUrl, MacAddress, Modality, Sha256Hex, SopClassUid, Token,
 };
 
 /// The message schema this crate writes. A reader accepts `1..=SCHEMA`.
@@ -774,4 +774,73 @@ impl FileChunk {
             .decode(&self.data)
             .ok()
     }
+}
+
+/// How a device installs an update it was offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallMode {
+    /// Wait for idle DICOM (and the window); give up at the deadline, if any.
+    Soft,
+    /// Wait for idle DICOM and the window until the deadline, then switch at the first moment
+    /// no association is open and no study is arriving (a study in flight is never cut).
+    Forced,
+}
+
+/// A daily maintenance window in UTC (the fleet converts the site's time zone and publishes
+/// again when its offset changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UtcWindow {
+    /// Minutes after midnight UTC when it opens (0–1439).
+    pub start_minute: u16,
+    /// How long it stays open, in minutes (1–1440).
+    pub minutes: u16,
+}
+
+/// What the fleet offers a device to install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateOffer {
+    /// The version the bundle installs (as its signed metadata says; the device checks).
+    pub version: Token,
+    /// The bundle file's SHA-256 (the fleet's content address; the device checks it).
+    pub sha256: Sha256Hex,
+    /// The bundle file's size in bytes.
+    pub size: u64,
+    /// Where to download it (HTTPS, authenticated by the device certificate, with Range).
+    pub url: HttpsUrl,
+    /// Soft or time-forced.
+    pub mode: InstallMode,
+    /// Soft: give up waiting for idle DICOM after this; forced: switch at the first idle moment
+    /// after this (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// The site's maintenance window; none: any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<UtcWindow>,
+}
+
+/// What the fleet wants of this device's update agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UpdateAction {
+    /// Download, verify, install, wait for idle, switch, prove health.
+    Install(UpdateOffer),
+    /// Stop the campaign's install if it has not switched yet (a switched one proves health or
+    /// rolls back as usual).
+    Cancel,
+}
+
+/// Fleet → appliance, retained, QoS 1 (`update/desired`): the update this device is to install.
+/// The device reports where it stands in its telemetry's `update` ([`UpdateReport`]); the same
+/// message again (a reconnect, a retained copy) only repeats where the install stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredUpdate {
+    /// Schema version (required).
+    pub schema: Schema,
+    /// The campaign.
+    pub campaign: Token,
+    /// When the fleet issued it (Unix milliseconds).
+    pub issued_at_ms: u64,
+    /// What to do.
+    pub action: UpdateAction,
 }

@@ -35,11 +35,14 @@ pub enum Kind {
     /// Appliance → fleet, QoS 1, from the outbox: one chunk of a produced file, e.g. a
     /// diagnostics bundle ([`crate::FileChunk`]).
     File,
+    /// Fleet → appliance, retained, QoS 1: the update this device is to install, or its
+    /// cancellation ([`crate::DesiredUpdate`]).
+    UpdateDesired,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Birth,
         Kind::State,
         Kind::Telemetry,
@@ -50,6 +53,7 @@ impl Kind {
         Kind::ConfigDesired,
         Kind::ConfigReported,
         Kind::File,
+        Kind::UpdateDesired,
     ];
 
     /// The topic suffix for this kind.
@@ -65,12 +69,16 @@ impl Kind {
             Kind::ConfigDesired => "config/desired",
             Kind::ConfigReported => "config/reported",
             Kind::File => "file",
+            Kind::UpdateDesired => "update/desired",
         }
     }
 
     /// True for the kinds the appliance publishes (and the fleet only reads).
     pub fn from_device(self) -> bool {
-        !matches!(self, Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt)
+        !matches!(
+            self,
+            Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt | Kind::UpdateDesired
+        )
     }
 
     fn from_suffix(s: &str) -> Option<Kind> {
@@ -99,7 +107,7 @@ pub enum TopicError {
     },
     /// The suffix is not one of [`Kind`]'s.
     #[error(
-        "topic {0:?}: unknown message kind (expected birth, state, telemetry, event, event-receipt, cmd, cmd-ack, config/desired, config/reported or file)"
+        "topic {0:?}: unknown message kind (expected birth, state, telemetry, event, event-receipt, cmd, cmd-ack, config/desired, config/reported, file or update/desired)"
     )]
     UnknownKind(String),
 }

@@ -258,6 +258,34 @@ validated_string!(
     check_sha256
 );
 
+fn check_https_url(s: &str) -> Result<String, &'static str> {
+    const RULE: &str = "https://host[:port][/path], at most 256 characters A-Z, a-z, 0-9 and . _ ~ - / : [ ] (no user, query or fragment)";
+    let Some(rest) = s.strip_prefix("https://") else {
+        return Err(RULE);
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let ok = s.len() <= 256
+        && !host.is_empty()
+        && !host.starts_with(':')
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-/:[]".contains(&b));
+    if ok {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err(RULE)
+    }
+}
+
+validated_string!(
+    /// An HTTPS address the fleet tells a device to fetch from (an update bundle's download):
+    /// scheme, host, port and path only — no user, query or fragment, so nothing but the address
+    /// travels. A trailing `/` is dropped.
+    HttpsUrl,
+    "HTTPS URL",
+    check_https_url
+);
+
 /// The identity of an event: the outbox stream it was written to (random, chosen when the
 /// appliance's outbox was created) and its sequence number in that stream. Unique per device;
 /// the fleet deduplicates on (device, id). Written as `"{stream:016x}-{seq:016x}"`.

@@ -435,3 +435,66 @@ fn a_file_splits_into_ordered_chunks_that_fit_a_payload() {
     assert_eq!(joined, content);
     assert_eq!(FileChunk::split(&command, &name, &sha, &[]).count(), 0);
 }
+
+#[test]
+fn an_update_offer_and_its_cancellation_round_trip_on_their_topic() {
+    let offer = DesiredUpdate {
+        schema: Schema::default(),
+        campaign: Token::new("c-7").expect("valid"),
+        issued_at_ms: 1_764_672_000_000,
+        action: UpdateAction::Install(UpdateOffer {
+            version: Token::new("0.2.0").expect("valid"),
+            sha256: Sha256Hex::new("ab".repeat(32)).expect("valid"),
+            size: 48_213_504,
+            url: HttpsUrl::new("https://fleet.region.example:8443/device/v1/bundles/abab")
+                .expect("valid"),
+            mode: InstallMode::Forced,
+            deadline_ms: Some(1_764_700_000_000),
+            window: Some(UtcWindow {
+                start_minute: 22 * 60,
+                minutes: 240,
+            }),
+        }),
+    };
+    let payload = encode(&offer).expect("encodes");
+    let text = String::from_utf8(payload.clone()).expect("utf-8");
+    assert!(text.contains(r#""type":"install""#), "{text}");
+    assert_eq!(decode::<DesiredUpdate>(&payload).expect("decodes"), offer);
+    let cancel = DesiredUpdate {
+        action: UpdateAction::Cancel,
+        ..offer
+    };
+    let back: DesiredUpdate = decode(&encode(&cancel).expect("encodes")).expect("decodes");
+    assert_eq!(back, cancel);
+    assert_eq!(
+        DeviceTopics::parse("medgate/v1/st-olav/ct-1/update/desired")
+            .expect("parses")
+            .1,
+        Kind::UpdateDesired
+    );
+    assert!(!Kind::UpdateDesired.from_device());
+}
+
+#[test]
+fn a_download_address_is_an_https_address_and_nothing_more() {
+    assert_eq!(
+        HttpsUrl::new("https://fleet:8443/d/")
+            .expect("valid")
+            .as_str(),
+        "https://fleet:8443/d"
+    );
+    assert!(HttpsUrl::new("https://[::1]:8443/device/v1").is_ok());
+    for bad in [
+        "http://fleet/d",
+        "https://",
+        "https://:8443/d",
+        "https://user@fleet/d",
+        "https://fleet/d?patient=x",
+        "https://fleet/d#x",
+        "https://fleet/a b",
+        "https://fleet/^Doe",
+    ] {
+        assert!(HttpsUrl::new(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(HttpsUrl::new(format!("https://f/{}", "a".repeat(260))).is_err());
+}

@@ -323,7 +323,9 @@ fn parse(app: &App, topic: String, payload: &[u8]) -> Option<Item> {
         Kind::Event => decode(payload).map(Msg::Event),
         Kind::CmdAck => decode(payload).map(Msg::Ack),
         Kind::ConfigReported => decode(payload).map(Msg::Reported),
-        Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt => return None, // our own messages
+        Kind::Cmd | Kind::ConfigDesired | Kind::EventReceipt | Kind::UpdateDesired => {
+            return None; // our own messages
+        }
         Kind::File => decode(payload).map(Msg::File),
     };
     match msg {
