@@ -942,6 +942,8 @@ impl Ops {
                 tracing::warn!(device = id, error = %e, "cannot re-publish the desired configuration");
             }
         }
+        // ota (issue 14 part 2): the offers of the live campaigns, retained too.
+        self.republish_updates().await;
     }
 
     // ---- peers ----

@@ -710,41 +710,7 @@ impl Ops {
             return Err(OpError::NotFound(format!("no campaign {id:?}")));
         };
         let devices = self.store.campaign_devices(id).await?;
-        let bundle = self.store.bundle(&rec.bundle).await?.ok_or_else(|| {
-            OpError::Corrupt(format!(
-                "campaign {id}: bundle {} is not stored",
-                rec.bundle
-            ))
-        })?;
-        let mut windows = BTreeMap::new();
-        for w in &rec.windows {
-            if let Ok(utc) = w.to_utc() {
-                windows.insert(w.site.clone(), utc);
-            }
-        }
-        let mut engine = Campaign {
-            id: rec.id.clone(),
-            plan: Plan {
-                bundle: BundleRef {
-                    sha256: rec.bundle.clone(),
-                    version: Token::new(&bundle.version)
-                        .map_err(|e| OpError::Corrupt(e.to_string()))?,
-                    size: bundle.size,
-                    url: self.download_url(&rec.bundle)?,
-                },
-                waves: u32::try_from(rec.wave_shares.len() + 1).unwrap_or(u32::MAX),
-                soak_secs: rec.soak_secs,
-                failure_threshold_pct: rec.failure_threshold_pct,
-                mode: rec.mode,
-                deadline_ms: rec.deadline_ms,
-                windows,
-            },
-            state: rec.state,
-            paused_reason: rec.paused_reason.clone(),
-            released_waves: rec.released_waves,
-            acknowledged_failures: rec.acknowledged_failures,
-            devices: devices.clone(),
-        };
+        let mut engine = self.engine(&rec, devices.clone()).await?;
         let now = now_ms();
         let mut all = Vec::new();
         if observe
@@ -794,6 +760,51 @@ impl Ops {
         }
         self.carry_out(&engine, &all).await;
         Ok(true)
+    }
+
+    /// The engine of a stored campaign: its plan from the record, the bundle and the
+    /// configured download address.
+    async fn engine(
+        &self,
+        rec: &CampaignRecord,
+        devices: Vec<DeviceRecord>,
+    ) -> Result<Campaign, OpError> {
+        let id = &rec.id;
+        let bundle = self.store.bundle(&rec.bundle).await?.ok_or_else(|| {
+            OpError::Corrupt(format!(
+                "campaign {id}: bundle {} is not stored",
+                rec.bundle
+            ))
+        })?;
+        let mut windows = BTreeMap::new();
+        for w in &rec.windows {
+            if let Ok(utc) = w.to_utc() {
+                windows.insert(w.site.clone(), utc);
+            }
+        }
+        Ok(Campaign {
+            id: rec.id.clone(),
+            plan: Plan {
+                bundle: BundleRef {
+                    sha256: rec.bundle.clone(),
+                    version: Token::new(&bundle.version)
+                        .map_err(|e| OpError::Corrupt(e.to_string()))?,
+                    size: bundle.size,
+                    url: self.download_url(&rec.bundle)?,
+                },
+                waves: u32::try_from(rec.wave_shares.len() + 1).unwrap_or(u32::MAX),
+                soak_secs: rec.soak_secs,
+                failure_threshold_pct: rec.failure_threshold_pct,
+                mode: rec.mode,
+                deadline_ms: rec.deadline_ms,
+                windows,
+            },
+            state: rec.state,
+            paused_reason: rec.paused_reason.clone(),
+            released_waves: rec.released_waves,
+            acknowledged_failures: rec.acknowledged_failures,
+            devices,
+        })
     }
 
     /// What is known of each device that can still change: its latest update report,
@@ -916,6 +927,37 @@ impl Ops {
                         .await;
                     }
                     self.live(json!({"type": "update", "campaign": c.id, "device": device, "state": state, "fail": fail, "code": code, "running": d.and_then(|d| d.running.clone())}));
+                }
+            }
+        }
+    }
+
+    /// Publishes again (retained) the offer of every device a live campaign offered and that
+    /// has not finished, e.g. after the fleet (re)connected to a broker that keeps nothing (the
+    /// embedded one); a device treats a repeated offer as a no-op.
+    pub async fn republish_updates(&self) {
+        let ids = match self.store.live_campaigns().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the update campaigns to re-publish offers");
+                return;
+            }
+        };
+        for id in ids {
+            let Ok(Some(rec)) = self.store.campaign(&id).await else {
+                continue;
+            };
+            let Ok(devices) = self.store.campaign_devices(&id).await else {
+                continue;
+            };
+            let Ok(c) = self.engine(&rec, devices).await else {
+                continue;
+            };
+            for d in &c.devices {
+                let open = !d.state.is_final() && d.state != DeviceState::Pending;
+                if let (true, Some(offer)) = (open, c.offer_for(&d.device)) {
+                    self.publish_update(&c, &d.device, UpdateAction::Install(offer))
+                        .await;
                 }
             }
         }

@@ -336,6 +336,9 @@ async fn canary_first_then_the_next_wave_after_the_soak() -> R {
             .device_may_download(&DeviceId::new("d1")?, &rec.sha256)
             .await?
     );
+    // A broker that kept nothing gets the open offers again.
+    f.ops.republish_updates().await;
+    assert_eq!(f.updates(), [("c1".to_owned(), "1.4.0".to_owned())]);
     // The canary downloads, switches, proves healthy.
     f.report(
         "north",
