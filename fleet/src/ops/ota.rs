@@ -457,7 +457,8 @@ impl Ops {
     }
 
     /// Creates a campaign (a draft): the targets resolved now among the approved devices of the
-    /// caller's sites, assigned to waves. Audited as `update.campaign_create`.
+    /// caller's sites that do not already run the bundle's version, assigned to waves. Audited
+    /// as `update.campaign_create`.
     pub async fn create_campaign(
         &self,
         actor: &Actor,
@@ -511,7 +512,7 @@ impl Ops {
             }
         }
         let scope = &actor.principal.sites;
-        let candidates: Vec<Candidate> = self
+        let mut candidates: Vec<Candidate> = self
             .store
             .devices(None)
             .await?
@@ -530,6 +531,8 @@ impl Ops {
                 })
             })
             .collect();
+        // A device that already runs the version would refuse it (not newer): not a target.
+        candidates.retain(|c| c.version.as_deref() != Some(bundle.version.as_str()));
         let targets = req.targets.select(&candidates);
         let waves = assign_waves(&targets, &req.canary, &req.wave_shares)
             .map_err(|e| OpError::Invalid(e.to_string()))?;

@@ -1,8 +1,8 @@
 //! ota (issue 14 part 2): update bundles (content-addressed, in 1 MiB chunks, so every replica
 //! serves them and a range reads only the chunks it needs), campaigns and their devices.
 //!
-//! A bundle row is written in the transaction of all its chunks: a bundle is there whole or not
-//! at all, and two replicas storing the same upload store it once. A campaign changes by
+//! A bundle's record is written after all its chunks: a bundle is seen whole or not at all, and
+//! two replicas storing the same upload store it once (its chunks are content-addressed). A campaign changes by
 //! compare-and-set on its revision ([`Store::save_campaign`]): of two replicas running the same
 //! tick, one saves and acts, the other sees `false` and does nothing.
 
@@ -305,38 +305,20 @@ async fn write_device(
 impl Store {
     // ---- bundles ----
 
-    /// Stores a verified bundle: its record and its bytes from `content` (exactly `rec.size`
-    /// bytes), in one transaction. `false` if a bundle of that SHA-256 is already stored (then
-    /// nothing is written; the content is not read).
+    /// Stores a verified bundle: its bytes from `content` (exactly `rec.size` bytes) in chunks,
+    /// then its record. `false` if a bundle of that SHA-256 is already stored (then the content
+    /// is not read), or another replica stored its record first.
     pub async fn insert_bundle<R: AsyncRead + Unpin>(
         &self,
         rec: &BundleRecord,
         content: &mut R,
     ) -> Result<bool> {
-        let _w = self.write_guard().await;
-        let mut tx = self.tx().await?;
-        let r = sqlx::query(
-            "INSERT INTO bundles (sha256, product, version, hardware, payload_kind, size, \
-             min_installed, floor, expires_ms, created_ms, uploaded_by, uploaded_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
-        )
-        .bind(rec.sha256.as_str())
-        .bind(&rec.product)
-        .bind(&rec.version)
-        .bind(serde_json::to_string(&rec.hardware)?)
-        .bind(&rec.payload_kind)
-        .bind(db_int(rec.size))
-        .bind(rec.min_installed.as_deref())
-        .bind(rec.floor.as_deref())
-        .bind(rec.expires_ms)
-        .bind(rec.created_ms)
-        .bind(&rec.uploaded_by)
-        .bind(rec.uploaded_ms)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
+        if self.bundle_size(&rec.sha256).await?.is_some() {
             return Ok(false);
         }
+        // The chunks first, one short write each (a large upload never holds SQLite's one
+        // writer for long); the record last, so a bundle is seen only once whole. Chunks are
+        // content-addressed: another replica storing the same upload writes the same bytes.
         let chunk = usize::try_from(CHUNK).unwrap_or(1 << 20);
         let mut buf = vec![0u8; chunk];
         let mut idx: i64 = 0;
@@ -356,12 +338,19 @@ impl Store {
             if filled == 0 {
                 break;
             }
-            sqlx::query("INSERT INTO bundle_chunks (sha256, idx, data) VALUES ($1, $2, $3)")
+            let data = base64::engine::general_purpose::STANDARD.encode(&buf[..filled]);
+            {
+                let _w = self.write_guard().await;
+                sqlx::query(
+                    "INSERT INTO bundle_chunks (sha256, idx, data) VALUES ($1, $2, $3) \
+                     ON CONFLICT (sha256, idx) DO NOTHING",
+                )
                 .bind(rec.sha256.as_str())
                 .bind(idx)
-                .bind(base64::engine::general_purpose::STANDARD.encode(&buf[..filled]))
-                .execute(&mut *tx)
+                .bind(data)
+                .execute(&self.pool)
                 .await?;
+            }
             idx += 1;
             total += u64::try_from(filled).unwrap_or(u64::MAX);
             if filled < chunk {
@@ -376,8 +365,27 @@ impl Store {
                 ),
             ))));
         }
-        tx.commit().await?;
-        Ok(true)
+        let _w = self.write_guard().await;
+        let r = sqlx::query(
+            "INSERT INTO bundles (sha256, product, version, hardware, payload_kind, size, \
+             min_installed, floor, expires_ms, created_ms, uploaded_by, uploaded_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+        )
+        .bind(rec.sha256.as_str())
+        .bind(&rec.product)
+        .bind(&rec.version)
+        .bind(serde_json::to_string(&rec.hardware)?)
+        .bind(&rec.payload_kind)
+        .bind(db_int(rec.size))
+        .bind(rec.min_installed.as_deref())
+        .bind(rec.floor.as_deref())
+        .bind(rec.expires_ms)
+        .bind(rec.created_ms)
+        .bind(&rec.uploaded_by)
+        .bind(rec.uploaded_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// A stored bundle.

@@ -176,6 +176,39 @@ impl Fixture {
             .expect("record");
     }
 
+    async fn birth(&self, site: &str, id: &str, version: &str, hardware: &str) {
+        let b = medgate_contract::Birth {
+            schema: Schema::default(),
+            sent_at_ms: now_ms(),
+            boot_id: 1,
+            inventory: medgate_contract::Inventory {
+                serial: Token::new("SN-1").expect("token"),
+                hardware_profile: Token::new(hardware).expect("token"),
+                os_version: Token::new("1").expect("token"),
+                appliance_version: Token::new(version).expect("token"),
+                ae_title: None,
+                nics: vec![],
+                disk: Default::default(),
+                peers: vec![],
+                config_schema: None,
+            },
+            config_version: 0,
+            telemetry_interval_secs: 10,
+        };
+        let mut c = self.ops.store.pool().acquire().await.expect("conn");
+        self.ops
+            .store
+            .record(
+                &mut c,
+                &SiteId::new(site).expect("site"),
+                &DeviceId::new(id).expect("id"),
+                Message::Birth(&b),
+                now_db(),
+            )
+            .await
+            .expect("birth");
+    }
+
     /// The update instructions sent since the last call: (device, install version or "cancel").
     fn updates(&self) -> Vec<(String, String)> {
         let mut sent = self.sent.lock().expect("sent");
@@ -543,6 +576,34 @@ async fn campaigns_are_checked_with_what_to_give() -> R {
             .await,
         Err(OpError::NotFound(_))
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn targets_by_inventory_and_never_a_device_already_on_the_version() -> R {
+    let f = fixture().await;
+    let (rec, _) = f.upload(f.bundle("1.4.0", 2)).await?;
+    for (id, version, hw) in [
+        ("a", "1.3.0", "qemu-vm"),
+        ("b", "1.4.0", "qemu-vm"),
+        ("c", "1.3.0", "generic-1u-2nic"),
+        ("d", "1.2.0", "qemu-vm"),
+    ] {
+        f.device("north", id).await;
+        f.birth("north", id, version, hw).await;
+    }
+    let mut req = new_campaign(&rec.sha256, &[], 60);
+    req.targets.hardware = vec![Token::new("qemu-vm")?];
+    let v = f.ops.create_campaign(&admin(), req).await?;
+    let ids: Vec<&str> = v.devices.iter().map(|d| d.device.as_str()).collect();
+    assert_eq!(ids, ["a", "d"], "b runs 1.4.0 already, c is other hardware");
+    let mut req = new_campaign(&rec.sha256, &[], 60);
+    req.targets.versions = vec![Token::new("1.3.0")?];
+    req.targets.sites = vec![SiteId::new("north")?];
+    match f.ops.create_campaign(&admin(), req).await {
+        Err(OpError::Conflict(m)) => assert!(m.contains("device a is already in campaign"), "{m}"),
+        other => panic!("a is in the first campaign: {other:?}"),
+    }
     Ok(())
 }
 
