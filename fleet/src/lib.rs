@@ -14,6 +14,7 @@
 //!   feed, `/metrics`.
 //! - [`auth`]: identity and access (passwords, sessions, CSRF, throttle, tokens, the policy
 //!   table); [`console`]: the server-rendered pages.
+//! - [`ota`]: update campaigns as a pure state machine (waves, soak, failure threshold).
 //! - [`ca`]: the fleet CA and enrollment certificates; [`brokerconf`]: Mosquitto configuration.
 
 // alerts (issue 13 part 3): rules, their history, e-mail and webhook.
@@ -39,6 +40,8 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod ops;
+// ota (issue 14 part 2): update campaigns, sans-IO.
+pub mod ota;
 pub mod pem;
 pub mod publish;
 pub mod store;

@@ -98,6 +98,8 @@ fn op_error_page(e: &OpError, who: Option<&Principal>) -> Response {
         OpError::Forbidden(_) => StatusCode::FORBIDDEN,
         OpError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         OpError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+        OpError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        OpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         _ => {
             tracing::error!(error = %e, "console page failed");
             StatusCode::INTERNAL_SERVER_ERROR
