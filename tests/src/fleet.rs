@@ -206,6 +206,57 @@ impl Fleet {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// A POST of raw bytes (an update bundle) with the admin token; the status and JSON body.
+    pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value)> {
+        let rsp = self
+            .client
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        let status = rsp.status().as_u16();
+        let text = rsp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Enrolls a device with the real `medgate-appliance enroll` (a claim token for `device` of
+    /// `site`, telemetry every second); returns the settings file for `fleet_enrollment`.
+    pub async fn enroll(&self, dir: &Path, site: &str, device: &str) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let provisioning = dir.join("provisioning.toml");
+        let ca = self
+            .ca
+            .as_ref()
+            .map(|ca| format!("fleet_ca = \"{}\"\n", ca.display()))
+            .unwrap_or_default();
+        std::fs::write(
+            &provisioning,
+            format!(
+                "fleet_url = \"{}\"\nclaim_token = \"{}\"\ntelemetry_interval_secs = 1\n{ca}",
+                self.url(),
+                self.claim(site, device).await?
+            ),
+        )?;
+        let identity = dir.join("identity");
+        let out = Command::new(workspace_bin("medgate-appliance")?)
+            .arg("enroll")
+            .arg("--provisioning")
+            .arg(&provisioning)
+            .arg("--identity-dir")
+            .arg(&identity)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "enroll {device}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(identity.join("fleet.toml"))
+    }
+
     /// GET of a download with the admin token: status, `Content-Disposition`, the bytes.
     pub async fn download(&self, path: &str) -> Result<(u16, String, Vec<u8>)> {
         let rsp = self

@@ -22,6 +22,7 @@ pub mod appliance;
 pub mod compare;
 pub mod fleet;
 pub mod monitoring;
+pub mod ota;
 pub mod privacy;
 // The peers themselves live in medgate-testkit, shared with the other suites.
 pub use medgate_testkit::{dcmtk, http, mosquitto, orthanc, peer, ports};

@@ -250,6 +250,8 @@ pub struct Hooks {
     pub config_source: Arc<Mutex<ConfigSource>>,
     /// What the update agent is doing (it outlives every appliance it watches).
     pub update: Arc<crate::update::view::UpdateView>,
+    /// The fleet's latest update instruction, for the update agent.
+    pub update_inbox: Arc<crate::update::inbox::Inbox>,
 }
 
 /// Where the running configuration comes from.

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use medgate_contract::{
-    CommandOutput, ConfigProblem, DesiredConfig, Inventory, TelemetrySnapshot, Token,
+    CommandOutput, ConfigProblem, DesiredConfig, DesiredUpdate, Inventory, TelemetrySnapshot, Token,
 };
 
 /// The appliance's figures. Both methods are called from the reporter's task and must return
@@ -107,5 +107,12 @@ pub trait CommandHandler: Send + Sync + 'static {
     fn retry_now(&self, destination: Option<Token>) -> impl Future<Output = CommandResult> + Send {
         let _ = destination;
         async { Err(CommandFailure::rejected("unsupported")) }
+    }
+    /// The fleet's update instruction for this device (`update/desired`, retained: it comes
+    /// again at every connect). Hand it to the update agent and return at once; the agent
+    /// reports where it stands in the telemetry's `update`. Without an update agent it is
+    /// logged and ignored.
+    fn desired_update(&self, desired: DesiredUpdate) {
+        tracing::warn!(campaign = %desired.campaign, "an update instruction arrived, but this appliance has no update agent ([update] is not configured); ignored");
     }
 }

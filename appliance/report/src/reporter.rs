@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use medgate_contract::{
     Birth, Command, CommandAck, CommandAction, CommandOutput, CommandStatus, ConfigStatus,
-    DesiredConfig, DeviceState, DeviceTopics, Event, EventBody, EventId, EventReceipt, FileChunk,
-    Kind, MAX_FILE_BYTES, MAX_PAYLOAD_BYTES, Message, QuarantineAction, ReportedConfig, Schema,
-    State, Telemetry, Token, decode, encode, now_ms,
+    DesiredConfig, DesiredUpdate, DeviceState, DeviceTopics, Event, EventBody, EventId,
+    EventReceipt, FileChunk, Kind, MAX_FILE_BYTES, MAX_PAYLOAD_BYTES, Message, QuarantineAction,
+    ReportedConfig, Schema, State, Telemetry, Token, decode, encode, now_ms,
 };
 use rumqttc::{
     AsyncClient, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -420,6 +420,7 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
         let subs = [
             rumqttc::SubscribeFilter::new(topics.topic(Kind::Cmd), QoS::AtLeastOnce),
             rumqttc::SubscribeFilter::new(topics.topic(Kind::ConfigDesired), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(topics.topic(Kind::UpdateDesired), QoS::AtLeastOnce),
             rumqttc::SubscribeFilter::new(receipt_topic.clone(), QoS::AtLeastOnce),
         ];
         if client.subscribe_many(subs).await.is_err() {
@@ -651,6 +652,15 @@ impl<S: TelemetrySource, H: CommandHandler> Worker<S, H> {
             Kind::ConfigDesired if payload.is_empty() => {}
             Kind::ConfigDesired => match decode::<DesiredConfig>(payload) {
                 Ok(desired) => self.on_desired(desired),
+                Err(e) => self.invalid(topic, &e.to_string()),
+            },
+            // An empty retained message: the fleet cleared the device's update topic.
+            Kind::UpdateDesired if payload.is_empty() => {}
+            Kind::UpdateDesired => match decode::<DesiredUpdate>(payload) {
+                Ok(desired) => {
+                    tracing::info!(campaign = %desired.campaign, "update instruction from the fleet");
+                    self.handler.desired_update(desired);
+                }
                 Err(e) => self.invalid(topic, &e.to_string()),
             },
             _ => self.invalid(topic, "not a topic this device subscribes to"),

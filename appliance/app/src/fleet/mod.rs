@@ -85,6 +85,8 @@ pub struct Link {
     started: Instant,
     carried: Mutex<Carried>,
     os_version: String,
+    /// The device certificate the fleet knows this device by (for update downloads).
+    identity: Option<crate::update::inbox::Identity>,
 }
 
 fn token_or(s: &str, fallback: &str) -> Token {
@@ -355,7 +357,39 @@ impl TelemetrySource for Link {
     }
 }
 
+/// The device's certificate for update downloads: the broker link's mutual-TLS files, else
+/// those `enroll` wrote beside the settings file (an embedded broker without TLS still gave
+/// the device its certificate).
+fn download_identity(
+    reporter: &ReporterConfig,
+    local: &Config,
+) -> Option<crate::update::inbox::Identity> {
+    use crate::update::inbox::Identity;
+    if let Some(t) = &reporter.tls {
+        if let (Some(certificate), Some(private_key)) = (&t.certificate, &t.private_key) {
+            return Some(Identity {
+                ca: t.ca.clone(),
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+            });
+        }
+    }
+    let beside = Identity::beside(local.appliance.fleet_enrollment.as_deref()?)?;
+    beside.certificate.exists().then_some(beside)
+}
+
 impl CommandHandler for Link {
+    fn desired_update(&self, desired: medgate_contract::DesiredUpdate) {
+        if self.local.update.is_none() {
+            tracing::warn!(campaign = %desired.campaign, "an update instruction arrived, but [update] is not configured on this appliance; ignored");
+            return;
+        }
+        self.hooks.update_inbox.put(crate::update::inbox::Offered {
+            desired,
+            identity: self.identity.clone(),
+        });
+    }
+
     async fn apply_config(&self, desired: &DesiredConfig) -> ApplyOutcome {
         let cfg = match managed::merge(&desired.config, &self.local) {
             Ok(c) => c,
@@ -519,6 +553,7 @@ pub fn attach(
 
     let store = managed::Store::new(&local.appliance.data_dir);
     let (tx, requests) = mpsc::channel(4);
+    let identity = download_identity(&reporter_cfg, local);
     let link = Arc::new(Link {
         hooks: hooks.clone(),
         requests: tx,
@@ -528,6 +563,7 @@ pub fn attach(
         started: Instant::now(),
         carried: Mutex::new(Carried::default()),
         os_version: os_version(),
+        identity,
     });
 
     // The configuration to run: the last one the fleet set that proved healthy, else the file.

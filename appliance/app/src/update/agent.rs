@@ -4,6 +4,8 @@
 //! and carries out its actions on the directory slots. It outlives the appliances the
 //! supervisor restarts (it reads the running one from [`Hooks`]).
 
+use super::download::{self, Progress};
+use super::inbox::{Identity, Offered};
 use super::state::{self, Outcome, Saved, Switched};
 use super::{
     Restart, UpdateError, current_program, device, load_trust, make_program, policy, reason_code,
@@ -15,13 +17,17 @@ use crate::scu::{ScuAssociation, ScuOptions};
 use medgate_bundle::Timestamp;
 use medgate_bundle::agent::{
     Action, Activity, Agent, Arriving, Health, Input, Instruction, Mode, Policy, Refusal, Report,
+    Window,
 };
 use medgate_bundle::local::{install_file, verify_file};
 use medgate_bundle::slot::{DirBackend, SlotBackend};
+use medgate_bundle::{Name, Version};
+use medgate_contract::{InstallMode, UpdateAction, UpdateOffer};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -49,6 +55,28 @@ fn instruction(s: &Saved) -> Instruction {
     }
 }
 
+/// The agent's instruction for the fleet's offer.
+fn offered_instruction(campaign: Name, version: Version, offer: &UpdateOffer) -> Instruction {
+    let deadline = offer.deadline_ms.map(|ms| Timestamp::from_unix(ms / 1000));
+    Instruction {
+        campaign,
+        version,
+        size: offer.size,
+        mode: match offer.mode {
+            InstallMode::Soft => Mode::Soft {
+                give_up_at: deadline,
+            },
+            InstallMode::Forced => Mode::TimeForced {
+                at: deadline.unwrap_or_else(Timestamp::now),
+            },
+        },
+        window: offer.window.map(|w| Window {
+            start_minute: w.start_minute,
+            minutes: w.minutes,
+        }),
+    }
+}
+
 /// Starts the agent for `local` (its `[update]` and data directory are box-local: the fleet's
 /// configuration changes neither). Nothing without `[update]`.
 pub fn spawn(local: &Config, hooks: &Hooks, shutdown: CancellationToken, restart: Restart) {
@@ -65,6 +93,9 @@ pub fn spawn(local: &Config, hooks: &Hooks, shutdown: CancellationToken, restart
         saved: None,
         objects_seen: None,
         last_object: None,
+        identity: None,
+        download: None,
+        progress: mpsc::channel(16),
     };
     tokio::spawn(async move {
         if let Err(e) = shell.run().await {
@@ -83,6 +114,11 @@ struct Shell {
     saved: Option<Saved>,
     objects_seen: Option<u64>,
     last_object: Option<Timestamp>,
+    /// The device certificate for downloads (with the fleet's offer).
+    identity: Option<Identity>,
+    /// The download under way.
+    download: Option<tokio::task::AbortHandle>,
+    progress: (mpsc::Sender<Progress>, mpsc::Receiver<Progress>),
 }
 
 /// After an action: go on, or stop (the process is replaced).
@@ -131,6 +167,7 @@ impl Shell {
                     floor: None,
                     switched: None,
                     outcome: None,
+                    download: None,
                 },
             };
             let (agent, actions) =
@@ -142,10 +179,36 @@ impl Shell {
             }
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let inbox = self.hooks.update_inbox.clone();
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
+                () = inbox.changed() => {
+                    if let Some(o) = inbox.take() {
+                        if self.offered(o).await? {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+                Some(p) = self.progress.1.recv() => {
+                    let input = match p {
+                        Progress::Have(have) => Input::DownloadProgress { have },
+                        Progress::Stopped { have, error } => {
+                            self.download = None;
+                            Input::DownloadStopped { have, error }
+                        }
+                        Progress::Complete(have) => {
+                            self.download = None;
+                            Input::DownloadComplete { have }
+                        }
+                    };
+                    if self.feed(input).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
             }
             if let Some(app) = self.hooks.app() {
                 let activity = self.activity(&app);
@@ -170,6 +233,136 @@ impl Shell {
             }
             if self.feed(Input::Tick).await? {
                 return Ok(());
+            }
+        }
+    }
+
+    /// The fleet's instruction: install (download first) or cancel. Returns true when the
+    /// process is to be replaced.
+    async fn offered(&mut self, o: Offered) -> Result<bool, UpdateError> {
+        let desired = o.desired;
+        let Ok(campaign) = desired.campaign.as_str().parse::<Name>() else {
+            tracing::warn!(campaign = %desired.campaign, "update instruction with a campaign id this agent cannot use; ignored");
+            return Ok(false);
+        };
+        match desired.action {
+            UpdateAction::Cancel => {
+                if self.saved.as_ref().is_some_and(|s| s.campaign == campaign) {
+                    tracing::info!(campaign = %campaign, "the fleet cancelled the update");
+                    return self.feed(Input::Cancel).await;
+                }
+                Ok(false)
+            }
+            UpdateAction::Install(offer) => {
+                let Ok(version) = offer.version.as_str().parse::<Version>() else {
+                    tracing::warn!(campaign = %campaign, version = %offer.version, "update instruction with a version that is not semver; ignored");
+                    return Ok(false);
+                };
+                let busy = self.agent.state().is_some_and(|s| !s.is_final());
+                if let Some(s) = &self.saved {
+                    let same = s.campaign == campaign && s.version == version;
+                    // Over already (kept across restarts), or this very install under way:
+                    // the agent says where it stands, nothing starts again.
+                    if same && (s.outcome.is_some() || busy) {
+                        let _ =
+                            self.feed_report_only(offered_instruction(campaign, version, &offer));
+                        return Ok(false);
+                    }
+                }
+                if o.identity.is_none() {
+                    tracing::error!(campaign = %campaign, "an update was offered, but this device has no certificate to download it with; enroll it again");
+                }
+                self.identity = o.identity;
+                let file = download::path(
+                    &state::dir(&self.cfg.appliance.data_dir),
+                    offer.sha256.as_str(),
+                );
+                let saved = Saved {
+                    campaign: campaign.clone(),
+                    version: version.clone(),
+                    size: offer.size,
+                    bundle: file.clone(),
+                    floor: None,
+                    switched: None,
+                    outcome: None,
+                    download: Some(state::Fetch {
+                        url: offer.url.as_str().to_owned(),
+                        sha256: offer.sha256.as_str().to_owned(),
+                    }),
+                };
+                state::store(&self.cfg.appliance.data_dir, &saved)?;
+                self.saved = Some(saved);
+                tracing::info!(campaign = %campaign, version = %version, size = offer.size, "update offered by the fleet");
+                let input = Input::Campaign {
+                    instruction: offered_instruction(campaign, version, &offer),
+                    partial: download::have(&file),
+                };
+                self.feed(input).await
+            }
+        }
+    }
+
+    /// Tells the agent the instruction again only for it to report where it stands.
+    fn feed_report_only(&mut self, instruction: Instruction) -> Result<(), UpdateError> {
+        let actions = self.agent.handle(
+            Timestamp::now(),
+            Input::Campaign {
+                instruction,
+                partial: 0,
+            },
+        );
+        for a in actions {
+            if let Action::Report(r) = a {
+                self.report(&r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts downloading the offered bundle from byte `from` (stopping one under way).
+    fn start_download(&mut self, saved: &Saved, from: u64) -> Next {
+        if let Some(d) = self.download.take() {
+            d.abort();
+        }
+        let Some(fetch) = &saved.download else {
+            // A local bundle is on disk in whole already.
+            return Next::Input(Input::DownloadComplete { have: saved.size });
+        };
+        let client = match self.identity.as_ref().map(download::client) {
+            Some(Ok(c)) => c,
+            Some(Err(error)) => return Next::Input(Input::DownloadStopped { have: from, error }),
+            None => {
+                return Next::Input(Input::DownloadStopped {
+                    have: from,
+                    error: "no device certificate to download with (the device is not enrolled with a certificate)".into(),
+                });
+            }
+        };
+        tracing::info!(campaign = %saved.campaign, url = %fetch.url, from, size = saved.size, "update download");
+        let task = tokio::spawn(download::fetch(
+            client,
+            fetch.url.clone(),
+            saved.bundle.clone(),
+            from,
+            saved.size,
+            self.progress.0.clone(),
+        ));
+        self.download = Some(task.abort_handle());
+        Next::Nothing
+    }
+
+    /// Drops the downloaded file (a refused bundle, a cancelled install).
+    fn discard_download(&mut self, saved: &Saved) {
+        if let Some(d) = self.download.take() {
+            d.abort();
+        }
+        if saved.download.is_some() {
+            match std::fs::remove_file(&saved.bundle) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %saved.bundle.display(), error = %e, "cannot remove the downloaded bundle")
+                }
             }
         }
     }
@@ -245,10 +438,25 @@ impl Shell {
             return Ok(Next::Nothing);
         };
         Ok(match action {
-            // A local bundle is on disk in whole already.
-            Action::Download { .. } => Next::Input(Input::DownloadComplete { have: saved.size }),
-            Action::DiscardDownload => Next::Nothing,
-            Action::Verify => Next::Input(Input::Verified(self.verify(&saved).await)),
+            Action::Download { from } => self.start_download(&saved, from),
+            Action::DiscardDownload => {
+                self.discard_download(&saved);
+                Next::Nothing
+            }
+            Action::Verify => {
+                let r = self.verify(&saved).await;
+                let r = match r {
+                    Ok(meta) => {
+                        if let Some(s) = &mut self.saved {
+                            s.floor.clone_from(&meta.floor);
+                            state::store(&self.cfg.appliance.data_dir, s)?;
+                        }
+                        Ok(meta.version)
+                    }
+                    Err(e) => Err(e),
+                };
+                Next::Input(Input::Verified(r))
+            }
             Action::Install => {
                 let r = self.install(&saved).await;
                 // The switch is decided on what DICOM does now, not before the install.
@@ -294,7 +502,7 @@ impl Shell {
         })
     }
 
-    async fn verify(&self, saved: &Saved) -> Result<medgate_bundle::Version, Refusal> {
+    async fn verify(&self, saved: &Saved) -> Result<medgate_bundle::BundleMeta, Refusal> {
         let trust =
             load_trust(&self.cfg).map_err(|e| Refusal::new("trust_store", e.to_string()))?;
         let slots = self
@@ -307,7 +515,6 @@ impl Shell {
         let bundle = saved.bundle.clone();
         tokio::task::spawn_blocking(move || {
             verify_file(&bundle, &trust, &device, Timestamp::now(), &mut |_| {})
-                .map(|m| m.version)
                 .map_err(|e| Refusal::from(&e))
         })
         .await
@@ -357,6 +564,11 @@ impl Shell {
         });
         if r.state.is_final() {
             if let Some(saved) = &mut self.saved {
+                if saved.download.is_some() {
+                    // Installed or not, the downloaded copy is done with (a new instruction
+                    // downloads again); the slots keep what was installed.
+                    let _ = std::fs::remove_file(&saved.bundle);
+                }
                 saved.outcome = Some(Outcome {
                     state: r.state.as_str().to_owned(),
                     code: r.code.clone(),

@@ -100,6 +100,7 @@ pub fn update_file(
         floor: meta.floor.clone(),
         switched: None,
         outcome: None,
+        download: None,
     };
     let data_dir = &cfg.appliance.data_dir;
     let claim = match DataDir::claim(data_dir) {

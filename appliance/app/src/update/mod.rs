@@ -10,6 +10,8 @@
 //! or rolls back and `exec`s the previous version again.
 
 pub mod agent;
+pub mod download;
+pub mod inbox;
 pub mod local;
 pub mod state;
 pub mod view;

@@ -45,6 +45,18 @@ pub struct Saved {
     /// The final report, once over.
     #[serde(default)]
     pub outcome: Option<Outcome>,
+    /// Where the bundle comes from when the fleet offered it (none: a local file).
+    #[serde(default)]
+    pub download: Option<Fetch>,
+}
+
+/// A bundle the fleet offered: downloaded into `bundle` with resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch {
+    /// The HTTPS address (the fleet's device listener).
+    pub url: String,
+    /// The bundle file's SHA-256, as offered.
+    pub sha256: String,
 }
 
 /// What the process that switched left for the one it started.
@@ -180,6 +192,7 @@ mod tests {
                 probe_ae: "MEDGATE".into(),
             }),
             outcome: None,
+            download: None,
         };
         assert_eq!(take_request(tmp.path()).expect("none"), None);
         request(tmp.path(), &saved).expect("request");
