@@ -1,6 +1,5 @@
 -- ota (issue 14 part 2): update bundles, stored in the database (1 MiB chunks, base64 in
--- portable TEXT as command_file_chunks, written before the bundle's row: a bundle is seen only
--- once whole) so that every replica serves them; campaigns and their
+-- portable TEXT as command_file_chunks) so that every replica serves them; campaigns and their
 -- devices. A campaign row changes by compare-and-set on its revision: two replicas running the
 -- same tick never both act.
 CREATE TABLE bundles (

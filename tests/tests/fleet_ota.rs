@@ -8,115 +8,28 @@
 mod fleet_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fleet_support::*;
 use medgate_contract::{DesiredUpdate, DeviceId, SiteId, UpdateAction};
+use medgate_e2e::ota;
 use medgate_fleet::model::DeviceStatus;
 use medgate_fleet::store::now_db;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-fn bundle_tool(dir: &Path, args: &[&str]) -> String {
-    let bin = medgate_testkit::peer::workspace_bin("medgate-bundle").expect("medgate-bundle built");
-    let out = Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("medgate-bundle runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "medgate-bundle {args:?}: {text}");
-    text
-}
-
-/// Keys, root and keys documents, the fleet's trust store, and a signed bundle of 300 KB.
+/// The vendor's keys and documents, the fleet's trust store, and a signed bundle of 300 KB,
+/// made with the real `medgate-bundle`.
 fn vendor(dir: &Path) -> (PathBuf, PathBuf) {
-    let k = dir.join("keys");
-    std::fs::create_dir_all(&k).expect("dir");
-    bundle_tool(&k, &["keygen", "--name", "root-1"]);
-    bundle_tool(&k, &["keygen", "--name", "vendor-1"]);
-    bundle_tool(
-        &k,
-        &[
-            "root",
-            "--key",
-            "root-1.pub",
-            "--threshold",
-            "1",
-            "--version",
-            "1",
-            "--expires",
-            "2099-01-01",
-            "--sign-with",
-            "root-1.key",
-            "--out",
-            "root.json",
-        ],
-    );
-    bundle_tool(
-        &k,
-        &[
-            "delegate",
-            "--root",
-            "root.json",
-            "--key",
-            "vendor-1.pub",
-            "--threshold",
-            "1",
-            "--version",
-            "1",
-            "--expires",
-            "2099-01-01",
-            "--sign-with",
-            "root-1.key",
-            "--out",
-            "keys.json",
-        ],
-    );
-    let trust = dir.join("trust.json");
-    bundle_tool(
-        &k,
-        &[
-            "trust",
-            "init",
-            "--root",
-            "root.json",
-            "--keys",
-            "keys.json",
-            "--out",
-            &trust.display().to_string(),
-        ],
-    );
+    let keys = ota::vendor_keys(dir).expect("vendor keys");
+    let trust = dir.join("fleet-trust.json");
+    ota::trust_store(&keys, &trust).expect("trust store");
     let payload = dir.join("payload");
     let bytes: Vec<u8> = (0..300_000u32)
         .map(|i| u8::try_from(i % 251).expect("byte"))
         .collect();
     std::fs::write(&payload, bytes).expect("payload");
     let bundle = dir.join("medgate-1.4.0.mgb");
-    bundle_tool(
-        &k,
-        &[
-            "sign",
-            "--payload",
-            &payload.display().to_string(),
-            "--kind",
-            "appliance-binaries",
-            "--version",
-            "1.4.0",
-            "--hardware",
-            "qemu-vm",
-            "--expires-days",
-            "30",
-            "--sign-with",
-            "vendor-1.key",
-            "--out",
-            &bundle.display().to_string(),
-        ],
-    );
+    ota::sign(&keys, &payload, "1.4.0", &bundle).expect("sign");
     (trust, bundle)
 }
 
