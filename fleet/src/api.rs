@@ -386,6 +386,29 @@ pub fn routes() -> Routes {
             "/alerts/{id}/silence",
             post(crate::console::alerts::silence),
         )
+        // ota (issue 14): the Updates pages.
+        .add(G, "/updates", get(crate::console::updates::updates))
+        .add(Po, "/updates/campaigns", post(crate::console::updates::create))
+        .add(
+            G,
+            "/updates/campaigns/{id}",
+            get(crate::console::updates::campaign),
+        )
+        .add(
+            G,
+            "/updates/campaigns/{id}/live",
+            get(crate::console::updates::live),
+        )
+        .add(
+            Po,
+            "/updates/campaigns/{id}/{action}",
+            post(crate::console::updates::command),
+        )
+        .add(
+            G,
+            crate::console::assets::UPDATES_JS_PATH,
+            get(crate::console::updates_js),
+        )
         // analytics (issue 13 part 2).
         .add(G, "/analytics", get(crate::console::analytics::summary))
         .add(G, "/analytics/daily", get(crate::console::analytics::daily))

@@ -269,6 +269,12 @@ pub struct UpdatesSection {
     /// The HTTPS base devices download from: offers name
     /// `{download_url}/device/v1/bundles/{sha256}`; without it, campaigns cannot be created.
     pub download_url: Option<medgate_contract::HttpsUrl>,
+    /// Where this fleet serves the devices' downloads (HTTPS, device certificates required,
+    /// its certificate from the fleet's CA). Default: none (another replica, or nothing).
+    pub download_bind: Option<SocketAddr>,
+    /// The names and addresses in that listener's certificate (what devices connect to, as in
+    /// `download_url`). Default: `localhost`, `127.0.0.1`.
+    pub download_hostnames: Vec<String>,
 }
 
 impl Default for UpdatesSection {
@@ -277,6 +283,8 @@ impl Default for UpdatesSection {
             trust_file: None,
             max_bundle_mib: 1024,
             download_url: None,
+            download_bind: None,
+            download_hostnames: vec!["localhost".into(), "127.0.0.1".into()],
         }
     }
 }
@@ -285,9 +293,32 @@ impl Default for UpdatesSection {
 pub const MAX_BUNDLE_MIB: u64 = 16 * 1024;
 
 impl UpdatesSection {
+    /// The base the offers name: `download_url`, else `https://{download_bind}` when it is a
+    /// single address.
+    pub fn offer_base(&self) -> Option<medgate_contract::HttpsUrl> {
+        if let Some(u) = &self.download_url {
+            return Some(u.clone());
+        }
+        let b = self.download_bind.filter(|b| !b.ip().is_unspecified())?;
+        medgate_contract::HttpsUrl::new(format!("https://{b}")).ok()
+    }
+
     /// Its problems, one line each, naming the key.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if let Some(b) = self.download_bind {
+            if b.ip().is_unspecified() && self.download_url.is_none() {
+                p.push(format!(
+                    "updates.download_url: set it (https://NAME:{}) — download_bind {b} listens on every address, so the fleet cannot tell devices which one to use",
+                    b.port()
+                ));
+            }
+            if self.download_hostnames.iter().any(|h| h.trim().is_empty())
+                || self.download_hostnames.is_empty()
+            {
+                p.push("updates.download_hostnames: give the names and addresses devices connect to (e.g. [\"fleet.region.example\"])".into());
+            }
+        }
         if self.max_bundle_mib == 0 || self.max_bundle_mib > MAX_BUNDLE_MIB {
             p.push(format!(
                 "updates.max_bundle_mib: give 1 to {MAX_BUNDLE_MIB} (MiB; the largest bundle accepted)"

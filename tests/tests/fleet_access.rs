@@ -225,7 +225,9 @@ async fn every_route_times_every_role_and_no_credential() {
             command.as_str()
         } else if route.path.starts_with("/api/v1/bundles/") {
             bundle.as_str()
-        } else if route.path.starts_with("/api/v1/campaigns/") {
+        } else if route.path.starts_with("/api/v1/campaigns/")
+            || route.path.starts_with("/updates/campaigns/")
+        {
             "cmp-matrix"
         } else if route.path.starts_with("/api/v1/sites/") || route.path.starts_with("/sites/") {
             "site-a"
@@ -242,7 +244,8 @@ async fn every_route_times_every_role_and_no_credential() {
             .replace("{id}", id)
             .replace("{name}", "subject")
             .replace("{tag}", "ct")
-            .replace("{token}", &display.secret);
+            .replace("{token}", &display.secret)
+            .replace("{action}", "pause");
         table.push_str(&format!("{:6} {:36}", route.verb, route.path));
         for (label, role, cred) in &principals {
             let got = call(&http, &api.base, route.verb, &path, cred).await;

@@ -410,6 +410,29 @@ pub const ROUTES: &[Route] = &[
         P::DevicesOperate,
         T::Alert,
     ),
+    // ota (issue 14): the Updates pages; the campaign pages show the caller's sites' devices
+    // (a campaign with none of them: 404), the changes are admins'.
+    r(V::Get, "/updates", P::DevicesRead, T::Filtered),
+    r(V::Post, "/updates/campaigns", P::UpdatesManage, T::Filtered),
+    r(
+        V::Get,
+        "/updates/campaigns/{id}",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Get,
+        "/updates/campaigns/{id}/live",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Post,
+        "/updates/campaigns/{id}/{action}",
+        P::UpdatesManage,
+        T::Filtered,
+    ),
+    r(V::Get, "/static/updates.js", P::Public, T::None),
     // analytics (issue 13 part 2): the region's numbers, pages and API, within the caller's sites.
     r(V::Get, "/analytics", P::DevicesRead, T::Filtered),
     r(V::Get, "/analytics/daily", P::DevicesRead, T::Filtered),
@@ -542,6 +565,8 @@ mod tests {
                 "/static/uplot-1.6.32.min.js",
                 "/static/uplot-1.6.32.min.css",
                 "/static/device-charts.js",
+                // ota: the Updates page's upload script
+                "/static/updates.js",
                 // analytics: the Analytics page's charts script
                 "/static/analytics-charts.js",
                 // wall: the display link's secret authorises

@@ -447,9 +447,9 @@ impl Ops {
     }
 
     fn download_url(&self, sha: &Sha256Hex) -> Result<HttpsUrl, OpError> {
-        let Some(base) = &self.config.updates.download_url else {
+        let Some(base) = self.config.updates.offer_base() else {
             return Err(OpError::Conflict(
-                "campaigns need the address devices download from: set [updates] download_url (https://…) and restart".into(),
+                "campaigns need the address devices download from: set [updates] download_bind (this fleet serves the downloads) or download_url (https://…), and restart".into(),
             ));
         };
         HttpsUrl::new(format!("{base}/device/v1/bundles/{sha}"))
