@@ -879,3 +879,163 @@ async fn analytics_pages_in_chromium() {
     )
     .await;
 }
+
+/// ota (issue 14): one device's telemetry with its update agent's report, through the ingest
+/// path (what the campaign engine observes).
+async fn report_update(
+    store: &medgate_fleet::store::Store,
+    site: &str,
+    device: &str,
+    seq: u64,
+    update: medgate_contract::UpdateReport,
+) {
+    use medgate_contract::{DeviceId, Schema, SiteId, Telemetry, TelemetrySnapshot};
+    let now = medgate_fleet::store::now_db();
+    let t = Telemetry {
+        schema: Schema::default(),
+        sent_at_ms: u64::try_from(now).expect("time"),
+        boot_id: 7,
+        seq,
+        snapshot: TelemetrySnapshot {
+            uptime_secs: seq,
+            update: Some(update),
+            ..TelemetrySnapshot::default()
+        },
+    };
+    let mut c = store.pool().acquire().await.expect("conn");
+    store
+        .record(
+            &mut c,
+            &SiteId::new(site).expect("site"),
+            &DeviceId::new(device).expect("device"),
+            medgate_fleet::store::Message::Telemetry(&t),
+            now,
+        )
+        .await
+        .expect("record");
+}
+
+/// ota (issue 14): the Updates pages. The fleet checks uploads with a real trust store and a
+/// bundle signed by `medgate-bundle`; the appliances are played by this test through the
+/// ingest path (offered → the canary waits for idle DICOM for a while → installed), which is
+/// what the campaign engine reads; the admin drives the campaign in Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_pages_in_chromium() {
+    use medgate_contract::{Token, UpdatePhase, UpdateReport};
+    use medgate_fleet::ota::campaign::DeviceState;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = medgate_e2e::ota::vendor_keys(dir.path()).expect("keys");
+    let trust = dir.path().join("fleet-trust.json");
+    medgate_e2e::ota::trust_store(&keys, &trust).expect("trust");
+    let payload = dir.path().join("medgate-appliance-0.2.0");
+    std::fs::write(
+        &payload,
+        "#!/bin/sh\nexec /usr/bin/medgate-appliance \"$@\"\n",
+    )
+    .expect("payload");
+    let bundle = dir.path().join("medgate-0.2.0.mgb");
+    medgate_e2e::ota::sign(&keys, &payload, "0.2.0", &bundle).expect("sign");
+    let mut bad = std::fs::read(&bundle).expect("bundle");
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let bad_bundle = dir.path().join("medgate-0.2.0-tampered.mgb");
+    std::fs::write(&bad_bundle, bad).expect("bad");
+    let mut cfg = fleet_config(dir.path());
+    cfg.updates.trust_file = Some(trust);
+    cfg.updates.download_url =
+        Some(medgate_contract::HttpsUrl::new("https://fleet.example:8443").expect("url"));
+    let running = medgate_fleet::serve(cfg).await.expect("serve");
+    let api = Api::new(&running);
+    let rooms = [
+        ("st-marien", "ct-room-1"),
+        ("st-marien", "mr-room-2"),
+        ("st-marien", "us-room-3"),
+        ("nordklinik", "dx-room-1"),
+    ];
+    for (site, device) in rooms {
+        enroll(&api, site, device).await;
+    }
+    let r = api
+        .http
+        .post(format!("{}/api/v1/bundles", api.base))
+        .bearer_auth(&api.token)
+        .body(std::fs::read(&bundle).expect("bundle"))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 201);
+    local_user(&api, "ada.admin", "admin", "correct horse battery staple").await;
+    let (s, v) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/users",
+            serde_json::json!({"name": "nils.viewer", "role": "viewer", "sites": ["nordklinik"], "password": "correct horse battery staple"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // The wall of the region's corridor shows the rollout too.
+    let display = running
+        .app
+        .ops
+        .create_display(
+            &medgate_fleet::ops::Actor::cli(),
+            "Radiology corridor",
+            None,
+            None,
+        )
+        .await
+        .expect("display link");
+    // The appliances: each answers its offer; the canary waits 8 s for idle DICOM first.
+    let store = running.app.ops.store.clone();
+    let devices = tokio::spawn(async move {
+        let mut seq = 0u64;
+        let mut offered_at = std::collections::HashMap::new();
+        loop {
+            for id in store.live_campaigns().await.unwrap_or_default() {
+                for d in store.campaign_devices(&id).await.unwrap_or_default() {
+                    let (site, device) = (d.site.to_string(), d.device.to_string());
+                    let report = |state, running: &str, code: Option<&str>| UpdateReport {
+                        state,
+                        version: Token::new("0.2.0").ok(),
+                        running: Token::new(running).ok(),
+                        campaign: Token::new(&id).ok(),
+                        on_probation: false,
+                        code: code.and_then(|c| Token::new(c).ok()),
+                    };
+                    let at = *offered_at
+                        .entry(device.clone())
+                        .or_insert_with(std::time::Instant::now);
+                    let u = match d.state {
+                        DeviceState::Pending => continue,
+                        DeviceState::Offered | DeviceState::WaitingIdle
+                            if device == "ct-room-1" && at.elapsed().as_secs() < 8 =>
+                        {
+                            report(
+                                UpdatePhase::WaitingIdle,
+                                "0.1.0",
+                                Some("associations_active"),
+                            )
+                        }
+                        _ => report(UpdatePhase::Installed, "0.2.0", None),
+                    };
+                    seq += 1;
+                    report_update(&store, &site, &device, seq, u).await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+    run_scenario(
+        "console_updates.mjs",
+        &running.base_url(),
+        &[
+            ("ADMIN_USER", "ada.admin"),
+            ("VIEWER_USER", "nils.viewer"),
+            ("PASSWORD", "correct horse battery staple"),
+            ("BAD_BUNDLE", &bad_bundle.display().to_string()),
+            ("WALL_PATH", &format!("/wall/{}", display.secret)),
+        ],
+    )
+    .await;
+    devices.abort();
+}

@@ -15,7 +15,7 @@ use axum::{Extension, Form};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::device_view::{Severity, bytes, wait_words};
+use super::device_view::{Severity, bytes, duration, wait_words};
 use super::pages::{Nav, layout};
 use super::view::{ago, encode, utc};
 use super::{error_page, op_error_page, page};
@@ -535,7 +535,8 @@ pub fn render_campaign(who: &Principal, v: &CampaignView, now_ms: i64) -> Markup
                 dt { "Installs" } dd { (v.version) " " code title=(c.bundle.as_str()) { (c.bundle.as_str().get(..12).unwrap_or_default()) "…" } }
                 dt { "Waves" } dd {
                     @if c.canary.is_empty() { "no canary, " } @else { "canary " (c.canary.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) ", then " }
-                    (waves) " of the rest; each after " (c.soak_secs / 60) " min " (c.soak_secs % 60) " s healthy"
+                    (waves) " of the rest; "
+                    @if c.soak_secs == 0 { "each as soon as the wave before runs it committed" } @else { "each after the wave before ran it healthy for " (duration(c.soak_secs)) }
                 }
                 dt { "Pauses" } dd { "by itself when more than " (c.failure_threshold_pct) " % of the devices offered failed" }
                 dt { "Mode" } dd {
@@ -599,5 +600,129 @@ pub fn live_part(_who: &Principal, v: &CampaignView, now_ms: i64) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ota::campaign::FailKind;
+
+    fn form() -> CampaignForm {
+        CampaignForm {
+            name: "1.4.0 north".into(),
+            bundle: "ab".repeat(32),
+            sites: "st-olav, north".into(),
+            canary: "ct-room-1 mr-room-2".into(),
+            waves: "25%, 100".into(),
+            soak_minutes: "30".into(),
+            failure_threshold_pct: "5".into(),
+            mode: "forced".into(),
+            deadline: "2026-12-10 06:00".into(),
+            windows: "st-olav 22:00 240 +60\n\nnorth 23:30 60 0\n".into(),
+            ..CampaignForm::default()
+        }
+    }
+
+    #[test]
+    fn the_form_reads_as_the_apis_campaign_request() {
+        let r = campaign_request(&form()).expect("valid");
+        assert_eq!(r.name, "1.4.0 north");
+        assert_eq!(r.targets.sites.len(), 2);
+        assert_eq!(r.canary.len(), 2);
+        assert_eq!(r.wave_shares, [25, 100]);
+        assert_eq!(r.soak_secs, 1800);
+        assert_eq!(r.failure_threshold_pct, 5);
+        assert_eq!(r.mode, medgate_contract::InstallMode::Forced);
+        assert_eq!(
+            r.deadline_ms,
+            crate::civil::parse_utc_minute("2026-12-10 06:00")
+        );
+        assert_eq!(r.windows.len(), 2);
+        assert_eq!(r.windows[0].utc_offset_minutes, 60);
+        // Defaults where the form is left empty.
+        let empty = CampaignForm {
+            name: "x".into(),
+            bundle: "ab".repeat(32),
+            ..CampaignForm::default()
+        };
+        let r = campaign_request(&empty).expect("valid");
+        assert_eq!(r.wave_shares, [100]);
+        assert!(r.targets.sites.is_empty() && r.windows.is_empty());
+    }
+
+    #[test]
+    fn a_bad_field_is_named() {
+        for (f, says) in [
+            (
+                CampaignForm {
+                    waves: "25, all".into(),
+                    ..form()
+                },
+                "waves",
+            ),
+            (
+                CampaignForm {
+                    soak_minutes: "an hour".into(),
+                    ..form()
+                },
+                "soak minutes",
+            ),
+            (
+                CampaignForm {
+                    deadline: "tomorrow".into(),
+                    ..form()
+                },
+                "deadline",
+            ),
+            (
+                CampaignForm {
+                    windows: "st-olav 22:00".into(),
+                    ..form()
+                },
+                "maintenance windows",
+            ),
+            (
+                CampaignForm {
+                    sites: "St Olav!".into(),
+                    ..form()
+                },
+                "invalid",
+            ),
+        ] {
+            let e = campaign_request(&f).expect_err("refused");
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_device_that_rolled_back_is_never_worded_as_done() {
+        let d = CampaignDevice {
+            device: "ct-room-1".into(),
+            site: "st-olav".into(),
+            wave: 0,
+            state: DeviceState::Failed,
+            fail: Some(FailKind::RolledBack),
+            code: Some("health_deadline".into()),
+            version: Some("0.3.0".into()),
+            running: Some("0.2.0".into()),
+            since_ms: 0,
+        };
+        let (sev, words) = device_words(&d, "0.3.0");
+        assert_eq!(sev, Severity::Bad);
+        assert_eq!(
+            words,
+            "Failed: rolled back by itself (health_deadline): the previous version runs; it runs 0.2.0."
+        );
+        let waiting = CampaignDevice {
+            state: DeviceState::WaitingIdle,
+            fail: None,
+            code: Some("study_arriving".into()),
+            ..d
+        };
+        assert_eq!(
+            device_words(&waiting, "0.3.0").1,
+            "0.3.0 installed, waiting for idle DICOM: a study is still arriving; it runs 0.2.0."
+        );
     }
 }

@@ -351,7 +351,39 @@ impl Ops {
             ..AlertFilter::default()
         };
         let alerts = self.alerts(&scope, &firing).await?;
-        Ok(Wall::of(&sites, &devices, &latest, &today, &alerts, now))
+        let mut wall = Wall::of(&sites, &devices, &latest, &today, &alerts, now);
+        wall.rollouts = self.rollouts(&scope).await?;
+        Ok(wall)
+    }
+
+    /// ota (issue 14): the running and paused campaigns with devices in `scope`.
+    async fn rollouts(&self, scope: &SiteScope) -> Result<Vec<tile::Rollout>, OpError> {
+        let mut out = Vec::new();
+        for id in self.store.live_campaigns().await? {
+            let v = match self.campaign_view(scope, &id).await {
+                Ok(v) => v,
+                Err(OpError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let n = |s: &str| v.counts.get(s).copied().unwrap_or(0);
+            out.push(tile::Rollout {
+                name: v.campaign.name.clone(),
+                version: v.version.clone(),
+                paused: (v.campaign.state == crate::ota::campaign::CampaignState::Paused).then(
+                    || {
+                        v.campaign
+                            .paused_reason
+                            .clone()
+                            .unwrap_or_else(|| "by an operator".into())
+                    },
+                ),
+                healthy: n("healthy"),
+                failed: n("failed"),
+                waiting: n("waiting_idle"),
+                total: v.counts.values().sum(),
+            });
+        }
+        Ok(out)
     }
 
     /// The day's figures by site, reused for a few seconds per day start.

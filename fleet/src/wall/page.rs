@@ -273,6 +273,16 @@ pub fn fragment(w: &Wall) -> Markup {
                 " · last hour " (in_out(r.hour_received, r.hour_forwarded))
             }
         }
+        @if !w.rollouts.is_empty() {
+            ul.rollouts aria-label="Updates rolling out" {
+                @for r in &w.rollouts {
+                    li class=[r.paused.is_some().then_some("paused")] {
+                        span aria-hidden="true" { @if r.paused.is_some() { "⏸ " } @else { "⟳ " } }
+                        (r.words())
+                    }
+                }
+            }
+        }
         (alarms_markup(&w.alarms, w.at_ms, alarm_lines(rows)))
         @if w.sites.is_empty() {
             p.empty { "No hospital on this display link." }
@@ -361,6 +371,7 @@ mod tests {
             levels: BTreeMap::new(),
             alarms,
             region: today,
+            rollouts: Vec::new(),
             at_ms: 3_600_000,
         }
     }
@@ -464,6 +475,27 @@ mod tests {
         assert!(
             !html.contains("style="),
             "no inline style: the CSP forbids it"
+        );
+        assert!(!html.contains("rollouts"), "no campaign: no rollout line");
+    }
+
+    #[test]
+    fn a_paused_rollout_is_marked_and_its_name_escaped() {
+        let mut w = wall(vec![], Today::default());
+        w.rollouts = vec![crate::wall::tile::Rollout {
+            name: "<1.4.0>".into(),
+            version: "1.4.0".into(),
+            paused: Some("failure_threshold: 1 of 1 canary devices failed (rolled_back)".into()),
+            healthy: 0,
+            failed: 1,
+            waiting: 0,
+            total: 4,
+        }];
+        let html = fragment(&w).into_string();
+        assert!(html.contains(r#"<li class="paused">"#), "{html}");
+        assert!(
+            html.contains("Update 1.4.0 (&lt;1.4.0&gt;): 0 of 4 done, 1 failed — paused"),
+            "{html}"
         );
     }
 }

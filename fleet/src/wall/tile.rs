@@ -300,8 +300,50 @@ pub struct Wall {
     pub alarms: Vec<Alarm>,
     /// The day's figures of all its hospitals.
     pub region: Today,
+    /// ota (issue 14): update campaigns running or paused on its appliances.
+    pub rollouts: Vec<Rollout>,
     /// When (Unix ms, the fleet's clock).
     pub at_ms: i64,
+}
+
+/// ota (issue 14): one update campaign as the wall shows it (its devices on the display link's
+/// hospitals only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// The campaign's name.
+    pub name: String,
+    /// The version it installs.
+    pub version: String,
+    /// Why it is paused, if it is.
+    pub paused: Option<String>,
+    /// Devices healthy on the new version.
+    pub healthy: u64,
+    /// Devices that failed (rolled back, refused, …).
+    pub failed: u64,
+    /// Devices installed and waiting for idle DICOM.
+    pub waiting: u64,
+    /// Its devices.
+    pub total: u64,
+}
+
+impl Rollout {
+    /// The wall's line for it.
+    pub fn words(&self) -> String {
+        let mut s = format!(
+            "Update {} ({}): {} of {} done",
+            self.version, self.name, self.healthy, self.total
+        );
+        if self.failed > 0 {
+            s.push_str(&format!(", {} failed", self.failed));
+        }
+        if self.waiting > 0 {
+            s.push_str(&format!(", {} waiting for idle DICOM", self.waiting));
+        }
+        if let Some(why) = &self.paused {
+            s.push_str(&format!(" — paused: {why}"));
+        }
+        s
+    }
 }
 
 impl Wall {
@@ -366,6 +408,7 @@ impl Wall {
             levels,
             alarms,
             region,
+            rollouts: Vec::new(),
             at_ms: now_ms,
         }
     }
@@ -373,6 +416,35 @@ impl Wall {
     /// Appliances on the wall.
     pub fn tiles(&self) -> usize {
         self.sites.iter().map(|s| s.tiles.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    use super::Rollout;
+
+    #[test]
+    fn a_rollout_line_says_done_failed_waiting_and_why_paused() {
+        let mut r = Rollout {
+            name: "1.4.0 north".into(),
+            version: "1.4.0".into(),
+            paused: None,
+            healthy: 3,
+            failed: 0,
+            waiting: 2,
+            total: 12,
+        };
+        assert_eq!(
+            r.words(),
+            "Update 1.4.0 (1.4.0 north): 3 of 12 done, 2 waiting for idle DICOM"
+        );
+        r.failed = 1;
+        r.waiting = 0;
+        r.paused = Some("failure_threshold: 1 of 1 canary devices failed (rolled_back)".into());
+        assert_eq!(
+            r.words(),
+            "Update 1.4.0 (1.4.0 north): 3 of 12 done, 1 failed — paused: failure_threshold: 1 of 1 canary devices failed (rolled_back)"
+        );
     }
 }
 
