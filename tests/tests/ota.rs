@@ -614,5 +614,44 @@ async fn a_download_cut_halfway_and_a_kill_9_resume_from_the_bytes_on_disk() -> 
         !part.exists(),
         "the downloaded copy is dropped once installed"
     );
+
+    // The listener serves only devices with their certificate, and only what they were offered.
+    let url = format!("https://127.0.0.1:{listener}/device/v1/bundles/{sha}");
+    let identity = |dir: &Path| -> Result<reqwest::Client> {
+        let pem = [
+            std::fs::read(dir.join("identity/device.crt"))?,
+            std::fs::read(dir.join("identity/device.key"))?,
+        ]
+        .concat();
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                dir.join("identity/ca.crt"),
+            )?)?)
+            .identity(reqwest::Identity::from_pem(&pem)?)
+            .build()?)
+    };
+    let room_dir = dir.join("room-1/enroll");
+    let rsp = identity(&room_dir)?
+        .get(&url)
+        .header(reqwest::header::RANGE, "bytes=100-199")
+        .send()
+        .await?;
+    assert_eq!(rsp.status().as_u16(), 206);
+    assert_eq!(rsp.bytes().await?.len(), 100);
+    // A device of the fleet that no campaign offered this bundle.
+    let other = dir.join("room-9");
+    fleet.enroll(&other, SITE, "room-9").await?;
+    let rsp = identity(&other)?.get(&url).send().await?;
+    assert_eq!(rsp.status().as_u16(), 403, "{:?}", rsp.text().await);
+    // No certificate: the handshake itself fails.
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+            room_dir.join("identity/ca.crt"),
+        )?)?)
+        .build()?;
+    assert!(
+        anonymous.get(&url).send().await.is_err(),
+        "served without a certificate"
+    );
     Ok(())
 }
