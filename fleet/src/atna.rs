@@ -41,6 +41,8 @@ pub const LOGOUT: Code = dcm("110123", "Logout");
 pub const SECURITY_CONFIGURATION: Code = dcm("110129", "Security Configuration");
 /// EventTypeCode 110127 Emergency Override Started (a break-glass action).
 pub const EMERGENCY_OVERRIDE: Code = dcm("110127", "Emergency Override Started");
+/// EventTypeCode 110131 Software Configuration (ota: bundles, campaigns, installs).
+pub const SOFTWARE_CONFIGURATION: Code = dcm("110131", "Software Configuration");
 /// EventTypeCode 110128 Network Configuration (device and site configuration).
 pub const NETWORK_CONFIGURATION: Code = dcm("110128", "Network Configuration");
 /// EventTypeCode 110137 User security Attributes Changed.
@@ -129,6 +131,16 @@ pub fn event(e: &AuditEntry) -> Event {
         _ if e.outcome == Outcome::Denied => {
             (SECURITY_ALERT, Action::Execute, Some(RESTRICTED_FUNCTION))
         }
+        // ota (issue 14): uploads, campaigns and each device's install.
+        _ if a.starts_with("update.") => (
+            SECURITY_ALERT,
+            if a.ends_with("_create") || a.ends_with("_upload") {
+                Action::Create
+            } else {
+                Action::Update
+            },
+            Some(SOFTWARE_CONFIGURATION),
+        ),
         _ if a.starts_with("device.")
             || a.starts_with("config.")
             || a.starts_with("site.")
@@ -327,6 +339,21 @@ mod tests {
         assert_eq!((u.id, u.action), (SECURITY_ALERT, Action::Create));
         let d = event(&entry("device.patch", Outcome::Ok));
         assert_eq!(d.type_code, Some(NETWORK_CONFIGURATION));
+        // ota (issue 14): software configuration, a device's install as much as a campaign.
+        for (a, action) in [
+            ("update.bundle_upload", Action::Create),
+            ("update.campaign_create", Action::Create),
+            ("update.campaign_approve", Action::Update),
+            ("update.device_rolled_back", Action::Update),
+            ("update.local_installed", Action::Update),
+        ] {
+            let u = event(&entry(a, Outcome::Ok));
+            assert_eq!(
+                (u.type_code, u.action),
+                (Some(SOFTWARE_CONFIGURATION), action),
+                "{a}"
+            );
+        }
         let denied = event(&entry("device.patch", Outcome::Denied));
         assert_eq!(
             (denied.type_code, denied.outcome),

@@ -463,6 +463,10 @@ async fn after(app: &App, item: &Item, result: Result<Recorded, StoreError>) {
                     m.observe_latency(recorded_at.saturating_sub(db_int(t.sent_at_ms)));
                     // wall (issue 13 part 1): walls show the latest figures.
                     app.ops.wall.changed();
+                    // ota (issue 14): a local install's end goes to the audit trail.
+                    if let Some(u) = &t.snapshot.update {
+                        app.ops.note_local_update(device, u).await;
+                    }
                 }
                 Msg::Event(e) => {
                     m.observe_latency(recorded_at.saturating_sub(db_int(e.at_ms)));

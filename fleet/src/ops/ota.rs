@@ -682,6 +682,68 @@ impl Ops {
         self.campaign_view(&actor.principal.sites, id).await
     }
 
+    /// An install a device did without a campaign (`medgate-appliance update --file`, campaign
+    /// `local-…`), audited once when its telemetry says it ended: `update.local_installed`,
+    /// `…_rolled_back`, `…_refused`, `…_failed`, `…_cancelled`, `…_abandoned`, in the device's
+    /// name. Campaign installs are audited by the campaign (`update.device_…`).
+    pub async fn note_local_update(&self, device: &DeviceId, u: &medgate_contract::UpdateReport) {
+        use medgate_contract::UpdatePhase as P;
+        let word = match u.state {
+            P::Installed => "installed",
+            P::RolledBack => "rolled_back",
+            P::Refused => "refused",
+            P::Failed => "failed",
+            P::Cancelled => "cancelled",
+            P::Abandoned => "abandoned",
+            _ => return,
+        };
+        let Some(campaign) = u
+            .campaign
+            .as_ref()
+            .filter(|c| c.as_str().starts_with("local-"))
+        else {
+            return;
+        };
+        let version = u.version.as_ref().map_or("?", |v| v.as_str());
+        let key = format!("{campaign}:{version}:{word}");
+        match self
+            .store
+            .first_update_outcome(device, &key, now_db())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(device = %device, error = %e, "cannot record a local update's outcome; not audited now (the next report tries again)");
+                return;
+            }
+        }
+        let outcome = if u.state == P::Installed {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        let who = format!("device:{device}");
+        self.audit_as(
+            &who,
+            None,
+            &format!("update.local_{word}"),
+            &who,
+            outcome,
+            None,
+            Some(
+                json!({
+                    "campaign": campaign,
+                    "version": version,
+                    "running": u.running,
+                    "code": u.code,
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    }
+
     /// The campaigns' tick (upkeep, every 5 s): every running or paused campaign's engine run
     /// on its devices' latest reports, connection and health figures, then a clock tick.
     pub async fn ota_tick(&self) {

@@ -269,6 +269,14 @@ fn migrator(sqlite: bool) -> Migrator {
             include_str!("../../migrations/0017_ota.sql").into_sql_str(),
             false,
         ),
+        // ota (issue 14): local installs audited once.
+        Migration::new(
+            18,
+            Cow::Borrowed("local update outcomes"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0018_update_outcomes.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

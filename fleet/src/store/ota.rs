@@ -640,3 +640,24 @@ impl Store {
         Ok(true)
     }
 }
+
+impl Store {
+    /// Records that `device` reported `outcome` (an install's end, e.g.
+    /// `local-1764:0.2.0:installed`); true only the first time, on any replica.
+    pub async fn first_update_outcome(
+        &self,
+        device: &DeviceId,
+        outcome: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO update_outcomes (device, outcome, at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(device.as_str())
+        .bind(outcome)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

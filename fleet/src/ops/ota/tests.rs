@@ -652,3 +652,51 @@ fn topics(site: &str, device: &str) -> DeviceTopics {
 
 #[allow(dead_code)]
 const KIND: Kind = Kind::UpdateDesired;
+
+#[tokio::test]
+async fn a_local_install_is_audited_once_in_the_devices_name() -> R {
+    let f = fixture().await;
+    let device = DeviceId::new("ct-room-1")?;
+    let report = |state| -> Result<UpdateReport, medgate_contract::ValueError> {
+        Ok(UpdateReport {
+            state,
+            version: Some(Token::new("0.2.0")?),
+            running: Some(Token::new("0.2.0")?),
+            campaign: Some(Token::new("local-1764672000")?),
+            on_probation: false,
+            code: None,
+        })
+    };
+    // Under way: nothing yet; then the end, reported with every telemetry sample.
+    f.ops
+        .note_local_update(&device, &report(UpdatePhase::WaitingIdle)?)
+        .await;
+    for _ in 0..3 {
+        f.ops
+            .note_local_update(&device, &report(UpdatePhase::Installed)?)
+            .await;
+    }
+    // A campaign's install is the campaign's to audit.
+    let mut campaign = report(UpdatePhase::RolledBack)?;
+    campaign.campaign = Some(Token::new("cmp-1")?);
+    f.ops.note_local_update(&device, &campaign).await;
+    let entries = f.ops.store.audit(&Default::default()).await?;
+    let local: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action.starts_with("update.local_"))
+        .collect();
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0].action, "update.local_installed");
+    assert_eq!(local[0].actor, "device:ct-room-1");
+    let after = local[0].after.as_deref().unwrap_or_default();
+    assert!(
+        after.contains("local-1764672000") && after.contains("0.2.0"),
+        "{after}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.action == "update.local_rolled_back")
+    );
+    Ok(())
+}
