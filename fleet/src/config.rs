@@ -676,6 +676,35 @@ mod tests {
     }
 
     #[test]
+    fn the_download_listener_needs_an_address_devices_can_use() {
+        let mut u = UpdatesSection {
+            download_bind: Some("0.0.0.0:8443".parse().expect("addr")),
+            ..UpdatesSection::default()
+        };
+        assert_eq!(
+            u.validate(),
+            [
+                "updates.download_url: set it (https://NAME:8443) — download_bind 0.0.0.0:8443 listens on every address, so the fleet cannot tell devices which one to use"
+            ]
+        );
+        assert_eq!(u.offer_base(), None);
+        u.download_bind = Some("10.0.0.5:8443".parse().expect("addr"));
+        assert!(u.validate().is_empty());
+        assert_eq!(
+            u.offer_base().map(|b| b.as_str().to_owned()).as_deref(),
+            Some("https://10.0.0.5:8443")
+        );
+        u.download_url =
+            Some(medgate_contract::HttpsUrl::new("https://fleet.example").expect("url"));
+        assert_eq!(
+            u.offer_base().map(|b| b.as_str().to_owned()).as_deref(),
+            Some("https://fleet.example")
+        );
+        u.download_hostnames = vec![];
+        assert_eq!(u.validate().len(), 1, "{:?}", u.validate());
+    }
+
+    #[test]
     fn the_example_documents_every_key() {
         // Every key of the configuration, set or commented out.
         for key in [
@@ -759,6 +788,8 @@ mod tests {
             "trust_file",
             "max_bundle_mib",
             "download_url",
+            "download_bind",
+            "download_hostnames",
         ] {
             let documented = EXAMPLE.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);
