@@ -221,32 +221,32 @@ impl Fleet {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
-    /// Enrolls a device with the real `medgate-appliance enroll` (a claim token for `device` of
-    /// `site`, telemetry every second); returns the settings file for `fleet_enrollment`.
-    pub async fn enroll(&self, dir: &Path, site: &str, device: &str) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let provisioning = dir.join("provisioning.toml");
+    /// Writes a provisioning file for this fleet (its URL, its HTTPS CA if any, telemetry every
+    /// second) with the claim token `token`.
+    pub fn write_provisioning(&self, path: &Path, token: &str) -> Result<()> {
         let ca = self
             .ca
             .as_ref()
             .map(|ca| format!("fleet_ca = \"{}\"\n", ca.display()))
             .unwrap_or_default();
         std::fs::write(
-            &provisioning,
+            path,
             format!(
-                "fleet_url = \"{}\"\nclaim_token = \"{}\"\ntelemetry_interval_secs = 1\n{ca}",
-                self.url(),
-                self.claim(site, device).await?
+                "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n{ca}",
+                self.url()
             ),
         )?;
+        Ok(())
+    }
+
+    /// Enrolls a device with the real `medgate-appliance enroll` (a claim token for `device` of
+    /// `site`); returns the settings file for `fleet_enrollment`.
+    pub async fn enroll(&self, dir: &Path, site: &str, device: &str) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let provisioning = dir.join("provisioning.toml");
+        self.write_provisioning(&provisioning, &self.claim(site, device).await?)?;
         let identity = dir.join("identity");
-        let out = Command::new(workspace_bin("medgate-appliance")?)
-            .arg("enroll")
-            .arg("--provisioning")
-            .arg(&provisioning)
-            .arg("--identity-dir")
-            .arg(&identity)
-            .output()?;
+        let out = enroll_cli(&provisioning, &identity)?;
         if !out.status.success() {
             bail!(
                 "enroll {device}: {}{}",
@@ -322,6 +322,17 @@ impl Fleet {
         }
         Ok(v["token"].as_str().context("token")?.to_string())
     }
+}
+
+/// `medgate-appliance enroll --provisioning P --identity-dir D`, as the image's first boot runs it.
+pub fn enroll_cli(provisioning: &Path, identity: &Path) -> Result<std::process::Output> {
+    Ok(Command::new(workspace_bin("medgate-appliance")?)
+        .arg("enroll")
+        .arg("--provisioning")
+        .arg(provisioning)
+        .arg("--identity-dir")
+        .arg(identity)
+        .output()?)
 }
 
 /// Every MQTT message on the broker, as `mosquitto_sub -v -t '#'` prints them (topic, space,

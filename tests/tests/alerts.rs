@@ -125,33 +125,6 @@ async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
-/// Enrolls with the real CLI; returns the settings file.
-async fn enroll(fleet: &Fleet, dir: &Path) -> Result<PathBuf> {
-    let provisioning = dir.join("provisioning.toml");
-    std::fs::write(
-        &provisioning,
-        format!(
-            "fleet_url = \"{}\"\nclaim_token = \"{}\"\ntelemetry_interval_secs = 1\n",
-            fleet.url(),
-            fleet.claim(SITE, DEVICE).await?
-        ),
-    )?;
-    let identity = dir.join("identity");
-    let out = Command::new(medgate_e2e::workspace_bin("medgate-appliance")?)
-        .arg("enroll")
-        .arg("--provisioning")
-        .arg(&provisioning)
-        .arg("--identity-dir")
-        .arg(&identity)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(identity.join("fleet.toml"))
-}
-
 fn study(dir: &Path, seed: u64) -> Result<(Patient, String, Vec<GeneratedFile>)> {
     let p = Patient::synthetic(seed);
     let acc = format!("ACCA{seed}");
@@ -203,7 +176,7 @@ async fn an_unreachable_archive_mails_and_posts_its_alert_and_its_clear() -> Res
     let fleet = Fleet::start_extra(&dir.join("fleet"), &alerts).await?;
 
     // An enrolled appliance forwarding to a storescp archive.
-    let settings = enroll(&fleet, dir).await?;
+    let settings = fleet.enroll(dir, SITE, DEVICE).await?;
     let archive_port = free_port();
     let mut archive = Storescp::start(&dir.join("archive"), archive_port, "ARCHIVE").await?;
     let appliance = Appliance::start_configured(

@@ -11,7 +11,6 @@ use medgate_sim::studies::{GeneratedFile, Patient, Study};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const SITE: &str = "st-olav";
@@ -24,33 +23,9 @@ fn device(path: &str) -> String {
 /// Enrolls with the real CLI; returns the settings file.
 async fn enroll(fleet: &Fleet, dir: &Path) -> Result<std::path::PathBuf> {
     let provisioning = dir.join("provisioning.toml");
-    let write_provisioning = |token: &str| {
-        let ca = fleet
-            .ca
-            .as_ref()
-            .map(|ca| format!("fleet_ca = \"{}\"\n", ca.display()))
-            .unwrap_or_default();
-        std::fs::write(
-            &provisioning,
-            format!(
-                "fleet_url = \"{}\"\nclaim_token = \"{token}\"\ntelemetry_interval_secs = 1\n{ca}",
-                fleet.url()
-            ),
-        )
-    };
-    write_provisioning(&fleet.claim(SITE, DEVICE).await?)?;
+    fleet.write_provisioning(&provisioning, &fleet.claim(SITE, DEVICE).await?)?;
     let identity = dir.join("identity");
-    let run = || -> Result<std::process::Output> {
-        Ok(
-            Command::new(medgate_e2e::workspace_bin("medgate-appliance")?)
-                .arg("enroll")
-                .arg("--provisioning")
-                .arg(&provisioning)
-                .arg("--identity-dir")
-                .arg(&identity)
-                .output()?,
-        )
-    };
+    let run = || medgate_e2e::fleet::enroll_cli(&provisioning, &identity);
     let out = run()?;
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -85,7 +60,7 @@ async fn enroll(fleet: &Fleet, dir: &Path) -> Result<std::path::PathBuf> {
     );
     assert_eq!(stderr.matches("ask hospital IT").count(), 1, "{stderr}");
     // Enroll again with a fresh token.
-    write_provisioning(&fleet.claim(SITE, DEVICE).await?)?;
+    fleet.write_provisioning(&provisioning, &fleet.claim(SITE, DEVICE).await?)?;
     let out = run()?;
     assert!(
         out.status.success(),

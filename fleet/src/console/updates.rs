@@ -71,14 +71,7 @@ pub async fn campaign(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
-    let who = &actor.principal;
-    match app.ops.campaign_view(&who.sites, &id).await {
-        Ok(v) => page(
-            StatusCode::OK,
-            render_campaign(who, &v, crate::store::now_db()),
-        ),
-        Err(e) => op_error_page(&e, Some(who)),
-    }
+    campaign_part(&app, &actor, &id, render_campaign).await
 }
 
 /// `GET /updates/campaigns/{id}/live`: the state line and the device table (htmx).
@@ -87,9 +80,19 @@ pub async fn live(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
+    campaign_part(&app, &actor, &id, live_part).await
+}
+
+/// One campaign in the caller's sites, rendered by `render`.
+async fn campaign_part(
+    app: &App,
+    actor: &Actor,
+    id: &str,
+    render: fn(&Principal, &CampaignView, i64) -> Markup,
+) -> Response {
     let who = &actor.principal;
-    match app.ops.campaign_view(&who.sites, &id).await {
-        Ok(v) => page(StatusCode::OK, live_part(who, &v, crate::store::now_db())),
+    match app.ops.campaign_view(&who.sites, id).await {
+        Ok(v) => page(StatusCode::OK, render(who, &v, crate::store::now_db())),
         Err(e) => op_error_page(&e, Some(who)),
     }
 }
