@@ -47,6 +47,8 @@ pub mod ota;
 pub mod pem;
 pub mod publish;
 pub mod store;
+// ota (issue 14): sites' UTC offsets from the system's time zone database.
+pub mod tz;
 // wall (issue 13 part 1): display links and the wall.
 pub mod wall;
 

@@ -135,7 +135,7 @@ async fn exercise(store: &Store) {
         deadline_ms: Some(1_900_000_000_000),
         windows: vec![SiteWindow {
             site: site("south"),
-            utc_offset_minutes: 60,
+            utc_offset_minutes: Some(60),
             start: "22:00".into(),
             minutes: 120,
         }],
@@ -189,6 +189,7 @@ async fn exercise(store: &Store) {
     c1.baseline = Some(Health {
         forward_errors_milli_per_s: 12,
         forward_p99_ms: 900,
+        uptime_secs: 0,
     });
     let running = CampaignChange {
         state: CampaignState::Running,

@@ -204,19 +204,30 @@ pub fn campaign_request(f: &CampaignForm) -> Result<NewCampaign, String> {
     let mut windows = Vec::new();
     for line in f.windows.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let parts: Vec<&str> = line.split_whitespace().collect();
-        let [site, start, minutes, offset] = parts[..] else {
-            return Err(format!(
-                "maintenance windows: {line:?} is not \"SITE HH:MM MINUTES UTC-OFFSET-MINUTES\" (e.g. \"st-olav 22:00 240 60\")"
-            ));
+        let (site, start, minutes, offset) = match parts[..] {
+            [site, start, minutes] => (site, start, minutes, None),
+            [site, start, minutes, offset] => (site, start, minutes, Some(offset)),
+            _ => {
+                return Err(format!(
+                    "maintenance windows: {line:?} is not \"SITE HH:MM MINUTES\" (the site's time zone) or \"SITE HH:MM MINUTES UTC-OFFSET-MINUTES\" (e.g. \"st-olav 22:00 240\")"
+                ));
+            }
         };
         let minutes: u16 = minutes
             .parse()
             .map_err(|_| format!("maintenance windows: {minutes:?} is not a number of minutes"))?;
-        let offset: i16 = offset
-            .trim_start_matches('+')
-            .parse()
-            .map_err(|_| format!("maintenance windows: {offset:?} is not an offset in minutes"))?;
-        windows.push(serde_json::json!({"site": site, "start": start, "minutes": minutes, "utc_offset_minutes": offset}));
+        let offset: Option<i16> = offset
+            .map(|o| {
+                o.trim_start_matches('+')
+                    .parse()
+                    .map_err(|_| format!("maintenance windows: {o:?} is not an offset in minutes"))
+            })
+            .transpose()?;
+        let mut w = serde_json::json!({"site": site, "start": start, "minutes": minutes});
+        if let Some(o) = offset {
+            w["utc_offset_minutes"] = serde_json::json!(o);
+        }
+        windows.push(w);
     }
     j["windows"] = serde_json::Value::Array(windows);
     serde_json::from_value(j).map_err(|e| e.to_string())
@@ -503,8 +514,8 @@ pub fn render_list(
                                 }
                             }
                             label { "Deadline (UTC, YYYY-MM-DD HH:MM) " input type="text" name="deadline" placeholder="2026-12-10 06:00"; }
-                            label { "Maintenance windows, one site a line: SITE HH:MM MINUTES UTC-OFFSET-MINUTES "
-                                textarea name="windows" rows="2" placeholder="st-olav 22:00 240 60" {}
+                            label { "Maintenance windows, one site a line: SITE HH:MM MINUTES, in the site's time zone (or add a fixed UTC offset in minutes) "
+                                textarea name="windows" rows="2" placeholder="st-olav 22:00 240" {}
                             }
                         }
                         button type="submit" { "Create (as a draft)" }
@@ -548,7 +559,13 @@ pub fn render_campaign(who: &Principal, v: &CampaignView, now_ms: i64) -> Markup
                 }
                 @if !c.windows.is_empty() {
                     dt { "Windows" } dd {
-                        @for w in &c.windows { span.window { (w.site.as_str()) " " (w.start) " for " (w.minutes) " min (UTC" (format!("{:+}", w.utc_offset_minutes)) " min)" } " " }
+                        @for w in &c.windows {
+                            span.window {
+                                (w.site.as_str()) " " (w.start) " for " (w.minutes) " min "
+                                @if let Some(o) = w.utc_offset_minutes { "(UTC" (format!("{o:+}")) " min)" } @else { "(the site's time zone)" }
+                            }
+                            " "
+                        }
                     }
                 }
                 dt { "Created" } dd { (utc(c.created_ms)) " by " (c.created_by) }
@@ -622,7 +639,7 @@ mod tests {
             failure_threshold_pct: "5".into(),
             mode: "forced".into(),
             deadline: "2026-12-10 06:00".into(),
-            windows: "st-olav 22:00 240 +60\n\nnorth 23:30 60 0\n".into(),
+            windows: "st-olav 22:00 240 +60\n\nnorth 23:30 60\n".into(),
             ..CampaignForm::default()
         }
     }
@@ -642,7 +659,11 @@ mod tests {
             crate::civil::parse_utc_minute("2026-12-10 06:00")
         );
         assert_eq!(r.windows.len(), 2);
-        assert_eq!(r.windows[0].utc_offset_minutes, 60);
+        assert_eq!(r.windows[0].utc_offset_minutes, Some(60));
+        assert_eq!(
+            r.windows[1].utc_offset_minutes, None,
+            "the site's time zone"
+        );
         // Defaults where the form is left empty.
         let empty = CampaignForm {
             name: "x".into(),

@@ -16,7 +16,7 @@ use medgate_bundle::format::verify_for_distribution;
 use medgate_bundle::{BundleError, Timestamp, TrustStore};
 use medgate_contract::{
     DesiredUpdate, DeviceId, HttpsUrl, InstallMode, Schema, Sha256Hex, SiteId, Token, UpdateAction,
-    now_ms,
+    UtcWindow, now_ms,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -34,6 +34,7 @@ use crate::ota::window::SiteWindow;
 use crate::store::audit::Outcome;
 use crate::store::ota::{BundleRecord, CampaignChange, CampaignRecord};
 use crate::store::{db_int, from_db, now_db};
+use crate::tz::Zone;
 
 /// The window over which a device's forwarding error rate is taken (ms).
 const HEALTH_WINDOW_MS: i64 = 300_000;
@@ -133,6 +134,13 @@ impl From<&DeviceRecord> for CampaignDevice {
     }
 }
 
+/// How often the upkeep ticks the campaigns, seconds.
+const TICK_SECS: i64 = 5;
+
+fn now_secs() -> i64 {
+    now_db().div_euclid(1000)
+}
+
 /// A campaign with its bundle's version and its devices (those in your sites).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
@@ -197,6 +205,7 @@ pub fn health_of(samples: &[TelemetrySample]) -> Option<Health> {
     Some(Health {
         forward_errors_milli_per_s: milli_per_s,
         forward_p99_ms: l.forward_latency_ms.p99,
+        uptime_secs: l.uptime_secs,
     })
 }
 
@@ -502,8 +511,11 @@ impl Ops {
             _ => {}
         }
         let mut windows = BTreeMap::new();
+        let zones = self.window_zones(&req.windows).await?;
         for w in &req.windows {
-            let utc = w.to_utc().map_err(|e| OpError::Invalid(e.to_string()))?;
+            let utc = w
+                .to_utc(zones.get(&w.site), now_secs())
+                .map_err(|e| OpError::Invalid(e.to_string()))?;
             if windows.insert(w.site.clone(), utc).is_some() {
                 return Err(OpError::Invalid(format!(
                     "windows: site {} has two windows; give one per site",
@@ -754,11 +766,12 @@ impl Ops {
                 return;
             }
         };
-        for id in ids {
-            if let Err(e) = self.drive(&id, vec![Input::Tick], None, true).await {
+        for id in &ids {
+            if let Err(e) = self.drive(id, vec![Input::Tick], None, true).await {
                 tracing::warn!(campaign = %id, error = %e, "update campaign tick failed");
             }
         }
+        self.republish_shifted_windows(&ids).await;
     }
 
     /// Loads a campaign, runs `inputs` (after the devices' reports when `observe`), saves by
@@ -841,12 +854,7 @@ impl Ops {
                 rec.bundle
             ))
         })?;
-        let mut windows = BTreeMap::new();
-        for w in &rec.windows {
-            if let Ok(utc) = w.to_utc() {
-                windows.insert(w.site.clone(), utc);
-            }
-        }
+        let windows = self.utc_windows(rec, now_secs()).await?;
         Ok(Campaign {
             id: rec.id.clone(),
             plan: Plan {
@@ -997,6 +1005,91 @@ impl Ops {
         }
     }
 
+    /// The time zones of the sites whose window gives no fixed offset (the Sites page's IANA
+    /// name, from the system's time zone database); a site without one is left out (its
+    /// window is then refused, or read as UTC by a running campaign).
+    async fn window_zones(
+        &self,
+        windows: &[SiteWindow],
+    ) -> Result<BTreeMap<SiteId, Zone>, OpError> {
+        let mut out = BTreeMap::new();
+        for w in windows.iter().filter(|w| w.utc_offset_minutes.is_none()) {
+            if out.contains_key(&w.site) {
+                continue;
+            }
+            let tz = self
+                .store
+                .site_detail(w.site.as_str())
+                .await?
+                .and_then(|d| d.time_zone);
+            if let Some(tz) = tz {
+                let zone = Zone::load(&tz).map_err(|e| OpError::Invalid(e.to_string()))?;
+                out.insert(w.site.clone(), zone);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A campaign's windows in UTC at `now_secs`. One that no longer resolves (the site's time
+    /// zone removed since) is read at UTC, with an error in the log: a window is never
+    /// dropped, so a device never installs outside of it for that.
+    async fn utc_windows(
+        &self,
+        rec: &CampaignRecord,
+        now_secs: i64,
+    ) -> Result<BTreeMap<SiteId, UtcWindow>, OpError> {
+        let zones = match self.window_zones(&rec.windows).await {
+            Ok(z) => z,
+            Err(e) => {
+                tracing::error!(campaign = %rec.id, error = %e, "maintenance windows: a site's time zone cannot be read; its window is read at UTC until it is fixed");
+                BTreeMap::new()
+            }
+        };
+        let mut windows = BTreeMap::new();
+        for w in &rec.windows {
+            let utc = match w.to_utc(zones.get(&w.site), now_secs) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(campaign = %rec.id, error = %e, "maintenance window read at UTC");
+                    let at_utc = SiteWindow {
+                        utc_offset_minutes: Some(0),
+                        ..w.clone()
+                    };
+                    match at_utc.to_utc(None, now_secs) {
+                        Ok(u) => u,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            windows.insert(w.site.clone(), utc);
+        }
+        Ok(windows)
+    }
+
+    /// ota (issue 14): campaigns whose windows moved in UTC since the last tick (a site's
+    /// daylight saving time): their open offers are published again with the new window.
+    async fn republish_shifted_windows(&self, ids: &[String]) {
+        let now = now_secs();
+        for id in ids {
+            let Ok(Some(rec)) = self.store.campaign(id).await else {
+                continue;
+            };
+            if rec.windows.is_empty() {
+                continue;
+            }
+            let (Ok(before), Ok(after)) = (
+                self.utc_windows(&rec, now - TICK_SECS * 2).await,
+                self.utc_windows(&rec, now).await,
+            ) else {
+                continue;
+            };
+            if before != after {
+                tracing::info!(campaign = %id, "a site's maintenance window moved in UTC (daylight saving time): publishing its offers again");
+                self.republish_campaign(id).await;
+            }
+        }
+    }
+
     /// Publishes again (retained) the offer of every device a live campaign offered and that
     /// has not finished, e.g. after the fleet (re)connected to a broker that keeps nothing (the
     /// embedded one); a device treats a repeated offer as a no-op.
@@ -1009,21 +1102,26 @@ impl Ops {
             }
         };
         for id in ids {
-            let Ok(Some(rec)) = self.store.campaign(&id).await else {
-                continue;
-            };
-            let Ok(devices) = self.store.campaign_devices(&id).await else {
-                continue;
-            };
-            let Ok(c) = self.engine(&rec, devices).await else {
-                continue;
-            };
-            for d in &c.devices {
-                let open = !d.state.is_final() && d.state != DeviceState::Pending;
-                if let (true, Some(offer)) = (open, c.offer_for(&d.device)) {
-                    self.publish_update(&c, &d.device, UpdateAction::Install(offer))
-                        .await;
-                }
+            self.republish_campaign(&id).await;
+        }
+    }
+
+    /// Publishes again the open offers of one campaign.
+    async fn republish_campaign(&self, id: &str) {
+        let Ok(Some(rec)) = self.store.campaign(id).await else {
+            return;
+        };
+        let Ok(devices) = self.store.campaign_devices(id).await else {
+            return;
+        };
+        let Ok(c) = self.engine(&rec, devices).await else {
+            return;
+        };
+        for d in &c.devices {
+            let open = !d.state.is_final() && d.state != DeviceState::Pending;
+            if let (true, Some(offer)) = (open, c.offer_for(&d.device)) {
+                self.publish_update(&c, &d.device, UpdateAction::Install(offer))
+                    .await;
             }
         }
     }

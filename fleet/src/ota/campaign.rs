@@ -37,6 +37,9 @@ pub const FORWARD_ERROR_SLACK: u64 = 50;
 /// How much slower (ms) the forward p99 may get, at least, before it counts as worse (the
 /// limit is `max(2 × baseline, baseline + this)`).
 pub const FORWARD_DELAY_SLACK_MS: u64 = 1000;
+/// How long after its (re)start a device's forwarding delay is not judged (s): what waited in
+/// its queue across the switch goes out first, and its delay says nothing of the new version.
+pub const DELAY_SETTLE_SECS: u64 = 60;
 /// How long an installed device may be offline during its soak before it fails (ms).
 pub const OFFLINE_LIMIT_MS: u64 = 180_000;
 
@@ -179,6 +182,9 @@ pub struct Health {
     pub forward_errors_milli_per_s: u64,
     /// Receive-to-confirmed forward latency, 99th percentile (ms).
     pub forward_p99_ms: u64,
+    /// Seconds the appliance process has run (a switch starts a new one).
+    #[serde(default)]
+    pub uptime_secs: u64,
 }
 
 /// The bundle a campaign installs, as its offers name it.
@@ -613,7 +619,7 @@ impl Campaign {
                     .saturating_add(FORWARD_ERROR_SLACK)
             {
                 fail(d, now_ms, FailKind::ForwardErrors, None, out);
-            } else if h.forward_p99_ms > delay_limit {
+            } else if h.forward_p99_ms > delay_limit && h.uptime_secs >= DELAY_SETTLE_SECS {
                 fail(d, now_ms, FailKind::ForwardDelay, None, out);
             }
         }

@@ -243,9 +243,11 @@ fn device_row(r: &AnyRow) -> sqlx::Result<DeviceRecord> {
         running: checked_opt(r, "running", "version")?,
         since_ms: from_db(r.try_get("since_ms")?),
         baseline: match (errors, p99) {
+            // The baseline's figures only (its uptime plays no part).
             (Some(e), Some(p)) => Some(Health {
                 forward_errors_milli_per_s: from_db(e),
                 forward_p99_ms: from_db(p),
+                uptime_secs: 0,
             }),
             _ => None,
         },

@@ -266,7 +266,7 @@ fn new_campaign(bundle: &Sha256Hex, canary: &[&str], soak_secs: u64) -> NewCampa
         deadline_ms: None,
         windows: vec![SiteWindow {
             site: SiteId::new("south").expect("site"),
-            utc_offset_minutes: 60,
+            utc_offset_minutes: Some(60),
             start: "22:00".into(),
             minutes: 120,
         }],
@@ -631,7 +631,8 @@ fn health_is_the_error_rate_over_the_window_and_the_last_p99() {
         health_of(&[s(0, 1000, 10, 500), s(300_000, 1300, 40, 700)]),
         Some(Health {
             forward_errors_milli_per_s: 100,
-            forward_p99_ms: 700
+            forward_p99_ms: 700,
+            uptime_secs: 1300,
         })
     );
     // Restarted in between: since its start (20 errors in 50 s).
@@ -698,5 +699,51 @@ async fn a_local_install_is_audited_once_in_the_devices_name() -> R {
             .iter()
             .any(|e| e.action == "update.local_rolled_back")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_window_in_the_sites_time_zone_needs_one_and_is_offered_in_utc() -> R {
+    let f = fixture().await;
+    let (rec, _) = f.upload(f.bundle("1.4.0", 2)).await?;
+    f.device("south", "c1").await;
+    let mut req = new_campaign(&rec.sha256, &["c1"], 0);
+    req.windows[0].utc_offset_minutes = None;
+    // The site has no time zone yet: refused with what to do.
+    let e = f
+        .ops
+        .create_campaign(&admin(), req.clone())
+        .await
+        .expect_err("no time zone");
+    assert!(e.to_string().contains("set the site's time zone"), "{e}");
+    f.ops
+        .store
+        .set_site_details("south", Some("Europe/Oslo"), &[])
+        .await?;
+    let v = f.ops.create_campaign(&admin(), req).await?;
+    let id = v.campaign.id.to_string();
+    f.ops
+        .campaign_command(&admin(), &id, CampaignCommand::Approve)
+        .await?;
+    let offer = {
+        let sent = f.sent.lock().expect("sent");
+        sent.iter()
+            .filter(|s| s.topic.ends_with("/update/desired"))
+            .find_map(|s| {
+                match serde_json::from_slice::<DesiredUpdate>(&s.payload)
+                    .ok()?
+                    .action
+                {
+                    UpdateAction::Install(o) => Some(o),
+                    UpdateAction::Cancel => None,
+                }
+            })
+    };
+    let Some(offer) = offer else {
+        return Err("no offer published".into());
+    };
+    // 22:00 in Oslo: 21:00 UTC in winter, 20:00 in summer.
+    let start = offer.window.map(|w| w.start_minute);
+    assert!(matches!(start, Some(1260) | Some(1200)), "{start:?}");
     Ok(())
 }

@@ -85,6 +85,7 @@ fn healthy() -> Health {
     Health {
         forward_errors_milli_per_s: 10,
         forward_p99_ms: 800,
+        uptime_secs: 3600,
     }
 }
 
@@ -528,6 +529,13 @@ fn unhealthy_during_the_soak_fails() {
         ..healthy()
     };
     feed_health(&mut c, T0 + 1, "c1", None, true, Some(slow(1800)));
+    assert_eq!(state_of(&c, "c1").0, DeviceState::Installed);
+    // Just after its restart the backlog from across the switch goes out: not judged yet.
+    let settling = Health {
+        uptime_secs: DELAY_SETTLE_SECS - 1,
+        ..slow(30_000)
+    };
+    feed_health(&mut c, T0 + 2, "c1", None, true, Some(settling));
     assert_eq!(state_of(&c, "c1").0, DeviceState::Installed);
     feed_health(&mut c, T0 + 2, "c1", None, true, Some(slow(1801)));
     assert_eq!(
