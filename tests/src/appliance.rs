@@ -105,23 +105,49 @@ impl Appliance {
         self.starts += 1;
         // Started the way a person starts it by hand: under the usual umask 022 (the appliance
         // must keep its files owner-only itself); `exec` keeps the pid the appliance's.
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
-            .arg(match &self.program {
-                Some(p) => p.clone(),
-                None => workspace_bin("medgate-appliance")?,
-            })
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config);
-        cmd.env("RUST_LOG", "info");
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            None => workspace_bin("medgate-appliance")?,
+        };
+        let command = || {
+            let mut cmd = Command::new("/bin/sh");
+            cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+                .arg(&program)
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config);
+            cmd.env("RUST_LOG", "info");
+            cmd
+        };
         let log = self.dir.join(format!("appliance-{}.log", self.starts));
-        let mut peer = Peer::spawn("medgate-appliance", cmd, &log)?;
-        let status_port = self.status_port;
-        wait_listening(status_port, Duration::from_secs(30), || peer.check_alive()).await?;
-        wait_listening(self.port, Duration::from_secs(30), || peer.check_alive()).await?;
-        self.peer = Some(peer);
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut peer = Peer::spawn("medgate-appliance", command(), &log)?;
+            let status_port = self.status_port;
+            let up = async {
+                wait_listening(status_port, Duration::from_secs(30), || peer.check_alive()).await?;
+                wait_listening(self.port, Duration::from_secs(30), || peer.check_alive()).await
+            }
+            .await;
+            match up {
+                Ok(()) => {
+                    self.peer = Some(peer);
+                    return Ok(());
+                }
+                // A slot's program copied moments ago can still be open for writing in a child
+                // another test thread forked meanwhile (until that child execs): exec then
+                // fails with ETXTBSY. A test-harness race, not the appliance's: start again.
+                Err(_)
+                    if attempt < 5
+                        && std::fs::read_to_string(&log)
+                            .is_ok_and(|l| l.contains("Text file busy")) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn kill9(&mut self) -> Result<()> {

@@ -22,7 +22,7 @@ use medgate_bundle::agent::{
 use medgate_bundle::local::{install_file, verify_file};
 use medgate_bundle::slot::{DirBackend, SlotBackend};
 use medgate_bundle::{Name, Version};
-use medgate_contract::{InstallMode, UpdateAction, UpdateOffer};
+use medgate_contract::{DesiredUpdate, InstallMode, UpdateAction, UpdateOffer};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -96,6 +96,7 @@ pub fn spawn(local: &Config, hooks: &Hooks, shutdown: CancellationToken, restart
         identity: None,
         download: None,
         progress: mpsc::channel(16),
+        pending: None,
     };
     tokio::spawn(async move {
         if let Err(e) = shell.run().await {
@@ -119,6 +120,8 @@ struct Shell {
     /// The download under way.
     download: Option<tokio::task::AbortHandle>,
     progress: (mpsc::Sender<Progress>, mpsc::Receiver<Progress>),
+    /// An offer of another install that came while one was under way: taken when it ends.
+    pending: Option<Offered>,
 }
 
 /// After an action: go on, or stop (the process is replaced).
@@ -234,6 +237,13 @@ impl Shell {
             if self.feed(Input::Tick).await? {
                 return Ok(());
             }
+            if self.agent.state().is_none_or(|s| s.is_final()) {
+                if let Some(o) = self.pending.take() {
+                    if self.offered(o).await? {
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 
@@ -247,6 +257,14 @@ impl Shell {
         };
         match desired.action {
             UpdateAction::Cancel => {
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.desired.campaign == desired.campaign)
+                {
+                    tracing::info!(campaign = %campaign, "the fleet cancelled an update that had not started");
+                    self.pending = None;
+                }
                 if self.saved.as_ref().is_some_and(|s| s.campaign == campaign) {
                     tracing::info!(campaign = %campaign, "the fleet cancelled the update");
                     return self.feed(Input::Cancel).await;
@@ -259,15 +277,29 @@ impl Shell {
                     return Ok(false);
                 };
                 let busy = self.agent.state().is_some_and(|s| !s.is_final());
-                if let Some(s) = &self.saved {
-                    let same = s.campaign == campaign && s.version == version;
-                    // Over already (its outcome kept across restarts and shown since the
-                    // start), or this very install under way: nothing starts again — a
-                    // version that rolled back is tried again only under a new campaign.
-                    if same && (s.outcome.is_some() || busy) {
-                        tracing::debug!(campaign = %campaign, version = %version, "update instruction repeated; it stands where it is");
-                        return Ok(false);
-                    }
+                let same = self
+                    .saved
+                    .as_ref()
+                    .is_some_and(|s| s.campaign == campaign && s.version == version);
+                // Over already (its outcome kept across restarts and shown since the start),
+                // or this very install under way: nothing starts again — a version that
+                // rolled back is tried again only under a new campaign.
+                if same && (busy || self.saved.as_ref().is_some_and(|s| s.outcome.is_some())) {
+                    tracing::debug!(campaign = %campaign, version = %version, "update instruction repeated; it stands where it is");
+                    return Ok(false);
+                }
+                // Another install is under way (a local one, or on probation): this one waits
+                // for its end; the state of the one under way is never replaced.
+                if busy {
+                    tracing::info!(campaign = %campaign, version = %version, "update offered while another install is under way; it starts when that one ends");
+                    self.pending = Some(Offered {
+                        desired: DesiredUpdate {
+                            action: UpdateAction::Install(offer),
+                            ..desired
+                        },
+                        identity: o.identity,
+                    });
+                    return Ok(false);
                 }
                 if o.identity.is_none() {
                     tracing::error!(campaign = %campaign, "an update was offered, but this device has no certificate to download it with; enroll it again");
