@@ -936,7 +936,7 @@ fn update_command(config: &std::path::Path, file: &std::path::Path) -> anyhow::R
         }
         Ok(LocalOutcome::Switched { version, previous }) => {
             println!(
-                "verified and installed {version}; the service is not running, so it was switched now: start the service, it proves health or rolls back to {} by itself",
+                "verified and installed {version}; the service is not running, so it was switched now: start the service (on the image: reboot), it proves health or rolls back to {} by itself",
                 previous.map_or_else(|| "the previous version".to_string(), |v| v.to_string())
             );
             Ok(())
