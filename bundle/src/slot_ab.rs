@@ -94,6 +94,8 @@ pub enum SlotState {
 /// What `medgate-slot status` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EspStatus {
+    /// The booted slot (as the kernel command line the script read says).
+    pub booted: Option<Slot>,
     /// The slot the next boot picks.
     pub next: Option<Slot>,
     /// Slot A's state (none: no UKI).
@@ -114,12 +116,15 @@ impl EspStatus {
     /// Parses `medgate-slot status`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut s = Self {
+            booted: None,
             next: None,
             a: None,
             b: None,
         };
         for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("next:") {
+            if let Some(rest) = line.strip_prefix("booted:") {
+                s.booted = rest.trim().parse().ok();
+            } else if let Some(rest) = line.strip_prefix("next:") {
                 let rest = rest.trim();
                 if !rest.is_empty() {
                     s.next = Some(rest.parse()?);
@@ -189,11 +194,16 @@ impl AbBackend {
         Self { paths, tool }
     }
 
-    /// The booted slot.
+    /// The booted slot: from the kernel command line, or, where this process may not read it
+    /// (the appliance's sandbox hides /proc/cmdline), from `medgate-slot status`.
     pub fn booted(&self) -> Result<Slot, SlotError> {
         let p = &self.paths.cmdline;
-        let text = fs::read_to_string(p).map_err(io_err("read", p))?;
-        booted_slot(&text).ok_or_else(|| SlotError::NotBooted(p.clone()))
+        if let Some(slot) = fs::read_to_string(p).ok().as_deref().and_then(booted_slot) {
+            return Ok(slot);
+        }
+        self.esp_status()?
+            .booted
+            .ok_or_else(|| SlotError::NotBooted(p.clone()))
     }
 
     fn partition(&self, slot: Slot, verity: bool) -> PathBuf {
@@ -269,7 +279,7 @@ impl AbBackend {
     }
 
     /// Runs `medgate-slot ARGS`; its standard output.
-    pub fn slot_command(&mut self, args: &[&str]) -> Result<String, SlotError> {
+    pub fn slot_command(&self, args: &[&str]) -> Result<String, SlotError> {
         let command = format!("medgate-slot {}", args.join(" "));
         match &self.tool {
             SlotTool::Direct { script, esp } => {
@@ -298,13 +308,13 @@ impl AbBackend {
     }
 
     /// What the ESP says of both slots.
-    pub fn esp_status(&mut self) -> Result<EspStatus, SlotError> {
+    pub fn esp_status(&self) -> Result<EspStatus, SlotError> {
         let out = self.slot_command(&["status"])?;
         EspStatus::parse(&out).map_err(|m| tool_err("medgate-slot status", m))
     }
 
     /// Reboots the box (after a switch or a rollback): `systemctl reboot`, or the helper's.
-    pub fn reboot(&mut self) -> Result<(), SlotError> {
+    pub fn reboot(&self) -> Result<(), SlotError> {
         match &self.tool {
             SlotTool::Direct { .. } => {
                 let out = Command::new("systemctl")
@@ -464,7 +474,7 @@ impl SlotBackend for AbBackend {
         let active = self.booted_version(booted)?;
         let record = self.record()?;
         let other = record[idx(booted.other())].clone();
-        let esp = self.clone().esp_status()?;
+        let esp = self.esp_status()?;
         let probation = match (esp.of(booted), &active) {
             (Some(SlotState::Trying(_)), Some(trying)) => Some(Probation {
                 trying: trying.clone(),
@@ -579,6 +589,7 @@ mod tests {
         assert_eq!(
             s,
             EspStatus {
+                booted: Some(Slot::B),
                 next: Some(Slot::A),
                 a: Some(SlotState::Good),
                 b: Some(SlotState::Trying(2))
