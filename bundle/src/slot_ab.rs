@@ -197,13 +197,23 @@ impl AbBackend {
     /// The booted slot: from the kernel command line, or, where this process may not read it
     /// (the appliance's sandbox hides /proc/cmdline), from `medgate-slot status`.
     pub fn booted(&self) -> Result<Slot, SlotError> {
-        let p = &self.paths.cmdline;
-        if let Some(slot) = fs::read_to_string(p).ok().as_deref().and_then(booted_slot) {
-            return Ok(slot);
+        match self.cmdline_slot() {
+            Some(slot) => Ok(slot),
+            None => self.booted_from(&self.esp_status()?),
         }
-        self.esp_status()?
-            .booted
-            .ok_or_else(|| SlotError::NotBooted(p.clone()))
+    }
+
+    fn cmdline_slot(&self) -> Option<Slot> {
+        fs::read_to_string(&self.paths.cmdline)
+            .ok()
+            .as_deref()
+            .and_then(booted_slot)
+    }
+
+    fn booted_from(&self, esp: &EspStatus) -> Result<Slot, SlotError> {
+        self.cmdline_slot()
+            .or(esp.booted)
+            .ok_or_else(|| SlotError::NotBooted(self.paths.cmdline.clone()))
     }
 
     fn partition(&self, slot: Slot, verity: bool) -> PathBuf {
@@ -470,11 +480,11 @@ fn helper(
 
 impl SlotBackend for AbBackend {
     fn status(&self) -> Result<SlotStatus, SlotError> {
-        let booted = self.booted()?;
+        let esp = self.esp_status()?;
+        let booted = self.booted_from(&esp)?;
         let active = self.booted_version(booted)?;
         let record = self.record()?;
         let other = record[idx(booted.other())].clone();
-        let esp = self.esp_status()?;
         let probation = match (esp.of(booted), &active) {
             (Some(SlotState::Trying(_)), Some(trying)) => Some(Probation {
                 trying: trying.clone(),
@@ -494,13 +504,14 @@ impl SlotBackend for AbBackend {
         version: &Version,
         payload: &mut Payload<R>,
     ) -> Result<(), SlotError> {
-        let booted = self.booted()?;
+        let esp = self.esp_status()?;
+        let booted = self.booted_from(&esp)?;
         let target = booted.other();
         let running = self.booted_version(booted)?;
         if running.as_ref() == Some(version) {
             return Err(SlotError::AlreadyActive(version.clone()));
         }
-        if let Some(SlotState::Trying(_)) = self.esp_status()?.of(booted) {
+        if let Some(SlotState::Trying(_)) = esp.of(booted) {
             return Err(SlotError::InUse(running.unwrap_or_else(|| version.clone())));
         }
         // Out of rotation first: a half-written slot is never a fallback.
@@ -547,8 +558,9 @@ impl SlotBackend for AbBackend {
     /// Ends the probation of the booted slot. Already good (the health gate's
     /// `systemd-bless-boot` may have been first) is fine; bad is not.
     fn commit(&mut self) -> Result<(), SlotError> {
-        let booted = self.booted()?;
-        match self.esp_status()?.of(booted) {
+        let esp = self.esp_status()?;
+        let booted = self.booted_from(&esp)?;
+        match esp.of(booted) {
             Some(SlotState::Trying(_)) => {
                 self.slot_command(&["mark-good", booted.as_str()])?;
                 Ok(())
@@ -560,9 +572,9 @@ impl SlotBackend for AbBackend {
 
     /// Takes the booted slot out of rotation; the other one boots next (the shell reboots).
     fn rollback(&mut self) -> Result<(), SlotError> {
-        let booted = self.booted()?;
-        let other = booted.other();
         let esp = self.esp_status()?;
+        let booted = self.booted_from(&esp)?;
+        let other = booted.other();
         if esp.of(other).is_none() || esp.of(other) == Some(SlotState::Bad) {
             // Nothing good to go back to: keep the booted slot rather than boot nothing.
             return Err(SlotError::NoProbation);
