@@ -498,6 +498,20 @@ pub fn write_bundle<W: Write, R: Read>(
     out.flush().map_err(BundleError::Io)
 }
 
+/// Verify a whole bundle as a fleet does before it distributes it (on upload): everything
+/// [`Unverified::verify_for_distribution`] checks, then the payload read to its end — its
+/// length and SHA-256 the signed ones, nothing after it. Returns the verified metadata.
+pub fn verify_for_distribution<R: Read>(
+    reader: R,
+    trust: &TrustStore,
+    now: Timestamp,
+) -> Result<BundleMeta, BundleError> {
+    Unverified::open(reader, u64::MAX)?
+        .verify_for_distribution(trust, now)?
+        .payload()
+        .check_all(&mut |_| {})
+}
+
 /// SHA-256 and length of a stream (the vendor tool's first pass).
 pub fn hash_stream<R: Read>(r: &mut R, progress: &mut dyn FnMut(u64)) -> io::Result<(Digest, u64)> {
     let mut h = Hasher::default();
@@ -577,6 +591,45 @@ impl<R: Read> Unverified<R> {
         device: &Device,
         now: Timestamp,
     ) -> Result<Verified<R>, BundleError> {
+        self.check_trust(trust, now)?;
+        check_device(&self.meta, self.header, trust, device, now)?;
+        Ok(Verified {
+            reader: self.reader,
+            meta: self.meta,
+        })
+    }
+
+    /// Check what holds for every device, before a fleet distributes the bundle: trust
+    /// documents in force and not expired, a threshold of distinct vendor keys (rotated-out and
+    /// unknown keys said as such), the region's countersignature if the trust store's policy
+    /// requires it, the bundle's expiry and the header's payload length against the signed
+    /// size. Nothing device-specific (hardware, installed version, floor: the device's checks).
+    pub fn verify_for_distribution(
+        self,
+        trust: &TrustStore,
+        now: Timestamp,
+    ) -> Result<Verified<R>, BundleError> {
+        self.check_trust(trust, now)?;
+        if now >= self.meta.expires {
+            return Err(BundleError::BundleExpired {
+                expires: self.meta.expires,
+                now,
+            });
+        }
+        if self.header.payload_len != self.meta.size {
+            return Err(BundleError::PayloadSizeMismatch {
+                header: self.header.payload_len,
+                signed: self.meta.size,
+            });
+        }
+        Ok(Verified {
+            reader: self.reader,
+            meta: self.meta,
+        })
+    }
+
+    /// Trust documents, vendor threshold, region countersignature.
+    fn check_trust(&self, trust: &TrustStore, now: Timestamp) -> Result<(), BundleError> {
         let root = trust.root();
         if now >= root.expires {
             return Err(BundleError::RootExpired {
@@ -610,11 +663,7 @@ impl<R: Read> Unverified<R> {
                 });
             }
         }
-        check_device(&self.meta, self.header, trust, device, now)?;
-        Ok(Verified {
-            reader: self.reader,
-            meta: self.meta,
-        })
+        Ok(())
     }
 
     /// Count the signatures of `role` whose serial and digest are this bundle's; the first

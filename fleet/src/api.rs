@@ -65,6 +65,8 @@ impl From<OpError> for ApiError {
             OpError::Forbidden(_) => StatusCode::FORBIDDEN,
             OpError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             OpError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            OpError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            OpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             OpError::Store(_)
             | OpError::Publish(_)
             | OpError::Ca(_)
@@ -86,6 +88,9 @@ impl From<OpError> for ApiError {
         let mut v = json!(body);
         if let OpError::Throttled { retry_after_secs } = &e {
             v["retry_after_secs"] = json!(retry_after_secs);
+        }
+        if let OpError::Refused { code, .. } = &e {
+            v["code"] = json!(code);
         }
         ApiError(status, v)
     }
@@ -381,6 +386,29 @@ pub fn routes() -> Routes {
             "/alerts/{id}/silence",
             post(crate::console::alerts::silence),
         )
+        // ota (issue 14): the Updates pages.
+        .add(G, "/updates", get(crate::console::updates::updates))
+        .add(Po, "/updates/campaigns", post(crate::console::updates::create))
+        .add(
+            G,
+            "/updates/campaigns/{id}",
+            get(crate::console::updates::campaign),
+        )
+        .add(
+            G,
+            "/updates/campaigns/{id}/live",
+            get(crate::console::updates::live),
+        )
+        .add(
+            Po,
+            "/updates/campaigns/{id}/{action}",
+            post(crate::console::updates::command),
+        )
+        .add(
+            G,
+            crate::console::assets::UPDATES_JS_PATH,
+            get(crate::console::updates_js),
+        )
         // analytics (issue 13 part 2).
         .add(G, "/analytics", get(crate::console::analytics::summary))
         .add(G, "/analytics/daily", get(crate::console::analytics::daily))
@@ -409,6 +437,145 @@ pub fn routes() -> Routes {
         .add(G, crate::wall::page::CSS_PATH, get(crate::wall::http::css))
         .add(G, "/wall/{token}", get(crate::wall::http::wall))
         .add(G, "/wall/{token}/events", get(crate::wall::http::events))
+        // ota (issue 14 part 2): bundles and update campaigns.
+        .add(Po, "/api/v1/bundles", post(upload_bundle))
+        .add(G, "/api/v1/bundles", get(list_bundles))
+        .add(G, "/api/v1/bundles/{id}", get(get_bundle))
+        .add(Po, "/api/v1/campaigns", post(create_campaign))
+        .add(G, "/api/v1/campaigns", get(list_campaigns))
+        .add(G, "/api/v1/campaigns/{id}", get(get_campaign))
+        .add(Po, "/api/v1/campaigns/{id}/approve", post(approve_campaign))
+        .add(Po, "/api/v1/campaigns/{id}/pause", post(pause_campaign))
+        .add(Po, "/api/v1/campaigns/{id}/resume", post(resume_campaign))
+        .add(Po, "/api/v1/campaigns/{id}/cancel", post(cancel_campaign))
+}
+
+// ota (issue 14 part 2): bundles and update campaigns.
+
+/// `GET /bundles`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Bundles {
+    bundles: Vec<crate::store::ota::BundleRecord>,
+}
+
+/// `GET /campaigns`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Campaigns {
+    campaigns: Vec<crate::ops::ota::CampaignView>,
+}
+
+#[utoipa::path(post, path = "/bundles", summary = "Upload a signed update bundle (the raw .mgb file as the body): verified with [updates] trust_file (signatures, threshold, rotated-out keys, expiry, countersignature, payload hash) and stored; audited as update.bundle_upload", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .mgb file"), responses((status = 201, description = "Stored", body = crate::store::ota::BundleRecord), (status = 200, description = "Already stored: the same record", body = crate::store::ota::BundleRecord), (status = 400, description = "Empty or broken body", body = ErrorBody), (status = 409, description = "No trust store configured", body = ErrorBody), (status = 413, description = "Larger than [updates] max_bundle_mib", body = ErrorBody), (status = 422, description = "Refused: `code` says why (bad_signature, bundle_expired, …)", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)), security(("admin" = [])))]
+async fn upload_bundle(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let (rec, new) = app
+        .ops
+        .upload_bundle(&actor, body.into_data_stream())
+        .await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(rec)).into_response())
+}
+
+#[utoipa::path(get, path = "/bundles", summary = "Stored update bundles, newest upload first", responses((status = 200, body = Bundles), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role", body = ErrorBody)), security(("admin" = [])))]
+async fn list_bundles(State(app): State<Arc<App>>) -> ApiResult<Bundles> {
+    Ok(Json(Bundles {
+        bundles: app.ops.bundles().await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/bundles/{id}", summary = "One stored bundle", params(("id" = String, Path, description = "The bundle file's SHA-256")), responses((status = 200, body = crate::store::ota::BundleRecord), (status = 400, description = "Not a SHA-256", body = ErrorBody), (status = 404, description = "Not stored", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role", body = ErrorBody)), security(("admin" = [])))]
+async fn get_bundle(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::store::ota::BundleRecord> {
+    Ok(Json(app.ops.bundle(&id).await?))
+}
+
+#[utoipa::path(post, path = "/campaigns", summary = "Create an update campaign (a draft until approved): targets by site, tag, current version and hardware; canary devices, then cumulative wave shares; soak, failure threshold, soft or forced with a deadline, maintenance windows per site; audited as update.campaign_create", request_body = crate::ops::ota::NewCampaign, responses((status = 201, body = crate::ops::ota::CampaignView), (status = 400, description = "Invalid campaign (the message names the field)", body = ErrorBody), (status = 404, description = "No such bundle", body = ErrorBody), (status = 409, description = "A device is in another live campaign, or [updates] download_url is not set", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)), security(("admin" = [])))]
+async fn create_campaign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: crate::ops::ota::NewCampaign = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"name\", \"bundle\": sha256, \"targets\", \"canary\", \"wave_shares\", \"soak_secs\", \"failure_threshold_pct\", \"mode\", \"deadline_ms\", \"windows\"}}: {e}"
+        ))
+    })?;
+    let v = app.ops.create_campaign(&actor, req).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+#[utoipa::path(get, path = "/campaigns", summary = "Update campaigns with a device in your sites, newest first, each with its devices there", responses((status = 200, body = Campaigns), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role", body = ErrorBody)), security(("admin" = [])))]
+async fn list_campaigns(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Campaigns> {
+    Ok(Json(Campaigns {
+        campaigns: app.ops.campaigns(&actor.principal.sites).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/campaigns/{id}", summary = "One update campaign with the state, code, version and running version of each of its devices in your sites", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, body = crate::ops::ota::CampaignView), (status = 404, description = "Not found (or none of its devices in your sites)", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not permitted to this role", body = ErrorBody)), security(("admin" = [])))]
+async fn get_campaign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::ops::ota::CampaignView> {
+    Ok(Json(
+        app.ops.campaign_view(&actor.principal.sites, &id).await?,
+    ))
+}
+
+async fn campaign_command(
+    app: &App,
+    actor: &Actor,
+    id: &str,
+    cmd: crate::ops::ota::CampaignCommand,
+) -> ApiResult<crate::ops::ota::CampaignView> {
+    Ok(Json(app.ops.campaign_command(actor, id, cmd).await?))
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/approve", summary = "Approve a draft campaign: it offers its first wave (audited as update.campaign_approve)", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, body = crate::ops::ota::CampaignView), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Not a draft (the message says what to do)", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)), security(("admin" = [])))]
+async fn approve_campaign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::ops::ota::CampaignView> {
+    campaign_command(&app, &actor, &id, crate::ops::ota::CampaignCommand::Approve).await
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/pause", summary = "Pause a running campaign: nothing new is offered (audited as update.campaign_pause)", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, body = crate::ops::ota::CampaignView), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Not running", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)), security(("admin" = [])))]
+async fn pause_campaign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::ops::ota::CampaignView> {
+    campaign_command(&app, &actor, &id, crate::ops::ota::CampaignCommand::Pause).await
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/resume", summary = "Resume a paused campaign, past the failures so far (audited as update.campaign_resume)", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, body = crate::ops::ota::CampaignView), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Not paused", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)), security(("admin" = [])))]
+async fn resume_campaign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::ops::ota::CampaignView> {
+    campaign_command(&app, &actor, &id, crate::ops::ota::CampaignCommand::Resume).await
+}
+
+#[utoipa::path(post, path = "/campaigns/{id}/cancel", summary = "Cancel a campaign: offers not yet installed are withdrawn (audited as update.campaign_cancel)", params(("id" = String, Path, description = "Campaign id")), responses((status = 200, body = crate::ops::ota::CampaignView), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Completed or cancelled already", body = ErrorBody), (status = 401, description = "Not logged in, or no valid token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)), security(("admin" = [])))]
+async fn cancel_campaign(
+    State(app): State<Arc<App>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::ops::ota::CampaignView> {
+    campaign_command(&app, &actor, &id, crate::ops::ota::CampaignCommand::Cancel).await
 }
 
 /// alerts (issue 13 part 3): `GET /alerts`.

@@ -132,6 +132,18 @@ impl Day {
     }
 }
 
+/// Parses `YYYY-MM-DD HH:MM` (or with `T`) as a UTC minute; its Unix milliseconds.
+pub fn parse_utc_minute(s: &str) -> Option<u64> {
+    let (day, time) = s.trim().split_once([' ', 'T'])?;
+    let day = Day::parse(day).ok()?;
+    let (h, m) = time.trim().split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    if !(0..24).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    u64::try_from(day.start_ms() + (h * 60 + m) * 60_000).ok()
+}
+
 impl std::fmt::Display for Day {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (y, m, d) = self.ymd();
@@ -148,6 +160,28 @@ impl serde::Serialize for Day {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_utc_minute_reads_with_a_space_or_a_t() {
+        assert_eq!(parse_utc_minute("1970-01-01 00:01"), Some(60_000));
+        assert_eq!(
+            parse_utc_minute("2026-12-10T06:00"),
+            parse_utc_minute("2026-12-10 06:00")
+        );
+        assert_eq!(
+            parse_utc_minute("2026-12-10 06:00"),
+            u64::try_from(Day::parse("2026-12-10").expect("day").start_ms() + 6 * 3_600_000).ok()
+        );
+        for bad in [
+            "2026-12-10",
+            "2026-12-10 24:00",
+            "2026-02-30 01:00",
+            "x 01:00",
+            "2026-12-10 6",
+        ] {
+            assert_eq!(parse_utc_minute(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn dates_around_the_epoch_and_leap_days() {

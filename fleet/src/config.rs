@@ -28,6 +28,8 @@ pub struct FleetConfig {
     pub audit: AuditSection,
     /// alerts (issue 13 part 3): thresholds and channels (`[alerts]`).
     pub alerts: crate::alerts::config::AlertsSection,
+    /// ota (issue 14 part 2): bundle uploads and campaigns (`[updates]`).
+    pub updates: UpdatesSection,
 }
 
 impl Default for FleetConfig {
@@ -42,6 +44,7 @@ impl Default for FleetConfig {
             auth: AuthSection::default(),
             audit: AuditSection::default(),
             alerts: crate::alerts::config::AlertsSection::default(),
+            updates: UpdatesSection::default(),
         }
     }
 }
@@ -254,6 +257,94 @@ impl Default for DevicesSection {
     }
 }
 
+/// `[updates]` (ota, issue 14 part 2): bundle uploads and the offers campaigns make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdatesSection {
+    /// The trust store uploads are verified with (`medgate-bundle trust init … --out` it);
+    /// without it, uploads are refused.
+    pub trust_file: Option<PathBuf>,
+    /// The largest bundle accepted, MiB.
+    pub max_bundle_mib: u64,
+    /// The HTTPS base devices download from: offers name
+    /// `{download_url}/device/v1/bundles/{sha256}`; without it, campaigns cannot be created.
+    pub download_url: Option<medgate_contract::HttpsUrl>,
+    /// Where this fleet serves the devices' downloads (HTTPS, device certificates required,
+    /// its certificate from the fleet's CA). Default: none (another replica, or nothing).
+    pub download_bind: Option<SocketAddr>,
+    /// The names and addresses in that listener's certificate (what devices connect to, as in
+    /// `download_url`). Default: `localhost`, `127.0.0.1`.
+    pub download_hostnames: Vec<String>,
+}
+
+impl Default for UpdatesSection {
+    fn default() -> Self {
+        Self {
+            trust_file: None,
+            max_bundle_mib: 1024,
+            download_url: None,
+            download_bind: None,
+            download_hostnames: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+/// The largest `[updates] max_bundle_mib` (16 GiB).
+pub const MAX_BUNDLE_MIB: u64 = 16 * 1024;
+
+impl UpdatesSection {
+    /// The base the offers name: `download_url`, else `https://{download_bind}` when it is a
+    /// single address.
+    pub fn offer_base(&self) -> Option<medgate_contract::HttpsUrl> {
+        if let Some(u) = &self.download_url {
+            return Some(u.clone());
+        }
+        let b = self.download_bind.filter(|b| !b.ip().is_unspecified())?;
+        medgate_contract::HttpsUrl::new(format!("https://{b}")).ok()
+    }
+
+    /// Its problems, one line each, naming the key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(b) = self.download_bind {
+            if b.ip().is_unspecified() && self.download_url.is_none() {
+                p.push(format!(
+                    "updates.download_url: set it (https://NAME:{}) — download_bind {b} listens on every address, so the fleet cannot tell devices which one to use",
+                    b.port()
+                ));
+            }
+            if self.download_hostnames.iter().any(|h| h.trim().is_empty())
+                || self.download_hostnames.is_empty()
+            {
+                p.push("updates.download_hostnames: give the names and addresses devices connect to (e.g. [\"fleet.region.example\"])".into());
+            }
+        }
+        if self.max_bundle_mib == 0 || self.max_bundle_mib > MAX_BUNDLE_MIB {
+            p.push(format!(
+                "updates.max_bundle_mib: give 1 to {MAX_BUNDLE_MIB} (MiB; the largest bundle accepted)"
+            ));
+        }
+        if let Some(f) = &self.trust_file {
+            match std::fs::read(f) {
+                Err(e) => p.push(format!(
+                    "updates.trust_file: cannot read {} ({e}); make it with `medgate-bundle trust init … --out {}`",
+                    f.display(),
+                    f.display()
+                )),
+                Ok(bytes) => {
+                    if let Err(e) = medgate_bundle::TrustStore::from_json(&bytes) {
+                        p.push(format!(
+                            "updates.trust_file: {} is not a trust store ({e}); make it with `medgate-bundle trust init`",
+                            f.display()
+                        ));
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -415,6 +506,7 @@ impl FleetConfig {
                 "broker.crl_file: only for an external broker (mode = \"external\"); the embedded broker has no TLS".into(),
             );
         }
+        p.extend(self.updates.validate());
         if self.broker.client_id.is_empty() || self.broker.client_id.len() > 23 {
             p.push("broker.client_id: 1-23 characters (MQTT 3.1.1)".into());
         }
@@ -662,6 +754,11 @@ mod tests {
             "password_file",
             "[alerts.webhook]",
             "secret_file",
+            // ota (issue 14 part 2)
+            "[updates]",
+            "trust_file",
+            "max_bundle_mib",
+            "download_url",
         ] {
             let documented = EXAMPLE.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);
@@ -686,6 +783,46 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         FleetConfig::parse(&all).expect("every key, uncommented, parses");
+    }
+
+    #[test]
+    fn updates_are_checked_key_by_key() {
+        let c: FleetConfig = toml::from_str(
+            "[updates]\ntrust_file = \"/nonexistent/trust.json\"\nmax_bundle_mib = 0",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.validate(),
+            vec![
+                "updates.max_bundle_mib: give 1 to 16384 (MiB; the largest bundle accepted)"
+                    .to_string(),
+                "updates.trust_file: cannot read /nonexistent/trust.json (No such file or directory (os error 2)); make it with `medgate-bundle trust init … --out /nonexistent/trust.json`".to_string(),
+            ]
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("trust.json");
+        std::fs::write(&f, "{}").expect("write");
+        let c: FleetConfig = toml::from_str(&format!(
+            "[updates]\ntrust_file = {:?}",
+            f.display().to_string()
+        ))
+        .expect("parses");
+        assert!(
+            c.validate()[0].starts_with("updates.trust_file: ")
+                && c.validate()[0].contains("is not a trust store"),
+            "{:?}",
+            c.validate()
+        );
+        let e = toml::from_str::<FleetConfig>("[updates]\ndownload_url = \"http://fleet\"")
+            .expect_err("not https");
+        assert!(e.to_string().contains("download_url"), "{e}");
+        let c: FleetConfig =
+            toml::from_str("[updates]\ndownload_url = \"https://fleet.region.example:8443/\"")
+                .expect("parses");
+        assert_eq!(
+            c.updates.download_url.map(String::from).as_deref(),
+            Some("https://fleet.region.example:8443")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   feed, `/metrics`.
 //! - [`auth`]: identity and access (passwords, sessions, CSRF, throttle, tokens, the policy
 //!   table); [`console`]: the server-rendered pages.
+//! - [`ota`]: update campaigns as a pure state machine (waves, soak, failure threshold).
 //! - [`ca`]: the fleet CA and enrollment certificates; [`brokerconf`]: Mosquitto configuration.
 
 // alerts (issue 13 part 3): rules, their history, e-mail and webhook.
@@ -33,12 +34,16 @@ pub mod ca;
 pub mod civil;
 pub mod config;
 pub mod console;
+// ota (issue 14): the devices' download listener.
+pub mod device_https;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod ops;
+// ota (issue 14 part 2): update campaigns, sans-IO.
+pub mod ota;
 pub mod pem;
 pub mod publish;
 pub mod store;
@@ -259,6 +264,27 @@ pub async fn serve(config: FleetConfig) -> Result<Running, ServeError> {
             false
         }
     };
+    // ota (issue 14): the devices' downloads, on their own mutual-TLS listener.
+    if let Some(bind) = config.updates.download_bind {
+        let tls = device_https::server_config(&app.ops.ca, &config.updates.download_hostnames)?;
+        let bind_error = |source| ServeError::Io {
+            what: "updates.download_bind",
+            path: bind.to_string().into(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(bind_error)?;
+        let listener = https::TlsListener::new(listener, tls).map_err(bind_error)?;
+        let service = device_https::router(app.clone())
+            .into_make_service_with_connect_info::<device_https::DevicePeer>();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, service).await {
+                tracing::error!(error = %e, "the devices' HTTPS listener stopped");
+            }
+        });
+        tracing::info!(bind = %bind, "serving update downloads to devices (HTTPS, device certificates)");
+    }
     let running = Running {
         app,
         http,

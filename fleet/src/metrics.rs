@@ -56,6 +56,8 @@ pub struct Metrics {
     pub receipts_skipped: Counter,
     /// 1 while connected to the broker.
     pub mqtt_connected: AtomicU64,
+    /// ota (issue 14): bundle downloads served to devices (each request, resumes included).
+    pub bundle_downloads: Counter,
     /// atna (issue 13 part 4): the forwarder's counters.
     pub atna: std::sync::Arc<crate::atna_forward::AtnaMetrics>,
     /// alerts (issue 13 part 3): notifications by channel and outcome.
@@ -147,6 +149,11 @@ impl Metrics {
                 "medgate_fleet_event_receipts_skipped_total",
                 "Event receipts not published because the MQTT client was busy (devices send again)",
                 self.receipts_skipped.get(),
+            ),
+            (
+                "medgate_fleet_bundle_downloads_total",
+                "Update bundle downloads served to devices (resumed ones count again)",
+                self.bundle_downloads.get(),
             ),
         ];
         for (name, help, v) in counters {

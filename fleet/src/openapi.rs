@@ -95,6 +95,17 @@ impl Modify for Admin {
         api::analytics_trend,
         api::analytics_devices,
         api::analytics_delay,
+        // ota (issue 14 part 2)
+        api::upload_bundle,
+        api::list_bundles,
+        api::get_bundle,
+        api::create_campaign,
+        api::list_campaigns,
+        api::get_campaign,
+        api::approve_campaign,
+        api::pause_campaign,
+        api::resume_campaign,
+        api::cancel_campaign,
     ),
     modifiers(&Admin)
 )]

@@ -14,6 +14,8 @@ pub mod alerts;
 pub mod analytics;
 // console-auth (issue 12): single sign-on.
 pub mod fleet;
+// ota (issue 14 part 2): bundles, campaigns, the campaigns' tick.
+pub mod ota;
 pub mod sso;
 
 use std::time::Duration;
@@ -92,6 +94,17 @@ pub enum OpError {
     /// A stored value is not what it must be (an id of the registry that no longer parses).
     #[error("{0}")]
     Corrupt(String),
+    /// ota (issue 14 part 2): a bundle refused on upload, with its stable code.
+    #[error("{message}")]
+    Refused {
+        /// The refusal's code (`bad_signature`, `bundle_expired`, …).
+        code: &'static str,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// ota: a request body larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// SHA-256 in hexadecimal.
@@ -929,6 +942,8 @@ impl Ops {
                 tracing::warn!(device = id, error = %e, "cannot re-publish the desired configuration");
             }
         }
+        // ota (issue 14 part 2): the offers of the live campaigns, retained too.
+        self.republish_updates().await;
     }
 
     // ---- peers ----
@@ -981,9 +996,12 @@ impl Ops {
 
     // ---- upkeep ----
 
-    /// One round of upkeep: offline detection from missed heartbeats, and, when `downsample`,
+    /// One round of upkeep: the update campaigns' tick, offline detection from missed
+    /// heartbeats, and, when `downsample`,
     /// telemetry downsampling and retention and the analytics slots' pruning.
     pub async fn upkeep(&self, downsample: bool) {
+        // ota (issue 14 part 2): every live campaign, one engine run each.
+        self.ota_tick().await;
         let now = now_db();
         match self
             .store

@@ -1,11 +1,13 @@
-//! What the fleet sends to devices: commands, desired configurations (retained) and event
-//! receipts. [`Publisher`] is given to [`crate::ops::Ops`] at construction: the MQTT client
+//! What the fleet sends to devices: commands, desired configurations and updates (retained)
+//! and event receipts. [`Publisher`] is given to [`crate::ops::Ops`] at construction: the MQTT client
 //! (which queues while the broker is away; rumqttc sends once connected), or, in tests, a memory
 //! that keeps what was sent.
 
 use std::sync::{Arc, Mutex};
 
-use medgate_contract::{Command, DesiredConfig, DeviceTopics, EventReceipt, Kind, encode};
+use medgate_contract::{
+    Command, DesiredConfig, DesiredUpdate, DeviceTopics, EventReceipt, Kind, encode,
+};
 use rumqttc::{AsyncClient, QoS};
 
 /// A message could not be sent.
@@ -85,6 +87,18 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let payload = encode(d)?;
         self.send(topics.topic(Kind::ConfigDesired), true, payload)
+            .await
+    }
+
+    /// ota (issue 14 part 2): the update a device is to install, or its cancellation (QoS 1,
+    /// retained: a device that reconnects finds its instruction again).
+    pub async fn update(
+        &self,
+        topics: &DeviceTopics,
+        u: &DesiredUpdate,
+    ) -> Result<(), PublishError> {
+        let payload = encode(u)?;
+        self.send(topics.topic(Kind::UpdateDesired), true, payload)
             .await
     }
 

@@ -137,6 +137,59 @@ async fn every_route_times_every_role_and_no_credential() {
             .expect("chunk");
     }
     batch.commit().await.expect("commit");
+    // ota (issue 14 part 2): a stored bundle and a draft campaign the bundle and campaign
+    // routes act on (put in the store directly: the matrix has no trust store).
+    let bundle = medgate_contract::Sha256Hex::new(sha256_hex(b"a bundle")).expect("sha");
+    let now = medgate_fleet::store::now_db();
+    store
+        .insert_bundle(
+            &medgate_fleet::store::ota::BundleRecord {
+                sha256: bundle.clone(),
+                product: "medgate-appliance".into(),
+                version: "1.4.0".into(),
+                hardware: vec!["qemu-vm".into()],
+                payload_kind: "appliance_binaries".into(),
+                size: 8,
+                min_installed: None,
+                floor: None,
+                expires_ms: now + 86_400_000,
+                created_ms: now,
+                uploaded_by: "matrix".into(),
+                uploaded_ms: now,
+            },
+            &mut &b"a bundle"[..],
+        )
+        .await
+        .expect("bundle");
+    store
+        .insert_campaign(
+            &medgate_fleet::store::ota::CampaignRecord {
+                id: medgate_contract::Token::new("cmp-matrix").expect("id"),
+                name: "matrix".into(),
+                bundle: bundle.clone(),
+                state: medgate_fleet::ota::campaign::CampaignState::Draft,
+                targets: Default::default(),
+                canary: vec![],
+                wave_shares: vec![100],
+                soak_secs: 60,
+                failure_threshold_pct: 10,
+                mode: medgate_contract::InstallMode::Soft,
+                deadline_ms: None,
+                windows: vec![],
+                released_waves: 0,
+                acknowledged_failures: 0,
+                created_by: "matrix".into(),
+                created_ms: now,
+                approved_by: None,
+                approved_ms: None,
+                paused_reason: None,
+                revision: 1,
+                updated_ms: now,
+            },
+            &[],
+        )
+        .await
+        .expect("campaign");
     // The user the /users/{name} routes act on (not one of the matrix's own).
     let (s, v) = api
         .send(
@@ -170,6 +223,12 @@ async fn every_route_times_every_role_and_no_credential() {
     for route in ROUTES {
         let id = if route.path.starts_with("/api/v1/commands/") {
             command.as_str()
+        } else if route.path.starts_with("/api/v1/bundles/") {
+            bundle.as_str()
+        } else if route.path.starts_with("/api/v1/campaigns/")
+            || route.path.starts_with("/updates/campaigns/")
+        {
+            "cmp-matrix"
         } else if route.path.starts_with("/api/v1/sites/") || route.path.starts_with("/sites/") {
             "site-a"
         } else if route.path.starts_with("/api/v1/devices/")
@@ -185,7 +244,8 @@ async fn every_route_times_every_role_and_no_credential() {
             .replace("{id}", id)
             .replace("{name}", "subject")
             .replace("{tag}", "ct")
-            .replace("{token}", &display.secret);
+            .replace("{token}", &display.secret)
+            .replace("{action}", "pause");
         table.push_str(&format!("{:6} {:36}", route.verb, route.path));
         for (label, role, cred) in &principals {
             let got = call(&http, &api.base, route.verb, &path, cred).await;

@@ -33,6 +33,9 @@ pub enum Permission {
     AuditRead,
     /// The wall's display links: create, list, revoke (wall, issue 13 part 1).
     DisplaysManage,
+    /// ota (issue 14 part 2): upload bundles; create, approve, pause, resume and cancel update
+    /// campaigns (admins only; campaigns are read with `DevicesRead`, within the sites).
+    UpdatesManage,
 }
 
 impl Permission {
@@ -58,7 +61,7 @@ impl Permission {
 }
 
 /// Every permission.
-pub const PERMISSIONS: [Permission; 10] = [
+pub const PERMISSIONS: [Permission; 11] = [
     Permission::Public,
     Permission::Account,
     Permission::DevicesRead,
@@ -69,6 +72,7 @@ pub const PERMISSIONS: [Permission; 10] = [
     Permission::UsersManage,
     Permission::AuditRead,
     Permission::DisplaysManage,
+    Permission::UpdatesManage,
 ];
 
 /// Whether `role` may hand out `other` (a token's role, a new user's role): only a role whose
@@ -406,6 +410,29 @@ pub const ROUTES: &[Route] = &[
         P::DevicesOperate,
         T::Alert,
     ),
+    // ota (issue 14): the Updates pages; the campaign pages show the caller's sites' devices
+    // (a campaign with none of them: 404), the changes are admins'.
+    r(V::Get, "/updates", P::DevicesRead, T::Filtered),
+    r(V::Post, "/updates/campaigns", P::UpdatesManage, T::Filtered),
+    r(
+        V::Get,
+        "/updates/campaigns/{id}",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Get,
+        "/updates/campaigns/{id}/live",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Post,
+        "/updates/campaigns/{id}/{action}",
+        P::UpdatesManage,
+        T::Filtered,
+    ),
+    r(V::Get, "/static/updates.js", P::Public, T::None),
     // analytics (issue 13 part 2): the region's numbers, pages and API, within the caller's sites.
     r(V::Get, "/analytics", P::DevicesRead, T::Filtered),
     r(V::Get, "/analytics/daily", P::DevicesRead, T::Filtered),
@@ -449,6 +476,43 @@ pub const ROUTES: &[Route] = &[
     r(V::Get, "/static/wall.css", P::Public, T::None),
     r(V::Get, "/wall/{token}", P::Public, T::None),
     r(V::Get, "/wall/{token}/events", P::Public, T::None),
+    // ota (issue 14 part 2): bundles and update campaigns. A campaign's devices are filtered to
+    // the caller's sites by the operation (a campaign with none of them: 404).
+    r(V::Post, "/api/v1/bundles", P::UpdatesManage, T::None),
+    r(V::Get, "/api/v1/bundles", P::DevicesRead, T::None),
+    r(V::Get, "/api/v1/bundles/{id}", P::DevicesRead, T::None),
+    r(V::Post, "/api/v1/campaigns", P::UpdatesManage, T::Filtered),
+    r(V::Get, "/api/v1/campaigns", P::DevicesRead, T::Filtered),
+    r(
+        V::Get,
+        "/api/v1/campaigns/{id}",
+        P::DevicesRead,
+        T::Filtered,
+    ),
+    r(
+        V::Post,
+        "/api/v1/campaigns/{id}/approve",
+        P::UpdatesManage,
+        T::Filtered,
+    ),
+    r(
+        V::Post,
+        "/api/v1/campaigns/{id}/pause",
+        P::UpdatesManage,
+        T::Filtered,
+    ),
+    r(
+        V::Post,
+        "/api/v1/campaigns/{id}/resume",
+        P::UpdatesManage,
+        T::Filtered,
+    ),
+    r(
+        V::Post,
+        "/api/v1/campaigns/{id}/cancel",
+        P::UpdatesManage,
+        T::Filtered,
+    ),
 ];
 
 /// The route of a request (its method and the router's matched path).
@@ -501,6 +565,8 @@ mod tests {
                 "/static/uplot-1.6.32.min.js",
                 "/static/uplot-1.6.32.min.css",
                 "/static/device-charts.js",
+                // ota: the Updates page's upload script
+                "/static/updates.js",
                 // analytics: the Analytics page's charts script
                 "/static/analytics-charts.js",
                 // wall: the display link's secret authorises

@@ -54,6 +54,18 @@ pub fn analytics_js_sri() -> &'static str {
     SRI.get_or_init(|| sri_sha384(ANALYTICS_JS))
 }
 
+/// ota (issue 14): the Updates page's upload script (ours): posts the chosen bundle file to
+/// `POST /api/v1/bundles` with the session's CSRF token and shows the answer.
+pub const UPDATES_JS_PATH: &str = "/static/updates.js";
+/// Its bytes.
+pub const UPDATES_JS: &[u8] = include_bytes!("../../assets/updates.js");
+
+/// The upload script's SRI hash, computed once from the embedded file.
+pub fn updates_js_sri() -> &'static str {
+    static SRI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SRI.get_or_init(|| sri_sha384(UPDATES_JS))
+}
+
 /// The SRI form (`sha384-` and base64) of a file's SHA-384.
 pub fn sri_sha384(data: &[u8]) -> String {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -101,7 +113,7 @@ mod tests {
         assert!(UPLOT_CSS_PATH.ends_with("uplot-1.6.32.min.css"));
         assert_eq!(charts_js_sri(), sri_sha384(CHARTS_JS));
         // No eval in either script (the CSP has no 'unsafe-eval').
-        for js in [UPLOT_JS, CHARTS_JS, ANALYTICS_JS] {
+        for js in [UPLOT_JS, CHARTS_JS, ANALYTICS_JS, UPDATES_JS] {
             let text = String::from_utf8_lossy(js);
             assert!(!text.contains("eval(") && !text.contains("new Function"));
         }

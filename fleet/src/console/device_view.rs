@@ -355,6 +355,20 @@ pub fn findings(
     f
 }
 
+/// Why an installed update waits, from the appliance's reason code (`update.reason` on the
+/// appliance, the telemetry's `update.code` while waiting).
+pub fn wait_words(code: Option<&str>) -> &'static str {
+    match code {
+        Some("associations_active") => "associations are open",
+        Some("study_arriving") => "a study is still arriving",
+        Some("recent_object") => "an object arrived moments ago",
+        Some("forward_queue") => "too many objects wait to be forwarded",
+        Some("outside_window") => "outside the site's maintenance window",
+        Some("activity_unknown") => "the DICOM activity is not known yet",
+        Some(_) | None => "DICOM is busy",
+    }
+}
+
 /// The words and severity of what the update agent reports.
 pub fn update_words(u: &medgate_contract::UpdateReport) -> (Severity, String) {
     use medgate_contract::UpdatePhase as P;
@@ -366,12 +380,7 @@ pub fn update_words(u: &medgate_contract::UpdateReport) -> (Severity, String) {
         .unwrap_or_default();
     let code = u.code.as_ref().map(|c| c.as_str());
     let why = code.map(|c| format!(" ({c})")).unwrap_or_default();
-    let wait = match code {
-        Some("associations_active") => "associations are open",
-        Some("study_arriving") => "a study is still arriving",
-        Some("queue_not_drained") | Some("queue") => "the forward queue is not drained yet",
-        Some(_) | None => "DICOM is busy",
-    };
+    let wait = wait_words(code);
     let (sev, what) = match u.state {
         P::Downloading => (Severity::Ok, format!("downloading {version}")),
         P::Verifying => (Severity::Ok, format!("verifying {version}")),

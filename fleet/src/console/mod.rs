@@ -27,6 +27,8 @@ pub mod device_view;
 pub mod alerts;
 // analytics (issue 13 part 2): the Analytics pages.
 pub mod analytics;
+// ota (issue 14): the Updates pages.
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -98,6 +100,9 @@ fn op_error_page(e: &OpError, who: Option<&Principal>) -> Response {
         OpError::Forbidden(_) => StatusCode::FORBIDDEN,
         OpError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         OpError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+        OpError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        OpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        OpError::Conflict(_) => StatusCode::CONFLICT,
         _ => {
             tracing::error!(error = %e, "console page failed");
             StatusCode::INTERNAL_SERVER_ERROR
@@ -165,6 +170,15 @@ pub async fn analytics_js() -> Response {
         "text/javascript; charset=utf-8",
         "public, max-age=3600",
         assets::ANALYTICS_JS,
+    )
+}
+
+/// `GET /static/updates.js` (ota, issue 14; ours: a short cache).
+pub async fn updates_js() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        "public, max-age=3600",
+        assets::UPDATES_JS,
     )
 }
 

@@ -35,6 +35,8 @@ pub enum Nav {
     Displays,
     /// analytics (issue 13 part 2): the region's numbers.
     Analytics,
+    /// ota (issue 14): bundles and update campaigns.
+    Updates,
 }
 
 /// htmx's settings: no inline indicator styles (the CSP forbids them), no eval, no script tags
@@ -73,6 +75,8 @@ pub fn layout(title: &str, nav: Nav, who: Option<&Principal>, body: Markup) -> M
                             a href="/alerts" aria-current=[(nav == Nav::Alerts).then_some("page")] { "Alerts" }
                             // analytics (issue 13 part 2).
                             a href="/analytics" aria-current=[(nav == Nav::Analytics).then_some("page")] { "Analytics" }
+                            // ota (issue 14).
+                            a href="/updates" aria-current=[(nav == Nav::Updates).then_some("page")] { "Updates" }
                             // console-auth (issue 12): the account and administration pages.
                             (super::admin::nav_links(p, nav))
                         }

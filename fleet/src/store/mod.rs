@@ -30,6 +30,8 @@ pub mod alerts;
 pub mod displays;
 // analytics (issue 13 part 2): the rollup tables and the reports read from them.
 pub mod analytics;
+// ota (issue 14 part 2): bundles in chunks, campaigns and their devices.
+pub mod ota;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -257,6 +259,14 @@ fn migrator(sqlite: bool) -> Migrator {
             Cow::Borrowed("atna lease"),
             MigrationType::Simple,
             include_str!("../../migrations/0016_atna_lease.sql").into_sql_str(),
+            false,
+        ),
+        // ota (issue 14 part 2): bundles, campaigns and their devices.
+        Migration::new(
+            17,
+            Cow::Borrowed("update bundles and campaigns"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0017_ota.sql").into_sql_str(),
             false,
         ),
     ])

@@ -321,11 +321,11 @@ impl Shell {
                 let busy = self.agent.state().is_some_and(|s| !s.is_final());
                 if let Some(s) = &self.saved {
                     let same = s.campaign == campaign && s.version == version;
-                    // Over already (kept across restarts), or this very install under way:
-                    // the agent says where it stands, nothing starts again.
+                    // Over already (its outcome kept across restarts and shown since the
+                    // start), or this very install under way: nothing starts again — a
+                    // version that rolled back is tried again only under a new campaign.
                     if same && (s.outcome.is_some() || busy) {
-                        let _ =
-                            self.feed_report_only(offered_instruction(campaign, version, &offer));
+                        tracing::debug!(campaign = %campaign, version = %version, "update instruction repeated; it stands where it is");
                         return Ok(false);
                     }
                 }
@@ -360,23 +360,6 @@ impl Shell {
                 self.feed(input).await
             }
         }
-    }
-
-    /// Tells the agent the instruction again only for it to report where it stands.
-    fn feed_report_only(&mut self, instruction: Instruction) -> Result<(), UpdateError> {
-        let actions = self.agent.handle(
-            Timestamp::now(),
-            Input::Campaign {
-                instruction,
-                partial: 0,
-            },
-        );
-        for a in actions {
-            if let Action::Report(r) = a {
-                self.report(&r)?;
-            }
-        }
-        Ok(())
     }
 
     /// Starts downloading the offered bundle from byte `from` (stopping one under way).
