@@ -305,3 +305,84 @@ fn without_a_slot_on_the_command_line_it_says_so() -> R {
     );
     Ok(())
 }
+
+/// The backend through the root helper's file protocol (`os-image/lib/medgate-slot-apply`), with
+/// a thread in place of the path unit: a whole install, switch and status, and a request the
+/// helper refuses.
+#[test]
+fn through_the_root_helper() -> R {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (f, direct) = fake()?;
+    drop(direct);
+    let dir = f.root.join("state");
+    let answers = f.root.join("answers");
+    fs::create_dir_all(&dir)?;
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../os-image/lib/medgate-slot-apply");
+    let slot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../os-image/lib/medgate-slot");
+    let stop = Arc::new(AtomicBool::new(false));
+    let unit = {
+        let (stop, dir, answers, esp) = (
+            stop.clone(),
+            dir.clone(),
+            answers.clone(),
+            f.root.join("esp"),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if dir.join("request").exists() {
+                    let _ = std::process::Command::new(&helper)
+                        .env("MEDGATE_SLOT_APPLY_DIR", &dir)
+                        .env("MEDGATE_SLOT_APPLY_ANSWERS", &answers)
+                        .env("MEDGATE_SLOT", &slot)
+                        .env("MEDGATE_ESP", &esp)
+                        .output();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let mut b = AbBackend::new(
+        AbPaths {
+            partitions: f.root.join("by-partlabel"),
+            cmdline: f.root.join("cmdline"),
+            image_version: f.root.join("image-version"),
+            state: dir.clone(),
+        },
+        SlotTool::Helper {
+            dir: dir.clone(),
+            answers,
+            timeout: std::time::Duration::from_secs(20),
+        },
+    );
+    let result = (|| -> R {
+        install(
+            &mut b,
+            "0.2.0",
+            &payload(&[b'R'; 4096], b"hash", b"uki A", b"uki B"),
+            false,
+        )??;
+        assert_eq!(
+            fs::read(f.root.join("esp/EFI/Linux/medgate-0-B+0-1.efi"))?,
+            b"uki B"
+        );
+        b.switch(&ver("0.2.0"))?;
+        assert_eq!(esp(&f.root)?, ["medgate-1-A.efi", "medgate-2-B+3.efi"]);
+        assert_eq!(b.esp_status()?.next, Some(Slot::B));
+        let e = b
+            .slot_command(&["install-uki", "B", "/etc/passwd"])
+            .expect_err("refused");
+        assert!(e.to_string().contains("install-uki takes only"), "{e}");
+        let e = b
+            .slot_command(&["set-next", "B", "--tries", "0"])
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains("set-next needs A|B --tries 1-9"),
+            "{e}"
+        );
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let _ = unit.join();
+    result
+}
