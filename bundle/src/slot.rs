@@ -5,7 +5,7 @@
 //! backend for a Debian server and for tests: versioned directories, an atomic symlink switch,
 //! fsync at every step, so that a stop (kill -9, power loss) at any point leaves either the old
 //! version or the new one in force, never a mix. The image's A/B partitions (`medgate-slot`)
-//! are the other backend (a later session).
+//! are the other backend, [`crate::slot_ab::AbBackend`].
 
 use crate::format::{BundleError, Payload};
 use crate::types::Version;
@@ -67,6 +67,24 @@ pub enum SlotError {
         "the slot directory holds {0}, which this backend does not understand: repair it by hand"
     )]
     Damaged(PathBuf),
+    /// The root-image payload does not fit this device (A/B backend).
+    #[error("the root image cannot be installed, nothing was made bootable: {0}")]
+    RootImage(#[from] crate::rootimage::HeaderError),
+    /// `medgate-slot` (or its root helper) failed (A/B backend).
+    #[error(
+        "`{command}` failed: {message}; see `medgate-slot status` and the journal of medgate-slot-apply.service"
+    )]
+    Tool {
+        /// The command.
+        command: String,
+        /// What it said.
+        message: String,
+    },
+    /// The kernel command line names no slot (A/B backend).
+    #[error(
+        "{0} names no slot (medgate.slot=A|B): this system was not booted from the image's A/B slots; use update.backend = \"directory\""
+    )]
+    NotBooted(PathBuf),
 }
 
 /// Where payloads are installed and switched to.

@@ -58,18 +58,36 @@ pub struct Config {
     /// `appliance.fleet_enrollment`). Absent: no reporting.
     #[serde(default)]
     pub fleet: Option<medgate_report::ReporterConfig>,
-    /// Signed updates into directory slots (docs/ota.md). Absent: no update agent.
+    /// Signed updates into directory slots or the image's A/B partitions (docs/ota.md). Absent:
+    /// no update agent.
     #[serde(default)]
     pub update: Option<UpdateSection>,
 }
 
-/// `[update]` (box-local): the directory slots of a Debian server and the agent's timings.
+/// Where updates are installed (`update.backend`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateBackend {
+    /// Versioned directories under `update.slots_dir` (a Debian server); a switch `exec`s the
+    /// new program.
+    #[default]
+    Directory,
+    /// The image's A/B partitions (`medgate-slot`); a switch reboots into the other slot.
+    Ab,
+}
+
+/// `[update]` (box-local): the slot backend and the agent's timings.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSection {
+    /// `directory` (default) or `ab`.
+    #[serde(default)]
+    pub backend: UpdateBackend,
     /// The slot directory (`versions/`, `current`, …); the service runs
-    /// `<slots_dir>/current/medgate-appliance`. Required.
-    pub slots_dir: PathBuf,
+    /// `<slots_dir>/current/medgate-appliance`. Required with `backend = "directory"`, not
+    /// used with `ab`.
+    #[serde(default)]
+    pub slots_dir: Option<PathBuf>,
     /// The hardware profile a bundle must name to install here. Required.
     pub hardware: String,
     /// The new version must be healthy within this after the switch, else it is rolled back.
@@ -113,24 +131,46 @@ const fn default_max_payload() -> u64 {
 
 impl UpdateSection {
     fn problems(&self, data_dir: &Path, bad: &mut dyn FnMut(&str, String)) {
-        if !self.slots_dir.is_absolute() {
+        match (self.backend, &self.slots_dir) {
+            (UpdateBackend::Directory, None) => bad(
+                "update.slots_dir",
+                "missing: the directory backend needs the slot directory's full path, e.g. /opt/medgate (or set update.backend = \"ab\" on the image)".into(),
+            ),
+            (UpdateBackend::Ab, Some(dir)) => bad(
+                "update.slots_dir",
+                format!(
+                    "{} is not used with update.backend = \"ab\" (the slots are the image's A/B partitions); remove it",
+                    dir.display()
+                ),
+            ),
+            (UpdateBackend::Directory, Some(dir)) => Self::check_slots_dir(dir, data_dir, bad),
+            (UpdateBackend::Ab, None) => {}
+        }
+        self.check_rest(bad);
+    }
+
+    fn check_slots_dir(dir: &Path, data_dir: &Path, bad: &mut dyn FnMut(&str, String)) {
+        if !dir.is_absolute() {
             bad(
                 "update.slots_dir",
                 format!(
                     "{} is not an absolute path; give the slot directory's full path, e.g. /opt/medgate",
-                    self.slots_dir.display()
+                    dir.display()
                 ),
             );
-        } else if self.slots_dir.starts_with(data_dir) || data_dir.starts_with(&self.slots_dir) {
+        } else if dir.starts_with(data_dir) || data_dir.starts_with(dir) {
             bad(
                 "update.slots_dir",
                 format!(
                     "{} overlaps appliance.data_dir ({}); the slots hold programs, the data directory patient data: keep them apart",
-                    self.slots_dir.display(),
+                    dir.display(),
                     data_dir.display()
                 ),
             );
         }
+    }
+
+    fn check_rest(&self, bad: &mut dyn FnMut(&str, String)) {
         if let Err(e) = self.hardware.parse::<medgate_bundle::Name>() {
             bad(
                 "update.hardware",
@@ -579,8 +619,13 @@ mod tests {
         .expect("parses");
         let u = cfg.update.expect("update");
         assert_eq!(
-            (u.health_deadline_secs, u.probe_interval_secs, u.quiet_secs),
-            (120, 5, 10)
+            (
+                u.backend,
+                u.health_deadline_secs,
+                u.probe_interval_secs,
+                u.quiet_secs
+            ),
+            (UpdateBackend::Directory, 120, 5, 10)
         );
         assert_eq!(
             problems("slots_dir = \"opt\"\nhardware = \"qemu-vm\"\n"),
@@ -605,6 +650,26 @@ mod tests {
         assert_eq!(
             p[2].1,
             "5 does not fit two probes into update.health_deadline_secs (5); give 1 to 2"
+        );
+        assert_eq!(
+            problems("hardware = \"qemu-vm\"\n"),
+            [("update.slots_dir".to_string(), "missing: the directory backend needs the slot directory's full path, e.g. /opt/medgate (or set update.backend = \"ab\" on the image)".to_string())]
+        );
+        assert!(problems("backend = \"ab\"\nhardware = \"qemu-vm\"\n").is_empty());
+        let ab = Config::parse(&format!("{base}backend = \"ab\"\nhardware = \"qemu-vm\"\n"))
+            .expect("parses");
+        assert_eq!(ab.update.expect("update").backend, UpdateBackend::Ab);
+        assert_eq!(
+            problems("backend = \"ab\"\nslots_dir = \"/opt/m\"\nhardware = \"qemu-vm\"\n"),
+            [("update.slots_dir".to_string(), "/opt/m is not used with update.backend = \"ab\" (the slots are the image's A/B partitions); remove it".to_string())]
+        );
+        let unknown_backend = Config::parse(&format!(
+            "{base}backend = \"partitions\"\nhardware = \"x\"\n"
+        ))
+        .expect_err("unknown backend");
+        assert!(
+            unknown_backend.contains("unknown variant `partitions`, expected `directory` or `ab`"),
+            "{unknown_backend}"
         );
         let missing = Config::parse(&format!("{base}slots_dir = \"/opt/m\"\n"))
             .expect_err("hardware required");

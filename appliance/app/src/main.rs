@@ -91,7 +91,8 @@ enum Command {
     /// Install a signed update bundle from a file (a site without a path to the fleet).
     ///
     /// Verifies it completely against the trust store (<data_dir>/update/trust.json) before
-    /// anything is written, installs it into the inactive slot of [update].slots_dir, then
+    /// anything is written, installs it into the inactive slot ([update] backend: the
+    /// directory slots of slots_dir, or the image's A/B partitions), then
     /// hands the switch to the running service, which switches when DICOM is idle (no
     /// association open, no study arriving) and keeps the new version only if it proves
     /// healthy. If the service is not running, it switches now: the next start runs the new
@@ -936,7 +937,7 @@ fn update_command(config: &std::path::Path, file: &std::path::Path) -> anyhow::R
         }
         Ok(LocalOutcome::Switched { version, previous }) => {
             println!(
-                "verified and installed {version}; the service is not running, so it was switched now: start the service, it proves health or rolls back to {} by itself",
+                "verified and installed {version}; the service is not running, so it was switched now: start the service (on the image: reboot), it proves health or rolls back to {} by itself",
                 previous.map_or_else(|| "the previous version".to_string(), |v| v.to_string())
             );
             Ok(())

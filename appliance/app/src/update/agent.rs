@@ -8,8 +8,8 @@ use super::download::{self, Progress};
 use super::inbox::{Identity, Offered};
 use super::state::{self, Outcome, Saved, Switched};
 use super::{
-    Restart, UpdateError, current_program, device, load_trust, make_program, policy, reason_code,
-    running_version, save_trust,
+    Restart, Slots, UpdateError, current_program, device, load_trust, make_program, policy,
+    reason_code, running_version, save_trust,
 };
 use crate::config::{Config, UpdateSection};
 use crate::handle::{App, Hooks};
@@ -20,7 +20,7 @@ use medgate_bundle::agent::{
     Window,
 };
 use medgate_bundle::local::{install_file, verify_file};
-use medgate_bundle::slot::{DirBackend, SlotBackend};
+use medgate_bundle::slot::{Probation, SlotBackend};
 use medgate_bundle::{Name, Version};
 use medgate_contract::{DesiredUpdate, InstallMode, UpdateAction, UpdateOffer};
 use std::collections::VecDeque;
@@ -132,8 +132,64 @@ enum Next {
 }
 
 impl Shell {
-    fn slots(&self) -> Result<DirBackend, UpdateError> {
-        Ok(DirBackend::open(&self.u.slots_dir)?)
+    fn slots(&self) -> Result<Slots, UpdateError> {
+        Slots::open(&self.cfg, &self.u)
+    }
+
+    /// After a switch or a rollback: reboot (A/B) or replace this process by the program in
+    /// force (directory slots).
+    fn restart_into(&mut self, slots: &mut Slots, args: Vec<String>) -> Next {
+        match slots {
+            Slots::Ab(ab) => {
+                if let Err(e) = ab.reboot() {
+                    tracing::error!(error = %e, "cannot reboot into the slot in force; reboot the appliance to finish the update");
+                }
+                // systemd stops this service on the way down; the agent does nothing more.
+                Next::Exit
+            }
+            Slots::Dir(_) => {
+                if let Some(program) = current_program(&self.u) {
+                    self.restart.set(program, args);
+                }
+                self.shutdown.cancel();
+                Next::Exit
+            }
+        }
+    }
+
+    /// A/B: where a switch stands after a boot, when the slot no longer says "on probation"
+    /// (the health gate's systemd-bless-boot marked it good first, or the boot counter went
+    /// back to the previous slot by itself).
+    fn after_boot(
+        &mut self,
+        status: &medgate_bundle::slot::SlotStatus,
+    ) -> Result<Option<Probation>, UpdateError> {
+        let Some(saved) = self.saved.clone() else {
+            return Ok(None);
+        };
+        if saved.switched.is_none() || saved.outcome.is_some() {
+            return Ok(None);
+        }
+        let previous = saved.switched.as_ref().and_then(|s| s.previous.clone());
+        if status.active.as_ref() == Some(&saved.version) {
+            return Ok(Some(Probation {
+                trying: saved.version.clone(),
+                previous: previous.unwrap_or_else(|| saved.version.clone()),
+            }));
+        }
+        let report = Report {
+            campaign: saved.campaign.clone(),
+            version: saved.version.clone(),
+            state: medgate_bundle::agent::State::RolledBack,
+            code: Some("boot_failed".into()),
+            detail: format!(
+                "version {} did not boot healthy in {} tries; the boot counter went back to the previous slot",
+                saved.version,
+                medgate_bundle::slot_ab::SWITCH_TRIES
+            ),
+        };
+        self.report(&report)?;
+        Ok(None)
     }
 
     async fn run(mut self) -> Result<(), UpdateError> {
@@ -156,8 +212,12 @@ impl Shell {
                 }
             }
         });
-        tracing::info!(running = %running, probation = status.probation.is_some(), "update agent started");
-        if let Some(p) = status.probation {
+        let probation = match (&status.probation, slots.reboots()) {
+            (None, true) => self.after_boot(&status)?,
+            _ => status.probation.clone(),
+        };
+        tracing::info!(running = %running, probation = probation.is_some(), "update agent started");
+        if let Some(p) = probation {
             let saved = match self.saved.take() {
                 Some(s) if s.version == p.trying && s.outcome.is_none() => s,
                 _ => Saved {
@@ -506,11 +566,10 @@ impl Shell {
                     }
                 }
                 if ok {
-                    // Back to the previous version: replace this process by it.
+                    // Back to the previous version: reboot into it, or replace this process.
                     let args = saved.switched.map(|s| s.args).unwrap_or_else(own_args);
-                    self.restart.set(current_program(&self.u), args);
-                    self.shutdown.cancel();
-                    return Ok(Next::Exit);
+                    let mut slots = self.slots()?;
+                    return Ok(self.restart_into(&mut slots, args));
                 }
                 Next::Nothing
             }
@@ -624,10 +683,8 @@ impl Shell {
                 e.to_string(),
             )))));
         }
-        tracing::info!(version = %saved.version, "update switched; restarting into the new version on probation");
-        self.restart.set(current_program(&self.u), args);
-        self.shutdown.cancel();
-        Ok(Next::Exit)
+        tracing::info!(version = %saved.version, reboot = slots.reboots(), "update switched; restarting into the new version on probation");
+        Ok(self.restart_into(&mut slots, args))
     }
 
     async fn probe(&self, saved: &Saved) -> Health {
@@ -672,8 +729,10 @@ impl Shell {
             trust.raise_floor(floor);
             save_trust(&self.cfg, &trust).map_err(fail)?;
         }
-        if let Err(e) = slots.prune(&saved.version) {
-            tracing::warn!(error = %e, "old versions not pruned");
+        if let Slots::Dir(dir) = &mut slots {
+            if let Err(e) = dir.prune(&saved.version) {
+                tracing::warn!(error = %e, "old versions not pruned");
+            }
         }
         Ok(())
     }

@@ -7,12 +7,12 @@
 //! service is not running, switches itself: the next start runs the new version on probation.
 
 use super::state::{self, Saved, Switched};
-use super::{UpdateError, device, load_trust, make_program, running_version, section};
+use super::{Slots, UpdateError, device, load_trust, make_program, running_version, section};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use medgate_bundle::agent::Refusal;
 use medgate_bundle::local::{install_file, verify_file};
-use medgate_bundle::slot::{DirBackend, SlotBackend};
+use medgate_bundle::slot::SlotBackend;
 use medgate_bundle::{Timestamp, Version};
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,7 @@ pub fn update_file(
     let u = section(cfg)?;
     let trust = load_trust(cfg)?;
     let bundle = std::path::absolute(bundle).unwrap_or_else(|_| bundle.to_path_buf());
-    let mut slots = DirBackend::open(&u.slots_dir).map_err(UpdateError::from)?;
+    let mut slots = Slots::open(cfg, u)?;
     let status = slots.status().map_err(UpdateError::from)?;
     if let Some(p) = status.probation {
         return Err(LocalError::OnProbation(p.trying));
@@ -87,7 +87,7 @@ pub fn update_file(
     install_file(&bundle, &trust, &device, now, &mut slots)
         .map_err(|e| LocalError::Refused(Refusal::from(&e)))?;
     make_program(&slots, &meta.version)?;
-    tracing::info!(version = %meta.version, slots = %u.slots_dir.display(), "update installed into the inactive slot");
+    tracing::info!(version = %meta.version, "update installed into the inactive slot");
     let size = std::fs::metadata(&bundle).map_or(0, |m| m.len());
     let campaign = format!("local-{}", now.unix())
         .parse()

@@ -1,13 +1,18 @@
 //! The update agent's shell (docs/ota.md): `medgate-appliance update --file` ([`local`]) and
 //! the task inside the running appliance ([`agent`]) that feeds the sans-IO
 //! [`medgate_bundle::agent::Agent`] the real DICOM activity, the clock and the health probes,
-//! and carries out its actions on the directory slots ([`medgate_bundle::slot::DirBackend`]).
+//! and carries out its actions on the slots ([`Slots`]: `update.backend`).
 //!
-//! A "version" of the appliance in a directory slot is the `medgate-appliance` executable
-//! (the bundle's `appliance_binaries` payload); the service runs
+//! Directory slots ([`medgate_bundle::slot::DirBackend`], a Debian server): a "version" is the
+//! `medgate-appliance` executable (the bundle's `appliance_binaries` payload); the service runs
 //! `<slots_dir>/current/medgate-appliance`. A switch replaces the running process by the new
 //! version (`exec`, same pid, same command line), which starts on probation and proves health
 //! or rolls back and `exec`s the previous version again.
+//!
+//! A/B slots ([`medgate_bundle::slot_ab::AbBackend`], the image): a version is a whole root
+//! (`root_image` payload) in the inactive partitions; a switch or a rollback reboots the box
+//! (through the root helper `medgate-slot-apply`), and the boot into the new slot is on
+//! probation.
 
 pub mod agent;
 pub mod download;
@@ -16,12 +21,95 @@ pub mod local;
 pub mod state;
 pub mod view;
 
-use crate::config::{Config, UpdateSection};
+use crate::config::{Config, UpdateBackend, UpdateSection};
 use medgate_bundle::agent::{Policy, WaitReason};
-use medgate_bundle::slot::{DirBackend, SlotBackend, SlotError};
+use medgate_bundle::format::Payload;
+use medgate_bundle::slot::{DirBackend, SlotBackend, SlotError, SlotStatus};
+use medgate_bundle::slot_ab::{AbBackend, AbPaths, SlotTool};
 use medgate_bundle::{Device, Name, PayloadKind, TrustStore, Version};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the root helper `medgate-slot-apply` answers the A/B backend's requests.
+pub const SLOT_APPLY_ANSWERS: &str = "/run/medgate-slot-apply";
+/// How long the A/B backend waits for the helper.
+const SLOT_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The slots `update.backend` names.
+#[derive(Debug)]
+pub enum Slots {
+    /// `directory`.
+    Dir(DirBackend),
+    /// `ab`.
+    Ab(AbBackend),
+}
+
+impl Slots {
+    /// Opens the backend of `[update]` (the A/B one keeps its files in `<data_dir>/update/ab`).
+    pub fn open(cfg: &Config, u: &UpdateSection) -> Result<Self, UpdateError> {
+        match u.backend {
+            UpdateBackend::Directory => {
+                let dir = u.slots_dir.as_ref().ok_or(UpdateError::NotConfigured)?;
+                Ok(Self::Dir(DirBackend::open(dir)?))
+            }
+            UpdateBackend::Ab => {
+                let dir = state::dir(&cfg.appliance.data_dir).join("ab");
+                Ok(Self::Ab(AbBackend::new(
+                    AbPaths::image(dir.clone()),
+                    SlotTool::Helper {
+                        dir,
+                        answers: PathBuf::from(SLOT_APPLY_ANSWERS),
+                        timeout: SLOT_APPLY_TIMEOUT,
+                    },
+                )))
+            }
+        }
+    }
+
+    /// A switch or a rollback reboots the box (A/B) rather than `exec`ing a program.
+    pub fn reboots(&self) -> bool {
+        matches!(self, Self::Ab(_))
+    }
+}
+
+impl SlotBackend for Slots {
+    fn status(&self) -> Result<SlotStatus, SlotError> {
+        match self {
+            Self::Dir(b) => b.status(),
+            Self::Ab(b) => b.status(),
+        }
+    }
+    fn install<R: Read>(
+        &mut self,
+        version: &Version,
+        payload: &mut Payload<R>,
+    ) -> Result<(), SlotError> {
+        match self {
+            Self::Dir(b) => b.install(version, payload),
+            Self::Ab(b) => b.install(version, payload),
+        }
+    }
+    fn switch(&mut self, version: &Version) -> Result<(), SlotError> {
+        match self {
+            Self::Dir(b) => b.switch(version),
+            Self::Ab(b) => b.switch(version),
+        }
+    }
+    fn commit(&mut self) -> Result<(), SlotError> {
+        match self {
+            Self::Dir(b) => b.commit(),
+            Self::Ab(b) => b.commit(),
+        }
+    }
+    fn rollback(&mut self) -> Result<(), SlotError> {
+        match self {
+            Self::Dir(b) => b.rollback(),
+            Self::Ab(b) => b.rollback(),
+        }
+    }
+}
 
 /// The program's name in a version's directory.
 pub const PROGRAM: &str = "medgate-appliance";
@@ -50,7 +138,7 @@ impl Restart {
 pub enum UpdateError {
     /// No `[update]` section.
     #[error(
-        "no [update] section in the configuration: set update.slots_dir and update.hardware (see `medgate-appliance config example`)"
+        "no usable [update] section in the configuration: set update.hardware, and update.slots_dir or update.backend = \"ab\" (see `medgate-appliance config example`)"
     )]
     NotConfigured,
     /// The trust store is missing or unreadable.
@@ -124,7 +212,7 @@ pub fn save_trust(cfg: &Config, trust: &TrustStore) -> Result<(), UpdateError> {
 
 /// The version this process is, as far as the slots say (the package's own before the first
 /// install).
-pub fn running_version(slots: &DirBackend) -> Result<Version, UpdateError> {
+pub fn running_version(slots: &impl SlotBackend) -> Result<Version, UpdateError> {
     match slots.status()?.active {
         Some(v) => Ok(v),
         None => Ok(env!("CARGO_PKG_VERSION")
@@ -141,21 +229,29 @@ pub fn device(u: &UpdateSection, installed: Version) -> Result<Device, UpdateErr
         product,
         hardware,
         installed,
-        accepts: PayloadKind::ApplianceBinaries,
+        accepts: match u.backend {
+            UpdateBackend::Directory => PayloadKind::ApplianceBinaries,
+            UpdateBackend::Ab => PayloadKind::RootImage,
+        },
         max_payload: u.max_payload_bytes,
         allow_downgrade: false,
     })
 }
 
-/// The program of the version in force.
-pub fn current_program(u: &UpdateSection) -> PathBuf {
-    u.slots_dir.join("current").join(PROGRAM)
+/// The program of the version in force (directory slots; none for A/B).
+pub fn current_program(u: &UpdateSection) -> Option<PathBuf> {
+    u.slots_dir
+        .as_ref()
+        .map(|dir| dir.join("current").join(PROGRAM))
 }
 
-/// After an install: the payload becomes the version's executable program
-/// (`versions/<v>/medgate-appliance`, mode 0755).
-pub fn make_program(slots: &DirBackend, version: &Version) -> Result<(), UpdateError> {
+/// After an install into directory slots: the payload becomes the version's executable program
+/// (`versions/<v>/medgate-appliance`, mode 0755). Nothing for A/B slots (the root holds it).
+pub fn make_program(slots: &Slots, version: &Version) -> Result<(), UpdateError> {
     use std::os::unix::fs::PermissionsExt;
+    let Slots::Dir(slots) = slots else {
+        return Ok(());
+    };
     let dir = slots.version_dir(version);
     let payload = dir.join("payload");
     let io = |op: &'static str, path: &Path| {
