@@ -32,8 +32,10 @@ document.addEventListener("DOMContentLoaded", function () {
           window.setTimeout(function () { window.location.reload(); }, 800);
         } else {
           out.className = "finding bad";
+          // The fleet's message already starts "bundle refused (code): …" for a refused bundle.
+          var why = (a.body.error || "the fleet did not say why").replace(/^bundle refused \([a-z_]+\): /, "");
           out.textContent = "Refused" + (a.body.code ? " (" + a.body.code + ")" : " (HTTP " + a.status + ")") +
-            ": " + (a.body.error || "the fleet did not say why") + ". Nothing was stored.";
+            ": " + why + ". Nothing was stored.";
         }
       })
       .catch(function (err) {
