@@ -83,7 +83,7 @@ fn serial() -> (SerialNumber, String) {
 }
 
 /// The bytes of a serial written by [`serial`] (hex); None if it is not hex.
-pub fn serial_bytes(hex: &str) -> Option<Vec<u8>> {
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
     if hex.is_empty() || hex.len() % 2 != 0 {
         return None;
     }
@@ -186,7 +186,7 @@ impl Ca {
         let revoked_certs = revoked
             .iter()
             .filter_map(|(hex, at_ms)| {
-                let bytes = serial_bytes(hex)?;
+                let bytes = hex_bytes(hex)?;
                 Some(rcgen::RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: (UNIX_EPOCH + Duration::from_millis(*at_ms)).into(),
@@ -305,6 +305,6 @@ mod tests {
         assert!(ok, "{text}");
         let (ok, text) = verify(&[(issued.serial.clone(), 1_795_000_000_000)], 2);
         assert!(!ok && text.contains("revoked"), "{text}");
-        assert!(serial_bytes("0g").is_none() && serial_bytes("abc").is_none());
+        assert!(hex_bytes("0g").is_none() && hex_bytes("abc").is_none());
     }
 }

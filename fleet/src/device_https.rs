@@ -27,9 +27,7 @@ use crate::app::App;
 use crate::ca::Ca;
 use crate::model::DeviceStatus;
 use crate::pem::{self, TlsError};
-
-/// Bytes read from the database per step of a response (the bundle's chunk size).
-const STEP: u64 = 1024 * 1024;
+use crate::store::ota::CHUNK;
 
 /// The path of a bundle on this listener (the offers name `{download_url}{BUNDLES}/{sha256}`).
 pub const BUNDLES: &str = "/device/v1/bundles";
@@ -113,18 +111,22 @@ fn subject(der: &[u8]) -> Option<(String, String)> {
         .as_str()
         .ok()?
         .to_owned();
-    Some((cn, serial_hex(cert.raw_serial())))
+    let hex: String = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some((cn, serial_key(&hex)))
 }
 
-/// A serial in hex without leading zeros (DER drops a leading zero byte; the CA's record may
-/// keep it).
-fn serial_hex(bytes: &[u8]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let trimmed = hex.trim_start_matches('0');
+/// A serial in hex as compared: lower case, without leading zeros (DER drops a leading zero
+/// byte; the registry's record, written by the CA, may keep it).
+fn serial_key(hex: &str) -> String {
+    let trimmed = hex.trim_start_matches('0').to_ascii_lowercase();
     if trimmed.is_empty() {
         "0".into()
     } else {
-        trimmed.to_owned()
+        trimmed
     }
 }
 
@@ -200,9 +202,9 @@ async fn bundle(
             return Ok::<_, crate::store::StoreError>(false);
         };
         let identity = store.device_identity(device.as_str()).await?;
-        let current = identity.and_then(|i| i.cert_serial).is_some_and(|s| {
-            serial_hex(&crate::ca::serial_bytes(&s).unwrap_or_default()) == serial
-        });
+        let current = identity
+            .and_then(|i| i.cert_serial)
+            .is_some_and(|s| serial_key(&s) == serial);
         Ok(d.status == DeviceStatus::Approved
             && current
             && store.device_may_download(&device, &sha).await?)
@@ -259,7 +261,8 @@ async fn bundle(
             if at >= end {
                 return None;
             }
-            let len = STEP.min(end - at);
+            // Up to the end of the stored chunk `at` is in: each step reads one chunk.
+            let len = (CHUNK - at % CHUNK).min(end - at);
             match store.bundle_range(&sha, at, len).await {
                 Ok(bytes) if bytes.len() as u64 == len => {
                     Some((Ok::<_, std::io::Error>(bytes::Bytes::from(bytes)), at + len))
@@ -329,8 +332,8 @@ mod tests {
         let der = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).expect("der");
         let (cn, serial) = subject(der.as_ref()).expect("subject");
         assert_eq!(cn, "ct-room-1");
-        let recorded = crate::ca::serial_bytes(&issued.serial).expect("hex");
-        assert_eq!(serial, serial_hex(&recorded));
-        assert_eq!(serial_hex(&[0, 0, 0x1f]), "1f");
+        assert_eq!(serial, serial_key(&issued.serial));
+        assert_eq!(serial_key("00001F"), "1f");
+        assert_eq!(serial_key("00"), "0");
     }
 }
