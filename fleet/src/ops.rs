@@ -253,6 +253,10 @@ pub struct Ops {
     form_key: tokio::sync::OnceCell<ring::hmac::Key>,
     /// wall (issue 13 part 1): the "fleet changed" signal and display link revocations.
     pub wall: crate::wall::Hub,
+    /// ota (issue 14): the last local-install outcome seen per device, so that a device that
+    /// repeats it in every telemetry sample costs no database write (the table decides once
+    /// across replicas; this only spares the repeats).
+    local_outcomes: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Ops {
@@ -269,6 +273,7 @@ impl Ops {
             sso,
             form_key: tokio::sync::OnceCell::new(),
             wall: crate::wall::Hub::new(),
+            local_outcomes: std::sync::Mutex::default(),
         }
     }
 

@@ -141,6 +141,35 @@ fn now_secs() -> i64 {
     now_db().div_euclid(1000)
 }
 
+/// A campaign's windows in UTC at `now_secs`, with its sites' `zones`. One that does not
+/// resolve (its site's time zone removed since) is read at UTC, with an error in the log: a
+/// window is never dropped, so a device never installs outside of it for that.
+fn windows_at(
+    rec: &CampaignRecord,
+    zones: &BTreeMap<SiteId, Zone>,
+    now_secs: i64,
+) -> BTreeMap<SiteId, UtcWindow> {
+    let mut windows = BTreeMap::new();
+    for w in &rec.windows {
+        let utc = match w.to_utc(zones.get(&w.site), now_secs) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(campaign = %rec.id, error = %e, "maintenance window read at UTC");
+                let at_utc = SiteWindow {
+                    utc_offset_minutes: Some(0),
+                    ..w.clone()
+                };
+                match at_utc.to_utc(None, now_secs) {
+                    Ok(u) => u,
+                    Err(_) => continue,
+                }
+            }
+        };
+        windows.insert(w.site.clone(), utc);
+    }
+    windows
+}
+
 /// A campaign with its bundle's version and its devices (those in your sites).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
@@ -694,6 +723,12 @@ impl Ops {
         self.campaign_view(&actor.principal.sites, id).await
     }
 
+    fn remembered_outcomes(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.local_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An install a device did without a campaign (`medgate-appliance update --file`, campaign
     /// `local-…`), audited once when its telemetry says it ended: `update.local_installed`,
     /// `…_rolled_back`, `…_refused`, `…_failed`, `…_cancelled`, `…_abandoned`, in the device's
@@ -718,13 +753,21 @@ impl Ops {
         };
         let version = u.version.as_ref().map_or("?", |v| v.as_str());
         let key = format!("{campaign}:{version}:{word}");
+        if self.remembered_outcomes().get(device.as_str()) == Some(&key) {
+            return;
+        }
         match self
             .store
             .first_update_outcome(device, &key, now_db())
             .await
         {
-            Ok(true) => {}
-            Ok(false) => return,
+            Ok(first) => {
+                self.remembered_outcomes()
+                    .insert(device.to_string(), key.clone());
+                if !first {
+                    return;
+                }
+            }
             Err(e) => {
                 tracing::warn!(device = %device, error = %e, "cannot record a local update's outcome; not audited now (the next report tries again)");
                 return;
@@ -854,7 +897,7 @@ impl Ops {
                 rec.bundle
             ))
         })?;
-        let windows = self.utc_windows(rec, now_secs()).await?;
+        let windows = windows_at(rec, &self.campaign_zones(rec).await, now_secs());
         Ok(Campaign {
             id: rec.id.clone(),
             plan: Plan {
@@ -1030,40 +1073,16 @@ impl Ops {
         Ok(out)
     }
 
-    /// A campaign's windows in UTC at `now_secs`. One that no longer resolves (the site's time
-    /// zone removed since) is read at UTC, with an error in the log: a window is never
-    /// dropped, so a device never installs outside of it for that.
-    async fn utc_windows(
-        &self,
-        rec: &CampaignRecord,
-        now_secs: i64,
-    ) -> Result<BTreeMap<SiteId, UtcWindow>, OpError> {
-        let zones = match self.window_zones(&rec.windows).await {
+    /// The time zones of a campaign's windows; one that cannot be read is left out (its window
+    /// is then read at UTC by [`windows_at`]), with an error in the log.
+    async fn campaign_zones(&self, rec: &CampaignRecord) -> BTreeMap<SiteId, Zone> {
+        match self.window_zones(&rec.windows).await {
             Ok(z) => z,
             Err(e) => {
                 tracing::error!(campaign = %rec.id, error = %e, "maintenance windows: a site's time zone cannot be read; its window is read at UTC until it is fixed");
                 BTreeMap::new()
             }
-        };
-        let mut windows = BTreeMap::new();
-        for w in &rec.windows {
-            let utc = match w.to_utc(zones.get(&w.site), now_secs) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::error!(campaign = %rec.id, error = %e, "maintenance window read at UTC");
-                    let at_utc = SiteWindow {
-                        utc_offset_minutes: Some(0),
-                        ..w.clone()
-                    };
-                    match at_utc.to_utc(None, now_secs) {
-                        Ok(u) => u,
-                        Err(_) => continue,
-                    }
-                }
-            };
-            windows.insert(w.site.clone(), utc);
         }
-        Ok(windows)
     }
 
     /// ota (issue 14): campaigns whose windows moved in UTC since the last tick (a site's
@@ -1077,13 +1096,8 @@ impl Ops {
             if rec.windows.is_empty() {
                 continue;
             }
-            let (Ok(before), Ok(after)) = (
-                self.utc_windows(&rec, now - TICK_SECS * 2).await,
-                self.utc_windows(&rec, now).await,
-            ) else {
-                continue;
-            };
-            if before != after {
+            let zones = self.campaign_zones(&rec).await;
+            if windows_at(&rec, &zones, now - TICK_SECS * 2) != windows_at(&rec, &zones, now) {
                 tracing::info!(campaign = %id, "a site's maintenance window moved in UTC (daylight saving time): publishing its offers again");
                 self.republish_campaign(id).await;
             }
