@@ -255,8 +255,8 @@ pub async fn create(
 /// A campaign's state in words.
 pub fn campaign_words(v: &CampaignView) -> (Severity, String) {
     let c = &v.campaign;
-    let n = |s: &str| v.counts.get(s).copied().unwrap_or(0);
-    let total: u64 = v.counts.values().sum();
+    let n = |s| v.count(s);
+    let total = v.total();
     match c.state {
         CampaignState::Draft => (
             Severity::Warn,
@@ -266,9 +266,9 @@ pub fn campaign_words(v: &CampaignView) -> (Severity, String) {
             Severity::Ok,
             format!(
                 "Running: {} of {total} healthy on {}, {} failed.",
-                n("healthy"),
+                n(DeviceState::Healthy),
                 v.version,
-                n("failed")
+                n(DeviceState::Failed)
             ),
         ),
         CampaignState::Paused => (
@@ -279,29 +279,29 @@ pub fn campaign_words(v: &CampaignView) -> (Severity, String) {
                     .as_deref()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default(),
-                n("healthy"),
-                n("failed")
+                n(DeviceState::Healthy),
+                n(DeviceState::Failed)
             ),
         ),
         CampaignState::Completed => (
-            if n("failed") > 0 {
+            if n(DeviceState::Failed) > 0 {
                 Severity::Warn
             } else {
                 Severity::Ok
             },
             format!(
                 "Completed: {} of {total} healthy on {}, {} failed.",
-                n("healthy"),
+                n(DeviceState::Healthy),
                 v.version,
-                n("failed")
+                n(DeviceState::Failed)
             ),
         ),
         CampaignState::Cancelled => (
             Severity::Warn,
             format!(
                 "Cancelled: {} withdrawn; {} healthy on {} stay on it.",
-                n("withdrawn"),
-                n("healthy"),
+                n(DeviceState::Withdrawn),
+                n(DeviceState::Healthy),
                 v.version
             ),
         ),
@@ -404,9 +404,9 @@ fn state_badge(s: CampaignState) -> Markup {
 }
 
 fn progress(v: &CampaignView) -> Markup {
-    let total: u64 = v.counts.values().sum();
-    let healthy = v.counts.get("healthy").copied().unwrap_or(0);
-    let failed = v.counts.get("failed").copied().unwrap_or(0);
+    let total = v.total();
+    let healthy = v.count(DeviceState::Healthy);
+    let failed = v.count(DeviceState::Failed);
     html! {
         span.progress {
             meter min="0" max=(total.max(1)) value=(healthy) title=(format!("{healthy} of {total} healthy")) {}

@@ -183,6 +183,18 @@ pub struct CampaignView {
     pub devices: Vec<CampaignDevice>,
 }
 
+impl CampaignView {
+    /// Its devices (in the caller's sites) in `state`.
+    pub fn count(&self, state: DeviceState) -> u64 {
+        self.counts.get(state.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Its devices (in the caller's sites).
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
 /// An operator's action on a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CampaignCommand {

@@ -358,6 +358,7 @@ impl Ops {
 
     /// ota (issue 14): the running and paused campaigns with devices in `scope`.
     async fn rollouts(&self, scope: &SiteScope) -> Result<Vec<tile::Rollout>, OpError> {
+        use crate::ota::campaign::{CampaignState, DeviceState};
         let mut out = Vec::new();
         for id in self.store.live_campaigns().await? {
             let v = match self.campaign_view(scope, &id).await {
@@ -365,22 +366,19 @@ impl Ops {
                 Err(OpError::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let n = |s: &str| v.counts.get(s).copied().unwrap_or(0);
             out.push(tile::Rollout {
                 name: v.campaign.name.clone(),
                 version: v.version.clone(),
-                paused: (v.campaign.state == crate::ota::campaign::CampaignState::Paused).then(
-                    || {
-                        v.campaign
-                            .paused_reason
-                            .clone()
-                            .unwrap_or_else(|| "by an operator".into())
-                    },
-                ),
-                healthy: n("healthy"),
-                failed: n("failed"),
-                waiting: n("waiting_idle"),
-                total: v.counts.values().sum(),
+                paused: (v.campaign.state == CampaignState::Paused).then(|| {
+                    v.campaign
+                        .paused_reason
+                        .clone()
+                        .unwrap_or_else(|| "by an operator".into())
+                }),
+                healthy: v.count(DeviceState::Healthy),
+                failed: v.count(DeviceState::Failed),
+                waiting: v.count(DeviceState::WaitingIdle),
+                total: v.total(),
             });
         }
         Ok(out)
