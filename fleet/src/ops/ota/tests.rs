@@ -162,18 +162,7 @@ impl Fixture {
                 ..TelemetrySnapshot::default()
             },
         };
-        let mut c = self.ops.store.pool().acquire().await.expect("conn");
-        self.ops
-            .store
-            .record(
-                &mut c,
-                &SiteId::new(site).expect("site"),
-                &DeviceId::new(id).expect("id"),
-                Message::Telemetry(&t),
-                now_db(),
-            )
-            .await
-            .expect("record");
+        self.record(site, id, Message::Telemetry(&t)).await;
     }
 
     async fn birth(&self, site: &str, id: &str, version: &str, hardware: &str) {
@@ -195,6 +184,11 @@ impl Fixture {
             config_version: 0,
             telemetry_interval_secs: 10,
         };
+        self.record(site, id, Message::Birth(&b)).await;
+    }
+
+    /// One device message through the ingest path.
+    async fn record(&self, site: &str, id: &str, msg: Message<'_>) {
         let mut c = self.ops.store.pool().acquire().await.expect("conn");
         self.ops
             .store
@@ -202,11 +196,11 @@ impl Fixture {
                 &mut c,
                 &SiteId::new(site).expect("site"),
                 &DeviceId::new(id).expect("id"),
-                Message::Birth(&b),
+                msg,
                 now_db(),
             )
             .await
-            .expect("birth");
+            .expect("record");
     }
 
     /// The update instructions sent since the last call: (device, install version or "cancel").
