@@ -80,6 +80,13 @@ await scenario('console_updates', async (browser) => {
   check(/Update 0\.2\.0 \(0\.2\.0 for St Marien\): 0 of 3 done, 1 waiting for idle DICOM/.test(line), 'the rollout on the wall', line);
   await shot(wall, 'wall-rollout-1920x1080');
   await wctx.close();
+  // The corridor's 4K screen.
+  const w4 = await browser.newContext({ viewport: { width: 3840, height: 2160 }, baseURL: BASE_URL, colorScheme: 'dark' });
+  const wall4 = await w4.newPage();
+  await wall4.goto(WALL_PATH);
+  check(/waiting for idle DICOM/.test(await wall4.locator('ul.rollouts').innerText()), 'the rollout on the 4K wall');
+  await shot(wall4, 'wall-rollout-3840x2160');
+  await w4.close();
 
   step('the rest follow the healthy canary; completed');
   await page.waitForFunction(() => document.querySelector('#campaign-live')?.dataset.state === 'completed', null, { timeout: 90000 });
