@@ -52,8 +52,17 @@ export async function context(browser, { size = '1366x768', scheme = 'light' } =
 export async function shot(page, name) {
   mkdirSync(SHOTS, { recursive: true });
   const path = join(SHOTS, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  return path;
+  // Chromium's compositor now and then refuses a capture while the shared machine is loaded
+  // ("Unable to capture screenshot"); that says nothing about the page, so try again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.screenshot({ path, fullPage: true });
+      return path;
+    } catch (e) {
+      if (attempt >= 4 || !/Unable to capture screenshot/.test(String(e))) throw e;
+      await page.waitForTimeout(500 * attempt);
+    }
+  }
 }
 
 /** Every page of `paths` at both sizes, light and dark: <prefix>-<page>-<size>-<scheme>.png. */

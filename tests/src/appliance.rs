@@ -259,18 +259,33 @@ impl Appliance {
     }
 }
 
-/// The spool files under an appliance's `data_dir`, by SOP Instance UID.
+/// The objects the spool under an appliance's `data_dir` holds, by SOP Instance UID, each
+/// copied byte for byte out of the spool (a record of a segment, or a file of its own) into
+/// `<data_dir>/../spool-copies/` so that it can be compared as a file.
 pub fn spool_files(data_dir: &Path) -> Result<HashMap<String, PathBuf>> {
+    let copies = data_dir.parent().unwrap_or(data_dir).join("spool-copies");
+    std::fs::create_dir_all(&copies)?;
     let mut out = HashMap::new();
-    for shard in std::fs::read_dir(data_dir.join("spool/objects"))? {
-        for entry in std::fs::read_dir(shard?.path())? {
-            let path = entry?.path();
-            let mut head = vec![0u8; 4096];
-            let n = std::fs::File::open(&path)?.read(&mut head)?;
-            let (meta, _) = medgate_dicom::part10::parse_meta(&head[..n])?;
-            out.insert(meta.sop_instance_uid, path);
-        }
+    for (id, loc) in medgate_spool::offline::objects(data_dir)? {
+        let mut bytes = Vec::new();
+        loc.open()?.read_to_end(&mut bytes)?;
+        let (meta, _) = medgate_dicom::part10::parse_meta(&bytes)?;
+        let path = copies.join(format!("{id:016x}.dcm"));
+        std::fs::write(&path, &bytes)?;
+        out.insert(meta.sop_instance_uid, path);
     }
+    Ok(out)
+}
+
+/// The files that hold spooled objects under an appliance's `data_dir` (segments and files of
+/// their own).
+pub fn spool_holders(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = medgate_spool::offline::objects(data_dir)?
+        .into_iter()
+        .map(|(_, loc)| loc.path)
+        .collect();
+    out.sort();
+    out.dedup();
     Ok(out)
 }
 

@@ -1117,8 +1117,8 @@ async fn patient_data_on_disk_is_owner_only_under_umask_022() -> Result<()> {
     appliance.kill9()?;
     let objects = data.join("spool").join("objects");
     std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o755))?;
-    let one = spool_files(&data)?
-        .into_values()
+    let one = medgate_e2e::appliance::spool_holders(&data)?
+        .into_iter()
         .next()
         .context("no spool file")?;
     std::fs::set_permissions(&one, std::fs::Permissions::from_mode(0o644))?;

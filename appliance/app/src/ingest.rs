@@ -1,10 +1,11 @@
 //! What happens to one received object, from its C-STORE-RQ to its C-STORE-RSP: [`begin`]
-//! checks the request and opens a spool temp file with the Part 10 meta header (or decides to
-//! drain the data and refuse), [`Object::write`] writes each data fragment to that file as it
-//! arrives (memory: the fragment, borrowed from the PDU buffer, and the first 64 KiB kept for the
-//! scan), and [`finish`] runs after the last fragment: verdict (`medgate_dicom::store`, pure) →
-//! rules → fsync and spool commit → fan-out to the forwarders and the workflow services. The
-//! response it returns is sent only after all of that.
+//! checks the request and opens a place in the spool (`Spool::begin`: the next record of a
+//! segment, or a file of its own) starting with the Part 10 meta header (or decides to drain the
+//! data and refuse), [`Object::write`] writes each data fragment there as it arrives (memory: the
+//! fragment, borrowed from the PDU buffer, and the first 64 KiB kept for the scan), and [`finish`]
+//! runs after the last fragment: verdict (`medgate_dicom::store`, pure) → rules → durable spool
+//! commit → fan-out to the forwarders and the workflow services. The response it returns is sent
+//! only after all of that.
 
 use crate::listener::ListenerContext;
 use medgate_dicom::command::{CommandSet, status};
@@ -17,31 +18,11 @@ use std::time::Instant;
 
 /// How many bytes of each dataset are kept in memory for the header scan.
 const SCAN_HEAD: usize = 64 * 1024;
-/// Writeback of a file being received is started every this many bytes.
-const WRITEBACK_EVERY: u64 = 256 * 1024;
-
-/// Starts writeback of a range just written, without waiting for it, so that the fsync at the
-/// end of the object has little left to write. (POSIX_FADV_DONTNEED starts writeback of dirty
-/// pages and drops only pages already clean; pages under writeback stay cached.)
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let _ = nix::fcntl::posix_fadvise(
-        file.as_raw_fd(),
-        i64::try_from(offset).unwrap_or(i64::MAX),
-        i64::try_from(len).unwrap_or(i64::MAX),
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
-}
-
 /// Where a message's data set goes.
 #[derive(Debug)]
 enum Sink {
     File {
         temp: TempObject,
-        file: std::fs::File,
-        /// Bytes written since writeback was last started.
-        unflushed: u64,
-        written: u64,
         dataset_len: u64,
         head: Vec<u8>,
     },
@@ -86,12 +67,9 @@ impl Object {
     /// turns the object into a drain answered `A700`.
     pub fn write(&mut self, ctx: &ListenerContext, data: &[u8]) {
         let Sink::File {
-            file,
-            written,
+            temp,
             dataset_len,
             head,
-            unflushed,
-            ..
         } = &mut self.sink
         else {
             return;
@@ -100,15 +78,9 @@ impl Object {
             let take = (SCAN_HEAD - head.len()).min(data.len());
             head.extend_from_slice(&data[..take]);
         }
-        match std::io::Write::write_all(file, data) {
+        match std::io::Write::write_all(temp, data) {
             Ok(()) => {
-                *written += data.len() as u64;
                 *dataset_len += data.len() as u64;
-                *unflushed += data.len() as u64;
-                if *unflushed >= WRITEBACK_EVERY {
-                    start_writeback(file, *written - *unflushed, *unflushed);
-                    *unflushed = 0;
-                }
             }
             Err(e) => {
                 let full = matches!(
@@ -131,10 +103,9 @@ impl Object {
         }
     }
 
-    /// The association ended before the last fragment: the temp file goes.
+    /// The association ended before the last fragment: its bytes go.
     pub fn discard(self, ctx: &ListenerContext) {
-        if let Sink::File { temp, file, .. } = self.sink {
-            drop(file);
+        if let Sink::File { temp, .. } = self.sink {
             ctx.spool.discard(temp);
         }
     }
@@ -172,33 +143,32 @@ pub fn begin(
         };
         return drain(request, refusal);
     }
-    let temp = ctx.spool.begin();
     let meta = part10::encode_meta(&FileMeta {
         sop_class_uid: request.sop_class.clone(),
         sop_instance_uid: request.sop_instance.clone(),
         transfer_syntax: transfer_syntax.clone(),
         source_ae: Some(calling_ae.to_string()),
     });
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp.path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &meta).map(|()| f));
+    let opened = ctx
+        .spool
+        .begin()
+        .map_err(|e| e.to_string())
+        .and_then(|mut temp| {
+            std::io::Write::write_all(&mut temp, &meta)
+                .map(|()| temp)
+                .map_err(|e| format!("writing the file meta: {e}"))
+        });
     match opened {
-        Ok(file) => object(
+        Ok(temp) => object(
             request,
             Sink::File {
                 temp,
-                file,
-                written: meta.len() as u64,
-                unflushed: meta.len() as u64,
                 dataset_len: 0,
                 head: Vec::new(),
             },
         ),
         Err(e) => {
-            tracing::error!(error = %e, path = %temp.path.display(), "cannot create a spool file");
-            ctx.spool.discard(temp);
+            tracing::error!(error = %e, "cannot open a place in the spool");
             let refusal = Refusal {
                 status: status::OUT_OF_RESOURCES,
                 comment: "cannot create a spool file; retry later".into(),
@@ -223,7 +193,7 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
         stored,
         started,
     };
-    let (temp, file, written, dataset_len, head) = match sink {
+    let (temp, dataset_len, head) = match sink {
         Sink::Drain(rsp) => {
             if let Some(code) = rsp.status() {
                 ctx.metrics.store_failed(code);
@@ -232,12 +202,9 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
         }
         Sink::File {
             temp,
-            file,
-            written,
             dataset_len,
             head,
-            ..
-        } => (temp, file, written, dataset_len, head),
+        } => (temp, dataset_len, head),
     };
 
     // Is it a data set at all, and the one the command announced?
@@ -245,7 +212,6 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
     let summary = match store::check_dataset(&request, &head, &transfer_syntax, whole) {
         Ok(s) => s,
         Err(refusal) => {
-            drop(file);
             ctx.spool.discard(temp);
             ctx.metrics.store_failed(refusal.status);
             tracing::warn!(calling_ae = %origin.calling_ae, reason = %refusal.comment, "refused a data set");
@@ -253,7 +219,8 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
         }
     };
 
-    // Durable: fsync the file, rename, fsync the directory, index — one blocking hop.
+    // Durable: the record's header and fdatasync (or fsync, rename, directory fsync for a file
+    // of its own), then the index — one blocking hop.
     let sync_started = Instant::now();
     let record = ObjectRecord {
         id: 0,
@@ -262,19 +229,18 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
         transfer_syntax,
         calling_ae: origin.calling_ae.to_string(),
         called_ae: origin.called_ae.to_string(),
-        size: written,
+        size: temp.len(),
         received_at_ms: 0,
         summary,
         pending: Default::default(),
         confirmed: Default::default(),
         quarantined: Default::default(),
+        segment: None,
     };
     let (spool, rules) = (ctx.spool.clone(), ctx.rules.clone());
-    let committed = tokio::task::spawn_blocking(move || {
-        let path = temp.path.clone();
-        crate::rules::commit(&rules, &spool, temp, file, record).map_err(|e| (e, path))
-    })
-    .await;
+    let committed =
+        tokio::task::spawn_blocking(move || crate::rules::commit(&rules, &spool, temp, record))
+            .await;
     let failed = || {
         ctx.metrics.store_failed(status::OUT_OF_RESOURCES);
         request.response(
@@ -295,9 +261,8 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
             ctx.forward.enqueue_routed(&rec);
             done(request.response(status::SUCCESS, None), Some(rec))
         }
-        Ok(Err((e, path))) => {
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "committing to the spool failed; refusing the object");
-            let _ = std::fs::remove_file(path);
             if !e.is_disk_full() {
                 ctx.spool_ok.store(false, Ordering::Relaxed);
             }

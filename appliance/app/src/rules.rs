@@ -16,7 +16,7 @@
 
 use crate::config::{Config, Problem};
 use medgate_rules::{Context, Inspection, Routing, Rules, inspect, tag, write_coerced};
-use medgate_spool::{ObjectRecord, Spool, SpoolError, TempObject};
+use medgate_spool::{ObjectLocation, ObjectRecord, Spool, SpoolError, TempObject};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -213,10 +213,10 @@ impl RulesRuntime {
             return None;
         }
         let me = self.clone();
-        Some(Arc::new(move |path: &Path, rec: &ObjectRecord| {
+        Some(Arc::new(move |loc: &ObjectLocation, rec: &ObjectRecord| {
             let rules = me.rules();
-            let f = File::open(path).ok()?;
-            let len = f.metadata().ok()?.len();
+            let f = loc.open().ok()?;
+            let len = loc.len;
             let ctx = Context {
                 calling_ae: &rec.calling_ae,
                 called_ae: &rec.called_ae,
@@ -261,29 +261,31 @@ pub fn commit(
     rt: &RulesRuntime,
     spool: &Spool,
     temp: TempObject,
-    file: File,
     mut rec: ObjectRecord,
 ) -> Result<ObjectRecord, SpoolError> {
     let rules = rt.rules();
     if !rules.has_coercion() && !rules.has_routing() {
-        return spool.commit(temp, file, rec);
+        return spool.commit(temp, rec);
     }
     let ctx = Context {
         calling_ae: &rec.calling_ae,
         called_ae: &rec.called_ae,
         sop_class: &rec.sop_class_uid,
     };
-    let read_err = |e| io_err("read for the rules", &temp.path, e);
-    let src = File::open(&temp.path).map_err(read_err)?;
-    let len = src.metadata().map_err(read_err)?.len();
-    let insp = match inspect(&rules, src, len, &ctx) {
+    let Some(loc) = temp.location() else {
+        // Its bytes are gone (a write failed): the commit says so.
+        return spool.commit(temp, rec);
+    };
+    let read_err = |e| io_err("read for the rules", loc.path(), e);
+    let src = loc.open().map_err(read_err)?;
+    let insp = match inspect(&rules, src, loc.len, &ctx) {
         Ok(i) => i,
         Err(medgate_rules::InspectError::Io(e)) => return Err(read_err(e)),
         Err(e) => {
             // We wrote the file meta ourselves; if it does not parse, keep the object as it is.
             rt.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(id = temp.id, error = %e, "rules not applied: object stored and forwarded unchanged");
-            return spool.commit(temp, file, rec);
+            return spool.commit(temp, rec);
         }
     };
     rt.note(temp.id, &rec, &insp);
@@ -295,27 +297,17 @@ pub fn commit(
         tracing::debug!(id = temp.id, routes = ?routes, destinations = ?destinations, "object routed");
     }
     if !insp.rewrites() {
-        return spool.commit_to(temp, file, rec, destinations.as_ref());
+        return spool.commit_to(temp, rec, destinations.as_ref());
     }
-    let coerced_path = temp.path.with_extension("coerced");
-    let written = (|| -> std::io::Result<(File, u64)> {
-        let src = File::open(&temp.path)?;
-        let mut dst = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&coerced_path)?;
-        let n = write_coerced(src, &mut dst, &insp)?;
-        Ok((dst, n))
-    })();
-    let (dst, size) = match written {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = std::fs::remove_file(&coerced_path);
-            return Err(io_err("write the coerced object", &coerced_path, e));
-        }
-    };
-    drop(file);
-    rec.size = size;
+    // The rewritten copy is an object of its own (same id); the bytes as received go.
+    let mut coerced = spool.begin_copy(&temp)?;
+    let written = loc
+        .open()
+        .and_then(|src| write_coerced(src, &mut coerced, &insp));
+    if let Err(e) = written {
+        return Err(io_err("write the coerced object", loc.path(), e));
+    }
+    spool.discard(temp);
     if let Some(c) = insp
         .changes
         .iter()
@@ -324,29 +316,13 @@ pub fn commit(
     {
         rec.summary.modality = Some(c.new.clone());
     }
-    let original = temp.path.clone();
-    let id = temp.id;
-    let coerced = TempObject {
-        id,
-        path: coerced_path.clone(),
-    };
-    match spool.commit_to(coerced, dst, rec, destinations.as_ref()) {
-        Ok(rec) => {
-            if let Err(e) = std::fs::remove_file(&original) {
-                tracing::warn!(path = %original.display(), error = %e, "could not remove the uncoerced temp file; it is removed at next start");
-            }
-            rt.coerced.fetch_add(1, Ordering::Relaxed);
-            let rule_names: BTreeSet<&str> = insp.changes.iter().map(|c| c.rule.as_str()).collect();
-            let elements: BTreeSet<String> =
-                insp.edits.iter().map(|e| tag::describe(e.tag)).collect();
-            tracing::info!(id, calling_ae = %rec.calling_ae, rules = ?rule_names, elements = ?elements, "object coerced");
-            Ok(rec)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&coerced_path);
-            Err(e)
-        }
-    }
+    let id = coerced.id;
+    let rec = spool.commit_to(coerced, rec, destinations.as_ref())?;
+    rt.coerced.fetch_add(1, Ordering::Relaxed);
+    let rule_names: BTreeSet<&str> = insp.changes.iter().map(|c| c.rule.as_str()).collect();
+    let elements: BTreeSet<String> = insp.edits.iter().map(|e| tag::describe(e.tag)).collect();
+    tracing::info!(id, calling_ae = %rec.calling_ae, rules = ?rule_names, elements = ?elements, "object coerced");
+    Ok(rec)
 }
 
 /// The audit list (oldest first). Empty when none was written yet.
@@ -585,8 +561,8 @@ mod tests {
         d
     }
 
-    fn receive(spool: &Spool, data: &[u8]) -> (TempObject, File, ObjectRecord) {
-        let temp = spool.begin();
+    fn receive(spool: &Spool, data: &[u8]) -> (TempObject, ObjectRecord) {
+        let mut temp = spool.begin().expect("begin");
         let mut bytes = encode_meta(&FileMeta {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
             sop_instance_uid: "1.2.3.4".into(),
@@ -594,8 +570,7 @@ mod tests {
             source_ae: Some("CT_A".into()),
         });
         bytes.extend_from_slice(data);
-        let mut f = File::create(&temp.path).expect("create");
-        f.write_all(&bytes).expect("write");
+        temp.write_all(&bytes).expect("write");
         let rec = ObjectRecord {
             id: 0,
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
@@ -609,8 +584,9 @@ mod tests {
             pending: Default::default(),
             confirmed: Default::default(),
             quarantined: Default::default(),
+            segment: None,
         };
-        (temp, f, rec)
+        (temp, rec)
     }
 
     const RULES: &str = "[rules]\ndefault_route = [\"a\"]\n[[rules.coerce]]\nname = \"issuer\"\nwhen = { calling_ae = [\"CT_A\"] }\nset = { IssuerOfPatientID = \"HOSP-A\" }\nfill = { InstitutionName = \"Hospital A\" }\n[[rules.route]]\nname = \"ct\"\nwhen = { modality = [\"CT\"] }\nto = [\"b\"]\n";
@@ -627,15 +603,19 @@ mod tests {
             low_watermark_percent: 99.0,
             max_bytes: 0,
             retention: std::time::Duration::from_secs(3600),
+            segment_bytes: medgate_spool::DEFAULT_SEGMENT_BYTES,
         })
         .expect("spool");
 
-        let (temp, f, rec) = receive(&spool, &dataset("CT", ""));
-        let original = temp.path.clone();
-        let rec = commit(&rt, &spool, temp, f, rec).expect("commit");
-        assert!(!original.exists(), "the uncoerced temp file is removed");
+        let (temp, rec) = receive(&spool, &dataset("CT", ""));
+        let rec = commit(&rt, &spool, temp, rec).expect("commit");
         assert_eq!(rec.pending, ["b".to_string()].into());
-        let stored = std::fs::read(spool.object_path(rec.id)).expect("stored");
+        let mut stored = Vec::new();
+        spool
+            .locate(&rec)
+            .open()
+            .and_then(|mut r| std::io::Read::read_to_end(&mut r, &mut stored))
+            .expect("stored");
         assert_eq!(stored.len() as u64, rec.size);
         let (_, off) = medgate_dicom::part10::parse_meta(&stored).expect("meta");
         let mut expected = dataset("CT", "Hospital A");
@@ -647,8 +627,8 @@ mod tests {
         assert_eq!(&stored[off..], &expected[..]);
 
         // Not a CT, institution already there: only the issuer, default route.
-        let (temp, f, rec) = receive(&spool, &dataset("US", "Other"));
-        let rec = commit(&rt, &spool, temp, f, rec).expect("commit");
+        let (temp, rec) = receive(&spool, &dataset("US", "Other"));
+        let rec = commit(&rt, &spool, temp, rec).expect("commit");
         assert_eq!(rec.pending, ["a".to_string()].into());
         let s = rt.status();
         assert_eq!(

@@ -12,6 +12,7 @@ use medgate_dicom::pdata::{
 use medgate_dicom::pdu::{AssociationAC, AssociationRQ, Pdu};
 use medgate_dicom::requestor::{self, Answer, Interruption};
 use medgate_dicom::{part10, uids};
+use medgate_spool::ObjectLocation;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,14 +206,34 @@ impl ScuAssociation {
 
     /// Sends a Part 10 file's data set by C-STORE, as it is (its own transfer syntax).
     pub async fn store_file(&mut self, path: &Path) -> Result<StoreResponse, ScuError> {
+        let len = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| ScuError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?
+            .len();
+        self.store_object(&ObjectLocation {
+            path: path.to_path_buf(),
+            offset: 0,
+            len,
+        })
+        .await
+    }
+
+    /// Sends one object (a range of a spool file) as a C-STORE; returns the archive's response.
+    pub async fn store_object(&mut self, loc: &ObjectLocation) -> Result<StoreResponse, ScuError> {
         let file_err = |e: &dyn std::fmt::Display| ScuError::File {
-            path: path.display().to_string(),
+            path: loc.display().to_string(),
             reason: e.to_string(),
         };
-        let mut file = tokio::fs::File::open(path)
+        let mut file = tokio::fs::File::open(loc.path())
             .await
             .map_err(|e| file_err(&e))?;
-        let size = file.metadata().await.map_err(|e| file_err(&e))?.len();
+        let size = loc.len;
+        file.seek(std::io::SeekFrom::Start(loc.offset))
+            .await
+            .map_err(|e| file_err(&e))?;
         let mut head = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).min(64 * 1024)];
         file.read_exact(&mut head).await.map_err(|e| file_err(&e))?;
         let (meta, offset) = part10::parse_meta(&head).map_err(|e| file_err(&e))?;
@@ -222,7 +243,7 @@ impl ScuAssociation {
                 sop_class: meta.sop_class_uid.clone(),
                 transfer_syntax: meta.transfer_syntax.clone(),
             })?;
-        file.seek(std::io::SeekFrom::Start(offset as u64))
+        file.seek(std::io::SeekFrom::Start(loc.offset + offset as u64))
             .await
             .map_err(|e| file_err(&e))?;
         let id = self.message_id();

@@ -20,13 +20,18 @@
 //! (`<data_dir>/workflow/`), which an index rebuild never touches.
 
 mod dirsync;
+pub mod offline;
 mod record;
+mod segment_format;
+mod segments;
 mod store;
+mod temp;
 mod usage;
 mod workflow_store;
 
-pub use record::{ObjectRecord, PeerRecord, QuarantineEntry};
-pub use store::{Admission, ReconcileReport, Router, Spool, SpoolConfig, TempObject};
+pub use record::{ObjectRecord, PeerRecord, QuarantineEntry, SegmentSlot};
+pub use store::{Admission, DEFAULT_SEGMENT_BYTES, ReconcileReport, Router, Spool, SpoolConfig};
+pub use temp::{ObjectLocation, ObjectReader, TempObject};
 pub use usage::Usage;
 pub use workflow_store::{WorkflowStore, WorkflowStoreReport};
 

@@ -34,6 +34,21 @@ pub struct ObjectRecord {
     /// Destinations that refused it permanently, with their reason.
     #[serde(default)]
     pub quarantined: BTreeMap<String, String>,
+    /// Where its bytes are when they are a record of a segment; `None`: a file of its own
+    /// (large objects, and every object spooled before segments existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentSlot>,
+}
+
+/// A record's place in a segment.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SegmentSlot {
+    /// The segment's number.
+    pub segment: u32,
+    /// The segment's life the record was written in.
+    pub generation: u64,
+    /// Where the record's header block starts.
+    pub offset: u64,
 }
 
 impl ObjectRecord {

@@ -1,7 +1,10 @@
 //! The spool proper: files, index, reconciliation, admission, release.
 
 use crate::dirsync::DirSync;
-use crate::record::{ObjectRecord, PeerRecord, QuarantineEntry};
+use crate::record::{ObjectRecord, PeerRecord, QuarantineEntry, SegmentSlot};
+use crate::segment_format::{BLOCK, RecordHeader, span};
+use crate::segments::{Removal, SegFile, Segments};
+use crate::temp::{ObjectLocation, Sink, TempObject};
 use crate::usage::{FsSpace, Usage, cap_used_percent, fs_space, fs_used_percent, used_percent};
 use crate::{Result, SpoolError};
 use medgate_dicom::negotiate::Knock;
@@ -9,9 +12,10 @@ use medgate_dicom::{part10, scan, uids};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The prefix of the index trees earlier versions kept the workflow state in.
@@ -35,7 +39,14 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// Keep released objects this long.
     pub retention: Duration,
+    /// Size of each segment file (objects up to about this size are appended to segments);
+    /// 0: every object in a file of its own.
+    pub segment_bytes: u64,
 }
+
+/// The segment size the appliance uses: room for ~28 CT slices, and a spill of at most this
+/// much for an object that outgrows it.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 
 /// What start-up found and did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -54,6 +65,11 @@ pub struct ReconcileReport {
     pub damaged_files: u64,
     /// Destinations removed from pending lists because they are no longer configured.
     pub dropped_destinations: u64,
+    /// Records found in segments whose bytes do not match their checksum (the object being
+    /// written at a kill -9 or power cut, never acknowledged): cut, never served.
+    pub torn_records: u64,
+    /// Segments in use after reconciliation.
+    pub segments: u64,
 }
 
 /// The answer to "may I accept one more object?".
@@ -65,10 +81,10 @@ pub enum Admission {
     Full(f64),
 }
 
-/// Chooses the destinations of an object re-indexed from its file at start-up (the routing
+/// Chooses the destinations of an object re-indexed from the spool at start-up (the routing
 /// rules); `None`: every destination.
 pub type Router =
-    std::sync::Arc<dyn Fn(&Path, &ObjectRecord) -> Option<BTreeSet<String>> + Send + Sync>;
+    Arc<dyn Fn(&ObjectLocation, &ObjectRecord) -> Option<BTreeSet<String>> + Send + Sync>;
 
 struct RouterSlot(Option<Router>);
 
@@ -80,15 +96,6 @@ impl std::fmt::Debug for RouterSlot {
             "NoRouter"
         })
     }
-}
-
-/// An object being received: its id and temp path. Commit it or discard it.
-#[derive(Debug)]
-pub struct TempObject {
-    /// The id it will have.
-    pub id: u64,
-    /// Where its bytes are being written.
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +120,9 @@ pub struct Spool {
     last_id: AtomicU64,
     spool_bytes: AtomicU64,
     object_count: AtomicU64,
-    dir_syncs: Mutex<HashMap<PathBuf, std::sync::Arc<(File, DirSync)>>>,
+    dir_syncs: Mutex<HashMap<PathBuf, Arc<(File, DirSync)>>>,
+    segments: Arc<Segments>,
+    preparer: Mutex<Option<std::thread::JoinHandle<()>>>,
     mem: Mutex<Memory>,
     /// Held while evicting: concurrent evictions would delete (and count) an object twice.
     evicting: Mutex<()>,
@@ -137,6 +146,9 @@ fn now_us() -> u64 {
 fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
+
+/// Objects deleted together (one fdatasync per segment for their dead marks).
+const EVICT_BATCH: usize = 256;
 
 /// How long to wait for the index lock of a process that is still exiting.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -213,6 +225,9 @@ impl Spool {
         }
         fsync_dir(&cfg.data_dir)?;
         fsync_dir(&spool_dir)?;
+        let segments_dir = spool_dir.join("segments");
+        let (segments, found) = Segments::open(&segments_dir, &damaged_dir, cfg.segment_bytes)?;
+        fsync_dir(&spool_dir)?;
 
         let mut report = ReconcileReport::default();
         let index_dir = cfg.data_dir.join("index");
@@ -245,15 +260,44 @@ impl Spool {
             spool_bytes: AtomicU64::new(0),
             object_count: AtomicU64::new(0),
             dir_syncs: Mutex::new(HashMap::new()),
+            segments: Arc::new(segments),
+            preparer: Mutex::new(None),
             mem: Mutex::new(Memory::default()),
             evicting: Mutex::new(()),
             router: RouterSlot(router),
         };
-        spool.reconcile(&mut report)?;
+        spool.reconcile(found, &mut report)?;
+        if spool.cfg.segment_bytes > 0 {
+            spool.start_preparer()?;
+        }
         Ok((spool, report))
     }
 
-    fn reconcile(&self, report: &mut ReconcileReport) -> Result<()> {
+    /// Makes a segment ready, then starts the thread that makes and recycles segments off the
+    /// receiving path.
+    fn start_preparer(&self) -> Result<()> {
+        let segs = self.segments.clone();
+        let data_dir = self.cfg.data_dir.clone();
+        let high = self.cfg.high_watermark_percent;
+        // A new segment only while the disk stays below the high watermark with it.
+        let may_grow = move |size: u64| {
+            fs_space(&data_dir).is_ok_and(|fs| {
+                let usable = fs.used + fs.available;
+                fs.available > size.saturating_mul(2) && (fs.used + size) < percent_of(usable, high)
+            })
+        };
+        if let Err(e) = segs.prepare_now(&may_grow) {
+            tracing::warn!(error = %e, "no spool segment could be made at start-up; objects go to files of their own until one is");
+        }
+        let handle = std::thread::Builder::new()
+            .name("spool-segments".into())
+            .spawn(move || segs.prepare_loop(&may_grow))
+            .map_err(|e| SpoolError::io("start the segment preparer", &self.cfg.data_dir, e))?;
+        *self.preparer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    fn reconcile(&self, found: Vec<Arc<SegFile>>, report: &mut ReconcileReport) -> Result<()> {
         // 1. Temp files are objects never acknowledged: the sender was not told "success".
         for entry in
             fs::read_dir(&self.tmp_dir).map_err(|e| SpoolError::io("list", &self.tmp_dir, e))?
@@ -263,8 +307,166 @@ impl Spool {
                 .map_err(|e| SpoolError::io("remove temp file", &entry.path(), e))?;
             report.removed_temp_files += 1;
         }
-        // 2. The files.
-        let mut files: HashMap<u64, (PathBuf, u64)> = HashMap::new();
+        // 2. The files of their own.
+        let files = self.list_object_files()?;
+        let segs: HashMap<u32, Arc<SegFile>> =
+            found.into_iter().map(|s| (s.header.number, s)).collect();
+        // 3. Records whose bytes are gone (released before the index was flushed, or in a
+        //    segment recycled since) are dropped; the others are kept.
+        let mut known: HashMap<u64, u64> = HashMap::new(); // id -> size
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        // Per segment: where the walk for records the index does not know starts.
+        let mut walk_from: HashMap<u32, u64> = HashMap::new();
+        let mut unreadable = 0u64;
+        let configured: BTreeSet<&String> = self.cfg.destinations.iter().collect();
+        for item in self.objects.iter() {
+            let (k, v) = item?;
+            let id = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            let mut rec: ObjectRecord = match serde_json::from_slice(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "unreadable index record, re-indexing from the spool");
+                    self.objects.remove(k)?;
+                    unreadable += 1;
+                    continue;
+                }
+            };
+            let present = match rec.segment {
+                None => files.contains_key(&id),
+                Some(slot) => segs.get(&slot.segment).is_some_and(|seg| {
+                    seg.header.generation == slot.generation
+                        && seg
+                            .header_at(slot.offset)
+                            .is_some_and(|h| h.id == id && h.len == rec.size && !h.is_dead())
+                }),
+            };
+            if !present {
+                self.objects.remove(k)?;
+                report.dropped_records += 1;
+                continue;
+            }
+            let before = rec.pending.len();
+            rec.pending.retain(|d| configured.contains(d));
+            rec.quarantined.retain(|d, _| configured.contains(d));
+            if rec.pending.len() != before {
+                report.dropped_destinations += (before - rec.pending.len()) as u64;
+                self.put(&rec)?;
+            }
+            if let Some(slot) = rec.segment {
+                *live.entry(slot.segment).or_default() += 1;
+                let next = slot.offset.saturating_add(span(rec.size));
+                let e = walk_from.entry(slot.segment).or_insert(BLOCK);
+                *e = (*e).max(next);
+            }
+            known.insert(id, rec.size);
+        }
+        // 4. Records in segments the index does not know: those acknowledged just before a
+        //    stop (the index lags), or all of them when it was rebuilt. Their bytes must match
+        //    their checksum; the torn tail of a kill -9 does not, and is cut.
+        let full = report.index_rebuilt || unreadable > 0;
+        for (number, seg) in &segs {
+            let from = if full {
+                BLOCK
+            } else {
+                walk_from.get(number).copied().unwrap_or(BLOCK)
+            };
+            for f in seg.walk(from, &|id| !known.contains_key(&id)) {
+                if known.contains_key(&f.header.id) || f.header.is_dead() {
+                    continue;
+                }
+                if !f.intact {
+                    tracing::warn!(
+                        segment = number,
+                        offset = f.offset,
+                        id = f.header.id,
+                        "spool record does not match its checksum (written when the appliance stopped, never acknowledged); cut"
+                    );
+                    report.torn_records += 1;
+                    continue;
+                }
+                let loc = ObjectLocation {
+                    path: seg.path.clone(),
+                    offset: f.offset + BLOCK,
+                    len: f.header.len,
+                };
+                let slot = SegmentSlot {
+                    segment: *number,
+                    generation: seg.header.generation,
+                    offset: f.offset,
+                };
+                match self.reindex(f.header.id, &loc, Some(slot)) {
+                    Ok(rec) => {
+                        self.put(&rec)?;
+                        known.insert(rec.id, rec.size);
+                        *live.entry(*number).or_default() += 1;
+                        report.reindexed += 1;
+                    }
+                    Err(e) => {
+                        // Its checksum held: these are the bytes as received. Keep them in place
+                        // (the segment is not recycled while they are counted) and say so.
+                        tracing::error!(segment = number, offset = f.offset, error = %e, "spool record is not a valid DICOM object; left in place, not forwarded");
+                        *live.entry(*number).or_default() += 1;
+                        report.damaged_files += 1;
+                    }
+                }
+            }
+        }
+        // 5. Files without records are re-indexed and go to every destination again.
+        for (id, (path, size)) in &files {
+            if known.contains_key(id) {
+                continue;
+            }
+            let loc = ObjectLocation {
+                path: path.clone(),
+                offset: 0,
+                len: *size,
+            };
+            match self.reindex(*id, &loc, None) {
+                Ok(rec) => {
+                    self.put(&rec)?;
+                    known.insert(*id, rec.size);
+                    report.reindexed += 1;
+                }
+                Err(e) => {
+                    let to = self.damaged_dir.join(path.file_name().unwrap_or_default());
+                    tracing::error!(path = %path.display(), error = %e, moved_to = %to.display(), "spool file is not a valid DICOM file; moved aside, not deleted");
+                    fs::rename(path, &to)
+                        .map_err(|e| SpoolError::io("move damaged file", path, e))?;
+                    report.damaged_files += 1;
+                }
+            }
+        }
+        // 6. Memory: sizes, released set, next id, the segments' live counts.
+        let mut mem = self.lock_mem();
+        let (mut bytes, mut max_id) = (0u64, 0u64);
+        for (id, size) in &known {
+            bytes += size;
+            max_id = max_id.max(*id);
+            if let Some(rec) = self.get(*id)? {
+                if rec.is_released() {
+                    mem.released.insert(*id, *size);
+                }
+            }
+        }
+        drop(mem);
+        report.segments = segs.len() as u64;
+        self.segments.install(
+            segs.into_iter()
+                .map(|(n, seg)| (seg, live.get(&n).copied().unwrap_or(0)))
+                .collect(),
+        );
+        self.spool_bytes.store(bytes, Ordering::Relaxed);
+        self.object_count
+            .store(known.len() as u64, Ordering::Relaxed);
+        self.last_id.store(max_id, Ordering::Relaxed);
+        report.objects = known.len() as u64;
+        self.objects.flush()?;
+        Ok(())
+    }
+
+    /// The objects that are files of their own, by id: path and size.
+    fn list_object_files(&self) -> Result<HashMap<u64, (PathBuf, u64)>> {
+        let mut files = HashMap::new();
         for shard in fs::read_dir(&self.objects_dir)
             .map_err(|e| SpoolError::io("list", &self.objects_dir, e))?
         {
@@ -292,80 +494,18 @@ impl Spool {
                 }
             }
         }
-        // 3. Records without files are dropped; records of files are kept.
-        let mut known = BTreeSet::new();
-        let mut max_id = 0u64;
-        let configured: BTreeSet<&String> = self.cfg.destinations.iter().collect();
-        for item in self.objects.iter() {
-            let (k, v) = item?;
-            let id = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            if !files.contains_key(&id) {
-                self.objects.remove(k)?;
-                report.dropped_records += 1;
-                continue;
-            }
-            let mut rec: ObjectRecord = match serde_json::from_slice(&v) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(id, error = %e, "unreadable index record, re-indexing from the file");
-                    continue;
-                }
-            };
-            let before = rec.pending.len();
-            rec.pending.retain(|d| configured.contains(d));
-            rec.quarantined.retain(|d, _| configured.contains(d));
-            if rec.pending.len() != before {
-                report.dropped_destinations += (before - rec.pending.len()) as u64;
-                self.put(&rec)?;
-            }
-            known.insert(id);
-        }
-        // 4. Files without records are re-indexed and go to every destination again.
-        for (id, (path, _)) in &files {
-            if known.contains(id) {
-                continue;
-            }
-            match self.reindex(*id, path) {
-                Ok(rec) => {
-                    self.put(&rec)?;
-                    known.insert(*id);
-                    report.reindexed += 1;
-                }
-                Err(e) => {
-                    let to = self.damaged_dir.join(path.file_name().unwrap_or_default());
-                    tracing::error!(path = %path.display(), error = %e, moved_to = %to.display(), "spool file is not a valid DICOM file; moved aside, not deleted");
-                    fs::rename(path, &to)
-                        .map_err(|e| SpoolError::io("move damaged file", path, e))?;
-                    report.damaged_files += 1;
-                }
-            }
-        }
-        // 5. Memory: sizes, released set, next id.
-        let mut mem = self.lock_mem();
-        let mut bytes = 0;
-        for id in &known {
-            let size = files.get(id).map(|(_, s)| *s).unwrap_or(0);
-            bytes += size;
-            max_id = max_id.max(*id);
-            if let Some(rec) = self.get(*id)? {
-                if rec.is_released() {
-                    mem.released.insert(*id, size);
-                }
-            }
-        }
-        drop(mem);
-        self.spool_bytes.store(bytes, Ordering::Relaxed);
-        self.object_count
-            .store(known.len() as u64, Ordering::Relaxed);
-        self.last_id.store(max_id, Ordering::Relaxed);
-        report.objects = known.len() as u64;
-        self.objects.flush()?;
-        Ok(())
+        Ok(files)
     }
 
-    fn reindex(&self, id: u64, path: &Path) -> std::result::Result<ObjectRecord, String> {
-        let mut f = File::open(path).map_err(|e| e.to_string())?;
-        let size = f.metadata().map_err(|e| e.to_string())?.len();
+    /// A record for an object the index does not know, from its bytes.
+    fn reindex(
+        &self,
+        id: u64,
+        loc: &ObjectLocation,
+        segment: Option<SegmentSlot>,
+    ) -> std::result::Result<ObjectRecord, String> {
+        let mut f = loc.open().map_err(|e| e.to_string())?;
+        let size = loc.len;
         let mut head = Vec::with_capacity(REINDEX_HEAD);
         f.by_ref()
             .take(REINDEX_HEAD as u64)
@@ -392,9 +532,10 @@ impl Spool {
             pending: self.cfg.destinations.iter().cloned().collect(),
             confirmed: Default::default(),
             quarantined: Default::default(),
+            segment,
         };
         if let Some(router) = &self.router.0 {
-            if let Some(to) = router(path, &rec) {
+            if let Some(to) = router(loc, &rec) {
                 rec.pending = self.routed(&to);
             }
         }
@@ -436,7 +577,33 @@ impl Spool {
         }
     }
 
-    /// Where an object's file lives.
+    /// Where an object's bytes are: its record of a segment, or its file.
+    pub fn locate(&self, rec: &ObjectRecord) -> ObjectLocation {
+        match rec.segment {
+            Some(slot) => ObjectLocation {
+                path: self.segments.path_of(slot.segment),
+                offset: slot.offset + BLOCK,
+                len: rec.size,
+            },
+            None => ObjectLocation {
+                path: self.object_path(rec.id),
+                offset: 0,
+                len: rec.size,
+            },
+        }
+    }
+
+    /// Where the bytes of object `id` are, if it is in the spool.
+    pub fn locate_id(&self, id: u64) -> Result<Option<ObjectLocation>> {
+        Ok(self.get(id)?.map(|r| self.locate(&r)))
+    }
+
+    /// Segment files in use, ready or waiting to be recycled.
+    pub fn segment_count(&self) -> u64 {
+        self.segments.count()
+    }
+
+    /// Where an object that is a file of its own lives (see [`Spool::locate`]).
     pub fn object_path(&self, id: u64) -> PathBuf {
         self.objects_dir
             .join(format!("{:08x}", id >> 32))
@@ -507,36 +674,18 @@ impl Spool {
     /// statvfs, which may show freed blocks only after the filesystem's next journal commit.
     fn make_room(&self, usage: &Usage) -> Result<bool> {
         let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
-        let high = self.cfg.high_watermark_percent;
-        // Bytes to free for each measure to fall below the watermark (with one more per cent).
-        // Freeing x bytes moves them from used to available; their sum stays.
-        let usable = usage.fs_used_bytes + usage.fs_free_bytes;
-        let share = |bytes: u64| percent_of(bytes, (high - 1.0).max(0.0));
-        let fs_target = share(usable);
-        let mut need = usage.fs_used_bytes.saturating_sub(fs_target);
-        if self.cfg.max_bytes > 0 {
-            let cap_target = share(self.cfg.max_bytes);
-            need = need.max(usage.spool_bytes.saturating_sub(cap_target));
-        }
+        let need = self.bytes_above(usage, self.cfg.high_watermark_percent - 1.0);
         let (mut freed, mut deleted) = (0u64, 0u64);
         while freed < need {
-            let candidate = self
-                .lock_mem()
-                .released
-                .iter()
-                .next()
-                .map(|(id, size)| (*id, *size));
-            let Some((id, size)) = candidate else { break };
-            match self.get(id)? {
-                Some(rec) if rec.is_released() => {
-                    self.delete(id, size)?;
-                    freed += size;
-                    deleted += 1;
-                }
-                _ => {
-                    self.lock_mem().released.remove(&id);
-                }
+            let batch = self.released_batch(usize::MAX, |_, size, planned| {
+                (planned < need.saturating_sub(freed)).then_some(size)
+            })?;
+            if batch.is_empty() {
+                break;
             }
+            self.delete_many(&batch)?;
+            freed += batch.iter().map(|(_, s)| s).sum::<u64>();
+            deleted += batch.len() as u64;
         }
         if deleted > 0 {
             tracing::info!(
@@ -548,8 +697,9 @@ impl Spool {
         Ok(freed >= need && need > 0)
     }
 
-    /// Allocates an id and a temp path for an incoming object.
-    pub fn begin(&self) -> TempObject {
+    /// Allocates an id and a place for an incoming object: the next record of a lane when a
+    /// segment is ready, else a file of its own in `spool/tmp/`. Never creates a segment.
+    pub fn begin(&self) -> Result<TempObject> {
         let mut prev = self.last_id.load(Ordering::Relaxed);
         let id = loop {
             let candidate = now_us().max(prev + 1);
@@ -563,22 +713,48 @@ impl Spool {
                 Err(actual) => prev = actual,
             }
         };
-        TempObject {
-            id,
-            path: self.tmp_dir.join(format!("{id:016x}.part")),
-        }
+        let path = self.tmp_dir.join(format!("{id:016x}.part"));
+        let lane = if self.cfg.segment_bytes > 0 {
+            self.segments.take_lane()
+        } else {
+            None
+        };
+        let sink = match lane {
+            Some(lane) => Sink::Lane {
+                lane,
+                crc: crc32fast::Hasher::new(),
+                spill: path,
+            },
+            None => self.own_file(path)?,
+        };
+        Ok(TempObject::new(id, sink, self.segments.clone()))
     }
 
-    /// Removes an object that will not be acknowledged.
+    /// A place for a rewritten copy of `temp` (same id), always a file of its own.
+    pub fn begin_copy(&self, temp: &TempObject) -> Result<TempObject> {
+        let path = self.tmp_dir.join(format!("{:016x}.copy", temp.id));
+        Ok(TempObject::new(
+            temp.id,
+            self.own_file(path)?,
+            self.segments.clone(),
+        ))
+    }
+
+    fn own_file(&self, path: PathBuf) -> Result<Sink> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| SpoolError::io("create a temp file", &path, e))?;
+        Ok(Sink::File { path, file })
+    }
+
+    /// Drops an object that will not be acknowledged (its lane goes back, its file is removed).
     pub fn discard(&self, temp: TempObject) {
-        if let Err(e) = fs::remove_file(&temp.path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %temp.path.display(), error = %e, "could not remove temp file; it is removed at next start");
-            }
-        }
+        drop(temp);
     }
 
-    fn dir_sync_for(&self, dir: &Path) -> Result<std::sync::Arc<(File, DirSync)>> {
+    fn dir_sync_for(&self, dir: &Path) -> Result<Arc<(File, DirSync)>> {
         let mut map = self.dir_syncs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ds) = map.get(dir) {
             return Ok(ds.clone());
@@ -592,53 +768,106 @@ impl Spool {
         if map.len() > 8 {
             map.clear();
         }
-        let ds = std::sync::Arc::new((f, DirSync::default()));
+        let ds = Arc::new((f, DirSync::default()));
         map.insert(dir.to_path_buf(), ds.clone());
         Ok(ds)
     }
 
-    /// Makes a fully written temp file durable in the spool and indexes it: file fsync, rename,
-    /// directory fsync (group commit across callers), record. After this returns the object may
-    /// be acknowledged.
-    pub fn commit(&self, temp: TempObject, file: File, rec: ObjectRecord) -> Result<ObjectRecord> {
-        self.commit_to(temp, file, rec, None)
+    /// Makes a fully written object durable in the spool and indexes it. A record of a segment:
+    /// its header written, fdatasync. A file of its own: fsync, rename, directory fsync
+    /// (group commit across callers). After this returns the object may be acknowledged.
+    pub fn commit(&self, temp: TempObject, rec: ObjectRecord) -> Result<ObjectRecord> {
+        self.commit_to(temp, rec, None)
     }
 
     /// [`Spool::commit`] for an object routed to some destinations only (`None`: every
     /// destination): it is released once those confirmed it.
     pub fn commit_to(
         &self,
-        temp: TempObject,
-        file: File,
+        mut temp: TempObject,
         mut rec: ObjectRecord,
         destinations: Option<&BTreeSet<String>>,
     ) -> Result<ObjectRecord> {
-        file.sync_all()
-            .map_err(|e| SpoolError::io("fsync", &temp.path, e))?;
-        drop(file);
-        let final_path = self.object_path(temp.id);
-        let dir = final_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.objects_dir.clone());
-        let ds = self.dir_sync_for(&dir)?;
-        fs::rename(&temp.path, &final_path)
-            .map_err(|e| SpoolError::io("rename into spool", &temp.path, e))?;
-        ds.1.sync(&ds.0)
-            .map_err(|e| SpoolError::io("fsync directory", &dir, e))?;
         rec.id = temp.id;
         rec.received_at_ms = temp.id / 1000;
+        rec.size = temp.len();
         rec.pending = match destinations {
             Some(to) => self.routed(to),
             None => self.cfg.destinations.iter().cloned().collect(),
         };
-        self.put(&rec)?;
+        let written = temp.len();
+        match temp.take_sink() {
+            Sink::Lane { mut lane, crc, .. } => {
+                let header = RecordHeader {
+                    nonce: lane.seg.header.nonce,
+                    generation: lane.seg.header.generation,
+                    id: temp.id,
+                    len: written,
+                    flags: 0,
+                    data_crc: crc.finalize(),
+                };
+                let durable = lane
+                    .seg
+                    .file
+                    .write_all_at(&header.encode(), lane.tail)
+                    .and_then(|()| lane.seg.file.sync_data());
+                if let Err(e) = durable {
+                    let path = lane.seg.path.clone();
+                    temp.segments().give_back(lane, 0, true);
+                    return Err(SpoolError::io("write a spool record", &path, e));
+                }
+                rec.segment = Some(SegmentSlot {
+                    segment: lane.seg.header.number,
+                    generation: lane.seg.header.generation,
+                    offset: lane.tail,
+                });
+                if let Err(e) = self.put(&rec) {
+                    // Not acknowledged: the next object of the lane overwrites the record.
+                    temp.segments().give_back(lane, 0, false);
+                    return Err(e);
+                }
+                lane.tail += span(written);
+                temp.segments().give_back(lane, 1, false);
+            }
+            Sink::File { path, file } => {
+                rec.segment = None;
+                let durable = self.commit_file(temp.id, &path, file);
+                if let Err(e) = durable.and_then(|()| self.put(&rec)) {
+                    let _ = fs::remove_file(self.object_path(temp.id));
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+            Sink::Gone => {
+                return Err(SpoolError::io(
+                    "commit",
+                    &self.tmp_dir,
+                    std::io::Error::other("the object's bytes were dropped after a write failed"),
+                ));
+            }
+        }
         self.spool_bytes.fetch_add(rec.size, Ordering::Relaxed);
         self.object_count.fetch_add(1, Ordering::Relaxed);
         if rec.is_released() {
             self.lock_mem().released.insert(rec.id, rec.size);
         }
         Ok(rec)
+    }
+
+    /// A file of its own into `objects/`: fsync, rename, directory fsync.
+    fn commit_file(&self, id: u64, path: &Path, file: File) -> Result<()> {
+        file.sync_all()
+            .map_err(|e| SpoolError::io("fsync", path, e))?;
+        drop(file);
+        let final_path = self.object_path(id);
+        let dir = final_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.objects_dir.clone());
+        let ds = self.dir_sync_for(&dir)?;
+        fs::rename(path, &final_path).map_err(|e| SpoolError::io("rename into spool", path, e))?;
+        ds.1.sync(&ds.0)
+            .map_err(|e| SpoolError::io("fsync directory", &dir, e))
     }
 
     /// A destination confirmed an object. Returns true when every destination has.
@@ -715,52 +944,134 @@ impl Spool {
         let retention_ms = u64::try_from(self.cfg.retention.as_millis()).unwrap_or(u64::MAX);
         let mut deleted = 0;
         loop {
-            let candidate = {
-                let mem = self.lock_mem();
-                mem.released.iter().next().map(|(id, size)| (*id, *size))
-            };
-            let Some((id, size)) = candidate else { break };
-            let expired = match self.get(id)? {
-                Some(rec) if rec.is_released() => rec
+            let need = self.bytes_above(&self.usage(), self.cfg.low_watermark_percent);
+            let batch = self.released_batch(EVICT_BATCH, |rec, size, planned| {
+                let expired = rec
                     .released_at_ms()
-                    .is_some_and(|at| now.saturating_sub(at) >= retention_ms),
-                Some(_) => {
-                    // Re-queued since (e.g. a destination was added back): not releasable.
-                    self.lock_mem().released.remove(&id);
-                    continue;
-                }
-                None => {
-                    self.lock_mem().released.remove(&id);
-                    continue;
-                }
-            };
-            let above_low = self.usage().used_percent > self.cfg.low_watermark_percent;
-            if !expired && !above_low {
+                    .is_some_and(|at| now.saturating_sub(at) >= retention_ms);
+                (expired || planned < need).then_some(size)
+            })?;
+            if batch.is_empty() {
                 break;
             }
-            self.delete(id, size)?;
-            deleted += 1;
+            self.delete_many(&batch)?;
+            deleted += batch.len() as u64;
         }
         Ok(deleted)
     }
 
-    /// Removes an object's file and record. Only for objects no destination still needs.
-    fn delete(&self, id: u64, size: u64) -> Result<()> {
-        let path = self.object_path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SpoolError::io("remove object", &path, e)),
+    /// Bytes to free for the spool's use to fall to `percent` (of the filesystem, and of the
+    /// cap when there is one). Freeing x bytes moves them from used to available; their sum stays.
+    fn bytes_above(&self, usage: &Usage, percent: f64) -> u64 {
+        let share = |bytes: u64| percent_of(bytes, percent.max(0.0));
+        let usable = usage.fs_used_bytes + usage.fs_free_bytes;
+        let mut need = usage.fs_used_bytes.saturating_sub(share(usable));
+        if self.cfg.max_bytes > 0 {
+            need = need.max(usage.spool_bytes.saturating_sub(share(self.cfg.max_bytes)));
         }
-        self.objects.remove(key(id))?;
-        self.lock_mem().released.remove(&id);
-        self.spool_bytes.fetch_sub(
-            size.min(self.spool_bytes.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        self.object_count.fetch_sub(1, Ordering::Relaxed);
+        need
+    }
+
+    /// Up to `max` released objects, oldest first, that `take(record, size, bytes taken so far)`
+    /// accepts (it returns the size to count), stopping at the first it refuses. Objects no
+    /// longer released (re-queued since) leave the released set.
+    fn released_batch(
+        &self,
+        max: usize,
+        take: impl Fn(&ObjectRecord, u64, u64) -> Option<u64>,
+    ) -> Result<Vec<(u64, u64)>> {
+        let candidates: Vec<(u64, u64)> = self
+            .lock_mem()
+            .released
+            .iter()
+            .take(max.min(EVICT_BATCH * 4))
+            .map(|(id, size)| (*id, *size))
+            .collect();
+        let (mut batch, mut planned) = (Vec::new(), 0u64);
+        for (id, size) in candidates {
+            match self.get(id)? {
+                Some(rec) if rec.is_released() => match take(&rec, size, planned) {
+                    Some(n) => {
+                        batch.push((id, size));
+                        planned += n;
+                        if batch.len() >= max {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ => {
+                    self.lock_mem().released.remove(&id);
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Removes an object's bytes and record. Only for objects no destination still needs.
+    fn delete(&self, id: u64, size: u64) -> Result<()> {
+        self.delete_many(&[(id, size)])
+    }
+
+    /// Removes objects' bytes and records (ids with their sizes). Only for objects no
+    /// destination still needs. A record of a segment is marked dead — durably, before its
+    /// bytes are punched out of the file and its index entry goes — unless it was the segment's
+    /// last, which recycles the segment whole.
+    fn delete_many(&self, batch: &[(u64, u64)]) -> Result<()> {
+        let mut punched: Vec<(Arc<SegFile>, u64, u64)> = Vec::new();
+        let mut removed: Vec<(u64, u64)> = Vec::with_capacity(batch.len());
+        for (id, size) in batch {
+            let Some(rec) = self.get(*id)? else {
+                self.lock_mem().released.remove(id);
+                continue;
+            };
+            removed.push((*id, *size));
+            match rec.segment {
+                None => {
+                    let path = self.object_path(*id);
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(SpoolError::io("remove object", &path, e)),
+                    }
+                }
+                Some(slot) => match self.segments.remove_record(slot.segment) {
+                    Some((seg, Removal::Punch)) if seg.header.generation == slot.generation => {
+                        seg.mark_dead(slot.offset)
+                            .map_err(|e| SpoolError::io("mark a record dead", &seg.path, e))?;
+                        punched.push((seg, slot.offset, *size));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        // The dead marks durable, once per segment, before any byte is given back.
+        let mut synced: BTreeSet<u32> = BTreeSet::new();
+        for (seg, _, _) in &punched {
+            if synced.insert(seg.header.number) {
+                seg.file
+                    .sync_data()
+                    .map_err(|e| SpoolError::io("fdatasync a segment", &seg.path, e))?;
+            }
+        }
+        for (seg, offset, size) in &punched {
+            if let Err(e) = seg.punch_record(*offset, *size) {
+                // The record is dead either way; its bytes come back when the segment recycles.
+                tracing::warn!(segment = %seg.path.display(), error = %e, "could not give a deleted record's bytes back to the filesystem");
+            }
+        }
+        let mut mem = self.lock_mem();
+        for (id, size) in &removed {
+            self.objects.remove(key(*id))?;
+            mem.released.remove(id);
+            self.spool_bytes.fetch_sub(
+                (*size).min(self.spool_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            self.object_count.fetch_sub(1, Ordering::Relaxed);
+        }
         // Space changed: do not trust the cached filesystem figures.
-        self.lock_mem().fs = None;
+        mem.fs = None;
         Ok(())
     }
 
@@ -932,6 +1243,20 @@ impl Spool {
         self.objects.flush()?;
         self.peers.flush()?;
         Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.segments.stop();
+        let handle = self
+            .preparer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 }
 

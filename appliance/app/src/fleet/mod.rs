@@ -664,6 +664,7 @@ mod tests {
             low_watermark_percent: 99.0,
             max_bytes: 0,
             retention: Duration::from_secs(3600),
+            segment_bytes: medgate_spool::DEFAULT_SEGMENT_BYTES,
         })
         .expect("spool");
         let spool = Arc::new(spool);

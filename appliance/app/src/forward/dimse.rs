@@ -6,8 +6,7 @@ use super::queue::Outcome;
 use crate::scu::{ScuAssociation, ScuError, ScuOptions};
 use medgate_dicom::command::{StatusClass, status_class};
 use medgate_dicom::uids;
-use medgate_spool::ObjectRecord;
-use std::path::Path;
+use medgate_spool::{ObjectLocation, ObjectRecord};
 
 /// Most (SOP class, transfer syntax) pairs proposed at once (one presentation context each).
 const MAX_PAIRS: usize = 100;
@@ -38,7 +37,7 @@ impl DimseSender {
     }
 
     /// Sends one object.
-    pub async fn send(&mut self, rec: &ObjectRecord, path: &Path) -> Outcome {
+    pub async fn send(&mut self, rec: &ObjectRecord, path: &ObjectLocation) -> Outcome {
         let pair = (rec.sop_class_uid.clone(), rec.transfer_syntax.clone());
         let has_context = self
             .assoc
@@ -73,7 +72,7 @@ impl DimseSender {
                 uids::transfer_syntax_name(&pair.1)
             ));
         }
-        match assoc.store_file(path).await {
+        match assoc.store_object(path).await {
             Ok(rsp) => {
                 let comment = rsp.comment.clone().unwrap_or_default();
                 match status_class(rsp.status) {

@@ -30,7 +30,7 @@ pub enum Sender {
 }
 
 impl Sender {
-    async fn send(&mut self, rec: &ObjectRecord, path: &std::path::Path) -> Outcome {
+    async fn send(&mut self, rec: &ObjectRecord, path: &medgate_spool::ObjectLocation) -> Outcome {
         match self {
             Sender::Dimse(s) => s.send(rec, path).await,
             Sender::Stow(s) => s.send(rec, path).await,
@@ -251,8 +251,8 @@ impl Destination {
             return None;
         }
         let started = Instant::now();
-        let path = self.spool.object_path(id);
-        let outcome = sender.send(&rec, &path).await;
+        let loc = self.spool.locate(&rec);
+        let outcome = sender.send(&rec, &loc).await;
         Some((outcome, Some(rec), started.elapsed()))
     }
 

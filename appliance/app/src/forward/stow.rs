@@ -4,8 +4,7 @@
 use super::queue::Outcome;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use medgate_spool::ObjectRecord;
-use std::path::Path;
+use medgate_spool::{ObjectLocation, ObjectRecord};
 use std::time::Duration;
 
 /// A STOW-RS sender.
@@ -64,7 +63,7 @@ impl StowSender {
 
     /// Sends one object. A request that fails before any answer on a reused connection (the
     /// archive closed it while idle) is tried once more on a fresh one.
-    pub async fn send(&self, rec: &ObjectRecord, path: &Path) -> Outcome {
+    pub async fn send(&self, rec: &ObjectRecord, path: &ObjectLocation) -> Outcome {
         let mut last = None;
         for _ in 0..2 {
             match self.post(rec, path).await {
@@ -76,10 +75,21 @@ impl StowSender {
         Outcome::DestinationDown(format!("STOW-RS {}", last.unwrap_or_default()))
     }
 
-    async fn post(&self, rec: &ObjectRecord, path: &Path) -> Result<(u16, String), SendError> {
-        let file = tokio::fs::File::open(path).await.map_err(|e| {
+    async fn post(
+        &self,
+        rec: &ObjectRecord,
+        path: &ObjectLocation,
+    ) -> Result<(u16, String), SendError> {
+        let unreadable = |e: std::io::Error| {
             SendError::File(format!("spool file {} unreadable: {e}", path.display()))
-        })?;
+        };
+        let mut file = tokio::fs::File::open(path.path())
+            .await
+            .map_err(unreadable)?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(path.offset))
+            .await
+            .map_err(unreadable)?;
+        let file = tokio::io::AsyncReadExt::take(file, path.len);
         let boundary = format!("medgate-{:016x}-{:08x}", rec.id, fastrand::u32(..));
         let head = Bytes::from(format!(
             "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"

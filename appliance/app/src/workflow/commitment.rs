@@ -593,6 +593,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.to_string(), "refused".to_string()))
                 .collect(),
+            segment: None,
         }
     }
 

@@ -153,8 +153,7 @@ impl QcService {
     }
 
     fn hash_dataset(&self, id: u64) -> Option<String> {
-        let path = self.spool.object_path(id);
-        let mut f = std::fs::File::open(&path).ok()?;
+        let mut f = self.spool.locate_id(id).ok()??.open().ok()?;
         let mut head = vec![0u8; 64 * 1024];
         let n = read_full(&mut f, &mut head).ok()?;
         let (_, offset) = medgate_dicom::part10::parse_meta(&head[..n]).ok()?;
@@ -351,7 +350,7 @@ impl QcService {
     }
 }
 
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         let k = f.read(&mut buf[n..])?;
