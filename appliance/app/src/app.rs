@@ -206,6 +206,7 @@ pub async fn run_with(
         max_bytes: cfg.spool.max_bytes,
         retention: Duration::from_secs(cfg.spool.retention_hours * 3600),
         segment_bytes: medgate_spool::DEFAULT_SEGMENT_BYTES,
+        warm_bytes: cfg.spool.warm_mib.saturating_mul(1 << 20),
     };
     let board = crate::board::Board::prepare(&cfg.hardware)?;
     let dir = cfg.appliance.data_dir.display().to_string();
@@ -452,6 +453,14 @@ async fn housekeeping(app: Arc<App>, shutdown: CancellationToken) {
         let m = &app.metrics();
         m.spool_bytes.store(u.spool_bytes, Ordering::Relaxed);
         m.spool_objects.store(u.objects, Ordering::Relaxed);
+        let seg = app.spool().segment_stats();
+        for (slot, v) in m
+            .segments
+            .iter()
+            .zip([seg.in_use, seg.ready_warm, seg.ready_cold])
+        {
+            slot.store(v, Ordering::Relaxed);
+        }
         m.disk_free_bytes.store(u.fs_free_bytes, Ordering::Relaxed);
         #[allow(
             clippy::cast_possible_truncation,

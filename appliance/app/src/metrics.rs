@@ -182,6 +182,8 @@ pub struct Metrics {
     pub spool_bytes: AtomicU64,
     /// Objects in the spool.
     pub spool_objects: AtomicU64,
+    /// Spool segment files: in use, ready and written through, ready and allocated only.
+    pub segments: [AtomicU64; 3],
     /// Free bytes on the spool's filesystem.
     pub disk_free_bytes: AtomicU64,
     /// Spool use in hundredths of a percent.
@@ -212,6 +214,7 @@ impl Metrics {
             fsync_latency: Histogram::new(LATENCY_BUCKETS),
             spool_bytes: AtomicU64::new(0),
             spool_objects: AtomicU64::new(0),
+            segments: Default::default(),
             disk_free_bytes: AtomicU64::new(0),
             spool_used_centipercent: AtomicU64::new(0),
             destinations: destinations
@@ -353,6 +356,21 @@ impl Metrics {
             "Objects in the spool.",
             ld(&self.spool_objects),
         );
+        write_header(
+            &mut o,
+            "medgate_spool_segments",
+            "gauge",
+            "Spool segment files by state (ready_warm: written through, for the next burst).",
+        );
+        for (state, v) in ["in_use", "ready_warm", "ready_cold"]
+            .iter()
+            .zip(&self.segments)
+        {
+            o.push_str(&format!(
+                "medgate_spool_segments{{state=\"{state}\"}} {}\n",
+                ld(v)
+            ));
+        }
         g(
             &mut o,
             "medgate_disk_free_bytes",

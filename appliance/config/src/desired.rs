@@ -220,6 +220,15 @@ impl DesiredConfig {
                 ),
             );
         }
+        if s.warm_mib > 4096 {
+            bad(
+                "spool.warm_mib",
+                format!(
+                    "{} MiB is more than the 4096 MiB a burst needs; lower it (0 turns warming off)",
+                    s.warm_mib
+                ),
+            );
+        }
         if self.forward.initial_backoff_ms == 0 || self.forward.initial_backoff_ms > 600_000 {
             bad(
                 "forward.initial_backoff_ms",

@@ -1,28 +1,36 @@
 //! The appliance's durable spool.
 //!
-//! **The files are the truth.** Every received object is one Part 10 file under
-//! `<data_dir>/spool/objects/`, written to `spool/tmp/` first, fsync'd, renamed into place and its
-//! directory fsync'd (concurrent renames share one directory fsync: group commit) before the
-//! modality hears "success". sled (`<data_dir>/index/`) holds the per-object records: which
-//! destinations still have to confirm it, quarantine reasons, and the peers that knocked. sled
-//! is not power-loss durable, so it is treated as a cache of the truth: at start-up
-//! [`Spool::open`] reconciles it with the files, rebuilds it when it does not open, removes
-//! orphan temp files and never deletes a file it cannot account for.
+//! **What is on disk is the truth.** Every received object is a record appended to a segment
+//! (`<data_dir>/spool/segments/`: preallocated files, recycled, see [`segment_format`] for the
+//! layout) or, when it is larger than a segment, when no segment is ready, or when an earlier
+//! version spooled it, one Part 10 file under `<data_dir>/spool/objects/`. Before the modality
+//! hears "success" a record's header (id, length, CRC-32 of the bytes, the segment's nonce and
+//! generation) and bytes are fdatasync'd; a file is fsync'd, renamed into place and its directory
+//! fsync'd (concurrent renames share one directory fsync: group commit). sled
+//! (`<data_dir>/index/`) holds the per-object records: where the bytes are, which destinations
+//! still have to confirm it, quarantine reasons, and the peers that knocked. sled is not
+//! power-loss durable, so it is treated as a cache of the truth: at start-up [`Spool::open`]
+//! reconciles it with the disk, rebuilds it when it does not open, removes orphan temp files and
+//! never deletes bytes it cannot account for.
 //!
 //! Invariants:
-//! - a file in `objects/` whose record is missing is re-indexed and sent again to every
-//!   destination (at-least-once; the archive deduplicates by SOP Instance UID);
-//! - a record whose file is missing is dropped (the file was released before sled flushed);
-//! - a file is deleted only when its record says every destination confirmed it.
+//! - a record of a segment or a file in `objects/` whose index entry is missing is re-indexed
+//!   and sent again to every destination (at-least-once; the archive deduplicates by SOP
+//!   Instance UID) — a segment record only if its bytes match its checksum: the torn tail of a
+//!   kill -9 or a power cut is cut, never served;
+//! - an index entry whose bytes are gone (file released before sled flushed, record marked dead,
+//!   segment recycled) is dropped;
+//! - bytes are deleted only when their record says every destination confirmed them; a segment
+//!   is recycled only when none of its records is alive.
 //!
 //! The workflow services' state (storage commitment requests, worklist cache, quality checks)
-//! cannot be rebuilt from the files: it is kept apart, in [`WorkflowStore`]
+//! cannot be rebuilt from the spool: it is kept apart, in [`WorkflowStore`]
 //! (`<data_dir>/workflow/`), which an index rebuild never touches.
 
 mod dirsync;
 pub mod offline;
 mod record;
-mod segment_format;
+pub mod segment_format;
 mod segments;
 mod store;
 mod temp;
@@ -30,6 +38,7 @@ mod usage;
 mod workflow_store;
 
 pub use record::{ObjectRecord, PeerRecord, QuarantineEntry, SegmentSlot};
+pub use segments::SegmentStats;
 pub use store::{Admission, DEFAULT_SEGMENT_BYTES, ReconcileReport, Router, Spool, SpoolConfig};
 pub use temp::{ObjectLocation, ObjectReader, TempObject};
 pub use usage::Usage;

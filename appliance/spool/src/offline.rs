@@ -54,6 +54,7 @@ pub fn objects(data_dir: &Path) -> std::io::Result<Vec<(u64, ObjectLocation)>> {
                 header,
                 file,
                 path: path.clone(),
+                written: Default::default(),
             };
             for f in seg.walk(BLOCK, &|_| true) {
                 if f.intact {

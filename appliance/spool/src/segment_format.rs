@@ -1,11 +1,11 @@
 //! The on-disk format of spool segments, pure: encoding and checking of the segment header and
 //! of the record headers. No IO here; [`crate::segments`] does the reading and writing.
 //!
-//! A segment is a file of a fixed size, written whole (zeros) once when it is made, then reused
+//! A segment is a file of a fixed size, allocated whole once when it is made, then reused
 //! ("recycled") for as long as the spool lives: appending an object to it writes blocks that are
-//! already allocated and written, so its fdatasync flushes data and no metadata (no new inode,
-//! no directory entry, no extent change) — the way the disk takes durable writes fastest
-//! (docs/benchmarks.md, "Spool design: measured").
+//! already allocated (and, from its second life on, already written), so its fdatasync flushes
+//! data and at most an extent conversion — no new inode, no directory entry, no rename: the way
+//! the disk takes durable writes fastest (docs/benchmarks.md, "Spool design: measured").
 //!
 //! ```text
 //! block 0            segment header: magic, nonce, generation, number, size, CRC

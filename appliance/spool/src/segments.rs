@@ -3,7 +3,7 @@
 //! at start-up, and given back to the filesystem when their objects are deleted.
 //!
 //! Invariants:
-//! - a `.seg` file exists only once it was written whole, its header fdatasync'd and its name
+//! - a `.seg` file exists only once it was allocated whole, its header fdatasync'd and its name
 //!   made durable; the receiving path never creates or grows a file in `segments/`;
 //! - a record's header is written and fdatasync'd with its bytes before the object is
 //!   acknowledged; records of one segment are appended one after the other (one lane holds a
@@ -21,11 +21,20 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Segments kept ready (written, empty) for new lanes.
+/// Segments kept ready (allocated, empty) for new lanes, at least.
 const READY_TARGET: usize = 4;
+/// While the spool is idle, up to this many ready segments are kept, and written through with
+/// zeros ("warm"): a burst then lands on blocks that are already written, whose fdatasync flushes
+/// data only (measured here: ~2× the durable rate of freshly allocated blocks).
+const WARM_MAX: usize = 64;
+/// ... and at most this share of the filesystem (per cent).
+const WARM_SHARE_PERCENT: u64 = 5;
+/// The spool counts as idle once no lane was taken for this long.
+const IDLE_AFTER: Duration = Duration::from_millis(1000);
 /// A lane with less room than this for object bytes is sealed: its next object would likely
 /// not fit.
 fn min_room(size: u64) -> u64 {
@@ -38,6 +47,8 @@ pub(crate) struct SegFile {
     pub(crate) header: SegmentHeader,
     pub(crate) file: File,
     pub(crate) path: PathBuf,
+    /// Every block is allocated and written (no hole, no unwritten extent).
+    pub(crate) written: AtomicBool,
 }
 
 /// A segment lent to one incoming object at a time.
@@ -76,6 +87,23 @@ struct Inner {
     recycle: Vec<Arc<SegFile>>,
     next_number: u32,
     stop: bool,
+    /// When a lane was last taken.
+    last_take: Option<Instant>,
+    /// How many segments to keep ready while idle.
+    warm_target: usize,
+}
+
+/// The segment files, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentStats {
+    /// Holding records or lent to an incoming object.
+    pub in_use: u64,
+    /// Ready, written through (a burst lands on written blocks).
+    pub ready_warm: u64,
+    /// Ready, allocated only.
+    pub ready_cold: u64,
+    /// Dead, waiting for their next life.
+    pub recycling: u64,
 }
 
 /// What deleting a record asks of the caller.
@@ -156,6 +184,45 @@ fn refill_holes(file: &File, size: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether every block of `file` below `size` is written (ext4 and xfs report unwritten
+/// extents as holes too).
+fn fully_written(file: &File, size: u64) -> bool {
+    use nix::unistd::{Whence, lseek};
+    use std::os::fd::AsRawFd;
+    lseek(file.as_raw_fd(), 0, Whence::SeekHole)
+        .ok()
+        .and_then(|h| u64::try_from(h).ok())
+        .is_some_and(|h| h >= size)
+}
+
+/// Gives `file` its blocks up to `size` (a new segment, or one whose dead records were punched
+/// out): reserved as unwritten extents, which read as zeros and cost no data write — the first
+/// fdatasync after writing into one also commits its conversion. Where the filesystem cannot,
+/// the holes are written with zeros.
+fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    use std::os::fd::AsRawFd;
+    let len = i64::try_from(size).unwrap_or(i64::MAX);
+    match fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            if file.metadata()?.len() < size {
+                file.set_len(size)?;
+            }
+            refill_holes(file, size)
+        }
+        Err(e) => Err(std::io::Error::from(e)),
+    }
+}
+
+/// How many segments to keep ready while idle: `warm_bytes`, at most [`WARM_SHARE_PERCENT`] of
+/// the filesystem and [`WARM_MAX`] segments.
+fn warm_target(dir: &Path, size: u64, warm_bytes: u64) -> usize {
+    let total = crate::usage::fs_space(dir).map(|f| f.total).unwrap_or(0);
+    let n = (total / 100 * WARM_SHARE_PERCENT).min(warm_bytes) / size.max(1);
+    usize::try_from(n).unwrap_or(WARM_MAX).min(WARM_MAX)
+}
+
 fn punch(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     use nix::fcntl::{FallocateFlags, fallocate};
     use std::os::fd::AsRawFd;
@@ -194,6 +261,7 @@ impl Segments {
         dir: &Path,
         damaged_dir: &Path,
         size: u64,
+        warm_bytes: u64,
     ) -> Result<(Segments, Vec<Arc<SegFile>>)> {
         fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         let mut found = Vec::new();
@@ -234,10 +302,12 @@ impl Segments {
                         // what is there, refill it before reuse.
                         tracing::error!(path = %path.display(), len, size = h.size, "spool segment is not its recorded size; reading the records it still holds");
                     }
+                    let written = AtomicBool::new(fully_written(&file, h.size));
                     found.push(Arc::new(SegFile {
                         header: h,
                         file,
                         path,
+                        written,
                     }));
                 }
                 _ => {
@@ -252,6 +322,7 @@ impl Segments {
             size,
             inner: Mutex::new(Inner {
                 next_number,
+                warm_target: warm_target(dir, size, warm_bytes),
                 ..Inner::default()
             }),
             wake: Condvar::new(),
@@ -289,10 +360,19 @@ impl Segments {
     /// ready (the object then goes to a file of its own).
     pub(crate) fn take_lane(&self) -> Option<Lane> {
         let mut inner = self.lock();
+        inner.last_take = Some(Instant::now());
         if let Some(lane) = inner.idle.pop() {
             return Some(lane);
         }
-        let seg = inner.ready.pop();
+        // A warm one first.
+        let at = inner
+            .ready
+            .iter()
+            .rposition(|s| s.written.load(Ordering::Relaxed));
+        let seg = match at {
+            Some(i) => Some(inner.ready.swap_remove(i)),
+            None => inner.ready.pop(),
+        };
         drop(inner);
         self.wake.notify_all();
         let seg = seg?;
@@ -356,10 +436,20 @@ impl Segments {
         seg_path(&self.dir, number)
     }
 
-    /// Segment files: in use, ready, idle or waiting for recycling.
-    pub(crate) fn count(&self) -> u64 {
+    /// How many segment files there are, by state.
+    pub(crate) fn stats(&self) -> SegmentStats {
         let inner = self.lock();
-        (inner.used.len() + inner.ready.len() + inner.recycle.len()) as u64
+        let warm = inner
+            .ready
+            .iter()
+            .filter(|s| s.written.load(Ordering::Relaxed))
+            .count() as u64;
+        SegmentStats {
+            in_use: inner.used.len() as u64,
+            ready_warm: warm,
+            ready_cold: inner.ready.len() as u64 - warm,
+            recycling: inner.recycle.len() as u64,
+        }
     }
 
     /// Stops the preparer.
@@ -406,7 +496,13 @@ impl Segments {
             if inner.stop {
                 return None;
             }
-            let want = inner.ready.len() < READY_TARGET;
+            let idle = inner.last_take.is_none_or(|t| t.elapsed() >= IDLE_AFTER);
+            let target = if idle {
+                inner.warm_target.max(READY_TARGET)
+            } else {
+                READY_TARGET
+            };
+            let want = inner.ready.len() < target;
             if let Some(seg) = inner.recycle.pop() {
                 return Some(if want {
                     Job::Recycle(seg)
@@ -414,15 +510,29 @@ impl Segments {
                     Job::Remove(seg)
                 });
             }
-            if want {
+            if want && (inner.ready.len() < READY_TARGET || wait) {
                 let n = inner.next_number;
                 inner.next_number = n.wrapping_add(1);
                 return Some(Job::Make(n));
             }
+            if idle && wait {
+                // Taken out of the ready ones while it is written: no lane may get it meanwhile.
+                if let Some(i) = inner
+                    .ready
+                    .iter()
+                    .position(|s| !s.written.load(Ordering::Relaxed))
+                {
+                    return Some(Job::Warm(inner.ready.swap_remove(i)));
+                }
+            }
             if !wait {
                 return None;
             }
-            inner = self.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
+            inner = self
+                .wake
+                .wait_timeout(inner, IDLE_AFTER)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
@@ -439,6 +549,14 @@ impl Segments {
             Job::Remove(seg) => {
                 return fs::remove_file(&seg.path)
                     .map_err(io("give a dead segment back", &seg.path));
+            }
+            Job::Warm(seg) => {
+                let warmed = refill_holes(&seg.file, seg.header.size)
+                    .and_then(|()| seg.file.sync_data())
+                    .map_err(io("warm a segment", &seg.path));
+                seg.written.store(warmed.is_ok(), Ordering::Relaxed);
+                self.lock().ready.push(seg);
+                return warmed;
             }
             Job::Make(n) if may_grow(self.size) => self.make(n)?,
             Job::Make(_) => {
@@ -464,7 +582,7 @@ impl Segments {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            write_zeros(&file, 0, self.size)?;
+            allocate(&file, self.size)?;
             Ok(file)
         })();
         let file = match made {
@@ -487,7 +605,12 @@ impl Segments {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io("fsync directory", &self.dir))?;
-        Ok(Arc::new(SegFile { header, file, path }))
+        Ok(Arc::new(SegFile {
+            header,
+            file,
+            path,
+            written: AtomicBool::new(false),
+        }))
     }
 
     /// A dead segment's next life: holes refilled, new generation and nonce, fdatasync.
@@ -504,7 +627,7 @@ impl Segments {
             file.set_len(seg.header.size)
                 .map_err(io("refill a segment", &seg.path))?;
         }
-        refill_holes(&file, seg.header.size).map_err(io("refill a segment", &seg.path))?;
+        allocate(&file, seg.header.size).map_err(io("refill a segment", &seg.path))?;
         let header = SegmentHeader {
             nonce: nonce(),
             generation: seg.header.generation.wrapping_add(1),
@@ -513,15 +636,18 @@ impl Segments {
         file.write_all_at(&header.encode(), 0)
             .and_then(|()| file.sync_data())
             .map_err(io("recycle a segment", &seg.path))?;
+        let written = AtomicBool::new(fully_written(&file, header.size));
         Ok(Arc::new(SegFile {
             header,
             file,
             path: seg.path.clone(),
+            written,
         }))
     }
 }
 
 enum Job {
+    Warm(Arc<SegFile>),
     Recycle(Arc<SegFile>),
     Remove(Arc<SegFile>),
     Make(u32),

@@ -42,6 +42,9 @@ pub struct SpoolConfig {
     /// Size of each segment file (objects up to about this size are appended to segments);
     /// 0: every object in a file of its own.
     pub segment_bytes: u64,
+    /// While idle, keep up to this many bytes of segments ready and written through (at most 5 %
+    /// of the filesystem); 0: only the few the next objects need.
+    pub warm_bytes: u64,
 }
 
 /// The segment size the appliance uses: room for ~28 CT slices, and a spill of at most this
@@ -226,7 +229,12 @@ impl Spool {
         fsync_dir(&cfg.data_dir)?;
         fsync_dir(&spool_dir)?;
         let segments_dir = spool_dir.join("segments");
-        let (segments, found) = Segments::open(&segments_dir, &damaged_dir, cfg.segment_bytes)?;
+        let (segments, found) = Segments::open(
+            &segments_dir,
+            &damaged_dir,
+            cfg.segment_bytes,
+            cfg.warm_bytes,
+        )?;
         fsync_dir(&spool_dir)?;
 
         let mut report = ReconcileReport::default();
@@ -598,9 +606,9 @@ impl Spool {
         Ok(self.get(id)?.map(|r| self.locate(&r)))
     }
 
-    /// Segment files in use, ready or waiting to be recycled.
-    pub fn segment_count(&self) -> u64 {
-        self.segments.count()
+    /// The segment files, by state.
+    pub fn segment_stats(&self) -> crate::SegmentStats {
+        self.segments.stats()
     }
 
     /// Where an object that is a file of its own lives (see [`Spool::locate`]).

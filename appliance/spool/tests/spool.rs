@@ -15,6 +15,7 @@ fn cfg(dir: &Path) -> SpoolConfig {
         max_bytes: 0,
         retention: Duration::from_secs(3600),
         segment_bytes: 1 << 20,
+        warm_bytes: 4 << 20,
     }
 }
 

@@ -665,6 +665,7 @@ mod tests {
             max_bytes: 0,
             retention: Duration::from_secs(3600),
             segment_bytes: medgate_spool::DEFAULT_SEGMENT_BYTES,
+            warm_bytes: 0,
         })
         .expect("spool");
         let spool = Arc::new(spool);
