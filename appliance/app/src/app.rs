@@ -153,7 +153,7 @@ fn senders(d: &DestinationSection, to: &Endpoint) -> Result<Vec<Sender>, AppErro
                 tls,
             };
             Ok((0..d.parallel)
-                .map(|_| Sender::Dimse(DimseSender::new(opts.clone())))
+                .map(|_| Sender::Dimse(Box::new(DimseSender::new(opts.clone()))))
                 .collect())
         }
         Endpoint::Stow { url } => {

@@ -110,6 +110,8 @@ pub struct ScuAssociation {
     next_message_id: u16,
     timeout_secs: u64,
     buf: Vec<u8>,
+    /// Reused for objects read whole (no allocation, no page faults per object).
+    whole: Vec<u8>,
 }
 
 impl ScuAssociation {
@@ -164,6 +166,7 @@ impl ScuAssociation {
             next_message_id: 1,
             timeout_secs,
             buf: Vec::new(),
+            whole: Vec::new(),
         })
     }
 
@@ -222,20 +225,46 @@ impl ScuAssociation {
     }
 
     /// Sends one object (a range of a spool file) as a C-STORE; returns the archive's response.
+    /// An object up to [`WHOLE_READ_MAX`] is read in one blocking call; a larger one is streamed
+    /// one PDU at a time.
     pub async fn store_object(&mut self, loc: &ObjectLocation) -> Result<StoreResponse, ScuError> {
         let file_err = |e: &dyn std::fmt::Display| ScuError::File {
             path: loc.display().to_string(),
             reason: e.to_string(),
         };
-        let mut file = tokio::fs::File::open(loc.path())
-            .await
-            .map_err(|e| file_err(&e))?;
         let size = loc.len;
-        file.seek(std::io::SeekFrom::Start(loc.offset))
+        let mut source = if size <= WHOLE_READ_MAX {
+            let at = loc.clone();
+            let mut v = std::mem::take(&mut self.whole);
+            let (v, read) = tokio::task::spawn_blocking(move || {
+                v.clear();
+                let read = at
+                    .open()
+                    .and_then(|mut r| std::io::Read::read_to_end(&mut r, &mut v));
+                (v, read)
+            })
             .await
             .map_err(|e| file_err(&e))?;
+            read.map_err(|e| file_err(&e))?;
+            let bytes = v;
+            if bytes.len() as u64 != size {
+                return Err(file_err(&"shorter than recorded"));
+            }
+            Source::Memory(bytes, 0)
+        } else {
+            let mut file = tokio::fs::File::open(loc.path())
+                .await
+                .map_err(|e| file_err(&e))?;
+            file.seek(std::io::SeekFrom::Start(loc.offset))
+                .await
+                .map_err(|e| file_err(&e))?;
+            Source::File(file)
+        };
         let mut head = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).min(64 * 1024)];
-        file.read_exact(&mut head).await.map_err(|e| file_err(&e))?;
+        source
+            .read_exact(&mut head)
+            .await
+            .map_err(|e| file_err(&e))?;
         let (meta, offset) = part10::parse_meta(&head).map_err(|e| file_err(&e))?;
         let ctx = self
             .context_for(&meta.sop_class_uid, &meta.transfer_syntax)
@@ -243,7 +272,8 @@ impl ScuAssociation {
                 sop_class: meta.sop_class_uid.clone(),
                 transfer_syntax: meta.transfer_syntax.clone(),
             })?;
-        file.seek(std::io::SeekFrom::Start(loc.offset + offset as u64))
+        source
+            .seek_to(loc.offset, offset as u64)
             .await
             .map_err(|e| file_err(&e))?;
         let id = self.message_id();
@@ -266,12 +296,16 @@ impl ScuAssociation {
         while remaining > 0 {
             let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk);
             let last = remaining == n as u64;
-            file.read_exact(&mut self.buf[header_len..header_len + n])
+            source
+                .read_exact(&mut self.buf[header_len..header_len + n])
                 .await
                 .map_err(|e| file_err(&e))?;
             self.buf[..header_len].copy_from_slice(&pdata_header(ctx, false, last, n));
             self.conn.send_raw(&self.buf[..header_len + n]).await?;
             remaining -= n as u64;
+        }
+        if let Source::Memory(bytes, _) = source {
+            self.whole = bytes;
         }
         let rsp = self.read_response(field::C_STORE_RSP, id).await?;
         Ok(StoreResponse {
@@ -390,4 +424,47 @@ pub(crate) async fn release(conn: &mut PduConn, timeout_secs: u64) {
         let _ = conn.read(timeout_secs.min(10)).await;
     }
     conn.close().await;
+}
+
+/// Objects up to this size are read whole before they are sent (one blocking call instead of
+/// one per PDU); memory: this much per sending worker.
+const WHOLE_READ_MAX: u64 = 2 << 20;
+
+/// Where the bytes of an object being sent come from.
+enum Source {
+    /// Read whole: the bytes and the position in them.
+    Memory(Vec<u8>, usize),
+    /// Streamed from the spool file.
+    File(tokio::fs::File),
+}
+
+impl Source {
+    async fn read_exact(&mut self, out: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Source::Memory(bytes, pos) => {
+                let end = pos.saturating_add(out.len());
+                let src = bytes
+                    .get(*pos..end)
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+                out.copy_from_slice(src);
+                *pos = end;
+                Ok(())
+            }
+            Source::File(f) => f.read_exact(out).await.map(|_| ()),
+        }
+    }
+
+    /// Positions at `at` bytes into the object, which starts at `base` in its file.
+    async fn seek_to(&mut self, base: u64, at: u64) -> std::io::Result<()> {
+        match self {
+            Source::Memory(_, pos) => {
+                *pos = usize::try_from(at).unwrap_or(usize::MAX);
+                Ok(())
+            }
+            Source::File(f) => f
+                .seek(std::io::SeekFrom::Start(base + at))
+                .await
+                .map(|_| ()),
+        }
+    }
 }

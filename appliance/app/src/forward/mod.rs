@@ -24,7 +24,7 @@ pub const IDLE_RELEASE: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub enum Sender {
     /// C-STORE SCU.
-    Dimse(dimse::DimseSender),
+    Dimse(Box<dimse::DimseSender>),
     /// STOW-RS client.
     Stow(stow::StowSender),
 }
