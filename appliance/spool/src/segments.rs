@@ -452,6 +452,30 @@ impl Segments {
         }
     }
 
+    /// Gives back to the filesystem the ready segments beyond the few the next objects need
+    /// (the spool is full: its warm pool must not cost a modality an A700). Returns the bytes.
+    pub(crate) fn trim_ready(&self) -> u64 {
+        let extra: Vec<Arc<SegFile>> = {
+            let mut inner = self.lock();
+            // Cold ones first, warm ones last.
+            inner
+                .ready
+                .sort_by_key(|s| std::cmp::Reverse(s.written.load(Ordering::Relaxed)));
+            let keep = READY_TARGET.min(inner.ready.len());
+            inner.ready.split_off(keep)
+        };
+        let mut freed = 0;
+        for seg in extra {
+            match fs::remove_file(&seg.path) {
+                Ok(()) => freed += seg.header.size,
+                Err(e) => {
+                    tracing::warn!(path = %seg.path.display(), error = %e, "could not give a ready segment back");
+                }
+            }
+        }
+        freed
+    }
+
     /// Stops the preparer.
     pub(crate) fn stop(&self) {
         self.lock().stop = true;

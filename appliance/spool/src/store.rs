@@ -682,6 +682,21 @@ impl Spool {
     /// statvfs, which may show freed blocks only after the filesystem's next journal commit.
     fn make_room(&self, usage: &Usage) -> Result<bool> {
         let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
+        // Segments kept ready for a burst go first: they hold no object.
+        let pooled = self.segments.trim_ready();
+        let usage = if pooled > 0 {
+            tracing::info!(
+                bytes = pooled,
+                "spool above its high watermark: gave ready segments back first"
+            );
+            self.lock_mem().fs = None;
+            &self.usage()
+        } else {
+            usage
+        };
+        if usage.used_percent < self.cfg.high_watermark_percent {
+            return Ok(true);
+        }
         let need = self.bytes_above(usage, self.cfg.high_watermark_percent - 1.0);
         let (mut freed, mut deleted) = (0u64, 0u64);
         while freed < need {
