@@ -226,6 +226,8 @@ pub async fn run_with(
         removed_temp_files = reconcile.removed_temp_files,
         damaged_files = reconcile.damaged_files,
         index_rebuilt = reconcile.index_rebuilt,
+        torn_records = reconcile.torn_records,
+        segments = reconcile.segments,
         "spool reconciled"
     );
     let spool = Arc::new(spool);
