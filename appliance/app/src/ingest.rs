@@ -222,21 +222,14 @@ pub async fn finish(ctx: &ListenerContext, origin: &Origin<'_>, object: Object) 
     // Durable: the record's header and fdatasync (or fsync, rename, directory fsync for a file
     // of its own), then the index — one blocking hop.
     let sync_started = Instant::now();
-    let record = ObjectRecord {
-        id: 0,
-        sop_class_uid: request.sop_class.clone(),
-        sop_instance_uid: request.sop_instance.clone(),
-        transfer_syntax,
-        calling_ae: origin.calling_ae.to_string(),
-        called_ae: origin.called_ae.to_string(),
-        size: temp.len(),
-        received_at_ms: 0,
+    let record = ObjectRecord::incoming(
+        &request.sop_class,
+        &request.sop_instance,
+        &transfer_syntax,
+        origin.calling_ae,
+        origin.called_ae,
         summary,
-        pending: Default::default(),
-        confirmed: Default::default(),
-        quarantined: Default::default(),
-        segment: None,
-    };
+    );
     let (spool, rules) = (ctx.spool.clone(), ctx.rules.clone());
     let committed =
         tokio::task::spawn_blocking(move || crate::rules::commit(&rules, &spool, temp, record))

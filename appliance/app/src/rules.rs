@@ -571,21 +571,14 @@ mod tests {
         });
         bytes.extend_from_slice(data);
         temp.write_all(&bytes).expect("write");
-        let rec = ObjectRecord {
-            id: 0,
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
-            sop_instance_uid: "1.2.3.4".into(),
-            transfer_syntax: "1.2.840.10008.1.2.1".into(),
-            calling_ae: "CT_A".into(),
-            called_ae: "MEDGATE".into(),
-            size: bytes.len() as u64,
-            received_at_ms: 0,
-            summary: Default::default(),
-            pending: Default::default(),
-            confirmed: Default::default(),
-            quarantined: Default::default(),
-            segment: None,
-        };
+        let rec = ObjectRecord::incoming(
+            "1.2.840.10008.5.1.4.1.1.7",
+            "1.2.3.4",
+            "1.2.840.10008.1.2.1",
+            "CT_A",
+            "MEDGATE",
+            Default::default(),
+        );
         (temp, rec)
     }
 

@@ -52,6 +52,33 @@ pub struct SegmentSlot {
 }
 
 impl ObjectRecord {
+    /// The record of an object just received, before [`crate::Spool::commit`] gives it its id,
+    /// size, time and destinations.
+    pub fn incoming(
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        transfer_syntax: &str,
+        calling_ae: &str,
+        called_ae: &str,
+        summary: Summary,
+    ) -> ObjectRecord {
+        ObjectRecord {
+            id: 0,
+            sop_class_uid: sop_class_uid.to_string(),
+            sop_instance_uid: sop_instance_uid.to_string(),
+            transfer_syntax: transfer_syntax.to_string(),
+            calling_ae: calling_ae.to_string(),
+            called_ae: called_ae.to_string(),
+            size: 0,
+            received_at_ms: 0,
+            summary,
+            pending: BTreeSet::new(),
+            confirmed: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
+            segment: None,
+        }
+    }
+
     /// Every destination confirmed it: the retention policy may release it.
     pub fn is_released(&self) -> bool {
         self.pending.is_empty()

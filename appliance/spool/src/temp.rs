@@ -77,11 +77,6 @@ impl TempObject {
         self.written == 0
     }
 
-    /// Whether its bytes go to a file of its own (no segment was ready, or it outgrew one).
-    pub fn in_own_file(&self) -> bool {
-        matches!(self.sink, Sink::File { .. })
-    }
-
     /// Where the bytes written so far are (to read them back before the commit).
     pub fn location(&self) -> Option<ObjectLocation> {
         match &self.sink {

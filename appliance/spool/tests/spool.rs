@@ -58,31 +58,35 @@ fn dataset(instance: &str) -> Vec<u8> {
 }
 
 fn store(spool: &Spool, instance: &str) -> ObjectRecord {
-    let mut temp = spool.begin().expect("begin");
-    let meta = FileMeta {
+    let mut bytes = encode_meta(&meta(instance));
+    bytes.extend_from_slice(&dataset(instance));
+    commit_bytes(spool, instance, &bytes)
+}
+
+fn meta(instance: &str) -> FileMeta {
+    FileMeta {
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
         sop_instance_uid: instance.into(),
         transfer_syntax: "1.2.840.10008.1.2.1".into(),
         source_ae: Some("MODALITY".into()),
-    };
-    let mut bytes = encode_meta(&meta);
-    bytes.extend_from_slice(&dataset(instance));
-    temp.write_all(&bytes).expect("write");
-    let rec = ObjectRecord {
-        id: 0,
-        sop_class_uid: meta.sop_class_uid,
-        sop_instance_uid: meta.sop_instance_uid,
-        transfer_syntax: meta.transfer_syntax,
-        calling_ae: "MODALITY".into(),
-        called_ae: "MEDGATE".into(),
-        size: bytes.len() as u64,
-        received_at_ms: 0,
-        summary: Default::default(),
-        pending: Default::default(),
-        confirmed: Default::default(),
-        quarantined: Default::default(),
-        segment: None,
-    };
+    }
+}
+
+/// Writes `bytes` in pieces, as PDVs arrive, and commits them.
+fn commit_bytes(spool: &Spool, instance: &str, bytes: &[u8]) -> ObjectRecord {
+    let mut temp = spool.begin().expect("begin");
+    for chunk in bytes.chunks(16 * 1024) {
+        temp.write_all(chunk).expect("write");
+    }
+    let m = meta(instance);
+    let rec = ObjectRecord::incoming(
+        &m.sop_class_uid,
+        &m.sop_instance_uid,
+        &m.transfer_syntax,
+        "MODALITY",
+        "MEDGATE",
+        Default::default(),
+    );
     spool.commit(temp, rec).expect("commit")
 }
 
@@ -539,40 +543,14 @@ fn workflow_state_of_an_earlier_version_is_migrated_once_from_the_index() {
 
 /// Stores an object of about `len` bytes (the data set padded with a private tag).
 fn store_sized(spool: &Spool, instance: &str, len: usize) -> (ObjectRecord, Vec<u8>) {
-    let mut temp = spool.begin().expect("begin");
-    let meta = FileMeta {
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
-        sop_instance_uid: instance.into(),
-        transfer_syntax: "1.2.840.10008.1.2.1".into(),
-        source_ae: Some("MODALITY".into()),
-    };
-    let mut bytes = encode_meta(&meta);
+    let mut bytes = encode_meta(&meta(instance));
     bytes.extend_from_slice(&dataset(instance));
     // (0009,0010) OB with an explicit 32-bit length: filler of the size asked for.
     let fill = len.saturating_sub(bytes.len() + 12) & !1;
     bytes.extend_from_slice(&[0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
     bytes.extend_from_slice(&u32::try_from(fill).expect("fits").to_le_bytes());
     bytes.extend((0..fill).map(|i| u8::try_from(i % 251).unwrap_or(0)));
-    // Written in pieces, as PDVs arrive.
-    for chunk in bytes.chunks(16 * 1024) {
-        temp.write_all(chunk).expect("write");
-    }
-    let rec = ObjectRecord {
-        id: 0,
-        sop_class_uid: meta.sop_class_uid,
-        sop_instance_uid: meta.sop_instance_uid,
-        transfer_syntax: meta.transfer_syntax,
-        calling_ae: "MODALITY".into(),
-        called_ae: "MEDGATE".into(),
-        size: 0,
-        received_at_ms: 0,
-        summary: Default::default(),
-        pending: Default::default(),
-        confirmed: Default::default(),
-        quarantined: Default::default(),
-        segment: None,
-    };
-    (spool.commit(temp, rec).expect("commit"), bytes)
+    (commit_bytes(spool, instance, &bytes), bytes)
 }
 
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
