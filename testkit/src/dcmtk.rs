@@ -329,8 +329,10 @@ impl Storescu {
         self.send_telling_pid(inputs, None).await
     }
 
-    /// [`Storescu::send`], telling storescu's process id through `pid` once it runs (for a test
-    /// that pauses the transfer with SIGSTOP to hold its association open, and resumes it).
+    /// [`Storescu::send`] for a test that holds a transfer mid-study: with `pid`, storescu is
+    /// stopped (SIGSTOP) as soon as its first store was answered — its association open, the
+    /// rest of the study not sent, however fast the receiver is — and its process id is sent
+    /// through `pid`; the test resumes it with SIGCONT.
     pub async fn send_telling_pid<P: AsRef<Path>>(
         &self,
         inputs: &[P],
@@ -366,18 +368,34 @@ impl Storescu {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let started = Instant::now();
-        let child = cmd.spawn().with_context(|| format!("spawning {command}"))?;
-        if let (Some(tx), Some(id)) = (pid, child.id()) {
-            let _ = tx.send(id);
-        }
-        let output = tokio::time::timeout(self.timeout, child.wait_with_output())
+        let mut child = cmd.spawn().with_context(|| format!("spawning {command}"))?;
+        let id = child.id();
+        let stderr = child.stderr.take().context("storescu's stderr")?;
+        let reading = tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let (mut log, mut hold) = (String::new(), pid);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if hold.is_some() && line.contains("Received Store Response") {
+                    if let (Some(tx), Some(id)) = (hold.take(), id) {
+                        let pid = nix::unistd::Pid::from_raw(i32::try_from(id).unwrap_or(0));
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+                        let _ = tx.send(id);
+                    }
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        let status = tokio::time::timeout(self.timeout, child.wait())
             .await
             .with_context(|| format!("storescu ran longer than {:?}: {command}", self.timeout))?
             .with_context(|| format!("waiting for {command}"))?;
-        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        let log = reading.await.context("reading storescu's log")?;
         let (outcomes, errors) = parse_storescu_log(&log);
         Ok(StorescuReport {
-            exit_code: output.status.code(),
+            exit_code: status.code(),
             outcomes,
             errors,
             log,

@@ -290,8 +290,8 @@ async fn a_campaign_updates_the_canary_first_then_the_rest_while_dicom_keeps_flo
     )
     .await?;
 
-    // A CT study arriving at the canary, held mid-transfer (storescu stopped with its
-    // association open) until the fleet shows the canary waiting for it.
+    // A CT study arriving at the canary, held mid-transfer (storescu stopped after its first
+    // store, its association open) until the fleet shows the canary waiting for it.
     let study = ct_files(&dir.join("ct-study"), 77, 40)?;
     let scu = rooms[0].appliance.storescu();
     let list = paths(&study);
@@ -304,7 +304,6 @@ async fn a_campaign_updates_the_canary_first_then_the_rest_while_dicom_keeps_flo
             s["associations_active"].as_u64() == Some(1)
         })
         .await?;
-    kill(scu_pid, Signal::SIGSTOP)?;
 
     // Modalities keep sending to the four others throughout.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -55,9 +55,9 @@ async fn a_long_transfer_delays_the_switch_then_the_new_version_commits() -> Res
         s["associations_active"].as_u64() == Some(1)
     })
     .await?;
-    // Hold the transfer mid-study (storescu stopped, its association open) so that the update
-    // arrives while it runs however fast this machine sends 300 instances; resumed below.
-    kill(scu_pid, Signal::SIGSTOP)?;
+    // The transfer is held mid-study (storescu stopped after its first store, its association
+    // open) so that the update arrives while it runs however fast this machine sends 300
+    // instances; resumed below.
     let out = update_cli(&a.config, &bundle)?;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
