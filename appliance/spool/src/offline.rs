@@ -14,26 +14,18 @@ use std::path::Path;
 pub fn objects(data_dir: &Path) -> std::io::Result<Vec<(u64, ObjectLocation)>> {
     let spool = data_dir.join("spool");
     let mut out = Vec::new();
-    if let Ok(shards) = std::fs::read_dir(spool.join("objects")) {
-        for shard in shards {
-            for entry in std::fs::read_dir(shard?.path())? {
-                let path = entry?.path();
-                let id = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| u64::from_str_radix(s, 16).ok());
-                if let (Some(id), true) = (id, path.extension().is_some_and(|e| e == "dcm")) {
-                    let len = std::fs::metadata(&path)?.len();
-                    out.push((
-                        id,
-                        ObjectLocation {
-                            path,
-                            offset: 0,
-                            len,
-                        },
-                    ));
-                }
-            }
+    let objects = spool.join("objects");
+    if objects.is_dir() {
+        let files = crate::store::object_files(&objects).map_err(std::io::Error::other)?;
+        for (id, (path, len)) in files {
+            out.push((
+                id,
+                ObjectLocation {
+                    path,
+                    offset: 0,
+                    len,
+                },
+            ));
         }
     }
     if let Ok(segments) = std::fs::read_dir(spool.join("segments")) {

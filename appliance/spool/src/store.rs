@@ -316,7 +316,7 @@ impl Spool {
             report.removed_temp_files += 1;
         }
         // 2. The files of their own.
-        let files = self.list_object_files()?;
+        let files = object_files(&self.objects_dir)?;
         let segs: HashMap<u32, Arc<SegFile>> =
             found.into_iter().map(|s| (s.header.number, s)).collect();
         // 3. Records whose bytes are gone (released before the index was flushed, or in a
@@ -470,39 +470,6 @@ impl Spool {
         report.objects = known.len() as u64;
         self.objects.flush()?;
         Ok(())
-    }
-
-    /// The objects that are files of their own, by id: path and size.
-    fn list_object_files(&self) -> Result<HashMap<u64, (PathBuf, u64)>> {
-        let mut files = HashMap::new();
-        for shard in fs::read_dir(&self.objects_dir)
-            .map_err(|e| SpoolError::io("list", &self.objects_dir, e))?
-        {
-            let shard = shard
-                .map_err(|e| SpoolError::io("list", &self.objects_dir, e))?
-                .path();
-            if !shard.is_dir() {
-                continue;
-            }
-            for entry in fs::read_dir(&shard).map_err(|e| SpoolError::io("list", &shard, e))? {
-                let entry = entry.map_err(|e| SpoolError::io("list", &shard, e))?;
-                let path = entry.path();
-                let id = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| u64::from_str_radix(s, 16).ok());
-                match id {
-                    Some(id) if path.extension().is_some_and(|e| e == "dcm") => {
-                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                        files.insert(id, (path, size));
-                    }
-                    _ => {
-                        tracing::warn!(path = %path.display(), "unexpected file in the spool, left alone")
-                    }
-                }
-            }
-        }
-        Ok(files)
     }
 
     /// A record for an object the index does not know, from its bytes.
@@ -1281,6 +1248,37 @@ impl Drop for Spool {
             let _ = h.join();
         }
     }
+}
+
+/// The objects under `objects_dir` that are files of their own, by id: path and size.
+pub(crate) fn object_files(objects_dir: &Path) -> Result<HashMap<u64, (PathBuf, u64)>> {
+    let mut files = HashMap::new();
+    for shard in fs::read_dir(objects_dir).map_err(|e| SpoolError::io("list", objects_dir, e))? {
+        let shard = shard
+            .map_err(|e| SpoolError::io("list", objects_dir, e))?
+            .path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&shard).map_err(|e| SpoolError::io("list", &shard, e))? {
+            let entry = entry.map_err(|e| SpoolError::io("list", &shard, e))?;
+            let path = entry.path();
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| u64::from_str_radix(s, 16).ok());
+            match id {
+                Some(id) if path.extension().is_some_and(|e| e == "dcm") => {
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    files.insert(id, (path, size));
+                }
+                _ => {
+                    tracing::warn!(path = %path.display(), "unexpected file in the spool, left alone")
+                }
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// `percent` per cent of `bytes`, rounded down.

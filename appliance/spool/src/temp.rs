@@ -233,11 +233,6 @@ impl ObjectLocation {
         self.path.display()
     }
 
-    /// Whether the object is a whole file of its own.
-    pub fn is_whole_file(&self) -> bool {
-        self.offset == 0
-    }
-
     /// The file it is in.
     pub fn path(&self) -> &Path {
         &self.path
