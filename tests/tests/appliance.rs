@@ -12,7 +12,7 @@ use medgate_e2e::{
     Appliance, Orthanc, OrthancOptions, StoreStatus, Storescp, StorescpOptions, Storescu, echoscu,
     free_port, wait_listening, workspace_bin,
 };
-use medgate_sim::studies::{GeneratedFile, Patient, Study, big_object};
+use medgate_sim::studies::{GeneratedFile, Patient, Study, UsOptions, big_object};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -107,6 +107,66 @@ async fn echo_and_store_reach_storescp_byte_identical() -> Result<()> {
     let s = appliance.status().await?;
     assert_eq!(s["objects_received"], files.len());
     assert_eq!(s["destinations"][0]["forwarded"], files.len());
+    Ok(())
+}
+
+/// An archive that takes only 4 KiB PDUs: objects sent from memory need several vectored writes
+/// of PDUs (over 64 PDUs each), the one over 2 MiB is streamed from its segment; every one
+/// arrives as the spool holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_archive_pdus_still_carry_every_byte() -> Result<()> {
+    let t = tempdir("small-pdus")?;
+    let archive_port = free_port();
+    let opts = StorescpOptions {
+        ae: "ARCHIVE".into(),
+        max_pdu: 4096,
+        ..StorescpOptions::default()
+    };
+    let mut archive = Storescp::start_with(&t.path().join("archive"), archive_port, opts).await?;
+    let appliance = Appliance::start(
+        &t.path().join("appliance"),
+        &dimse_destination("archive", archive_port, "ARCHIVE"),
+    )
+    .await?;
+    let mut study = Study::new(Patient::synthetic(11), "ACC11", 11);
+    let mut files = study.one_of_each(&t.path().join("studies"))?;
+    files.push(study.us_multiframe(
+        &t.path().join("studies"),
+        &UsOptions {
+            frames: 12,
+            rows: 240,
+            columns: 320,
+        },
+    )?);
+    let largest = files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()))
+        .collect::<std::io::Result<Vec<u64>>>()?;
+    assert!(
+        largest.iter().any(|&n| n > 2 << 20)
+            && largest.iter().any(|&n| n > 64 * 4096 && n < 2 << 20),
+        "the set must hold an object streamed and one sent from memory in several writes: {largest:?}"
+    );
+    let report = appliance.storescu().send(&paths(&files)).await?;
+    report.expect_all_success(files.len())?;
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    let spooled = spool_files(&appliance.dir.join("data"))?;
+    for f in &files {
+        let got = archive
+            .file_for(&f.sop_instance_uid)
+            .with_context(|| format!("{} did not reach the archive", f.sop_instance_uid))?;
+        let kept = spooled
+            .get(&f.sop_instance_uid)
+            .with_context(|| format!("{} not in the spool", f.sop_instance_uid))?;
+        assert!(
+            medgate_e2e::dataset_bytes_identical(kept, &got)?,
+            "{} was altered on its way through 4 KiB PDUs",
+            f.path.display()
+        );
+    }
     Ok(())
 }
 

@@ -147,6 +147,22 @@ impl PduConn {
         Ok(())
     }
 
+    /// Sends pre-framed bytes given in parts (one PDU's header, its data, the next header, …),
+    /// with as few writes as the socket takes: no copy into one buffer first.
+    pub async fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), ConnError> {
+        let mut slices: Vec<std::io::IoSlice<'_>> =
+            parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = self.stream.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(ConnError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            std::io::IoSlice::advance_slices(&mut rest, n);
+        }
+        Ok(())
+    }
+
     /// Sends an A-ABORT (service provider, given reason) and shuts the stream down.
     pub async fn abort(&mut self, reason: u8) {
         let bytes = [pdu_type::ABORT, 0, 0, 0, 0, 4, 0, 0, 2, reason];

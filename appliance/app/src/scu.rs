@@ -1,5 +1,6 @@
 //! The association requestor (SCU): connects to a DICOM peer (plain or TLS), negotiates, and
-//! sends C-ECHO and C-STORE, streaming the data set from a spool file in PDU-sized chunks.
+//! sends C-ECHO and C-STORE: a data set up to 2 MiB from memory (read whole, sent by vectored
+//! writes), a larger one streamed from its spool file in PDU-sized chunks.
 //! Used by the DIMSE forwarder and by the simulated modalities of the demo.
 
 use crate::conn::{BoxStream, ConnError, Incoming, PduConn};
@@ -225,69 +226,149 @@ impl ScuAssociation {
     }
 
     /// Sends one object (a range of a spool file) as a C-STORE; returns the archive's response.
-    /// An object up to [`WHOLE_READ_MAX`] is read in one blocking call; a larger one is streamed
-    /// one PDU at a time.
+    /// An object up to [`WHOLE_READ_MAX`] is read in one blocking call into a buffer kept for
+    /// the next one, and sent from it (its PDU headers and its bytes in vectored writes); a
+    /// larger one is streamed one PDU at a time.
     pub async fn store_object(&mut self, loc: &ObjectLocation) -> Result<StoreResponse, ScuError> {
         let file_err = |e: &dyn std::fmt::Display| ScuError::File {
             path: loc.display().to_string(),
             reason: e.to_string(),
         };
         let size = loc.len;
-        let mut source = if size <= WHOLE_READ_MAX {
-            let at = loc.clone();
-            let mut v = std::mem::take(&mut self.whole);
-            let (v, read) = tokio::task::spawn_blocking(move || {
-                v.clear();
-                let read = at
-                    .open()
-                    .and_then(|mut r| std::io::Read::read_to_end(&mut r, &mut v));
-                (v, read)
-            })
-            .await
-            .map_err(|e| file_err(&e))?;
-            read.map_err(|e| file_err(&e))?;
-            let bytes = v;
-            if bytes.len() as u64 != size {
-                return Err(file_err(&"shorter than recorded"));
-            }
-            Source::Memory(bytes, 0)
-        } else {
-            let mut file = tokio::fs::File::open(loc.path())
-                .await
-                .map_err(|e| file_err(&e))?;
-            file.seek(std::io::SeekFrom::Start(loc.offset))
-                .await
-                .map_err(|e| file_err(&e))?;
-            Source::File(file)
+        if size == 0 {
+            return Err(file_err(&"empty object"));
+        }
+        if size > WHOLE_READ_MAX {
+            return self.store_streamed(loc).await;
+        }
+        let n = usize::try_from(size).map_err(|e| file_err(&e))?;
+        let mut whole = std::mem::take(&mut self.whole);
+        if whole.len() < n {
+            // Zeroed once, when the buffer grows; later objects overwrite it.
+            whole.resize(n, 0);
+        }
+        let at = loc.clone();
+        let (whole, read) = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let read = std::fs::File::open(&at.path)
+                .and_then(|f| f.read_exact_at(&mut whole[..n], at.offset));
+            (whole, read)
+        })
+        .await
+        .map_err(|e| file_err(&e))?;
+        let sent = match read {
+            Ok(()) => match whole.get(..n) {
+                Some(object) => self.store_from_memory(object, loc).await,
+                None => Err(file_err(&"shorter than recorded")),
+            },
+            Err(e) => Err(file_err(&e)),
         };
-        let mut head = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX).min(64 * 1024)];
-        source
-            .read_exact(&mut head)
-            .await
-            .map_err(|e| file_err(&e))?;
-        let (meta, offset) = part10::parse_meta(&head).map_err(|e| file_err(&e))?;
+        self.whole = whole;
+        sent
+    }
+
+    /// The C-STORE-RQ for an object whose first bytes are `head`: its presentation context,
+    /// where its data set starts, and the command's PDUs.
+    fn store_request(
+        &mut self,
+        head: &[u8],
+        loc: &ObjectLocation,
+    ) -> Result<(u8, usize, u16, Vec<u8>), ScuError> {
+        let file_err = |e: &dyn std::fmt::Display| ScuError::File {
+            path: loc.display().to_string(),
+            reason: e.to_string(),
+        };
+        let (meta, offset) = part10::parse_meta(head).map_err(|e| file_err(&e))?;
         let ctx = self
             .context_for(&meta.sop_class_uid, &meta.transfer_syntax)
             .ok_or_else(|| ScuError::NoContext {
                 sop_class: meta.sop_class_uid.clone(),
                 transfer_syntax: meta.transfer_syntax.clone(),
             })?;
-        source
-            .seek_to(loc.offset, offset as u64)
-            .await
-            .map_err(|e| file_err(&e))?;
         let id = self.message_id();
         let rq = command::store_rq(id, &meta.sop_class_uid, &meta.sop_instance_uid);
-        let bytes = encode_command_pdus(ctx, &rq.encode(), self.peer_max_pdu);
-        self.conn.send_raw(&bytes).await?;
+        Ok((
+            ctx,
+            offset,
+            id,
+            encode_command_pdus(ctx, &rq.encode(), self.peer_max_pdu),
+        ))
+    }
 
+    /// Bytes of data set per P-DATA PDU we send.
+    fn data_chunk(&self) -> usize {
         let max_pdu = if self.peer_max_pdu == 0 {
             SEND_PDU_CAP
         } else {
             self.peer_max_pdu.min(SEND_PDU_CAP)
         };
-        let chunk = (max_pdu as usize - PDV_HEADER_LEN).max(1);
-        let mut remaining = size.saturating_sub(offset as u64);
+        (max_pdu as usize - PDV_HEADER_LEN).max(1)
+    }
+
+    /// Sends an object held in memory: the command, then the data set, [`VECTORED_PDUS`] PDUs
+    /// per vectored write.
+    async fn store_from_memory(
+        &mut self,
+        object: &[u8],
+        loc: &ObjectLocation,
+    ) -> Result<StoreResponse, ScuError> {
+        let head = object.get(..object.len().min(64 * 1024)).unwrap_or(object);
+        let (ctx, offset, id, command) = self.store_request(head, loc)?;
+        let data = object.get(offset..).unwrap_or_default();
+        if data.is_empty() {
+            return Err(ScuError::File {
+                path: loc.display().to_string(),
+                reason: "empty data set".into(),
+            });
+        }
+        let chunks: Vec<&[u8]> = data.chunks(self.data_chunk()).collect();
+        let last = chunks.len() - 1;
+        let headers: Vec<[u8; PDU_HEADER_LEN + PDV_HEADER_LEN]> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| pdata_header(ctx, false, i == last, c.len()))
+            .collect();
+        let mut first = true;
+        for (hs, cs) in headers
+            .chunks(VECTORED_PDUS)
+            .zip(chunks.chunks(VECTORED_PDUS))
+        {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * hs.len() + 1);
+            if first {
+                parts.push(&command);
+                first = false;
+            }
+            for (h, c) in hs.iter().zip(cs) {
+                parts.push(h);
+                parts.push(c);
+            }
+            self.conn.send_parts(&parts).await?;
+        }
+        self.store_response(id).await
+    }
+
+    /// Sends an object larger than [`WHOLE_READ_MAX`], one PDU at a time from its file: memory
+    /// is one PDU whatever its size.
+    async fn store_streamed(&mut self, loc: &ObjectLocation) -> Result<StoreResponse, ScuError> {
+        let file_err = |e: &dyn std::fmt::Display| ScuError::File {
+            path: loc.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut file = tokio::fs::File::open(loc.path())
+            .await
+            .map_err(|e| file_err(&e))?;
+        let mut head = vec![0u8; 64 * 1024];
+        file.seek(std::io::SeekFrom::Start(loc.offset))
+            .await
+            .map_err(|e| file_err(&e))?;
+        file.read_exact(&mut head).await.map_err(|e| file_err(&e))?;
+        let (ctx, offset, id, command) = self.store_request(&head, loc)?;
+        file.seek(std::io::SeekFrom::Start(loc.offset + offset as u64))
+            .await
+            .map_err(|e| file_err(&e))?;
+        self.conn.send_raw(&command).await?;
+        let chunk = self.data_chunk();
+        let mut remaining = loc.len.saturating_sub(offset as u64);
         if remaining == 0 {
             return Err(file_err(&"empty data set"));
         }
@@ -296,17 +377,18 @@ impl ScuAssociation {
         while remaining > 0 {
             let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(chunk);
             let last = remaining == n as u64;
-            source
-                .read_exact(&mut self.buf[header_len..header_len + n])
+            file.read_exact(&mut self.buf[header_len..header_len + n])
                 .await
                 .map_err(|e| file_err(&e))?;
             self.buf[..header_len].copy_from_slice(&pdata_header(ctx, false, last, n));
             self.conn.send_raw(&self.buf[..header_len + n]).await?;
             remaining -= n as u64;
         }
-        if let Source::Memory(bytes, _) = source {
-            self.whole = bytes;
-        }
+        self.store_response(id).await
+    }
+
+    /// Reads the C-STORE-RSP to message `id`.
+    async fn store_response(&mut self, id: u16) -> Result<StoreResponse, ScuError> {
         let rsp = self.read_response(field::C_STORE_RSP, id).await?;
         Ok(StoreResponse {
             status: rsp.status().unwrap_or(0xFFFF),
@@ -430,41 +512,5 @@ pub(crate) async fn release(conn: &mut PduConn, timeout_secs: u64) {
 /// one per PDU); memory: this much per sending worker.
 const WHOLE_READ_MAX: u64 = 2 << 20;
 
-/// Where the bytes of an object being sent come from.
-enum Source {
-    /// Read whole: the bytes and the position in them.
-    Memory(Vec<u8>, usize),
-    /// Streamed from the spool file.
-    File(tokio::fs::File),
-}
-
-impl Source {
-    async fn read_exact(&mut self, out: &mut [u8]) -> std::io::Result<()> {
-        match self {
-            Source::Memory(bytes, pos) => {
-                let end = pos.saturating_add(out.len());
-                let src = bytes
-                    .get(*pos..end)
-                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-                out.copy_from_slice(src);
-                *pos = end;
-                Ok(())
-            }
-            Source::File(f) => f.read_exact(out).await.map(|_| ()),
-        }
-    }
-
-    /// Positions at `at` bytes into the object, which starts at `base` in its file.
-    async fn seek_to(&mut self, base: u64, at: u64) -> std::io::Result<()> {
-        match self {
-            Source::Memory(_, pos) => {
-                *pos = usize::try_from(at).unwrap_or(usize::MAX);
-                Ok(())
-            }
-            Source::File(f) => f
-                .seek(std::io::SeekFrom::Start(base + at))
-                .await
-                .map(|_| ()),
-        }
-    }
-}
+/// PDUs (header and data, two slices each) per vectored write of an object sent from memory.
+const VECTORED_PDUS: usize = 64;
