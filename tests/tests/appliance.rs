@@ -780,7 +780,7 @@ fn config_check_names_every_problem() -> Result<()> {
     let bad = t.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[appliance]\nname = \"x\"\ndata_dir = \"relative/path\"\n[listener]\nae_title = \"WAY_TOO_LONG_AE_TITLE\"\nbind = \"0.0.0.0:104\"\n[[destination]]\nname = \"Archive\"\nkind = \"dimse\"\n",
+        "[appliance]\nname = \"x\"\ndata_dir = \"relative/path\"\n[listener]\nae_title = \"WAY_TOO_LONG_AE_TITLE\"\nbind = \"0.0.0.0:104\"\n[spool]\nsegment_mib = 4096\nwarm_mib = 9999\n[[destination]]\nname = \"Archive\"\nkind = \"dimse\"\n",
     )?;
     let out = Command::new(workspace_bin("medgate-appliance")?)
         .args(["config", "check"])
@@ -791,6 +791,8 @@ fn config_check_names_every_problem() -> Result<()> {
     for expected in [
         "appliance.data_dir",
         "listener.ae_title",
+        "spool.segment_mib",
+        "spool.warm_mib",
         "destination[0].name",
         "destination[0].address",
         "destination[0].called_ae_title",

@@ -205,7 +205,7 @@ pub async fn run_with(
         low_watermark_percent: cfg.spool.low_watermark_percent,
         max_bytes: cfg.spool.max_bytes,
         retention: Duration::from_secs(cfg.spool.retention_hours * 3600),
-        segment_bytes: medgate_spool::DEFAULT_SEGMENT_BYTES,
+        segment_bytes: cfg.spool.segment_mib.saturating_mul(1 << 20),
         warm_bytes: cfg.spool.warm_mib.saturating_mul(1 << 20),
     };
     let board = crate::board::Board::prepare(&cfg.hardware)?;

@@ -220,6 +220,15 @@ impl DesiredConfig {
                 ),
             );
         }
+        if s.segment_mib > 1024 {
+            bad(
+                "spool.segment_mib",
+                format!(
+                    "{} MiB is more than the 1024 MiB a segment may be; use 16 (the default), or 0 for a file per object",
+                    s.segment_mib
+                ),
+            );
+        }
         if s.warm_mib > 4096 {
             bad(
                 "spool.warm_mib",

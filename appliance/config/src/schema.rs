@@ -36,6 +36,7 @@ const V1: &[&str] = &[
     "spool.low_watermark_percent",
     "spool.max_bytes",
     "spool.retention_hours",
+    "spool.segment_mib",
     "spool.warm_mib",
     "forward",
     "forward.initial_backoff_ms",

@@ -75,6 +75,8 @@ pub struct SpoolSection {
     pub max_bytes: u64,
     /// Keep confirmed objects this long.
     pub retention_hours: u64,
+    /// Size of each spool segment file (MiB); 0: every object in a file of its own.
+    pub segment_mib: u64,
     /// Spool segments kept allocated and written through while idle, for the next burst (MiB).
     pub warm_mib: u64,
 }
@@ -86,6 +88,7 @@ impl Default for SpoolSection {
             low_watermark_percent: 80.0,
             max_bytes: 0,
             retention_hours: 168,
+            segment_mib: 16,
             warm_mib: 256,
         }
     }

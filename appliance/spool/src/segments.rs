@@ -528,7 +528,9 @@ impl Segments {
             };
             let want = inner.ready.len() < target;
             if let Some(seg) = inner.recycle.pop() {
-                return Some(if want {
+                // A segment of another size than configured (spool.segment_mib changed) ends
+                // with its life: the pool moves to the new size as its segments die.
+                return Some(if want && seg.header.size == self.size {
                     Job::Recycle(seg)
                 } else {
                     Job::Remove(seg)

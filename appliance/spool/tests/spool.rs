@@ -706,6 +706,72 @@ fn a_spool_of_files_from_an_earlier_version_is_still_read() {
     );
 }
 
+/// `spool.segment_mib` changed on a running site: segments of the old size are still read and
+/// evicted, new ones have the new size; with 0 new objects go to files of their own, and back.
+#[test]
+fn changing_the_segment_size_or_going_to_files_keeps_every_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sized = |segment_bytes: u64| SpoolConfig {
+        segment_bytes,
+        ..cfg(dir.path())
+    };
+    let mut kept: Vec<(ObjectRecord, Vec<u8>)> = Vec::new();
+    for (i, segment_bytes) in [1u64 << 20, 2 << 20, 0, 1 << 20].into_iter().enumerate() {
+        let (spool, report) = Spool::open(sized(segment_bytes)).expect("open");
+        assert_eq!(
+            report.objects,
+            kept.len() as u64,
+            "segment_bytes={segment_bytes}"
+        );
+        for (rec, bytes) in &kept {
+            assert_eq!(
+                &bytes_of(&spool, rec.id),
+                bytes,
+                "segment_bytes={segment_bytes}"
+            );
+        }
+        // Past the segments made before (ready and warm ones of 1 MiB, three objects each).
+        let n = if segment_bytes == 2 << 20 { 16 } else { 1 };
+        for j in 0..n {
+            let (rec, bytes) = store_sized(&spool, &format!("1.2.3.{i}.{j}"), 300_000);
+            if segment_bytes == 0 {
+                assert!(rec.segment.is_none(), "segment_mib = 0: a file of its own");
+            }
+            kept.push((rec, bytes));
+        }
+        if segment_bytes == 2 << 20 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !segment_files(dir.path())
+                .iter()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == 2 << 20))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no segment of the new size was made"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                kept.iter().any(|(r, _)| r.segment.is_some()),
+                "objects still go to segments"
+            );
+        }
+        spool.flush().expect("flush");
+    }
+    // Every one released and evicted, whichever way it was stored.
+    let mut c = sized(1 << 20);
+    c.retention = Duration::ZERO;
+    let (spool, _) = Spool::open(c).expect("reopen");
+    for (rec, _) in &kept {
+        spool.confirm(rec.id, "archive").expect("c");
+        spool.confirm(rec.id, "web").expect("c");
+    }
+    assert_eq!(spool.evict().expect("evict"), kept.len() as u64);
+    for (rec, _) in &kept {
+        assert!(!present(&spool, rec.id));
+    }
+}
+
 /// A kill -9 or power cut while an object is being committed leaves its record torn: any prefix
 /// of its bytes may be on disk, with or without its header. Whatever the offset, every record
 /// acknowledged before it is served byte for byte, the torn one never.
