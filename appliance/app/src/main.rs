@@ -535,7 +535,9 @@ fn main() -> std::process::ExitCode {
     // whatever the caller's umask: patient data must never be readable by other users.
     medgate_appliance::datadir::private_umask();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if matches!(cli.command, Command::Run { .. }) {
+        few_malloc_arenas();
+    } else {
         quiet_broken_pipe();
     }
     match run_cli(cli) {
@@ -555,6 +557,21 @@ fn quiet_broken_pipe() {
     // SAFETY: called at the start of main, before any other thread exists; SIG_DFL installs no
     // handler code of ours, it only restores the default action Rust's runtime replaced.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// glibc gives threads arenas of their own (up to 8 per core) and keeps what they freed: the
+/// blocking pool's threads each grew one, and the service's RSS rose by steps under load (soak:
+/// 25 → 32 MB over 10 minutes, against 25 → 26 MB with two arenas). Two arenas are plenty for
+/// its allocations, which are small and short-lived beside the objects' bytes (those go to the
+/// spool, never whole into memory).
+#[allow(unsafe_code)]
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: called at the start of main, before any other thread exists or allocates
+        // much; mallopt only sets a limit of the allocator, read when an arena is created.
+        let _ = unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2) };
+    }
 }
 
 fn run_cli(cli: Cli) -> anyhow::Result<()> {
