@@ -828,7 +828,16 @@ async fn orthanc_receives_by_c_store_and_stow_rs_with_equal_datasets() -> Result
     );
     let appliance = Appliance::start(&t.path().join("appliance"), &extra).await?;
     let mut study = Study::new(Patient::synthetic(71), "ACC71", 71);
-    let files = study.one_of_each(&t.path().join("studies"))?;
+    let mut files = study.one_of_each(&t.path().join("studies"))?;
+    // Over 2 MiB: streamed from its file by both senders (the others are sent from memory).
+    files.push(study.us_multiframe(
+        &t.path().join("studies"),
+        &UsOptions {
+            frames: 12,
+            rows: 240,
+            columns: 320,
+        },
+    )?);
     appliance
         .storescu()
         .send(&paths(&files))

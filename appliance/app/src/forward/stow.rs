@@ -1,11 +1,16 @@
 //! The DICOMweb STOW-RS forwarder (PS3.18 10.5): one POST per object to `{url}/studies`, the
-//! Part 10 file streamed as the single part of a multipart/related body, never held in memory.
+//! Part 10 object as the single part of a multipart/related body: read whole in one blocking
+//! call up to [`WHOLE_READ_MAX`], streamed from its file beyond (never held in memory whole).
 
 use super::queue::Outcome;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use medgate_spool::{ObjectLocation, ObjectRecord};
 use std::time::Duration;
+
+/// Objects up to this size are read whole and sent from memory (memory: this much per sending
+/// worker); larger ones are streamed from their file.
+const WHOLE_READ_MAX: u64 = 2 << 20;
 
 /// A STOW-RS sender.
 #[derive(Debug, Clone)]
@@ -83,24 +88,48 @@ impl StowSender {
         let unreadable = |e: std::io::Error| {
             SendError::File(format!("spool file {} unreadable: {e}", path.display()))
         };
-        let mut file = tokio::fs::File::open(path.path())
-            .await
-            .map_err(unreadable)?;
-        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(path.offset))
-            .await
-            .map_err(unreadable)?;
-        let file = tokio::io::AsyncReadExt::take(file, path.len);
         let boundary = format!("medgate-{:016x}-{:08x}", rec.id, fastrand::u32(..));
-        let head = Bytes::from(format!(
-            "--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) })
-            .chain(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            ))
-            .chain(futures_util::stream::once(async move { Ok(tail) }));
+        let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let body = if path.len <= WHOLE_READ_MAX {
+            // One blocking read, one buffer, a body of known length.
+            let at = path.clone();
+            let whole = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                use std::io::{Read, Seek};
+                let n = usize::try_from(at.len).map_err(std::io::Error::other)?;
+                let mut body = Vec::with_capacity(head.len() + n + tail.len());
+                body.extend_from_slice(head.as_bytes());
+                let mut file = std::fs::File::open(&at.path)?;
+                file.seek(std::io::SeekFrom::Start(at.offset))?;
+                // Into the reserved capacity as it is, without zeroing it first.
+                if file.take(at.len).read_to_end(&mut body)? != n {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                body.extend_from_slice(tail.as_bytes());
+                Ok(body)
+            })
+            .await
+            .map_err(|e| SendError::File(format!("reading {}: {e}", path.display())))?
+            .map_err(unreadable)?;
+            reqwest::Body::from(whole)
+        } else {
+            let mut file = tokio::fs::File::open(path.path())
+                .await
+                .map_err(unreadable)?;
+            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(path.offset))
+                .await
+                .map_err(unreadable)?;
+            let file = tokio::io::AsyncReadExt::take(file, path.len);
+            let (head, tail) = (Bytes::from(head), Bytes::from(tail));
+            reqwest::Body::wrap_stream(
+                futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) })
+                    .chain(tokio_util::io::ReaderStream::with_capacity(
+                        file,
+                        256 * 1024,
+                    ))
+                    .chain(futures_util::stream::once(async move { Ok(tail) })),
+            )
+        };
         let mut req = self
             .client
             .post(format!("{}/studies", self.url))
@@ -109,7 +138,7 @@ impl StowSender {
                 format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
             )
             .header(reqwest::header::ACCEPT, "application/dicom+json")
-            .body(reqwest::Body::wrap_stream(body));
+            .body(body);
         req = match &self.auth {
             Auth::None => req,
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
