@@ -11,12 +11,26 @@ listening() {
     awk -v p=":$hex" '$2 ~ p"$" && $4 == "0A" { found = 1 } END { exit !found }' \
         /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
-# A TCP port nothing listens on.
+# Whether any TCP socket, in any state, has $1 as its local port.
+bound() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    awk -v p=":$hex" '$2 ~ p"$" { found = 1 } END { exit !found }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+# A TCP port no socket uses and not handed out before in this run, below the kernel's
+# ephemeral range (32768-60999), so that no outgoing connection takes it before its listener
+# binds it. The ports handed out go to a file (free_port runs in subshells).
+BENCH_PORTS_FILE=${BENCH_PORTS_FILE:-$(mktemp -t medgate-bench-ports.XXXXXX)}
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
-        listening "$p" || { echo "$p"; return; }
+        p=$((20000 + RANDOM % 12000))
+        bound "$p" && continue
+        grep -qx "$p" "$BENCH_PORTS_FILE" 2>/dev/null && continue
+        echo "$p" >>"$BENCH_PORTS_FILE"
+        echo "$p"
+        return
     done
 }
 wait_port() { # PORT PID
@@ -76,4 +90,22 @@ median() { # values...
 minmax() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%.0f-%.0f", a, b }'; }
 ratio() { # A B: A / B as "1.23x", "-" without B
     if [[ -n ${2:-} ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; else echo "-"; fi
+}
+
+# wait_warm STATUS_PORT SECS: waits at most SECS (0: not at all) until an appliance has written
+# through its ready spool segments (spool.warm_mib), as an idle appliance has them between
+# exams: none of them left cold, at least one warm.
+wait_warm() {
+    local status=$1 secs=$2 deadline m
+    ((secs > 0)) || return 0
+    deadline=$((SECONDS + secs))
+    while ((SECONDS < deadline)); do
+        m=$(curl --noproxy '*' -sf "http://127.0.0.1:$status/metrics" || true)
+        if grep -q '^medgate_spool_segments{state="ready_cold"} 0$' <<<"$m" &&
+            ! grep -q '^medgate_spool_segments{state="ready_warm"} 0$' <<<"$m" &&
+            grep -q '^medgate_spool_segments{state="ready_warm"}' <<<"$m"; then
+            return 0
+        fi
+        sleep 0.2
+    done
 }
