@@ -69,6 +69,39 @@ fn acknowledged(report: &medgate_e2e::StorescuReport, files: &[GeneratedFile]) -
         .collect()
 }
 
+/// Waits until the appliance forwarded `files` and the archive holds them; checks that what the
+/// archive got is, byte for byte, the data set the appliance received (its spool). Returns each
+/// file with the archive's copy.
+async fn archive_holds_the_spooled_bytes<'a>(
+    appliance: &Appliance,
+    archive: &mut Storescp,
+    files: &'a [GeneratedFile],
+) -> Result<Vec<(&'a GeneratedFile, std::path::PathBuf)>> {
+    appliance.wait_drained(Duration::from_secs(60)).await?;
+    archive
+        .wait_for_files(files.len(), Duration::from_secs(30))
+        .await?;
+    let spooled = spool_files(&appliance.dir.join("data"))?;
+    let mut out = Vec::new();
+    for f in files {
+        let got = archive
+            .file_for(&f.sop_instance_uid)
+            .with_context(|| format!("{} did not reach the archive", f.sop_instance_uid))?;
+        let kept = spooled
+            .get(&f.sop_instance_uid)
+            .with_context(|| format!("{} not in the spool", f.sop_instance_uid))?;
+        assert!(
+            medgate_e2e::dataset_bytes_identical(kept, &got)?,
+            "{} ({}, {} bytes) was altered on its way through the appliance",
+            f.path.display(),
+            f.transfer_syntax_uid,
+            std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0)
+        );
+        out.push((f, got));
+    }
+    Ok(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_and_store_reach_storescp_byte_identical() -> Result<()> {
     let (t, mut archive, appliance) = rig("identical", "").await?;
@@ -81,33 +114,31 @@ async fn echo_and_store_reach_storescp_byte_identical() -> Result<()> {
     let report = appliance.storescu().send(&paths(&files)).await?;
     report.expect_all_success(files.len())?;
 
-    appliance.wait_drained(Duration::from_secs(60)).await?;
-    archive
-        .wait_for_files(files.len(), Duration::from_secs(30))
-        .await?;
-    // What the appliance received (its spool) and what the archive got are the same bytes;
-    // both hold the data set the modality's file holds (storescu itself may re-encode
-    // sequence lengths on the wire, so the file is compared element by element).
-    let spooled = spool_files(&appliance.dir.join("data"))?;
-    for f in &files {
-        let got = archive
-            .file_for(&f.sop_instance_uid)
-            .with_context(|| format!("{} did not reach the archive", f.sop_instance_uid))?;
-        let kept = spooled
-            .get(&f.sop_instance_uid)
-            .with_context(|| format!("{} not in the spool", f.sop_instance_uid))?;
-        assert!(
-            medgate_e2e::dataset_bytes_identical(kept, &got)?,
-            "{} ({}) was altered on its way through the appliance",
-            f.path.display(),
-            f.transfer_syntax_uid
-        );
+    for (f, got) in archive_holds_the_spooled_bytes(&appliance, &mut archive, &files).await? {
+        // Both hold the data set the modality's file holds (storescu itself may re-encode
+        // sequence lengths on the wire, so the file is compared element by element).
         medgate_e2e::assert_dataset_equal(&f.path, &got)?;
     }
     let s = appliance.status().await?;
     assert_eq!(s["objects_received"], files.len());
     assert_eq!(s["destinations"][0]["forwarded"], files.len());
     Ok(())
+}
+
+/// One object of each kind (all under 2 MiB: sent from memory) and a 2.8 MB US multi-frame
+/// (streamed from its file), of patient `n`.
+fn one_of_each_and_a_large_one(dir: &Path, n: u64) -> Result<Vec<GeneratedFile>> {
+    let mut study = Study::new(Patient::synthetic(n), format!("ACC{n}"), n);
+    let mut files = study.one_of_each(dir)?;
+    files.push(study.us_multiframe(
+        dir,
+        &UsOptions {
+            frames: 12,
+            rows: 240,
+            columns: 320,
+        },
+    )?);
+    Ok(files)
 }
 
 /// An archive that takes only 4 KiB PDUs: objects sent from memory need several vectored writes
@@ -128,16 +159,7 @@ async fn small_archive_pdus_still_carry_every_byte() -> Result<()> {
         &dimse_destination("archive", archive_port, "ARCHIVE"),
     )
     .await?;
-    let mut study = Study::new(Patient::synthetic(11), "ACC11", 11);
-    let mut files = study.one_of_each(&t.path().join("studies"))?;
-    files.push(study.us_multiframe(
-        &t.path().join("studies"),
-        &UsOptions {
-            frames: 12,
-            rows: 240,
-            columns: 320,
-        },
-    )?);
+    let files = one_of_each_and_a_large_one(&t.path().join("studies"), 11)?;
     let largest = files
         .iter()
         .map(|f| std::fs::metadata(&f.path).map(|m| m.len()))
@@ -149,24 +171,7 @@ async fn small_archive_pdus_still_carry_every_byte() -> Result<()> {
     );
     let report = appliance.storescu().send(&paths(&files)).await?;
     report.expect_all_success(files.len())?;
-    appliance.wait_drained(Duration::from_secs(60)).await?;
-    archive
-        .wait_for_files(files.len(), Duration::from_secs(30))
-        .await?;
-    let spooled = spool_files(&appliance.dir.join("data"))?;
-    for f in &files {
-        let got = archive
-            .file_for(&f.sop_instance_uid)
-            .with_context(|| format!("{} did not reach the archive", f.sop_instance_uid))?;
-        let kept = spooled
-            .get(&f.sop_instance_uid)
-            .with_context(|| format!("{} not in the spool", f.sop_instance_uid))?;
-        assert!(
-            medgate_e2e::dataset_bytes_identical(kept, &got)?,
-            "{} was altered on its way through 4 KiB PDUs",
-            f.path.display()
-        );
-    }
+    archive_holds_the_spooled_bytes(&appliance, &mut archive, &files).await?;
     Ok(())
 }
 
@@ -827,17 +832,8 @@ async fn orthanc_receives_by_c_store_and_stow_rs_with_equal_datasets() -> Result
         web.dicomweb_url()
     );
     let appliance = Appliance::start(&t.path().join("appliance"), &extra).await?;
-    let mut study = Study::new(Patient::synthetic(71), "ACC71", 71);
-    let mut files = study.one_of_each(&t.path().join("studies"))?;
-    // Over 2 MiB: streamed from its file by both senders (the others are sent from memory).
-    files.push(study.us_multiframe(
-        &t.path().join("studies"),
-        &UsOptions {
-            frames: 12,
-            rows: 240,
-            columns: 320,
-        },
-    )?);
+    // The large one is streamed from its file by both senders, the others sent from memory.
+    let files = one_of_each_and_a_large_one(&t.path().join("studies"), 71)?;
     appliance
         .storescu()
         .send(&paths(&files))
