@@ -230,10 +230,7 @@ impl ScuAssociation {
     /// the next one, and sent from it (its PDU headers and its bytes in vectored writes); a
     /// larger one is streamed one PDU at a time.
     pub async fn store_object(&mut self, loc: &ObjectLocation) -> Result<StoreResponse, ScuError> {
-        let file_err = |e: &dyn std::fmt::Display| ScuError::File {
-            path: loc.display().to_string(),
-            reason: e.to_string(),
-        };
+        let file_err = |e: &dyn std::fmt::Display| file_error(loc, e);
         let size = loc.len;
         if size == 0 {
             return Err(file_err(&"empty object"));
@@ -274,10 +271,7 @@ impl ScuAssociation {
         head: &[u8],
         loc: &ObjectLocation,
     ) -> Result<(u8, usize, u16, Vec<u8>), ScuError> {
-        let file_err = |e: &dyn std::fmt::Display| ScuError::File {
-            path: loc.display().to_string(),
-            reason: e.to_string(),
-        };
+        let file_err = |e: &dyn std::fmt::Display| file_error(loc, e);
         let (meta, offset) = part10::parse_meta(head).map_err(|e| file_err(&e))?;
         let ctx = self
             .context_for(&meta.sop_class_uid, &meta.transfer_syntax)
@@ -316,10 +310,7 @@ impl ScuAssociation {
         let (ctx, offset, id, command) = self.store_request(head, loc)?;
         let data = object.get(offset..).unwrap_or_default();
         if data.is_empty() {
-            return Err(ScuError::File {
-                path: loc.display().to_string(),
-                reason: "empty data set".into(),
-            });
+            return Err(file_error(loc, &"empty data set"));
         }
         let chunks: Vec<&[u8]> = data.chunks(self.data_chunk()).collect();
         let last = chunks.len() - 1;
@@ -350,10 +341,7 @@ impl ScuAssociation {
     /// Sends an object larger than [`WHOLE_READ_MAX`], one PDU at a time from its file: memory
     /// is one PDU whatever its size.
     async fn store_streamed(&mut self, loc: &ObjectLocation) -> Result<StoreResponse, ScuError> {
-        let file_err = |e: &dyn std::fmt::Display| ScuError::File {
-            path: loc.display().to_string(),
-            reason: e.to_string(),
-        };
+        let file_err = |e: &dyn std::fmt::Display| file_error(loc, e);
         let mut file = tokio::fs::File::open(loc.path())
             .await
             .map_err(|e| file_err(&e))?;
@@ -509,8 +497,17 @@ pub(crate) async fn release(conn: &mut PduConn, timeout_secs: u64) {
 }
 
 /// Objects up to this size are read whole before they are sent (one blocking call instead of
-/// one per PDU); memory: this much per sending worker.
-const WHOLE_READ_MAX: u64 = 2 << 20;
+/// one per PDU), by C-STORE here and by STOW-RS (`forward::stow`); memory: this much per
+/// sending worker.
+pub(crate) const WHOLE_READ_MAX: u64 = 2 << 20;
+
+/// The object at `loc` could not be read or is not a Part 10 object.
+fn file_error(loc: &ObjectLocation, e: &dyn std::fmt::Display) -> ScuError {
+    ScuError::File {
+        path: loc.display().to_string(),
+        reason: e.to_string(),
+    }
+}
 
 /// PDUs (header and data, two slices each) per vectored write of an object sent from memory.
 const VECTORED_PDUS: usize = 64;

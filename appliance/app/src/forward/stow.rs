@@ -3,14 +3,11 @@
 //! call up to [`WHOLE_READ_MAX`], streamed from its file beyond (never held in memory whole).
 
 use super::queue::Outcome;
+use crate::scu::WHOLE_READ_MAX;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use medgate_spool::{ObjectLocation, ObjectRecord};
 use std::time::Duration;
-
-/// Objects up to this size are read whole and sent from memory (memory: this much per sending
-/// worker); larger ones are streamed from their file.
-const WHOLE_READ_MAX: u64 = 2 << 20;
 
 /// A STOW-RS sender.
 #[derive(Debug, Clone)]
